@@ -1,0 +1,229 @@
+"""The Balanced Softmax Cross-Entropy (BSCE) as a pure function and a thin module.
+
+BSCE (Jodelet, Liu & Murata, ICANN 2021 / CVIU 2022) trains with
+
+    cross_entropy(logits + tau * log(prior), targets)
+
+where ``prior[j]`` is the frequency of class ``j`` in the training data, and predicts
+with the plain ``logits``. Adding the log-prior during training is the same as
+training the "balanced" classifier ``logits`` under the label distribution the data
+was drawn from, so the bias toward frequent (new) classes stays in the adjustment and
+out of the weights. ``tau`` generalises it to logit adjustment (``tau=0`` is plain
+cross-entropy, ``tau=1`` is BSCE).
+
+Classes whose count is zero are removed from the softmax (their probability under
+the prior is 0): their logits receive a large finite negative offset instead of
+``-inf``, so neither the loss nor the gradients can become NaN or inf, and those
+units get exactly zero gradient.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "ZERO_PRIOR_OFFSET",
+    "as_class_counts",
+    "log_prior_adjustment",
+    "check_targets_have_prior",
+    "balanced_softmax_cross_entropy",
+    "BalancedSoftmaxCrossEntropyLoss",
+]
+
+#: Offset added to the logits of classes with zero prior. Finite (unlike log(0)) so that
+#: no NaN/inf can appear, and far below any real logit so their softmax mass is exactly 0.
+ZERO_PRIOR_OFFSET = -1e30
+
+CountsLike = Union[Tensor, Sequence[float]]
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def as_class_counts(counts: CountsLike, name: str = "class_counts") -> Tensor:
+    """Validate class counts (or frequencies) and return them as a 1-D float64 tensor.
+
+    Counts need not sum to one; only their ratios matter.
+    """
+    try:
+        tensor = torch.as_tensor(counts, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(
+            f"{name} must be a 1-D sequence or tensor of non-negative numbers, got "
+            f"{type(counts).__name__}: {err}"
+        ) from None
+    if tensor.dim() != 1 or tensor.numel() == 0:
+        raise ValueError(
+            f"{name} must be a non-empty 1-D sequence (one entry per class), got shape "
+            f"{tuple(tensor.shape)}."
+        )
+    if not torch.isfinite(tensor).all():
+        bad = torch.nonzero(~torch.isfinite(tensor)).flatten().tolist()
+        raise ValueError(f"{name} contains NaN or inf at classes {bad[:10]}; pass finite counts.")
+    if (tensor < 0).any():
+        bad = torch.nonzero(tensor < 0).flatten().tolist()
+        raise ValueError(f"{name} contains negative values at classes {bad[:10]}; counts must be >= 0.")
+    if tensor.sum() <= 0:
+        raise ValueError(
+            f"{name} is all zeros: at least one class needs a positive count to define a prior."
+        )
+    return tensor
+
+
+def _check_tau(tau: float) -> float:
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)):
+        raise TypeError(f"tau must be a real number, got {type(tau).__name__}.")
+    if not math.isfinite(tau) or tau < 0:
+        raise ValueError(
+            f"tau must be finite and >= 0 (0 = plain cross-entropy, 1 = BSCE), got {tau}."
+        )
+    return float(tau)
+
+
+def log_prior_adjustment(
+    class_counts: CountsLike,
+    tau: float = 1.0,
+    num_classes: int | None = None,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """The vector ``tau * log(prior)`` that BSCE adds to the logits.
+
+    :param class_counts: number (or frequency) of training samples per class.
+    :param tau: strength of the adjustment; ``0`` gives a zero vector (plain CE).
+    :param num_classes: length of the result. Counts shorter than this are padded with
+        zeros (classes the model has units for but the data does not contain); counts
+        longer than this are an error unless the extra entries are zero.
+    :return: a float tensor of length ``num_classes``; zero-count classes get
+        :data:`ZERO_PRIOR_OFFSET` when ``tau > 0``.
+    """
+    counts = as_class_counts(class_counts)
+    tau = _check_tau(tau)
+    if num_classes is not None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+        if counts.numel() > num_classes:
+            if counts[num_classes:].any():
+                last = int(torch.nonzero(counts).max())
+                raise ValueError(
+                    f"The prior has samples of class {last} but the model has only "
+                    f"{num_classes} output units: give the model at least {last + 1} "
+                    "outputs (or use an IncrementalClassifier that grows with the data)."
+                )
+            counts = counts[:num_classes]
+        elif counts.numel() < num_classes:
+            counts = torch.cat([counts, counts.new_zeros(num_classes - counts.numel())])
+    if tau == 0.0:
+        return torch.zeros(counts.numel(), dtype=dtype, device=device)
+    present = counts > 0
+    log_prior = torch.log(counts.clamp_min(1e-300) / counts.sum())
+    adjustment = torch.where(present, tau * log_prior, torch.full_like(log_prior, ZERO_PRIOR_OFFSET))
+    return adjustment.to(device=device, dtype=dtype)
+
+
+def check_targets_have_prior(targets: Tensor, adjustment: Tensor) -> None:
+    """Raise if a target class lies outside the logits or has zero prior.
+
+    Costs one host-device sync, so the plugin calls it only where the prior does not
+    come from the very labels being trained on (a fixed, user-given prior).
+    """
+    num_classes = adjustment.numel()
+    if targets.numel() == 0:
+        return
+    lo, hi = int(targets.min()), int(targets.max())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(
+            f"Target class {hi if hi >= num_classes else lo} is outside the model's "
+            f"{num_classes} output units: labels must lie in [0, {num_classes - 1}]."
+        )
+    zero = adjustment[targets] <= ZERO_PRIOR_OFFSET / 2
+    if zero.any():
+        classes = sorted(set(targets[zero].tolist()))
+        raise ValueError(
+            f"Targets of classes {classes[:10]} have a zero count in the prior, so BSCE "
+            "cannot train on them (their probability under the prior is 0). Give these "
+            "classes a positive count, or use a prior computed from the training data "
+            "(prior='auto')."
+        )
+
+
+def balanced_softmax_cross_entropy(
+    logits: Tensor,
+    targets: Tensor,
+    class_counts: CountsLike,
+    tau: float = 1.0,
+    reduction: str = "mean",
+) -> Tensor:
+    """Balanced Softmax Cross-Entropy: ``cross_entropy(logits + tau * log(prior), targets)``.
+
+    :param logits: ``(N, C)`` unnormalised scores.
+    :param targets: ``(N,)`` integer class indices.
+    :param class_counts: ``(C,)`` number (or frequency) of training samples per class;
+        classes with zero count are excluded from the softmax.
+    :param tau: adjustment strength (``0`` = plain CE, ``1`` = BSCE).
+    :param reduction: ``"mean"``, ``"sum"`` or ``"none"``, as in ``F.cross_entropy``.
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
+    if logits.dim() != 2:
+        raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}.")
+    counts = as_class_counts(class_counts)
+    if counts.numel() != logits.shape[1]:
+        raise ValueError(
+            f"class_counts has {counts.numel()} entries but logits have {logits.shape[1]} "
+            "classes: pass one count per output unit."
+        )
+    adjustment = log_prior_adjustment(counts, tau, device=logits.device, dtype=logits.dtype)
+    targets = targets.long()
+    check_targets_have_prior(targets, adjustment)
+    return F.cross_entropy(logits + adjustment, targets, reduction=reduction)
+
+
+class BalancedSoftmaxCrossEntropyLoss(nn.Module):
+    """Module form of :func:`balanced_softmax_cross_entropy` holding the class counts.
+
+    ``class_counts`` may be set after construction (e.g. once per experience); the
+    log-prior is computed when the counts are set, not at every call. ``reduction`` is
+    a plain attribute that strategies may toggle.
+    """
+
+    def __init__(
+        self,
+        class_counts: CountsLike | None = None,
+        tau: float = 1.0,
+        reduction: str = "mean",
+    ):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
+        self.tau = _check_tau(tau)
+        self.reduction = reduction
+        self.register_buffer("_counts", None)
+        if class_counts is not None:
+            self.class_counts = class_counts
+
+    @property
+    def class_counts(self) -> Tensor | None:
+        return self._counts
+
+    @class_counts.setter
+    def class_counts(self, counts: CountsLike) -> None:
+        self._counts = as_class_counts(counts).to(torch.float32)
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        if self._counts is None:
+            raise RuntimeError(
+                "BalancedSoftmaxCrossEntropyLoss has no class counts yet: set "
+                "`loss.class_counts = counts` before calling it."
+            )
+        return balanced_softmax_cross_entropy(
+            logits, targets, self._counts, self.tau, self.reduction
+        )
+
+    def extra_repr(self) -> str:
+        n = None if self._counts is None else self._counts.numel()
+        return f"num_classes={n}, tau={self.tau}, reduction={self.reduction!r}"

@@ -1,0 +1,98 @@
+"""Shared fixtures: tiny, deterministic class-incremental problems built from tensors."""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+warnings.filterwarnings("ignore", message="no QP solver found")
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
+def make_blobs(n_classes: int, per_class, dim: int = 8, seed: int = 0, spread: float = 1.0):
+    """Gaussian blobs: class ``c`` centred at a random point, ``per_class[c]`` samples."""
+    g = torch.Generator().manual_seed(seed)
+    if isinstance(per_class, int):
+        per_class = [per_class] * n_classes
+    centres = torch.randn(n_classes, dim, generator=g) * 2.0
+    xs, ys = [], []
+    for c, n in enumerate(per_class):
+        xs.append(centres[c] + spread * torch.randn(n, dim, generator=g))
+        ys.append(torch.full((n,), c, dtype=torch.long))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def tensor_benchmark(x_train, y_train, x_test, y_test, n_experiences, class_order=None):
+    """An ``nc_benchmark`` (the kind iCaRL needs) over tensor data."""
+    from avalanche.benchmarks import nc_benchmark
+    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as mk
+
+    n_classes = int(y_train.max()) + 1
+    return nc_benchmark(
+        mk(x_train, y_train),
+        mk(x_test, y_test),
+        n_experiences=n_experiences,
+        task_labels=False,
+        fixed_class_order=class_order or list(range(n_classes)),
+    )
+
+
+@pytest.fixture
+def blobs_benchmark():
+    """6 classes in 3 experiences, 60 train / 20 test samples per class, 8-D inputs."""
+    x, y = make_blobs(6, 60, seed=1)
+    xt, yt = make_blobs(6, 20, seed=1)
+    return tensor_benchmark(x, y, xt, yt, n_experiences=3)
+
+
+class MLP(torch.nn.Module):
+    """Small model with separate feature extractor and classifier (as iCaRL needs)."""
+
+    def __init__(self, dim: int = 8, n_classes: int = 6, hidden: int = 32):
+        super().__init__()
+        self.feature_extractor = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.ReLU())
+        self.classifier = torch.nn.Linear(hidden, n_classes)
+
+    def forward(self, x):
+        return self.classifier(self.feature_extractor(x))
+
+
+class BatchRecorder:
+    """Plugin that records the labels of every training mini-batch and eval outputs."""
+
+    def __new__(cls, *args, **kwargs):
+        from avalanche.training.plugins import SupervisedPlugin
+
+        class _Recorder(SupervisedPlugin):
+            def __init__(self):
+                super().__init__()
+                self.train_labels = {}  # experience index -> list of label tensors
+                self.eval_outputs = []
+                self.train_losses = []
+
+            def before_forward(self, strategy, **kw):
+                exp = strategy.clock.train_exp_counter
+                self.train_labels.setdefault(exp, []).append(strategy.mb_y.detach().cpu().clone())
+
+            def after_backward(self, strategy, **kw):
+                self.train_losses.append(float(strategy.loss.detach()))
+
+            def after_eval_forward(self, strategy, **kw):
+                self.eval_outputs.append(strategy.mb_output.detach().cpu().clone())
+
+        return _Recorder()
