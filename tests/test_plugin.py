@@ -1,0 +1,334 @@
+"""BalancedSoftmaxPlugin with real Avalanche strategies on tiny data."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import CrossEntropyLoss
+from torch.optim import SGD
+
+from avalanche.training import LwF, Naive, Replay
+from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
+from avalanche.training.storage_policy import (
+    ClassBalancedBuffer,
+    ExperienceBalancedBuffer,
+    ParametricBuffer,
+    ReservoirSamplingBuffer,
+)
+from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
+
+from bsce_avalanche import BalancedSoftmaxPlugin
+from bsce_avalanche.plugin import _BalancedCriterion
+
+from conftest import MLP, BatchRecorder, make_blobs, tensor_benchmark
+
+
+def quiet_evaluator():
+    return EvaluationPlugin(
+        accuracy_metrics(experience=True, stream=True),
+        loss_metrics(minibatch=False, experience=True, stream=True),
+        loggers=[],
+    )
+
+
+def empirical_frequencies(label_batches, n_classes):
+    labels = torch.cat(label_batches)
+    counts = torch.bincount(labels, minlength=n_classes).double()
+    return counts / counts.sum()
+
+
+def train_all(strategy, benchmark, eval_after=False):
+    for exp in benchmark.train_stream:
+        strategy.train(exp, num_workers=0)
+    if eval_after:
+        return strategy.eval(benchmark.test_stream)
+
+
+STORAGE_POLICIES = {
+    "experience_balanced": lambda m: ExperienceBalancedBuffer(max_size=m, adaptive_size=True),
+    "class_balanced": lambda m: ClassBalancedBuffer(max_size=m, adaptive_size=True),
+    "reservoir": lambda m: ReservoirSamplingBuffer(max_size=m),
+    "parametric": lambda m: ParametricBuffer(max_size=m),
+}
+
+
+@pytest.mark.parametrize("policy", sorted(STORAGE_POLICIES))
+def test_prior_matches_the_batches_naive_plus_replay_plugin_draws(blobs_benchmark, policy):
+    """The prior equals the label frequency of the mini-batches really drawn."""
+    mem = 30
+    recorder = BatchRecorder()
+    bsce = BalancedSoftmaxPlugin()
+    strategy = Naive(
+        MLP(), SGD(MLP().parameters(), lr=0.0), CrossEntropyLoss(),
+        train_mb_size=10, train_epochs=20, evaluator=quiet_evaluator,
+        plugins=[bsce, ReplayPlugin(mem_size=mem, storage_policy=STORAGE_POLICIES[policy](mem)), recorder],
+    )
+    strategy.optimizer = SGD(strategy.model.parameters(), lr=0.01)
+    train_all(strategy, blobs_benchmark)
+    assert len(bsce.prior_history) == 3
+    for exp, prior in enumerate(bsce.prior_history):
+        drawn = empirical_frequencies(recorder.train_labels[exp], 6)
+        prior = torch.tensor(prior + [0.0] * (6 - len(prior)), dtype=torch.float64)
+        # First experience: exact; later: the buffer is cycled, so 20 epochs of random
+        # draws approach the expectation the plugin computes.
+        assert torch.allclose(prior, drawn, atol=0.02), (exp, prior, drawn)
+    # With a 50/50 replay loader the 30 memory samples get half of each batch: far
+    # more than their share of "experience + buffer" (30 / 150 = 20%).
+    last = torch.tensor(bsce.prior_history[-1])
+    assert 0.45 < float(last[:4].sum()) < 0.55
+
+
+def test_prior_matches_the_batches_replay_wrapper(blobs_benchmark):
+    recorder = BatchRecorder()
+    bsce = BalancedSoftmaxPlugin()
+    model = MLP()
+    strategy = Replay(
+        model, SGD(model.parameters(), lr=0.01), CrossEntropyLoss(), mem_size=40,
+        train_mb_size=16, train_epochs=15, evaluator=quiet_evaluator, plugins=[recorder, bsce],
+    )
+    train_all(strategy, blobs_benchmark)
+    for exp, prior in enumerate(bsce.prior_history):
+        drawn = empirical_frequencies(recorder.train_labels[exp], 6)
+        prior = torch.tensor(prior + [0.0] * (6 - len(prior)), dtype=torch.float64)
+        assert torch.allclose(prior, drawn, atol=0.02), (exp, prior, drawn)
+
+
+def test_dataset_mode_counts_experience_plus_buffer(blobs_benchmark):
+    bsce = BalancedSoftmaxPlugin(prior="dataset")
+    model = MLP()
+    strategy = Replay(
+        model, SGD(model.parameters(), lr=0.01), CrossEntropyLoss(), mem_size=30,
+        train_mb_size=16, train_epochs=1, evaluator=quiet_evaluator, plugins=[bsce],
+    )
+    train_all(strategy, blobs_benchmark)
+    # Last experience: 120 new samples of classes 4, 5 and a 30-sample buffer split
+    # between the two previous experiences (15 each).
+    last = np.array(bsce.prior_history[-1]) * 150
+    np.testing.assert_allclose(last.sum(), 150)
+    np.testing.assert_allclose(last[4:], [60, 60], atol=1e-9)
+    np.testing.assert_allclose(last[:4].sum(), 30, atol=1e-9)
+
+
+def test_criterion_restored_and_mb_output_untouched(blobs_benchmark):
+    model = MLP()
+    criterion = CrossEntropyLoss()
+    bsce = BalancedSoftmaxPlugin()
+    seen = {}
+
+    from avalanche.training.plugins import SupervisedPlugin
+
+    class Spy(SupervisedPlugin):
+        def after_forward(self, strategy, **kw):
+            seen["output"] = strategy.mb_output
+
+        def before_backward(self, strategy, **kw):
+            assert strategy.mb_output is seen["output"]
+            assert isinstance(strategy._criterion, _BalancedCriterion)
+            # mb_output holds the plain logits: the BSCE loss differs from CE on them.
+            plain = criterion(strategy.mb_output, strategy.mb_y)
+            seen.setdefault("diffs", []).append(float((strategy.loss - plain).abs().detach()))
+
+    strategy = Replay(
+        model, SGD(model.parameters(), lr=0.01), criterion, mem_size=20,
+        train_mb_size=16, train_epochs=1, evaluator=quiet_evaluator, plugins=[bsce, Spy()],
+    )
+    train_all(strategy, blobs_benchmark)
+    assert strategy._criterion is criterion
+    assert max(seen["diffs"]) > 1e-3
+
+
+def test_eval_outputs_and_eval_loss_identical_with_and_without_plugin(blobs_benchmark):
+    torch.manual_seed(0)
+    model = MLP()
+    bsce = BalancedSoftmaxPlugin()
+    trained = Replay(
+        model, SGD(model.parameters(), lr=0.05), CrossEntropyLoss(), mem_size=20,
+        train_mb_size=16, train_epochs=2, evaluator=quiet_evaluator, plugins=[bsce],
+    )
+    train_all(trained, blobs_benchmark)
+
+    results = []
+    for plugins in ([BalancedSoftmaxPlugin()], []):
+        recorder = BatchRecorder()
+        same_weights = copy.deepcopy(model)
+        strategy = Replay(
+            same_weights, SGD(same_weights.parameters(), lr=0.05), CrossEntropyLoss(),
+            mem_size=20, evaluator=quiet_evaluator, plugins=plugins + [recorder],
+        )
+        metrics = strategy.eval(blobs_benchmark.test_stream)
+        results.append((torch.cat(recorder.eval_outputs), metrics))
+    (out_bsce, m_bsce), (out_ce, m_ce) = results
+    assert torch.equal(out_bsce, out_ce)
+    loss_key = "Loss_Stream/eval_phase/test_stream/Task000"
+    assert m_bsce[loss_key] == m_ce[loss_key]
+    # and the trained strategy's own eval (plugin attached) matches too
+    metrics = trained.eval(blobs_benchmark.test_stream)
+    assert metrics[loss_key] == pytest.approx(m_ce[loss_key])
+
+
+def test_periodic_eval_during_training_uses_plain_loss(blobs_benchmark):
+    """eval_every=1 runs eval inside train(): its loss must be plain CE."""
+    model = MLP()
+    strategy = Replay(
+        model, SGD(model.parameters(), lr=0.05), CrossEntropyLoss(), mem_size=20,
+        train_mb_size=16, train_epochs=2, eval_every=1, evaluator=quiet_evaluator,
+        plugins=[BalancedSoftmaxPlugin()],
+    )
+    for exp in blobs_benchmark.train_stream:
+        strategy.train(exp, eval_streams=[blobs_benchmark.test_stream[:1]])
+    in_training = strategy.evaluator.get_last_metrics()["Loss_Exp/eval_phase/test_stream/Task000/Exp000"]
+    after = strategy.eval(blobs_benchmark.test_stream[:1])["Loss_Exp/eval_phase/test_stream/Task000/Exp000"]
+    assert in_training == pytest.approx(after)
+
+
+@pytest.mark.parametrize("with_memory", [False, True])
+def test_lwf_with_and_without_memory(blobs_benchmark, with_memory):
+    model = MLP()
+    bsce = BalancedSoftmaxPlugin()
+    recorder = BatchRecorder()
+    plugins = [bsce, recorder] + ([ReplayPlugin(mem_size=30)] if with_memory else [])
+    strategy = LwF(
+        model, SGD(model.parameters(), lr=0.05), CrossEntropyLoss(), alpha=1.0, temperature=2.0,
+        train_mb_size=16, train_epochs=2, evaluator=quiet_evaluator, plugins=plugins,
+    )
+    metrics = train_all(strategy, blobs_benchmark, eval_after=True)
+    assert all(np.isfinite(recorder.train_losses))
+    assert np.isfinite(metrics["Loss_Stream/eval_phase/test_stream/Task000"])
+    last = np.array(bsce.prior_history[-1] + [0.0] * 6)[:6]
+    if with_memory:
+        assert (last[:4] > 0).all()
+    else:
+        # Without memory the old classes have no samples: zero prior, i.e. they are left
+        # out of the softmax of the classification term (LwF's distillation keeps them).
+        np.testing.assert_allclose(last, [0, 0, 0, 0, 0.5, 0.5])
+    assert strategy._criterion.__class__ is CrossEntropyLoss
+
+
+def test_fallback_counts_minibatch_labels_for_unknown_loader(blobs_benchmark):
+    """A loader we cannot analyse -> running counts of the drawn mini-batch labels."""
+    from avalanche.training.plugins import SupervisedPlugin
+    from torch.utils.data import DataLoader, WeightedRandomSampler
+
+    class WeightedLoader(SupervisedPlugin):
+        def before_training_exp(self, strategy, **kw):
+            n = len(strategy.adapted_dataset)
+            weights = torch.linspace(1, 3, n)
+            strategy.dataloader = DataLoader(
+                strategy.adapted_dataset, batch_size=16,
+                sampler=WeightedRandomSampler(weights, n, generator=torch.Generator().manual_seed(0)),
+            )
+
+    bsce = BalancedSoftmaxPlugin()  # auto
+    recorder = BatchRecorder()
+    model = MLP()
+    strategy = Naive(
+        model, SGD(model.parameters(), lr=0.05), CrossEntropyLoss(), train_mb_size=16,
+        train_epochs=2, evaluator=quiet_evaluator, plugins=[WeightedLoader(), bsce, recorder],
+    )
+    train_all(strategy, blobs_benchmark)
+    for exp, prior in enumerate(bsce.prior_history):
+        drawn = empirical_frequencies(recorder.train_labels[exp], 6)
+        prior = torch.tensor(prior + [0.0] * (6 - len(prior)), dtype=torch.float64)[:6]
+        torch.testing.assert_close(prior, drawn)
+    with pytest.raises(ValueError, match="cannot be derived for the training loader DataLoader"):
+        Naive(
+            MLP(), SGD(MLP().parameters(), lr=0.05), CrossEntropyLoss(), evaluator=quiet_evaluator,
+            plugins=[WeightedLoader(), BalancedSoftmaxPlugin(prior="sampling")],
+        ).train(blobs_benchmark.train_stream[0])
+
+
+def test_fixed_prior_is_used_and_checked(blobs_benchmark):
+    bsce = BalancedSoftmaxPlugin(prior=[1, 1, 2, 2, 4, 4])
+    model = MLP()
+    strategy = Naive(model, SGD(model.parameters(), lr=0.05), CrossEntropyLoss(),
+                     train_mb_size=16, evaluator=quiet_evaluator, plugins=[bsce])
+    strategy.train(blobs_benchmark.train_stream[0])
+    np.testing.assert_allclose(bsce.prior_history[0], np.array([1, 1, 2, 2, 4, 4]) / 14)
+    missing = BalancedSoftmaxPlugin(prior=[0, 1, 1, 1, 1, 1])
+    strategy = Naive(MLP(), SGD(model.parameters(), lr=0.05), CrossEntropyLoss(),
+                     evaluator=quiet_evaluator, plugins=[missing])
+    with pytest.raises(ValueError, match=r"classes \[0\] have a zero count in the prior"):
+        strategy.train(blobs_benchmark.train_stream[0])
+
+
+def test_bsce_removes_the_bias_toward_majority_classes():
+    """Imbalanced problem: plain CE over-predicts the majority group, BSCE does not."""
+    n_classes = 6
+    per_class = [300, 300, 300, 12, 12, 12]  # majority = classes 0-2
+    x, y = make_blobs(n_classes, per_class, seed=5, spread=2.2)
+    xt, yt = make_blobs(n_classes, 200, seed=5, spread=2.2)
+    bench = tensor_benchmark(x, y, xt, yt, n_experiences=1)
+    shares = {}
+    for name, plugins in (("ce", []), ("bsce", [BalancedSoftmaxPlugin()])):
+        torch.manual_seed(0)
+        model = MLP(n_classes=n_classes)
+        recorder = BatchRecorder()
+        strategy = Naive(model, SGD(model.parameters(), lr=0.05, momentum=0.9), CrossEntropyLoss(),
+                         train_mb_size=32, train_epochs=15, evaluator=quiet_evaluator,
+                         plugins=plugins + [recorder])
+        strategy.train(bench.train_stream[0])
+        recorder.eval_outputs.clear()
+        strategy.eval(bench.test_stream)
+        preds = torch.cat(recorder.eval_outputs).argmax(1)
+        shares[name] = float((preds < 3).float().mean())
+    # the test set is balanced: an unbiased classifier gives the majority group ~50%
+    assert shares["ce"] > 0.62, shares
+    assert abs(shares["bsce"] - 0.5) < 0.08, shares
+    assert abs(shares["bsce"] - 0.5) < abs(shares["ce"] - 0.5) - 0.1, shares
+
+
+def test_rejects_double_attachment_and_unbalanceable_criteria(blobs_benchmark):
+    model = MLP()
+    twice = Naive(model, SGD(model.parameters(), lr=0.1), CrossEntropyLoss(), evaluator=quiet_evaluator,
+                  plugins=[BalancedSoftmaxPlugin(), BalancedSoftmaxPlugin()])
+    with pytest.raises(ValueError, match="attached 2 times"):
+        twice.train(blobs_benchmark.train_stream[0])
+    mse = Naive(model, SGD(model.parameters(), lr=0.1), torch.nn.MSELoss(), evaluator=quiet_evaluator,
+                plugins=[BalancedSoftmaxPlugin()])
+    with pytest.raises(TypeError, match="cannot balance the criterion MSELoss"):
+        mse.train(blobs_benchmark.train_stream[0])
+    smooth = Naive(model, SGD(model.parameters(), lr=0.1), CrossEntropyLoss(label_smoothing=0.1),
+                   evaluator=quiet_evaluator, plugins=[BalancedSoftmaxPlugin()])
+    with pytest.raises(ValueError, match="label_smoothing"):
+        smooth.train(blobs_benchmark.train_stream[0])
+    from bsce_avalanche import BalancedSoftmaxCrossEntropyLoss
+
+    already = Naive(model, SGD(model.parameters(), lr=0.1), BalancedSoftmaxCrossEntropyLoss([1] * 6),
+                    evaluator=quiet_evaluator, plugins=[BalancedSoftmaxPlugin()])
+    with pytest.raises(ValueError, match="applied twice"):
+        already.train(blobs_benchmark.train_stream[0])
+
+
+@pytest.mark.parametrize(
+    "prior, tau, message",
+    [
+        ("autp", 1.0, "Did you mean 'auto'"),
+        ("uniform", 1.0, "Unknown prior mode"),
+        ([1, -1], 1.0, "negative"),
+        ([0, 0], 1.0, "all zeros"),
+        ([1, float("nan")], 1.0, "NaN"),
+        ("auto", -1.0, "tau must be finite"),
+        ("auto", float("inf"), "tau must be finite"),
+        ("auto", "1", "tau must be a real number"),
+    ],
+)
+def test_constructor_validates(prior, tau, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        BalancedSoftmaxPlugin(prior=prior, tau=tau)
+
+
+def test_mir_style_reduction_toggle_goes_through(blobs_benchmark):
+    """Strategies such as MIR set criterion.reduction; the wrapper forwards it."""
+    criterion = CrossEntropyLoss()
+    bsce = BalancedSoftmaxPlugin()
+    strategy = Naive(MLP(), SGD(MLP().parameters(), lr=0.1), criterion, evaluator=quiet_evaluator,
+                     plugins=[bsce])
+    bsce.before_training(strategy)
+    strategy._criterion.reduction = "none"
+    assert criterion.reduction == "none"
+    assert strategy._criterion.reduction == "none"
+    bsce.after_training(strategy)
+    assert strategy._criterion is criterion

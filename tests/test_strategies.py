@@ -1,0 +1,158 @@
+"""The plugin with iCaRL and the other Avalanche strategies (composition and smoke tests)."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn import CrossEntropyLoss
+from torch.optim import SGD
+
+from avalanche.training import DER, ER_ACE, GEM, BiC, GDumb, ICaRL, Naive
+from avalanche.training.losses import ICaRLLossPlugin
+from avalanche.training.plugins import ReplayPlugin
+
+from bsce_avalanche import BalancedSoftmaxPlugin
+from bsce_avalanche.compat import apply_avalanche_fixes
+from bsce_avalanche.icarl import set_icarl_eval
+from bsce_avalanche.plugin import _ICaRLCriterion
+
+from conftest import MLP, BatchRecorder
+from test_plugin import quiet_evaluator, train_all
+
+ACC = "Top1_Acc_Stream/eval_phase/test_stream/Task000"
+
+
+def make_icarl(plugins, epochs=3):
+    net = MLP()
+    return ICaRL(
+        feature_extractor=net.feature_extractor, classifier=net.classifier,
+        optimizer=SGD(net.parameters(), lr=0.05, momentum=0.9), memory_size=30,
+        buffer_transform=None, fixed_memory=True, train_mb_size=16, train_epochs=epochs,
+        evaluator=quiet_evaluator, plugins=plugins,
+    )
+
+
+def test_icarl_criterion_is_bsce_plus_icarl_distillation():
+    icarl_loss = ICaRLLossPlugin()
+    icarl_loss.old_classes = [0, 1]
+    old_logits = torch.randn(4, 4)
+    icarl_loss.old_logits = old_logits
+    logits = torch.randn(4, 4, requires_grad=True)
+    targets = torch.tensor([2, 3, 2, 0])
+    plugin = BalancedSoftmaxPlugin(prior=[10, 10, 40, 40])
+    plugin.before_training_epoch(types.SimpleNamespace(dataloader=object()))
+    strategy = types.SimpleNamespace(is_training=True, mb_output=logits)
+    loss = _ICaRLCriterion(icarl_loss, strategy, plugin)(logits, targets)
+    prior = torch.tensor([0.1, 0.1, 0.4, 0.4])
+    expected = F.cross_entropy(logits + prior.log(), targets) + F.binary_cross_entropy(
+        torch.sigmoid(logits[:, :2]), torch.sigmoid(old_logits[:, :2])
+    )
+    torch.testing.assert_close(loss, expected)
+    assert icarl_loss.old_logits is None, "old logits must be consumed, as iCaRL's loss does"
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+def test_icarl_with_bsce_trains_and_evaluates_with_nme_and_head(blobs_benchmark):
+    bsce = BalancedSoftmaxPlugin()
+    recorder = BatchRecorder()
+    strategy = make_icarl([bsce, recorder])
+    train_all(strategy, blobs_benchmark)
+    assert all(np.isfinite(recorder.train_losses))
+    # iCaRL concatenates its exemplars into the training set: old classes are in the prior
+    assert all(p > 0 for p in bsce.prior_history[-1][:6])
+    drawn = torch.cat(recorder.train_labels[2])
+    freq = torch.bincount(drawn, minlength=6).double() / drawn.numel()
+    torch.testing.assert_close(torch.tensor(bsce.prior_history[2], dtype=torch.float64), freq)
+    nme = strategy.eval(blobs_benchmark.test_stream)[ACC]  # iCaRL's default
+    set_icarl_eval(strategy, "head")
+    head = strategy.eval(blobs_benchmark.test_stream)[ACC]
+    set_icarl_eval(strategy, "nme")
+    assert strategy.eval(blobs_benchmark.test_stream)[ACC] == pytest.approx(nme)
+    assert nme > 1 / 6 and head > 1 / 6
+    assert strategy._criterion.__class__ is ICaRLLossPlugin
+    with pytest.raises(ValueError, match="eval mode must be one of"):
+        set_icarl_eval(strategy, "ncm")
+
+
+def test_plain_icarl_still_works_with_eval_switch(blobs_benchmark):
+    strategy = make_icarl([], epochs=1)
+    set_icarl_eval(strategy, "head")
+    train_all(strategy, blobs_benchmark)
+    assert strategy.eval(blobs_benchmark.test_stream)[ACC] > 1 / 6
+
+
+@pytest.mark.parametrize(
+    "strategy_cls, kwargs, reason",
+    [
+        (ER_ACE, dict(mem_size=20), "ACECriterion"),
+        (DER, dict(mem_size=20), "F.cross_entropy directly"),
+    ],
+)
+def test_strategies_with_their_own_loss_are_refused_clearly(blobs_benchmark, strategy_cls, kwargs, reason):
+    model = MLP()
+    strategy = strategy_cls(model=model, optimizer=SGD(model.parameters(), lr=0.05),
+                            criterion=CrossEntropyLoss(), evaluator=quiet_evaluator,
+                            plugins=[BalancedSoftmaxPlugin()], **kwargs)
+    with pytest.raises(TypeError, match=f"cannot balance {strategy_cls.__name__}.*{reason}"):
+        strategy.train(blobs_benchmark.train_stream[0])
+
+
+def test_gdumb_trains_on_its_balanced_buffer(blobs_benchmark):
+    bsce = BalancedSoftmaxPlugin()
+    model = MLP()
+    strategy = GDumb(model=model, optimizer=SGD(model.parameters(), lr=0.05), criterion=CrossEntropyLoss(),
+                     mem_size=30, train_mb_size=10, train_epochs=2, evaluator=quiet_evaluator, plugins=[bsce])
+    metrics = train_all(strategy, blobs_benchmark, eval_after=True)
+    # GDumb's class-balanced buffer: 5 samples of each of the 6 classes at the end
+    np.testing.assert_allclose(bsce.prior_history[-1], [1 / 6] * 6)
+    assert metrics[ACC] > 1 / 6
+
+
+def test_gem_uses_plain_loss_for_its_reference_gradients(blobs_benchmark):
+    bsce = BalancedSoftmaxPlugin()
+    model = MLP()
+    strategy = GEM(model=model, optimizer=SGD(model.parameters(), lr=0.05), criterion=CrossEntropyLoss(),
+                   patterns_per_exp=10, train_mb_size=16, train_epochs=1, evaluator=quiet_evaluator,
+                   plugins=[bsce])
+    metrics = train_all(strategy, blobs_benchmark, eval_after=True)
+    assert np.isfinite(metrics["Loss_Stream/eval_phase/test_stream/Task000"])
+    # GEM does not replay: old classes have no training samples in later experiences
+    assert bsce.prior_history[-1][:4] == [0, 0, 0, 0]
+
+
+def test_bic_with_compat_fix(blobs_benchmark):
+    assert apply_avalanche_fixes() is not None
+    bsce = BalancedSoftmaxPlugin()
+    model = MLP()
+    strategy = BiC(model=model, optimizer=SGD(model.parameters(), lr=0.05), criterion=CrossEntropyLoss(),
+                   mem_size=30, val_percentage=0.2, stage_2_epochs=2, train_mb_size=16, train_epochs=1,
+                   evaluator=quiet_evaluator, plugins=[bsce])
+    metrics = train_all(strategy, blobs_benchmark, eval_after=True)
+    assert metrics[ACC] > 1 / 6
+    assert len(bsce.prior_history) == 3
+
+
+def test_online_class_incremental_stream(blobs_benchmark):
+    from avalanche.benchmarks.scenarios.online import split_online_stream
+    from avalanche.training import OnlineNaive
+
+    bsce = BalancedSoftmaxPlugin()
+    recorder = BatchRecorder()
+    model = MLP()
+    strategy = OnlineNaive(model=model, optimizer=SGD(model.parameters(), lr=0.05), criterion=CrossEntropyLoss(),
+                           train_mb_size=10, evaluator=quiet_evaluator,
+                           plugins=[bsce, recorder, ReplayPlugin(mem_size=20)])
+    online = split_online_stream(blobs_benchmark.train_stream, experience_size=10, seed=0)
+    n = 0
+    for exp in online:
+        strategy.train(exp)
+        n += 1
+    assert n == 36 and len(bsce.prior_history) == n
+    assert all(np.isfinite(recorder.train_losses))
+    metrics = strategy.eval(blobs_benchmark.test_stream)
+    assert metrics[ACC] > 1 / 6
