@@ -1,0 +1,184 @@
+"""Turn ``results.json`` files into a markdown table (mean ± std over seeds) and plots."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["find_results", "load_results", "group_runs", "comparison_table", "plot_comparison", "compare"]
+
+
+def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """``results.json`` files given directly or found below the given directories."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file():
+            found.append(p)
+        elif p.is_dir():
+            found.extend(sorted(p.rglob("results.json")))
+        else:
+            raise FileNotFoundError(f"{p} is neither a results file nor a directory.")
+    if not found:
+        raise FileNotFoundError(
+            f"No results.json under {', '.join(map(str, paths))}: run `bsce-experiment run` first."
+        )
+    return found
+
+
+def load_results(paths: Iterable[str | os.PathLike]) -> list[dict]:
+    runs = []
+    for path in find_results(paths):
+        with open(path) as fh:
+            run = json.load(fh)
+        run["_path"] = str(path)
+        runs.append(run)
+    return runs
+
+
+def run_label(run: dict) -> str:
+    cfg = run["config"]
+    label = f"{cfg['strategy']}"
+    if cfg["strategy"] == "lwf":
+        label += "+mem" if cfg.get("lwf_memory") else " (no mem)"
+    if cfg["strategy"] == "icarl":
+        label += f" [{cfg.get('icarl_eval', 'nme')}]"
+    return f"{label} {cfg['loss'].upper()}"
+
+
+def group_runs(runs: Sequence[dict]) -> dict[str, list[dict]]:
+    """Runs that differ only in their seed share a label (e.g. ``replay BSCE``)."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for run in runs:
+        groups[run_label(run)].append(run)
+    return dict(sorted(groups.items()))
+
+
+def _fmt(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    arr = np.asarray(values, dtype=float) * scale
+    if len(arr) == 1:
+        return f"{arr[0]:.{digits}f}"
+    return f"{arr.mean():.{digits}f} ± {arr.std(ddof=1):.{digits}f}"
+
+
+def comparison_table(runs: Sequence[dict]) -> str:
+    """Markdown table: one row per method, mean ± sample std over seeds."""
+    header = (
+        "| method | seeds | avg. incremental acc. (%) | last acc. (%) | forgetting (%) | "
+        "old acc. last step (%) | new acc. last step (%) | new-class prediction share, last step (%) | train time (s) |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for label, group in group_runs(runs).items():
+        unfinished = sum(not r.get("finished", False) for r in group)
+        rows.append(
+            "| {} | {}{} | {} | {} | {} | {} | {} | {} | {} |".format(
+                label,
+                len(group),
+                f" ({unfinished} unfinished)" if unfinished else "",
+                _fmt([r["average_incremental_accuracy"] for r in group]),
+                _fmt([r["last_accuracy"] for r in group]),
+                _fmt([r.get("forgetting") for r in group]),
+                _fmt([r["old_new_accuracy"][-1]["old"] for r in group]),
+                _fmt([r["old_new_accuracy"][-1]["new"] for r in group]),
+                _fmt([r["new_class_prediction_share"][-1] for r in group]),
+                _fmt([r["train_time_s"] for r in group], scale=1.0, digits=0),
+            )
+        )
+    return header + "\n".join(rows) + "\n"
+
+
+def _mean_curve(group: Sequence[dict], getter) -> np.ndarray:
+    curves = [np.asarray([np.nan if v is None else v for v in getter(r)], dtype=float) for r in group]
+    n = min(len(c) for c in curves)
+    stacked = np.stack([c[:n] for c in curves])
+    # a step where no seed has the metric (old accuracy at step 1) stays NaN: not plotted
+    counts = np.sum(~np.isnan(stacked), axis=0)
+    return np.where(counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan)
+
+
+def plot_comparison(runs: Sequence[dict], out_dir: str | os.PathLike) -> list[Path]:
+    """Write PNG plots; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = group_runs(runs)
+    written = []
+
+    def save(fig, name):
+        path = out_dir / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, group in groups.items():
+        acc = _mean_curve(group, lambda r: [s["accuracy_seen"] for s in r["steps"]])
+        ax.plot(range(1, len(acc) + 1), 100 * acc, marker="o", label=label)
+    ax.set(xlabel="step", ylabel="accuracy on seen classes (%)", title="Accuracy after each step")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    save(fig, "accuracy_per_step.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for label, group in groups.items():
+        for ax, part in zip(axes, ("old", "new")):
+            curve = _mean_curve(group, lambda r: [s[part] for s in r["old_new_accuracy"]])
+            ax.plot(range(1, len(curve) + 1), 100 * curve, marker="o", label=label)
+    for ax, part in zip(axes, ("old", "new")):
+        ax.set(xlabel="step", title=f"Accuracy on {part} classes (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    save(fig, "old_new_accuracy.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, group in groups.items():
+        share = _mean_curve(group, lambda r: r["new_class_prediction_share"])
+        ax.plot(range(1, len(share) + 1), 100 * share, marker="o", label=label)
+    first = next(iter(runs))
+    fair = [100 * len(c) / sum(len(x) for x in first["classes_per_step"][: i + 1])
+            for i, c in enumerate(first["classes_per_step"])]
+    ax.plot(range(1, len(fair) + 1), fair, "k--", label="unbiased (class share)")
+    ax.set(xlabel="step", ylabel="% of test predictions", title="Predictions given to the newest classes")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    save(fig, "new_class_prediction_share.png")
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for label, group in groups.items():
+        order = group[0]["class_order"]
+        per_class = _mean_curve(group, lambda r: [r["per_class_accuracy"][c] for c in r["class_order"]])
+        ax.plot(range(len(order)), 100 * per_class, label=label, alpha=0.8)
+    ax.set(xlabel="class, in order of arrival", ylabel="accuracy (%)", title="Per-class accuracy after the last step")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    save(fig, "per_class_accuracy.png")
+    return written
+
+
+def compare(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> Path:
+    """Write ``comparison.md`` and the plots to ``out_dir``; return the table's path."""
+    runs = [r for r in load_results(paths) if r.get("steps")]
+    if not runs:
+        raise ValueError("The results files hold no finished step yet.")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = plot_comparison([r for r in runs if r.get("finished")] or runs, out_dir)
+    table = comparison_table(runs)
+    text = "# Comparison\n\n" + table + "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
+    tmp = out_dir / ".comparison.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, out_dir / "comparison.md")
+    return out_dir / "comparison.md"
