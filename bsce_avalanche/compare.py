@@ -41,13 +41,11 @@ def load_results(paths: Iterable[str | os.PathLike]) -> list[dict]:
 
 
 def run_label(run: dict) -> str:
-    cfg = run["config"]
-    label = f"{cfg['strategy']}"
-    if cfg["strategy"] == "lwf":
-        label += "+mem" if cfg.get("lwf_memory") else " (no mem)"
-    if cfg["strategy"] == "icarl":
-        label += f" [{cfg.get('icarl_eval', 'nme')}]"
-    return f"{label} {cfg['loss'].upper()}"
+    """The method a run belongs to, e.g. ``replay-bsce`` or ``lwf+mem-ce`` (seed left out)."""
+    from .config import ExperimentConfig
+
+    cfg = dict(run["config"], grid={})
+    return ExperimentConfig(**cfg).method_label
 
 
 def group_runs(runs: Sequence[dict]) -> dict[str, list[dict]]:

@@ -119,8 +119,20 @@ class ExperimentConfig:
         return dataclasses.replace(self, **changes)
 
     @property
+    def method_label(self) -> str:
+        """What distinguishes this method from others in a comparison (not the seed)."""
+        parts = [self.strategy + ("+mem" if self.strategy == "lwf" and self.lwf_memory else ""), self.loss]
+        if self.strategy == "icarl":
+            parts.append(self.icarl_eval)
+        if self.loss == "bsce" and self.prior != "auto":
+            parts.append(f"prior_{self.prior}")
+        if self.loss == "bsce" and self.tau != 1.0:
+            parts.append(f"tau{self.tau:g}")
+        return "-".join(parts)
+
+    @property
     def run_name(self) -> str:
-        return f"{self.strategy}-{self.loss}-seed{self.seed}"
+        return f"{self.method_label}-seed{self.seed}"
 
 
 _FIELD_NAMES = [f.name for f in fields(ExperimentConfig)]
@@ -153,8 +165,10 @@ def _coerce(name: str, value: Any, hint) -> Any:
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(f"{name} has the wrong type: {errors[0]}" if errors else f"bad {name}")
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{name} must be a number, got {type(value).__name__} {value!r}.")
     if hint in (int, str, bool, list, dict):
         if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
             return value

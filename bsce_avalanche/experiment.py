@@ -88,6 +88,13 @@ def seed_everything(seed: int) -> None:
 # ---------------------------------------------------------------------- building blocks
 def build_benchmark(cfg: ExperimentConfig):
     """The Avalanche benchmark of ``cfg`` (an ``nc_benchmark``-style scenario)."""
+    try:
+        return _build_benchmark(cfg)
+    except ValueError as err:  # e.g. a split that does not divide the classes evenly
+        raise ConfigError(f"benchmark {cfg.benchmark!r}: {err}") from err
+
+
+def _build_benchmark(cfg: ExperimentConfig):
     from . import benchmarks
 
     common = dict(protocol=cfg.protocol, n_steps=cfg.n_steps, class_order=cfg.class_order)
