@@ -33,6 +33,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action="store_true", default=None, help="allow dataset downloads")
     p.add_argument("--no-wandb", dest="wandb", action="store_false", default=None, help="do not log to W&B")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.add_argument("--resume", action="store_true",
+                   help="continue interrupted runs from their last finished step; skip finished ones")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set lwf_memory=true (repeatable)")
 
@@ -85,7 +87,7 @@ def _default_config_path() -> Optional[Path]:
     return candidate if candidate.is_file() else None
 
 
-def run_configs(cfg: ExperimentConfig) -> Path:
+def run_configs(cfg: ExperimentConfig, resume: bool = False) -> Path:
     from .compare import compare
     from .experiment import run_experiment
 
@@ -93,7 +95,7 @@ def run_configs(cfg: ExperimentConfig) -> Path:
     out = Path(cfg.output_dir)
     print(f"bsce-experiment: {len(runs)} run(s) -> {out}", flush=True)
     for run_cfg in runs:
-        result = run_experiment(run_cfg, out / run_cfg.run_name)
+        result = run_experiment(run_cfg, out / run_cfg.run_name, resume=resume)
         line = (f"  {run_cfg.run_name}: average incremental accuracy "
                 f"{100 * result['average_incremental_accuracy']:.2f}%, last {100 * result['last_accuracy']:.2f}%, "
                 f"{result['train_time_s']:.0f} s")
@@ -107,12 +109,23 @@ def run_configs(cfg: ExperimentConfig) -> Path:
     return table
 
 
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (e.g. a cluster pre-empting the job) unwinds like Ctrl-C, so the W&B run is
+    closed; the last checkpoint is complete either way and ``--resume`` continues."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _exit_cleanly_on_sigterm()
     try:
         if args.command in ("run", "grid"):
-            run_configs(config_from_args(args))
+            run_configs(config_from_args(args), resume=args.resume)
         elif args.command == "compare":
             from .compare import compare
 

@@ -76,6 +76,7 @@ class ExperimentConfig:
     num_workers: int = 0
     output_dir: str = "outputs/default"
     progress: bool = True
+    checkpoint: bool = True  # write checkpoint.pt after every step (for --resume)
     # logging
     wandb: bool = True
     wandb_project: str = "bsce-avalanche"

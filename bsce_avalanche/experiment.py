@@ -29,6 +29,7 @@ from .plugin import BalancedSoftmaxPlugin
 __all__ = ["run_experiment", "build_benchmark", "build_strategy", "write_json_atomic", "resolve_device"]
 
 RESULTS_FILE = "results.json"
+CHECKPOINT_FILE = "checkpoint.pt"
 
 
 # ---------------------------------------------------------------------- helpers
@@ -216,8 +217,16 @@ class _PredictionRecorder:
 
 
 # ---------------------------------------------------------------------- the run
-def run_experiment(cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike] = None) -> dict:
-    """Train and evaluate one configuration; return (and write) its results."""
+def run_experiment(
+    cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike] = None, resume: bool = False
+) -> dict:
+    """Train and evaluate one configuration; return (and write) its results.
+
+    After every step the results so far and a checkpoint (``checkpoint.pt``) are
+    written atomically. With ``resume=True`` a run whose directory holds a checkpoint
+    continues from the last finished step (and its W&B run continues too); a finished
+    run is returned as is.
+    """
     from avalanche.training.plugins import EvaluationPlugin
     from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
     from tqdm.auto import tqdm
@@ -226,6 +235,10 @@ def run_experiment(cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike
         raise ConfigError("er_ace cannot be combined with loss: bsce (ER-ACE uses its own loss); use loss: ce.")
     out = Path(output_dir or cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    checkpoint = _resume_point(cfg, out) if resume else None
+    if checkpoint == "finished":
+        with open(out / RESULTS_FILE) as fh:
+            return json.load(fh)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
 
@@ -234,7 +247,8 @@ def run_experiment(cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike
     n_classes = int(benchmark.n_classes)
     model = build_model(cfg, n_classes)
 
-    logger = _make_wandb_logger(cfg, out)
+    previous_wandb = (checkpoint["extra"]["results"].get("wandb") or {}) if checkpoint else {}
+    logger = _make_wandb_logger(cfg, out, run_id=previous_wandb.get("run_id"))
     loggers = [logger] if logger is not None else []
     evaluator = EvaluationPlugin(
         accuracy_metrics(experience=True, stream=True),
@@ -265,11 +279,23 @@ def run_experiment(cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike
     if logger is not None:
         results["wandb"] = {"run_id": logger.run_id, "run_dir": str(logger.run_dir) if logger.run_dir else None,
                             "sync_command": logger.sync_command}
-    steps = results["steps"]
     alt_steps = []  # iCaRL: the other eval mode (head vs NME) on the same weights
-    bar = tqdm(benchmark.train_stream, desc=f"{cfg.run_name}", unit="step", disable=not cfg.progress)
+    start_step = 0
+    if checkpoint:
+        from .checkpoint import restore_strategy
+
+        saved = restore_strategy(strategy, checkpoint, exclude=[recorder])
+        results.update({k: v for k, v in saved["results"].items() if k != "wandb"})
+        alt_steps = saved["alt_steps"]
+        start_step = len(results["steps"])
+        print(f"{cfg.run_name}: resuming after step {start_step} of {len(classes_per_step)}", flush=True)
+    steps = results["steps"]
+    bar = tqdm(desc=cfg.run_name, unit="step", disable=not cfg.progress, initial=start_step,
+               total=len(classes_per_step))
     try:
-        for t, experience in enumerate(bar):
+        for t, experience in enumerate(benchmark.train_stream):
+            if t < start_step:
+                continue
             start = time.perf_counter()
             strategy.train(experience, num_workers=cfg.num_workers)
             results["step_times_s"].append(time.perf_counter() - start)
@@ -287,10 +313,21 @@ def run_experiment(cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike
                 results["icarl_" + other] = {k: v for k, v in summarise(alt_steps).items()}
             results.update(summarise(steps))
             results["train_time_s"] = float(sum(results["step_times_s"]))
-            bar.set_postfix(acc=f"{step_eval['accuracy_seen']:.3f}")
+            bar.set_postfix(acc=f"{step_eval['accuracy_seen']:.3f}", refresh=False)
             if logger is not None:
                 _log_step(logger, t, step_eval, results, benchmark)
             write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
+            if cfg.checkpoint:
+                from .checkpoint import save_checkpoint
+
+                # saved last: the RNG state is the one the next step starts from
+                save_checkpoint(out / CHECKPOINT_FILE, strategy, exclude=[recorder],
+                                extra={"results": results, "alt_steps": alt_steps, "config": cfg.to_dict()})
+            bar.update(1)
+    except BaseException:
+        if logger is not None:
+            logger.finish(exit_code=1)
+        raise
     finally:
         bar.close()
 
@@ -302,7 +339,45 @@ def run_experiment(cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike
     if logger is not None:
         _log_final(logger, results)
     write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
+    if (out / CHECKPOINT_FILE).exists():
+        os.unlink(out / CHECKPOINT_FILE)  # finished: results.json is the record
     return _nan_to_none(results)
+
+
+#: Config keys that do not change what a run computes (may differ when resuming).
+_RUN_ONLY_KEYS = {"progress", "checkpoint", "num_workers", "output_dir", "wandb", "wandb_mode"}
+
+
+def _differing_keys(saved: dict, cfg: ExperimentConfig) -> list:
+    now = cfg.to_dict()
+    return sorted(k for k in set(saved) | set(now) if k not in _RUN_ONLY_KEYS and saved.get(k) != now.get(k))
+
+
+def _same_run(saved: dict, cfg: ExperimentConfig) -> bool:
+    return not _differing_keys(saved, cfg)
+
+
+def _resume_point(cfg: ExperimentConfig, out: Path):
+    """The checkpoint to resume from, ``"finished"``, or None (start afresh)."""
+    results_path, ckpt_path = out / RESULTS_FILE, out / CHECKPOINT_FILE
+    if results_path.exists():
+        with open(results_path) as fh:
+            previous = json.load(fh)
+        if previous.get("finished") and _same_run(previous.get("config") or {}, cfg):
+            return "finished"
+    if not ckpt_path.exists():
+        return None
+    from .checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(ckpt_path)
+    saved_cfg = checkpoint["extra"]["config"]
+    if not _same_run(saved_cfg, cfg):
+        diff = _differing_keys(saved_cfg, cfg)
+        raise ConfigError(
+            f"{ckpt_path} was written with a different config (keys {diff} differ): resume with "
+            "the same config and overrides, or use another --output-dir."
+        )
+    return checkpoint
 
 
 def _evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, num_workers, quiet=False):
@@ -355,12 +430,13 @@ def _version(dist: str) -> Optional[str]:
 
 
 # ---------------------------------------------------------------------- W&B
-def _make_wandb_logger(cfg: ExperimentConfig, out: Path):
+def _make_wandb_logger(cfg: ExperimentConfig, out: Path, run_id: Optional[str] = None):
     if not cfg.wandb:
         return None
     from .wandb_logger import WandBLogger
 
     return WandBLogger(
+        id=run_id, resume="allow" if run_id else None,
         project=cfg.wandb_project, entity=cfg.wandb_entity, name=f"{cfg.name}/{cfg.run_name}",
         group=f"{cfg.name}/{cfg.strategy}", job_type=cfg.loss, tags=[cfg.benchmark, cfg.strategy, cfg.loss],
         config=cfg.to_dict(), dir=out, mode=cfg.wandb_mode,
