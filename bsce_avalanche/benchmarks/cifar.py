@@ -1,0 +1,195 @@
+"""Split CIFAR-100, the standard class-incremental benchmark.
+
+Data is read from a local ``cifar100.npz`` (arrays ``x_train`` ``(50000, 32, 32,
+3)`` uint8 HWC, ``y_train``, ``x_test``, ``y_test``) or, with
+``download=True``, fetched by torchvision.  Where the data is looked for: see
+:func:`load_cifar100_arrays`.
+
+Typical use (iCaRL class order, LUCIR/PODNet B50 protocol, 10 steps)::
+
+    bench = split_cifar100(protocol="B50", n_steps=10)   # 11 experiences
+    model = make_model("resnet32", num_classes=100)      # has InputNormalize
+    strategy = Naive(model, ..., plugins=[BatchAugmentPlugin(), ...])
+
+``fast_augment=True`` (default) yields raw ``uint8`` images and needs
+:class:`~.augment.BatchAugmentPlugin` in the strategy plus a model whose first
+layer is :class:`~.augment.InputNormalize`; ``fast_augment=False`` applies the
+classic per-sample torchvision transforms and works with any model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from avalanche.benchmarks.scenarios.deprecated.new_classes.nc_scenario import NCScenario
+
+from .augment import CIFAR100_MEAN, CIFAR100_STD, classic_eval_transform, classic_train_transform
+from .class_orders import ClassOrderSpec
+from .common import (
+    DATA_DIR_ENV,
+    PILImageDataset,
+    TensorImageDataset,
+    make_class_incremental_benchmark,
+    resolve_data_dir,
+    resolve_protocol,
+)
+
+CIFAR100_NPZ = "cifar100.npz"
+CIFAR100_N_CLASSES = 100
+#: Memory of the iCaRL protocol (B0): 2000 exemplars in total, shared by all seen classes.
+ICARL_MEMORY_SIZE = 2000
+#: Memory of the LUCIR/PODNet protocol (B50): 20 exemplars per seen class.
+MEMORY_PER_CLASS = 20
+
+_NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def cifar100_npz_candidates(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Files checked for the local copy, in order: ``<dir>/cifar100.npz``, ``<dir>/cifar100/cifar100.npz``."""
+    root = resolve_data_dir(data_dir)
+    return [root / CIFAR100_NPZ, root / "cifar100" / CIFAR100_NPZ]
+
+
+def load_cifar100_arrays(
+    data_dir: str | os.PathLike | None = None, download: bool = False
+) -> dict[str, np.ndarray]:
+    """CIFAR-100 as numpy arrays ``x_train, y_train, x_test, y_test`` (images HWC uint8).
+
+    The data directory is ``data_dir``, else ``$BSCE_DATA_DIR``, else
+    ``~/.cache/bsce_avalanche``.  In it, in order:
+
+    1. ``cifar100.npz`` or ``cifar100/cifar100.npz`` (the local copy);
+    2. torchvision's ``cifar-100-python/`` folder from an earlier download;
+    3. with ``download=True``, torchvision's ``CIFAR100(root, download=True)``
+       fetches that folder (needs internet access).
+
+    :raises FileNotFoundError: nothing found and no (successful) download; the
+        message says where to put the file.
+    """
+    root = resolve_data_dir(data_dir)
+    candidates = cifar100_npz_candidates(data_dir)
+    for path in candidates:
+        if path.is_file():
+            return _load_npz(path)
+
+    download_error: Exception | None = None
+    if download or (root / "cifar-100-python").is_dir():
+        try:
+            return _load_torchvision(root, download)
+        except (OSError, RuntimeError) as err:  # offline, corrupted, md5 mismatch
+            download_error = err
+
+    looked = ", ".join(str(p) for p in candidates)
+    msg = (
+        f"CIFAR-100 not found: looked for {looked} and for torchvision's "
+        f"'cifar-100-python' folder in {root}. Put a cifar100.npz there (arrays "
+        f"x_train (N,32,32,3) uint8, y_train, x_test, y_test), point data_dir= or "
+        f"${DATA_DIR_ENV} to the folder holding it, or pass download=True to fetch "
+        f"CIFAR-100 with torchvision."
+    )
+    if download_error is not None:
+        msg += f" The torchvision load/download failed: {download_error}"
+    raise FileNotFoundError(msg) from download_error
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        missing = [k for k in _NPZ_KEYS if k not in data.files]
+        if missing:
+            raise ValueError(f"{path} lacks arrays {missing}; expected {list(_NPZ_KEYS)}")
+        arrays = {k: data[k] for k in _NPZ_KEYS}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3):
+            raise ValueError(
+                f"{path}: x_{split} must be uint8 of shape (N, 32, 32, 3) (HWC), "
+                f"got {x.dtype} {x.shape}"
+            )
+        if len(x) != len(y):
+            raise ValueError(f"{path}: {len(x)} x_{split} images but {len(y)} labels")
+        arrays[f"y_{split}"] = y.astype(np.int64).reshape(-1)
+    return arrays
+
+
+def _load_torchvision(root: Path, download: bool) -> dict[str, np.ndarray]:
+    from torchvision.datasets import CIFAR100
+
+    train = CIFAR100(str(root), train=True, download=download)
+    test = CIFAR100(str(root), train=False, download=download)
+    return {
+        "x_train": np.asarray(train.data, dtype=np.uint8),
+        "y_train": np.asarray(train.targets, dtype=np.int64),
+        "x_test": np.asarray(test.data, dtype=np.uint8),
+        "y_test": np.asarray(test.targets, dtype=np.int64),
+    }
+
+
+def split_cifar100(
+    n_experiences: int | None = None,
+    *,
+    first_exp_classes: int | None = None,
+    protocol: str | None = None,
+    n_steps: int | None = None,
+    class_order: ClassOrderSpec = "icarl",
+    seed: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    fast_augment: bool = True,
+    remap_class_ids: bool = False,
+) -> NCScenario:
+    """Class-incremental Split CIFAR-100 (an Avalanche ``NCScenario``).
+
+    :param n_experiences: number of experiences, all of them counted; default
+        10 when no ``protocol`` is given.
+    :param first_exp_classes: classes in the first experience (the rest split
+        evenly); ``None`` = even split.
+    :param protocol: ``"B0"`` (iCaRL: 5/10/20/50 steps) or ``"B50"`` (LUCIR,
+        PODNet: 50 base classes, then 5/10/25 steps), with ``n_steps``; an
+        alternative to ``n_experiences``/``first_exp_classes``.  ``"B50"`` with
+        ``n_steps=10`` gives 11 experiences.
+    :param class_order: ``"icarl"`` (default), ``"icarl-original"``,
+        ``"natural"``, ``"random"`` (with ``seed``), an int seed, or a list.
+    :param seed: seed for ``class_order="random"``.
+    :param data_dir: where to find/put the data (see :func:`load_cifar100_arrays`).
+    :param download: allow torchvision to download CIFAR-100.
+    :param fast_augment: ``True``: experiences yield raw ``uint8`` ``(3, 32, 32)``
+        tensors; add :class:`~.augment.BatchAugmentPlugin` to the strategy and
+        use a model starting with :class:`~.augment.InputNormalize`.
+        ``False``: PIL images with the classic per-sample transforms
+        (random crop 32/pad 4, flip, ``ToTensor``, ``Normalize``).
+    :param remap_class_ids: renumber labels in arrival order (class
+        ``classes_order[i]`` becomes ``i``); default keeps CIFAR-100's labels.
+    """
+    if n_experiences is None and protocol is None:
+        n_experiences = 10
+    n_experiences, first_exp_classes = resolve_protocol(
+        CIFAR100_N_CLASSES,
+        n_experiences=n_experiences,
+        first_exp_classes=first_exp_classes,
+        protocol=protocol,
+        n_steps=n_steps,
+    )
+    arrays = load_cifar100_arrays(data_dir, download=download)
+    if fast_augment:
+        train = TensorImageDataset.from_hwc_uint8(arrays["x_train"], arrays["y_train"])
+        test = TensorImageDataset.from_hwc_uint8(arrays["x_test"], arrays["y_test"])
+        train_transform = eval_transform = None
+    else:
+        train = PILImageDataset(arrays["x_train"], arrays["y_train"])
+        test = PILImageDataset(arrays["x_test"], arrays["y_test"])
+        train_transform = classic_train_transform(32, 4, CIFAR100_MEAN, CIFAR100_STD)
+        eval_transform = classic_eval_transform(CIFAR100_MEAN, CIFAR100_STD)
+    return make_class_incremental_benchmark(
+        train,
+        test,
+        n_classes=CIFAR100_N_CLASSES,
+        n_experiences=n_experiences,
+        first_exp_classes=first_exp_classes,
+        class_order=class_order,
+        seed=seed,
+        remap_class_ids=remap_class_ids,
+        train_transform=train_transform,
+        eval_transform=eval_transform,
+    )

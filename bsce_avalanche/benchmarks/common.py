@@ -1,0 +1,281 @@
+"""Pieces shared by the benchmark builders.
+
+* where datasets live on disk (:func:`resolve_data_dir`),
+* the B0 / B50 protocols of the class-incremental literature
+  (:func:`resolve_protocol`),
+* in-memory and on-disk image datasets: :class:`TensorImageDataset` (the fast
+  batch-augmentation path keeps ``uint8`` images in it), :class:`PILImageDataset`
+  and :class:`ImageFileDataset` (the classic per-sample transform path),
+* :func:`make_class_incremental_benchmark`, the single place that calls
+  Avalanche's ``nc_benchmark`` so that every builder produces the same kind of
+  scenario (``NCScenario``; iCaRL reads its ``classes_order`` and
+  ``n_classes_per_exp``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from avalanche.benchmarks import nc_benchmark
+from avalanche.benchmarks.scenarios.deprecated.new_classes.nc_scenario import NCScenario
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .class_orders import ClassOrderSpec, get_class_order
+
+#: Environment variable naming the data directory when ``data_dir`` is not given.
+DATA_DIR_ENV = "BSCE_DATA_DIR"
+#: Data directory used when neither ``data_dir`` nor ``$BSCE_DATA_DIR`` is set.
+DEFAULT_DATA_DIR = Path("~/.cache/bsce_avalanche")
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """Directory to read (and, for downloads, write) datasets.
+
+    Resolution order: the explicit ``data_dir`` argument, then the
+    ``BSCE_DATA_DIR`` environment variable, then ``~/.cache/bsce_avalanche``.
+    The directory is not created here; only a download creates it.
+    """
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    return DEFAULT_DATA_DIR.expanduser()
+
+
+# --------------------------------------------------------------------------
+# Protocols
+# --------------------------------------------------------------------------
+
+_PROTOCOL_RE = re.compile(r"^B(\d+)$", re.IGNORECASE)
+
+
+def resolve_protocol(
+    n_classes: int,
+    *,
+    n_experiences: int | None = None,
+    first_exp_classes: int | None = None,
+    protocol: str | None = None,
+    n_steps: int | None = None,
+) -> tuple[int, int | None]:
+    """Turn either description of a class split into ``(n_experiences, first_exp_classes)``.
+
+    Two equivalent ways to describe a split are accepted, but not mixed:
+
+    * ``n_experiences`` (+ optional ``first_exp_classes``): the Avalanche view,
+      counting every experience including the first one.
+    * ``protocol="B<k>"`` + ``n_steps``: the paper view.  ``"B0"`` (iCaRL) splits
+      all classes evenly into ``n_steps`` experiences; ``"B50"`` (LUCIR, PODNet)
+      trains a base experience with 50 classes and then ``n_steps`` incremental
+      steps over the rest, i.e. ``n_steps + 1`` experiences.  For CIFAR-100,
+      B0 uses 5/10/20/50 steps and B50 uses 5/10/25 steps in the literature.
+
+    ``first_exp_classes=None`` means an even split over all experiences.
+
+    :raises ValueError: mixed descriptions, a malformed protocol, or class
+        counts that do not divide evenly (the message names the valid choices).
+    """
+    if protocol is not None:
+        if n_experiences is not None or first_exp_classes is not None:
+            raise ValueError(
+                "pass either protocol=/n_steps= or n_experiences=/first_exp_classes=, "
+                "not both"
+            )
+        match = _PROTOCOL_RE.match(str(protocol).strip())
+        if match is None:
+            raise ValueError(
+                f"protocol must look like 'B0' or 'B50' (base classes in the first "
+                f"experience), got {protocol!r}"
+            )
+        if n_steps is None:
+            raise ValueError(f"protocol={protocol!r} needs n_steps=<number of incremental steps>")
+        base = int(match.group(1))
+        if base == 0:
+            n_experiences, first_exp_classes = n_steps, None
+        else:
+            n_experiences, first_exp_classes = n_steps + 1, base
+    elif n_steps is not None:
+        raise ValueError("n_steps= is only meaningful with protocol='B0' or 'B50'")
+    if n_experiences is None:
+        raise ValueError("give n_experiences=<int> or protocol='B0'/'B50' with n_steps=<int>")
+
+    _check_split(n_classes, n_experiences, first_exp_classes)
+    return n_experiences, first_exp_classes
+
+
+def _check_split(n_classes: int, n_experiences: int, first_exp_classes: int | None) -> None:
+    if isinstance(n_experiences, bool) or not isinstance(n_experiences, (int, np.integer)):
+        raise TypeError(f"the number of experiences must be an int, got {n_experiences!r}")
+    if n_experiences < 1:
+        raise ValueError(f"need at least one experience (or step), got {n_experiences}")
+    if first_exp_classes is None:
+        if n_classes % n_experiences:
+            valid = [d for d in range(1, n_classes + 1) if n_classes % d == 0]
+            raise ValueError(
+                f"{n_classes} classes cannot be split evenly into {n_experiences} "
+                f"experiences; use one of {valid} or set first_exp_classes"
+            )
+        return
+    if not 0 < first_exp_classes <= n_classes:
+        raise ValueError(
+            f"first_exp_classes must be in 1..{n_classes}, got {first_exp_classes}"
+        )
+    rest, later = n_classes - first_exp_classes, n_experiences - 1
+    if later == 0:
+        if rest:
+            raise ValueError(
+                f"a single experience must hold all {n_classes} classes, "
+                f"not first_exp_classes={first_exp_classes}"
+            )
+        return
+    if rest == 0 or rest % later:
+        valid = [d for d in range(1, rest + 1) if rest % d == 0]
+        raise ValueError(
+            f"after a first experience of {first_exp_classes} classes, the remaining "
+            f"{rest} classes cannot be split evenly into {later} experiences; "
+            f"the number of later experiences (steps) must be one of {valid}"
+        )
+
+
+# --------------------------------------------------------------------------
+# In-memory datasets
+# --------------------------------------------------------------------------
+
+
+class TensorImageDataset(Dataset):
+    """Images kept as one tensor ``(N, C, H, W)``; items are ``(image, label)``.
+
+    Used with ``uint8`` images for the fast path (see :mod:`.augment`): an item
+    is a view into the big tensor, so loading costs almost nothing, and a
+    mini-batch stays ``uint8`` (4x smaller than float) until it reaches the
+    training device, where :class:`~.augment.BatchAugmentPlugin` crops and
+    flips the whole batch and the model's :class:`~.augment.InputNormalize`
+    layer turns it into normalised floats.  Also used with ready-made float
+    images (scikit-learn digits).
+    """
+
+    def __init__(self, images: torch.Tensor, targets: Sequence[int]):
+        if not isinstance(images, torch.Tensor) or images.ndim != 4:
+            raise ValueError(
+                f"images must be a tensor (N, C, H, W), got {type(images).__name__} "
+                f"{tuple(getattr(images, 'shape', ()))}"
+            )
+        if len(images) != len(targets):
+            raise ValueError(f"{len(images)} images but {len(targets)} targets")
+        self.images = images
+        self.targets = [int(t) for t in targets]  # Avalanche reads .targets
+
+    @classmethod
+    def from_hwc_uint8(cls, images: np.ndarray, targets: Sequence[int]) -> "TensorImageDataset":
+        """Build from a ``(N, H, W, C)`` uint8 array, as stored in ``cifar100.npz``."""
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise ValueError(
+                f"expected a uint8 array (N, H, W, C), got {images.dtype} {images.shape}"
+            )
+        chw = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
+        return cls(chw, targets)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        return self.images[index], self.targets[index]
+
+
+class PILImageDataset(Dataset):
+    """Images kept as a ``(N, H, W, C)`` uint8 array; items are ``(PIL.Image, label)``.
+
+    Same behaviour as torchvision's ``CIFAR100`` dataset, so Avalanche applies
+    the usual per-sample torchvision transforms to it (the classic path,
+    ``fast_augment=False``).
+    """
+
+    def __init__(self, images: np.ndarray, targets: Sequence[int]):
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise ValueError(
+                f"images must be a uint8 array (N, H, W, C), got {images.dtype} {images.shape}"
+            )
+        if len(images) != len(targets):
+            raise ValueError(f"{len(images)} images but {len(targets)} targets")
+        self.images = images
+        self.targets = [int(t) for t in targets]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        return Image.fromarray(self.images[index]), self.targets[index]
+
+
+class ImageFileDataset(Dataset):
+    """Image files on disk; items are ``(PIL.Image (RGB), label)``.
+
+    The equivalent of torchvision's ``ImageFolder`` for an explicit list of
+    files, so that the caller decides which classes and files belong to it
+    (ImageNet subsets, Tiny-ImageNet's annotation-file validation split).
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike], targets: Sequence[int]):
+        if len(paths) != len(targets):
+            raise ValueError(f"{len(paths)} paths but {len(targets)} targets")
+        self.paths = [str(p) for p in paths]
+        self.targets = [int(t) for t in targets]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        with Image.open(self.paths[index]) as img:
+            return img.convert("RGB"), self.targets[index]
+
+
+# --------------------------------------------------------------------------
+# Benchmark construction
+# --------------------------------------------------------------------------
+
+
+def make_class_incremental_benchmark(
+    train_dataset: Dataset,
+    test_dataset: Dataset,
+    *,
+    n_classes: int,
+    n_experiences: int,
+    first_exp_classes: int | None,
+    class_order: ClassOrderSpec,
+    seed: int | None,
+    remap_class_ids: bool = False,
+    train_transform=None,
+    eval_transform=None,
+) -> NCScenario:
+    """Build a class-incremental ``NCScenario`` with Avalanche's ``nc_benchmark``.
+
+    Always single-task (``task_labels=False``) with a fixed class order, so the
+    scenario is fully determined by the arguments.  Labels keep their original
+    dataset ids unless ``remap_class_ids`` is set, in which case they are
+    renumbered in order of arrival (``class_ids_from_zero_from_first_exp``), as
+    LUCIR/PODNet do internally; both work with Avalanche's iCaRL because it
+    reads ``benchmark.classes_order``, which follows the same convention.
+    """
+    _check_split(n_classes, n_experiences, first_exp_classes)
+    order = get_class_order(class_order, n_classes=n_classes, seed=seed)
+    per_exp_classes = None if first_exp_classes is None else {0: first_exp_classes}
+    return nc_benchmark(
+        train_dataset,
+        test_dataset,
+        n_experiences=n_experiences,
+        task_labels=False,
+        shuffle=False,
+        seed=seed,
+        fixed_class_order=order,
+        per_exp_classes=per_exp_classes,
+        class_ids_from_zero_from_first_exp=remap_class_ids,
+        class_ids_from_zero_in_each_exp=False,
+        train_transform=train_transform,
+        eval_transform=eval_transform,
+    )

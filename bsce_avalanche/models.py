@@ -1,0 +1,296 @@
+"""Networks used in the class-incremental literature, split into feature extractor + classifier.
+
+Every model built here is a :class:`FeatureClassifier`: ``classifier(
+feature_extractor(x))``.  The split matters because iCaRL takes the two parts
+separately (its nearest-mean-of-exemplars classifier works on the features),
+and because the incremental head may be Avalanche's ``IncrementalClassifier``.
+
+* ``"resnet32"`` - the CIFAR ResNet-32 of iCaRL/LUCIR/PODNet/PyCIL (He et al.
+  2016, section 4.2): 3 stages of 5 basic blocks with 16/32/64 channels,
+  global average pooling, 64-d features, about 0.46M parameters.  Shortcut
+  ``"A"`` (default; parameter-free: subsample + zero-pad channels, as in the
+  paper's CIFAR networks and PyCIL) or ``"B"`` (1x1 convolution + BN).
+* ``"resnet18"`` - torchvision's ImageNet ResNet-18 (``weights=None``) with
+  ``fc`` removed, 512-d features.
+* ``"resnet18_cifar"`` - the same with a 3x3 stride-1 stem and no max-pool,
+  the usual ResNet-18 variant for 32x32/64x64 inputs.
+* ``"small_cnn"`` - three conv-BN-ReLU layers for the 8x8 scikit-learn digits,
+  fast on a CPU.
+
+Input normalisation is part of the feature extractor (:class:`InputNormalize`
+as its first layer) so that the batch-augmentation fast path, where datasets
+yield raw ``uint8`` images, is correct on every path - including iCaRL's direct
+``feature_extractor`` calls on stored exemplars.  Float inputs (classic
+per-sample transforms) pass through it unchanged.  See
+:mod:`bsce_avalanche.benchmarks.augment`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from avalanche.models import IncrementalClassifier
+from torch import Tensor, nn
+from torchvision.models import resnet18 as tv_resnet18
+
+from .benchmarks.augment import NORMALIZATIONS, InputNormalize
+
+#: Names accepted by :func:`make_model`.
+MODEL_NAMES: tuple[str, ...] = ("resnet32", "resnet18", "resnet18_cifar", "small_cnn")
+
+#: Normalisation each model gets when ``input_norm="auto"``.
+DEFAULT_INPUT_NORM: dict[str, str | None] = {
+    "resnet32": "cifar100",
+    "resnet18": "imagenet",
+    "resnet18_cifar": "cifar100",
+    "small_cnn": None,  # digits are already floats in [0, 1]
+}
+
+
+class FeatureClassifier(nn.Module):
+    """``classifier(feature_extractor(x))`` with both parts as named attributes."""
+
+    def __init__(self, feature_extractor: nn.Module, classifier: nn.Module, feature_dim: int):
+        super().__init__()
+        self.feature_extractor = feature_extractor
+        self.classifier = classifier
+        self.feature_dim = feature_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.feature_extractor(x))
+
+
+# --------------------------------------------------------------------------
+# ResNet-32 for CIFAR
+# --------------------------------------------------------------------------
+
+
+class _ShortcutA(nn.Module):
+    """Option-A shortcut: subsample spatially, zero-pad the new channels (no parameters)."""
+
+    def __init__(self, extra_channels: int, stride: int):
+        super().__init__()
+        self.extra_channels, self.stride = extra_channels, stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        half = self.extra_channels // 2
+        return nn.functional.pad(x, (0, 0, 0, 0, half, self.extra_channels - half))
+
+
+class BasicBlock(nn.Module):
+    """3x3 conv-BN-ReLU-3x3 conv-BN plus shortcut, then ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, shortcut: str = "A"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        if stride == 1 and in_channels == out_channels:
+            self.shortcut: nn.Module = nn.Identity()
+        elif shortcut == "A":
+            self.shortcut = _ShortcutA(out_channels - in_channels, stride)
+        else:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs; returns pooled features ``(N, widths[-1])``."""
+
+    def __init__(
+        self,
+        blocks_per_stage: int = 5,
+        widths: Sequence[int] = (16, 32, 64),
+        shortcut: str = "A",
+        in_channels: int = 3,
+    ):
+        super().__init__()
+        if shortcut not in ("A", "B"):
+            raise ValueError(f"shortcut must be 'A' (zero-padding) or 'B' (1x1 conv), got {shortcut!r}")
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(inplace=True),
+        )
+        stages = []
+        channels = widths[0]
+        for i, width in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            blocks = [BasicBlock(channels, width, stride, shortcut)]
+            blocks += [BasicBlock(width, width, 1, shortcut) for _ in range(blocks_per_stage - 1)]
+            stages.append(nn.Sequential(*blocks))
+            channels = width
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_dim = channels
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.flatten(self.pool(self.stages(self.stem(x))), 1)
+
+
+# --------------------------------------------------------------------------
+# Other backbones
+# --------------------------------------------------------------------------
+
+
+def _resnet18_backbone(cifar_stem: bool) -> tuple[nn.Module, int]:
+    net = tv_resnet18(weights=None)
+    if cifar_stem:
+        net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+        net.maxpool = nn.Identity()
+    feature_dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, feature_dim
+
+
+class SmallCNN(nn.Module):
+    """Three conv-BN-ReLU layers (one max-pool) + global pooling, for tiny images."""
+
+    def __init__(self, in_channels: int = 1, widths: Sequence[int] = (32, 64, 128)):
+        super().__init__()
+        c1, c2, c3 = widths
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c1, c2, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c2, c3, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c3),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.out_dim = c3
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+# --------------------------------------------------------------------------
+# Builders
+# --------------------------------------------------------------------------
+
+
+def _canonical_name(name: str) -> str:
+    key = name.strip().lower().replace("-", "_")
+    if key in MODEL_NAMES:
+        return key
+    close = difflib.get_close_matches(key, MODEL_NAMES, n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"unknown model {name!r}{hint}; choose one of {', '.join(MODEL_NAMES)}")
+
+
+def _input_normalize(spec) -> InputNormalize | None:
+    if spec is None:
+        return None
+    if isinstance(spec, InputNormalize):
+        return spec
+    if isinstance(spec, str):
+        return InputNormalize.named(spec)
+    try:
+        mean, std = spec
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"input_norm must be None, 'auto', one of {sorted(NORMALIZATIONS)}, or "
+            f"(mean, std); got {spec!r}"
+        ) from None
+    return InputNormalize(mean, std)
+
+
+def make_backbone(name: str, **kwargs) -> tuple[nn.Module, int]:
+    """``(feature network, feature dimension)`` without normalisation or head.
+
+    ``kwargs``: ``shortcut`` for ``resnet32``; ``in_channels`` and ``widths``
+    for ``small_cnn``.
+    """
+    name = _canonical_name(name)
+    if name == "resnet32":
+        net = CifarResNet(blocks_per_stage=5, **kwargs)
+        return net, net.out_dim
+    if kwargs and name != "small_cnn":
+        raise TypeError(f"{name} takes no extra arguments, got {sorted(kwargs)}")
+    if name == "resnet18":
+        return _resnet18_backbone(cifar_stem=False)
+    if name == "resnet18_cifar":
+        return _resnet18_backbone(cifar_stem=True)
+    net = SmallCNN(**kwargs)
+    return net, net.out_dim
+
+
+def make_model(
+    name: str,
+    num_classes: int,
+    *,
+    incremental: bool = False,
+    input_norm="auto",
+    **backbone_kwargs,
+) -> FeatureClassifier:
+    """Build a :class:`FeatureClassifier`.
+
+    :param name: one of :data:`MODEL_NAMES` (``-`` and ``_`` are interchangeable).
+    :param num_classes: outputs of the fixed ``nn.Linear`` head (all classes of
+        the benchmark, e.g. 100 for CIFAR-100 with original labels); with
+        ``incremental=True``, the *initial* size of the
+        ``IncrementalClassifier``, which Avalanche grows to
+        ``max(label seen) + 1`` and whose not-yet-seen units are masked.
+    :param incremental: Avalanche ``IncrementalClassifier`` head instead of a
+        fixed ``nn.Linear`` over all classes.
+    :param input_norm: ``"auto"`` (the model's default, see
+        :data:`DEFAULT_INPUT_NORM`), ``"cifar100"``, ``"imagenet"``,
+        ``(mean, std)``, or ``None`` (no normalisation layer).
+    :param backbone_kwargs: passed to :func:`make_backbone`.
+    """
+    canonical = _canonical_name(name)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    backbone, feature_dim = make_backbone(canonical, **backbone_kwargs)
+    if isinstance(input_norm, str) and input_norm == "auto":
+        input_norm = DEFAULT_INPUT_NORM[canonical]
+    normalize = _input_normalize(input_norm)
+    layers: list[tuple[str, nn.Module]] = [("backbone", backbone)]
+    if normalize is not None:
+        layers.insert(0, ("normalize", normalize))
+    feature_extractor = nn.Sequential(OrderedDict(layers))
+    if incremental:
+        classifier: nn.Module = IncrementalClassifier(feature_dim, initial_out_features=num_classes)
+    else:
+        classifier = nn.Linear(feature_dim, num_classes)
+    return FeatureClassifier(feature_extractor, classifier, feature_dim)
+
+
+def make_icarl_parts(name: str, num_classes: int, **kwargs) -> tuple[nn.Module, nn.Module]:
+    """``(feature_extractor, classifier)`` for ``avalanche.training.ICaRL``.
+
+    The feature extractor includes the :class:`InputNormalize` layer, so
+    iCaRL's herding and class means see the same inputs as training.
+    """
+    model = make_model(name, num_classes, **kwargs)
+    return model.feature_extractor, model.classifier
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters; buffers such as BN statistics are not counted."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
