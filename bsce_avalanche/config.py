@@ -74,6 +74,7 @@ class ExperimentConfig:
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0
+    threads: Optional[int] = None  # torch CPU threads (None: torch's default)
     output_dir: str = "outputs/default"
     progress: bool = True
     checkpoint: bool = True  # write checkpoint.pt after every step (for --resume)

@@ -239,6 +239,8 @@ def run_experiment(
     if checkpoint == "finished":
         with open(out / RESULTS_FILE) as fh:
             return json.load(fh)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
 
@@ -345,7 +347,7 @@ def run_experiment(
 
 
 #: Config keys that do not change what a run computes (may differ when resuming).
-_RUN_ONLY_KEYS = {"progress", "checkpoint", "num_workers", "output_dir", "wandb", "wandb_mode"}
+_RUN_ONLY_KEYS = {"progress", "checkpoint", "num_workers", "threads", "output_dir", "wandb", "wandb_mode"}
 
 
 def _differing_keys(saved: dict, cfg: ExperimentConfig) -> list:
