@@ -49,6 +49,9 @@ class ExperimentConfig:
     fast_augment: bool = True
     # model and method
     model: str = "auto"
+    # IncrementalClassifier head: units of classes not seen yet are masked (Avalanche's
+    # usual class-incremental setup); False: a fixed linear head over all classes.
+    incremental_head: bool = True
     strategy: str = "replay"
     loss: str = "bsce"
     tau: float = 1.0

@@ -125,7 +125,7 @@ def build_model(cfg: ExperimentConfig, n_classes: int):
     # already in [0, 1]; the ImageNet-style loaders normalise per sample (the layer then
     # passes float input through unchanged).
     norm = {"cifar100": "cifar100", "digits": None}.get(cfg.benchmark, "auto")
-    return make_model(name, n_classes, input_norm=norm)
+    return make_model(name, n_classes, input_norm=norm, incremental=cfg.incremental_head)
 
 
 def _memory_buffer(cfg: ExperimentConfig, n_classes: int):
@@ -389,11 +389,11 @@ def _evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, num
         plugins = strategy.plugins
         strategy.plugins = [p for p in plugins if p is not evaluator]
         try:
-            strategy.eval(benchmark.test_stream, num_workers=num_workers)
+            strategy.eval(benchmark.test_stream[: t + 1], num_workers=num_workers)
         finally:
             strategy.evaluator, strategy.plugins = evaluator, plugins
-    else:
-        strategy.eval(benchmark.test_stream, num_workers=num_workers)
+    else:  # experiences not seen yet are not evaluated (their accuracy is null)
+        strategy.eval(benchmark.test_stream[: t + 1], num_workers=num_workers)
     y_true, y_pred = recorder.arrays()
     return evaluate_step(y_true, y_pred, classes_per_step, t, n_classes)
 
