@@ -24,7 +24,7 @@ CHOICES = {
     "strategy": ("naive", "replay", "lwf", "icarl", "er_ace", "bic", "gdumb"),
     "loss": ("ce", "bsce"),
     "prior": ("auto", "sampling", "dataset", "batch"),
-    "model": ("auto", "small_cnn", "resnet32", "resnet18"),
+    "model": ("auto", "small_cnn", "resnet8", "resnet20", "resnet32", "resnet18", "resnet18_cifar"),
     "icarl_eval": ("nme", "head"),
     "device": ("auto", "cpu", "cuda"),
 }

@@ -39,11 +39,17 @@ from torchvision.models import resnet18 as tv_resnet18
 from .benchmarks.augment import NORMALIZATIONS, InputNormalize
 
 #: Names accepted by :func:`make_model`.
-MODEL_NAMES: tuple[str, ...] = ("resnet32", "resnet18", "resnet18_cifar", "small_cnn")
+MODEL_NAMES: tuple[str, ...] = ("resnet32", "resnet20", "resnet8", "resnet18", "resnet18_cifar", "small_cnn")
+
+#: Blocks per stage of the CIFAR ResNet-(6n+2) family: ResNet-32 is the network of
+#: iCaRL/LUCIR/PODNet; ResNet-20 and ResNet-8 are cheaper variants for CPU runs.
+CIFAR_RESNET_BLOCKS = {"resnet32": 5, "resnet20": 3, "resnet8": 1}
 
 #: Normalisation each model gets when ``input_norm="auto"``.
 DEFAULT_INPUT_NORM: dict[str, str | None] = {
     "resnet32": "cifar100",
+    "resnet20": "cifar100",
+    "resnet8": "cifar100",
     "resnet18": "imagenet",
     "resnet18_cifar": "cifar100",
     "small_cnn": None,  # digits are already floats in [0, 1]
@@ -227,8 +233,8 @@ def make_backbone(name: str, **kwargs) -> tuple[nn.Module, int]:
     for ``small_cnn``.
     """
     name = _canonical_name(name)
-    if name == "resnet32":
-        net = CifarResNet(blocks_per_stage=5, **kwargs)
+    if name in CIFAR_RESNET_BLOCKS:
+        net = CifarResNet(blocks_per_stage=CIFAR_RESNET_BLOCKS[name], **kwargs)
         return net, net.out_dim
     if kwargs and name != "small_cnn":
         raise TypeError(f"{name} takes no extra arguments, got {sorted(kwargs)}")

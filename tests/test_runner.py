@@ -21,7 +21,8 @@ FAST = dict(benchmark="digits", protocol="B0", n_steps=2, class_order="natural",
 def wandb_env(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    for var in ("WANDB_DIR", "WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / var.lower()))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     return tmp_path
 
