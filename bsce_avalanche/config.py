@@ -49,6 +49,7 @@ class ExperimentConfig:
     fast_augment: bool = True
     # model and method
     model: str = "auto"
+    width: int = 16  # base width of the CIFAR ResNets: stages of width, 2x, 4x (16 in the papers)
     # IncrementalClassifier head: units of classes not seen yet are masked (Avalanche's
     # usual class-incremental setup); False: a fixed linear head over all classes.
     incremental_head: bool = True

@@ -125,7 +125,14 @@ def build_model(cfg: ExperimentConfig, n_classes: int):
     # already in [0, 1]; the ImageNet-style loaders normalise per sample (the layer then
     # passes float input through unchanged).
     norm = {"cifar100": "cifar100", "digits": None}.get(cfg.benchmark, "auto")
-    return make_model(name, n_classes, input_norm=norm, incremental=cfg.incremental_head)
+    extra = {}
+    if cfg.width != 16:
+        from .models import CIFAR_RESNET_BLOCKS
+
+        if name not in CIFAR_RESNET_BLOCKS:
+            raise ConfigError(f"width applies to the CIFAR ResNets ({', '.join(CIFAR_RESNET_BLOCKS)}), not {name}.")
+        extra["widths"] = (cfg.width, 2 * cfg.width, 4 * cfg.width)
+    return make_model(name, n_classes, input_norm=norm, incremental=cfg.incremental_head, **extra)
 
 
 def _memory_buffer(cfg: ExperimentConfig, n_classes: int):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 import warnings
 
 import numpy as np
@@ -12,6 +13,10 @@ import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# wandb stages artifacts and logs under the home directory; keep test runs out of it
+_wandb_home = tempfile.mkdtemp(prefix="bsce-tests-wandb-")
+for _var in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
+    os.environ.setdefault(_var, os.path.join(_wandb_home, _var.lower()))
 warnings.filterwarnings("ignore", message="no QP solver found")
 torch.set_num_threads(1)
 
