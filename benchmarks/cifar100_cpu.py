@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import signal
 import sys
 import time
 from pathlib import Path
@@ -115,7 +116,7 @@ def main(argv=None) -> list[dict]:
 
     common = {"data_dir": args.data_dir}
     if args.tiny:
-        common = {"benchmark": "digits", "model": "small_cnn", "n_steps": 2, "epochs": 1, "memory_size": 40,
+        common = {"benchmark": "digits", "model": "small_cnn", "n_steps": 2, "epochs": 1, "memory_size": 40, "lr": 0.05,
                   "lr_milestones": [], "bic_stage2_epochs": 2, "class_order": "natural", "progress": False}
         args.seeds = args.seeds[:1]
     out = Path(args.output_dir)
@@ -123,6 +124,8 @@ def main(argv=None) -> list[dict]:
     for _, overrides, _ in jobs:  # fail fast on a bad config, before an hour of training
         load_config(CONFIG, overrides)
     print(f"{len(jobs)} runs on {args.workers} workers -> {out}", flush=True)
+    # SIGTERM unwinds like Ctrl-C, so that the pool's exit terminates the worker processes
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.time()
     if args.workers > 1:
         with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:

@@ -1,0 +1,113 @@
+"""Print the markdown tables of benchmarks/RESULTS.md from the raw result files.
+
+    python benchmarks/report.py
+
+Reads ``benchmarks/results/cifar100_cpu.json`` (written by ``cifar100_cpu.py``),
+``benchmarks/results/overhead.json`` (``overhead.py``) and
+``benchmarks/results/augmentation_throughput.json`` (``augmentation_throughput.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _mean_std(values, scale=100.0, digits=1) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    arr = np.asarray(values, dtype=float) * scale
+    if len(arr) == 1:
+        return f"{arr[0]:.{digits}f}"
+    return f"{arr.mean():.{digits}f} ± {arr.std(ddof=1):.{digits}f}"
+
+
+def method_name(row: dict) -> str:
+    if row["loss"] in ("ce", "bsce"):
+        name = f"{row['strategy']} + {'BSCE' if row['loss'] == 'bsce' else 'CE'}"
+        if row.get("prior") not in (None, "auto"):
+            name += f" (prior={row['prior']})"
+        return name
+    return f"{row['strategy']} (Avalanche)"
+
+
+def cifar_table(rows: list[dict]) -> str:
+    groups = defaultdict(list)
+    for row in rows:
+        groups[method_name(row)].append(row)
+    lines = [
+        "| method | seeds | avg. incremental acc. (%) | last acc. (%) | old acc., last step (%) "
+        "| new acc., last step (%) | predictions to newest classes, last step (%) | forgetting (%) | train time (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in sorted(groups):
+        g = groups[name]
+        lines.append(
+            f"| {name} | {len(g)} | {_mean_std([r['average_incremental_accuracy'] for r in g])} "
+            f"| {_mean_std([r['last_accuracy'] for r in g])} | {_mean_std([r['old_accuracy_last_step'] for r in g])} "
+            f"| {_mean_std([r['new_accuracy_last_step'] for r in g])} "
+            f"| {_mean_std([r['new_class_prediction_share_last_step'] for r in g])} "
+            f"| {_mean_std([r['forgetting'] for r in g])} | {_mean_std([r['train_time_s'] for r in g], 1.0, 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def paired_differences(rows: list[dict], strategy="replay") -> str:
+    """BSCE - CE per seed (same seed, same data order at the start)."""
+    by_seed = defaultdict(dict)
+    for r in rows:
+        if r["strategy"] == strategy and r["loss"] in ("ce", "bsce"):
+            by_seed[r["seed"]][method_name(r)] = r
+    lines = []
+    for seed in sorted(by_seed):
+        runs = by_seed[seed]
+        ce = runs.get(f"{strategy} + CE")
+        for name, run in sorted(runs.items()):
+            if ce is None or run is ce:
+                continue
+            lines.append(
+                f"| {seed} | {name} | {100 * (run['average_incremental_accuracy'] - ce['average_incremental_accuracy']):+.1f} "
+                f"| {100 * (run['last_accuracy'] - ce['last_accuracy']):+.1f} |"
+            )
+    head = "| seed | method | Δ avg. incremental acc. vs CE (points) | Δ last acc. vs CE (points) |\n|---|---|---|---|\n"
+    return head + "\n".join(lines)
+
+
+def overhead_table(data: dict) -> str:
+    p = data["prior_time"]
+    return "\n".join([
+        "| measure | value |",
+        "|---|---|",
+        f"| BSCE / CE time per training iteration, median over {data['rounds']} interleaved rounds "
+        f"| {data['ratio_median']:.4f} (min {data['ratio_min']:.4f}, max {data['ratio_max']:.4f}) |",
+        f"| median iteration time, CE / BSCE ({data['model']}, batch {data['batch_size']}) "
+        f"| {1000 * data['iteration_s_median']['ce']:.1f} ms / {1000 * data['iteration_s_median']['bsce']:.1f} ms |",
+        f"| prior per experience, CIFAR-100 scale ({p['cifar100']['labels_in_experience']:,} + "
+        f"{p['cifar100']['memory']:,} labels) | {p['cifar100']['ms_median']:.2f} ms |",
+        f"| prior per experience, ImageNet scale ({p['imagenet']['labels_in_experience']:,} + "
+        f"{p['imagenet']['memory']:,} labels of a 1,281,167-label dataset) | {p['imagenet']['ms_median']:.1f} ms |",
+    ])
+
+
+def main() -> None:
+    cifar = RESULTS / "cifar100_cpu.json"
+    if cifar.exists():
+        rows = json.loads(cifar.read_text())
+        print("## CIFAR-100, reduced CPU protocol\n")
+        print(cifar_table(rows))
+        print("\n### Replay: BSCE minus CE, per seed\n")
+        print(paired_differences(rows))
+    overhead = RESULTS / "overhead.json"
+    if overhead.exists():
+        print("\n## Cost\n")
+        print(overhead_table(json.loads(overhead.read_text())))
+
+
+if __name__ == "__main__":
+    main()
