@@ -10,22 +10,15 @@ Reads ``benchmarks/results/cifar100_cpu.json`` (written by ``cifar100_cpu.py``),
 from __future__ import annotations
 
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bsce_avalanche.compare import format_mean_std  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _mean_std(values, scale=100.0, digits=1) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "–"
-    arr = np.asarray(values, dtype=float) * scale
-    if len(arr) == 1:
-        return f"{arr[0]:.{digits}f}"
-    return f"{arr.mean():.{digits}f} ± {arr.std(ddof=1):.{digits}f}"
 
 
 def method_name(row: dict) -> str:
@@ -49,11 +42,11 @@ def cifar_table(rows: list[dict]) -> str:
     for name in sorted(groups):
         g = groups[name]
         lines.append(
-            f"| {name} | {len(g)} | {_mean_std([r['average_incremental_accuracy'] for r in g])} "
-            f"| {_mean_std([r['last_accuracy'] for r in g])} | {_mean_std([r['old_accuracy_last_step'] for r in g])} "
-            f"| {_mean_std([r['new_accuracy_last_step'] for r in g])} "
-            f"| {_mean_std([r['new_class_prediction_share_last_step'] for r in g])} "
-            f"| {_mean_std([r['forgetting'] for r in g])} | {_mean_std([r['train_time_s'] for r in g], 1.0, 0)} |"
+            f"| {name} | {len(g)} | {format_mean_std([r['average_incremental_accuracy'] for r in g])} "
+            f"| {format_mean_std([r['last_accuracy'] for r in g])} | {format_mean_std([r['old_accuracy_last_step'] for r in g])} "
+            f"| {format_mean_std([r['new_accuracy_last_step'] for r in g])} "
+            f"| {format_mean_std([r['new_class_prediction_share_last_step'] for r in g])} "
+            f"| {format_mean_std([r['forgetting'] for r in g])} | {format_mean_std([r['train_time_s'] for r in g], 1.0, 0)} |"
         )
     return "\n".join(lines)
 

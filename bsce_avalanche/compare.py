@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["find_results", "load_results", "group_runs", "comparison_table", "plot_comparison", "compare"]
+__all__ = ["format_mean_std", "find_results", "load_results", "group_runs", "comparison_table", "plot_comparison", "compare"]
 
 
 def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -56,7 +56,8 @@ def group_runs(runs: Sequence[dict]) -> dict[str, list[dict]]:
     return dict(sorted(groups.items()))
 
 
-def _fmt(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:
+def format_mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:
+    """``mean ± sample std`` of the non-null values, scaled (fractions -> percent by default)."""
     values = [v for v in values if v is not None]
     if not values:
         return "–"
@@ -81,13 +82,13 @@ def comparison_table(runs: Sequence[dict]) -> str:
                 label,
                 len(group),
                 f" ({unfinished} unfinished)" if unfinished else "",
-                _fmt([r["average_incremental_accuracy"] for r in group]),
-                _fmt([r["last_accuracy"] for r in group]),
-                _fmt([r.get("forgetting") for r in group]),
-                _fmt([r["old_new_accuracy"][-1]["old"] for r in group]),
-                _fmt([r["old_new_accuracy"][-1]["new"] for r in group]),
-                _fmt([r["new_class_prediction_share"][-1] for r in group]),
-                _fmt([r["train_time_s"] for r in group], scale=1.0, digits=0),
+                format_mean_std([r["average_incremental_accuracy"] for r in group]),
+                format_mean_std([r["last_accuracy"] for r in group]),
+                format_mean_std([r.get("forgetting") for r in group]),
+                format_mean_std([r["old_new_accuracy"][-1]["old"] for r in group]),
+                format_mean_std([r["old_new_accuracy"][-1]["new"] for r in group]),
+                format_mean_std([r["new_class_prediction_share"][-1] for r in group]),
+                format_mean_std([r["train_time_s"] for r in group], scale=1.0, digits=0),
             )
         )
     return header + "\n".join(rows) + "\n"
