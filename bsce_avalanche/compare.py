@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["format_mean_std", "find_results", "load_results", "group_runs", "comparison_table", "plot_comparison", "compare"]
+__all__ = ["format_mean_std", "run_label", "find_results", "load_results", "group_runs", "comparison_table", "plot_comparison", "compare"]
 
 
 def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -41,11 +41,21 @@ def load_results(paths: Iterable[str | os.PathLike]) -> list[dict]:
 
 
 def run_label(run: dict) -> str:
-    """The method a run belongs to, e.g. ``replay-bsce`` or ``lwf+mem-ce`` (seed left out)."""
-    from .config import ExperimentConfig
+    """The method a run belongs to, e.g. ``replay-bsce`` or ``lwf+mem-ce`` (seed left out).
 
-    cfg = dict(run["config"], grid={})
-    return ExperimentConfig(**cfg).method_label
+    Tolerates results written by other versions: unknown config keys are ignored, and a
+    config the current code would reject falls back to ``<strategy>-<loss>``.
+    """
+    from dataclasses import fields
+
+    from .config import ConfigError, ExperimentConfig
+
+    known = {f.name for f in fields(ExperimentConfig)}
+    cfg = {k: v for k, v in run["config"].items() if k in known and k != "grid"}
+    try:
+        return ExperimentConfig(**cfg).method_label
+    except (ConfigError, TypeError):
+        return f"{cfg.get('strategy', '?')}-{cfg.get('loss', '?')}"
 
 
 def group_runs(runs: Sequence[dict]) -> dict[str, list[dict]]:
@@ -68,7 +78,7 @@ def format_mean_std(values: Sequence[float], scale: float = 100.0, digits: int =
 
 
 def comparison_table(runs: Sequence[dict]) -> str:
-    """Markdown table: one row per method, mean ± sample std over seeds."""
+    """Markdown table: one row per method, mean ± sample std over seeds (pass finished runs)."""
     header = (
         "| method | seeds | avg. incremental acc. (%) | last acc. (%) | forgetting (%) | "
         "old acc. last step (%) | new acc. last step (%) | new-class prediction share, last step (%) | train time (s) |\n"
@@ -76,12 +86,10 @@ def comparison_table(runs: Sequence[dict]) -> str:
     )
     rows = []
     for label, group in group_runs(runs).items():
-        unfinished = sum(not r.get("finished", False) for r in group)
         rows.append(
-            "| {} | {}{} | {} | {} | {} | {} | {} | {} | {} |".format(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 label,
                 len(group),
-                f" ({unfinished} unfinished)" if unfinished else "",
                 format_mean_std([r["average_incremental_accuracy"] for r in group]),
                 format_mean_std([r["last_accuracy"] for r in group]),
                 format_mean_std([r.get("forgetting") for r in group]),
@@ -169,14 +177,17 @@ def plot_comparison(runs: Sequence[dict], out_dir: str | os.PathLike) -> list[Pa
 
 def compare(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> Path:
     """Write ``comparison.md`` and the plots to ``out_dir``; return the table's path."""
-    runs = [r for r in load_results(paths) if r.get("steps")]
-    if not runs:
-        raise ValueError("The results files hold no finished step yet.")
+    runs = load_results(paths)
+    finished = [r for r in runs if r.get("finished")]
+    if not finished:
+        raise ValueError("None of the runs has finished yet: nothing to compare.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = plot_comparison([r for r in runs if r.get("finished")] or runs, out_dir)
-    table = comparison_table(runs)
-    text = "# Comparison\n\n" + table + "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
+    plots = plot_comparison(finished, out_dir)
+    table = comparison_table(finished)
+    unfinished = [Path(r["_path"]).parent.name for r in runs if not r.get("finished")]
+    note = f"\nLeft out, not finished: {', '.join(unfinished)}.\n" if unfinished else ""
+    text = "# Comparison\n\n" + table + note + "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
     tmp = out_dir / ".comparison.md.tmp"
     tmp.write_text(text)
     os.replace(tmp, out_dir / "comparison.md")
