@@ -4,6 +4,8 @@
     bsce-experiment run --config experiments/configs/cifar100_b0_10steps.yaml --output-dir runs/c100
     bsce-experiment grid --config ... --strategies replay lwf --losses ce bsce --seeds 0 1 2
     bsce-experiment compare runs/c100 --output runs/c100
+    torchrun --standalone --nproc_per_node=4 -m bsce_avalanche run --config ...   # DDP, see distributed.py
+    wandb sweep experiments/sweeps/cifar100_b0_10steps.yaml; wandb agent ENTITY/PROJECT/SWEEP_ID  # see sweep.py
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--strategies", nargs="+", help="e.g. replay lwf icarl")
     grid.add_argument("--losses", nargs="+", help="ce and/or bsce")
     grid.add_argument("--seeds", nargs="+", type=int, help="e.g. 0 1 2")
+    sub.add_parser("sweep-run", add_help=False,
+                   help="one combination of a W&B sweep, the agent's program (see bsce_avalanche/sweep.py)")
+    sub.add_parser("sweep-validate", add_help=False, help="check W&B sweep files (experiments/sweeps/*.yaml) offline")
     cmp_ = sub.add_parser("compare", help="markdown table + plots from results.json files")
     cmp_.add_argument("paths", nargs="+", help="results.json files or directories holding them")
     cmp_.add_argument("--output", help="directory for comparison.md and PNGs (default: the first path)")
@@ -87,22 +92,27 @@ def _default_config_path() -> Optional[Path]:
     return candidate if candidate.is_file() else None
 
 
-def run_configs(cfg: ExperimentConfig, resume: bool = False) -> Path:
+def run_configs(cfg: ExperimentConfig, resume: bool = False) -> Optional[Path]:
+    from . import distributed
     from .compare import compare
     from .experiment import run_experiment
 
+    main = distributed.is_main_process()  # under torchrun every rank runs this; rank 0 reports
+    say = print if main else (lambda *args, **kwargs: None)
     runs = expand_grid(cfg)
     out = Path(cfg.output_dir)
-    print(f"bsce-experiment: {len(runs)} run(s) -> {out}", flush=True)
+    say(f"bsce-experiment: {len(runs)} run(s) -> {out}", flush=True)
     for run_cfg in runs:
         result = run_experiment(run_cfg, out / run_cfg.run_name, resume=resume)
         line = (f"  {run_cfg.run_name}: average incremental accuracy "
                 f"{100 * result['average_incremental_accuracy']:.2f}%, last {100 * result['last_accuracy']:.2f}%, "
                 f"{result['train_time_s']:.0f} s")
-        print(line, flush=True)
+        say(line, flush=True)
         sync = (result.get("wandb") or {}).get("sync_command")
         if sync:
-            print(f"  W&B run saved offline; upload it with: {sync}", flush=True)
+            say(f"  W&B run saved offline; upload it with: {sync}", flush=True)
+    if not main:
+        return None
     table = compare([out / r.run_name / "results.json" for r in runs], out)
     print(f"comparison: {table}", flush=True)
     print(table.read_text().split("\n\n")[1], flush=True)
@@ -120,9 +130,15 @@ def _exit_cleanly_on_sigterm() -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["sweep-run"], ["sweep-validate"]):  # their own parsers: any --key=value
+        from . import sweep
+
+        return (sweep.sweep_run if argv[0] == "sweep-run" else sweep.sweep_validate)(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     _exit_cleanly_on_sigterm()
+    finished = False
     try:
         if args.command in ("run", "grid"):
             run_configs(config_from_args(args), resume=args.resume)
@@ -132,9 +148,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             table = compare(args.paths, args.output or (args.paths[0] if Path(args.paths[0]).is_dir()
                                                          else Path(args.paths[0]).parent))
             print(table.read_text())
+        finished = True
     except (ConfigError, FileNotFoundError) as err:
         print(f"bsce-experiment: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        from . import distributed
+
+        distributed.shutdown(wait=finished)  # leave the process group (torchrun), if one was joined
     return 0
 
 

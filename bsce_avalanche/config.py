@@ -15,7 +15,7 @@ from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-__all__ = ["ExperimentConfig", "ConfigError", "load_config", "expand_grid", "CHOICES"]
+__all__ = ["ExperimentConfig", "ConfigError", "load_config", "expand_grid", "combination_error", "CHOICES"]
 
 #: Valid values of the name-like keys.
 CHOICES = {
@@ -213,6 +213,17 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = N
             + "."
         )
     return ExperimentConfig(**data)
+
+
+def combination_error(config: ExperimentConfig) -> Optional[str]:
+    """Why this combination of (individually valid) settings cannot run, or None.
+
+    Kept out of :meth:`ExperimentConfig.validate` so that a grid over strategies and
+    losses can still be written down; the runner refuses such runs, a W&B sweep skips them.
+    """
+    if config.strategy == "er_ace" and config.loss == "bsce":
+        return "er_ace cannot be combined with loss: bsce (ER-ACE uses its own loss); use loss: ce."
+    return None
 
 
 def expand_grid(config: ExperimentConfig) -> list[ExperimentConfig]:

@@ -22,7 +22,8 @@ import torch
 from torch.nn import CrossEntropyLoss
 from torch.optim import SGD
 
-from .config import ConfigError, ExperimentConfig
+from . import distributed
+from .config import ConfigError, ExperimentConfig, combination_error
 from .metrics import evaluate_step, summarise
 from .plugin import BalancedSoftmaxPlugin
 
@@ -204,7 +205,7 @@ class _PredictionRecorder:
     def __new__(cls):
         from avalanche.training.plugins import SupervisedPlugin
 
-        class PredictionRecorder(SupervisedPlugin):
+        class PredictionRecorder(SupervisedPlugin, supports_distributed=True):  # evaluates the whole test set
             def __init__(self):
                 super().__init__()
                 self.y_true, self.y_pred = [], []
@@ -238,18 +239,20 @@ def run_experiment(
     from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
     from tqdm.auto import tqdm
 
-    if cfg.strategy == "er_ace" and cfg.loss == "bsce":
-        raise ConfigError("er_ace cannot be combined with loss: bsce (ER-ACE uses its own loss); use loss: ce.")
+    if combination_error(cfg):
+        raise ConfigError(combination_error(cfg))
     out = Path(output_dir or cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = _resume_point(cfg, out) if resume else None
+    # under torchrun (WORLD_SIZE > 1): join the process group; rank 0 alone writes files
+    device = distributed.setup(resolve_device(cfg.device))
+    main = distributed.is_main_process()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    checkpoint = distributed.run_on_main(_resume_point, cfg, out) if resume else None
     if checkpoint == "finished":
-        with open(out / RESULTS_FILE) as fh:
-            return json.load(fh)
+        return distributed.run_on_main(_read_json, out / RESULTS_FILE)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
 
     benchmark = build_benchmark(cfg)
     classes_per_step = [list(map(int, e.classes_in_this_experience)) for e in benchmark.train_stream]
@@ -257,7 +260,7 @@ def run_experiment(
     model = build_model(cfg, n_classes)
 
     previous_wandb = (checkpoint["extra"]["results"].get("wandb") or {}) if checkpoint else {}
-    logger = _make_wandb_logger(cfg, out, run_id=previous_wandb.get("run_id"))
+    logger = _make_wandb_logger(cfg, out, run_id=previous_wandb.get("run_id")) if main else None
     loggers = [logger] if logger is not None else []
     evaluator = EvaluationPlugin(
         accuracy_metrics(experience=True, stream=True),
@@ -272,7 +275,10 @@ def run_experiment(
 
         plugins.append(BatchAugmentPlugin())  # first: later plugins see the augmented batch
     plugins += [p for p in (bsce, recorder) if p is not None]
-    strategy = build_strategy(cfg, model, n_classes, device, plugins, evaluator)
+    # DDP: cfg.batch_size is the global mini-batch; each rank loads its share
+    train_cfg = cfg.replace(batch_size=distributed.per_rank_batch_size(cfg.batch_size))
+    strategy = build_strategy(train_cfg, model, n_classes, device, plugins, evaluator)
+    distributed.prepare_strategy(strategy, device, cfg.batch_size)
 
     results: dict = {
         "config": cfg.to_dict(),
@@ -285,6 +291,8 @@ def run_experiment(
         "priors": [],
         "step_times_s": [],
     }
+    if distributed.is_distributed():
+        results["distributed"] = distributed.describe(cfg.batch_size)
     if logger is not None:
         results["wandb"] = {"run_id": logger.run_id, "run_dir": str(logger.run_dir) if logger.run_dir else None,
                             "sync_command": logger.sync_command}
@@ -297,14 +305,16 @@ def run_experiment(
         results.update({k: v for k, v in saved["results"].items() if k != "wandb"})
         alt_steps = saved["alt_steps"]
         start_step = len(results["steps"])
-        print(f"{cfg.run_name}: resuming after step {start_step} of {len(classes_per_step)}", flush=True)
+        if main:
+            print(f"{cfg.run_name}: resuming after step {start_step} of {len(classes_per_step)}", flush=True)
     steps = results["steps"]
-    bar = tqdm(desc=cfg.run_name, unit="step", disable=not cfg.progress, initial=start_step,
+    bar = tqdm(desc=cfg.run_name, unit="step", disable=not (cfg.progress and main), initial=start_step,
                total=len(classes_per_step))
     try:
         for t, experience in enumerate(benchmark.train_stream):
             if t < start_step:
                 continue
+            distributed.sync_rng()
             start = time.perf_counter()
             strategy.train(experience, num_workers=cfg.num_workers)
             results["step_times_s"].append(time.perf_counter() - start)
@@ -322,11 +332,16 @@ def run_experiment(
                 results["icarl_" + other] = {k: v for k, v in summarise(alt_steps).items()}
             results.update(summarise(steps))
             results["train_time_s"] = float(sum(results["step_times_s"]))
+            if distributed.is_distributed():
+                digests = distributed.consistency_digests(strategy.model, bsce.prior_history if bsce else None)
+                results["distributed"]["consistent_per_step"].append(digests["consistent"])
+                results["distributed"]["last_digests"] = digests
             bar.set_postfix(acc=f"{step_eval['accuracy_seen']:.3f}", refresh=False)
             if logger is not None:
                 _log_step(logger, t, step_eval, results, benchmark)
-            write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
-            if cfg.checkpoint:
+            if main:
+                write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
+            if cfg.checkpoint and main:
                 from .checkpoint import save_checkpoint
 
                 # saved last: the RNG state is the one the next step starts from
@@ -347,9 +362,11 @@ def run_experiment(
         s.pop("confusion_matrix", None)
     if logger is not None:
         _log_final(logger, results)
-    write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
-    if (out / CHECKPOINT_FILE).exists():
-        os.unlink(out / CHECKPOINT_FILE)  # finished: results.json is the record
+    if main:
+        write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
+        if (out / CHECKPOINT_FILE).exists():
+            os.unlink(out / CHECKPOINT_FILE)  # finished: results.json is the record
+    distributed.barrier()
     return _nan_to_none(results)
 
 
@@ -364,6 +381,11 @@ def _differing_keys(saved: dict, cfg: ExperimentConfig) -> list:
 
 def _same_run(saved: dict, cfg: ExperimentConfig) -> bool:
     return not _differing_keys(saved, cfg)
+
+
+def _read_json(path: Path):
+    with open(path) as fh:
+        return json.load(fh)
 
 
 def _resume_point(cfg: ExperimentConfig, out: Path):

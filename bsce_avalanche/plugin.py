@@ -121,7 +121,7 @@ class _ICaRLCriterion(_BalancedCriterion):
         raise ValueError("iCaRL's balanced loss supports only reduction='mean'.")
 
 
-class BalancedSoftmaxPlugin(SupervisedPlugin):
+class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
     """Train an Avalanche strategy with the Balanced Softmax Cross-Entropy.
 
     ``Replay(model, opt, CrossEntropyLoss(), mem_size=2000, plugins=[BalancedSoftmaxPlugin()])``

@@ -125,6 +125,17 @@ def _samples_drawn(n: int, batch: int, n_batches: int, drop_last: bool) -> float
     return full * (per_pass * batch if drop_last else n) + rest * batch
 
 
+def _shard_size(loader, n: int, drop_last: bool) -> int:
+    """Samples per process of a dataset of size ``n``: ``n``, or under distributed
+    sampling (DDP) the size of one rank's ``DistributedSampler`` shard. Every rank draws
+    its batches from its shard, so the cycling of small datasets (replay memory) depends
+    on the shard size and the per-rank batch size."""
+    if not getattr(loader, "distributed_sampling", False) or not torch.distributed.is_initialized():
+        return n
+    replicas = torch.distributed.get_world_size()
+    return n // replicas if drop_last else math.ceil(n / replicas)
+
+
 def _multi_dataset_counts(loader, weighting: str) -> Optional[Tensor]:
     if loader.never_ending:
         return None
@@ -140,9 +151,10 @@ def _multi_dataset_counts(loader, weighting: str) -> Optional[Tensor]:
             total = _add(total, counts)
             continue
         cycles = loader.oversample_small_datasets and i != loader.termination_dataset
-        per_pass = n // batch if drop_last else math.ceil(n / batch)
+        shard = _shard_size(loader, n, drop_last)  # what this process's sampler iterates
+        per_pass = shard // batch if drop_last else math.ceil(shard / batch)
         batches = n_batches if cycles else min(n_batches, per_pass)
-        drawn = _samples_drawn(n, batch, batches, drop_last)
+        drawn = _samples_drawn(shard, batch, batches, drop_last)
         total = _add(total, counts * (drawn / n))
     return total
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
 import tempfile
 import warnings
 
@@ -15,6 +17,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 # wandb stages artifacts and logs under the home directory; keep test runs out of it
 _wandb_home = tempfile.mkdtemp(prefix="bsce-tests-wandb-")
+atexit.register(shutil.rmtree, _wandb_home, ignore_errors=True)
 for _var in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
     os.environ.setdefault(_var, os.path.join(_wandb_home, _var.lower()))
 warnings.filterwarnings("ignore", message="no QP solver found")

@@ -1,0 +1,438 @@
+"""Data-parallel training of one experiment on several GPUs (or CPU processes) with DDP.
+
+Launch the usual runner under ``torchrun``; nothing else changes::
+
+    # one machine, 4 GPUs (NCCL): the config's batch_size is the *global* batch
+    torchrun --standalone --nproc_per_node=4 -m bsce_avalanche run \\
+        --config experiments/configs/cifar100_b0_10steps.yaml --output-dir runs/c100-ddp
+
+    # two machines with 8 GPUs each (run on both; node_rank 0 and 1)
+    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 \\
+        --rdzv_backend=c10d --rdzv_endpoint=HOST0:29500 -m bsce_avalanche run --config ...
+
+    # CPU only (gloo), e.g. to test: 2 processes
+    torchrun --standalone --nproc_per_node=2 -m bsce_avalanche run --device cpu --no-wandb
+
+``run_experiment`` notices ``WORLD_SIZE > 1`` (set by torchrun) and calls :func:`setup`,
+which initialises the process group (NCCL when the run uses CUDA, each process on GPU
+``LOCAL_RANK``; gloo on CPU; ``BSCE_DIST_BACKEND`` overrides). What happens then:
+
+* **Training** goes through ``torch.nn.parallel.DistributedDataParallel``: the forward
+  pass of the training mini-batch runs through a DDP wrapper of ``strategy.model``, so
+  gradients are averaged over ranks during ``backward``. Each rank loads ``batch_size /
+  world_size`` samples per step (Avalanche's loaders shard every training dataset,
+  replay memory included, with a ``DistributedSampler``), so the global mini-batch and
+  the learning rate mean the same as in a single-process run. ``strategy.model`` itself
+  stays the plain module, so everything that reads it (iCaRL's feature extractor and
+  class means, LwF / iCaRL / BiC old-model copies, checkpoints) works unchanged.
+* **Everything else is replicated.** All ranks start from the same seed and re-align
+  their RNGs from rank 0 before every step, so replay buffers, iCaRL exemplars, BiC's
+  validation split and stage-2 bias correction (at the global batch size) are identical
+  on every rank. BatchNorm statistics are broadcast from rank 0 after each epoch (DDP's
+  own convention).
+* **The BSCE prior is identical on every rank.** ``prior="auto"``/``"sampling"`` derive it
+  from the labels of the whole datasets and the loader's (sharded) sampling; ``"batch"``
+  all-reduces the mini-batch label counts (:class:`~bsce_avalanche.priors.RunningClassCounts`).
+* **Evaluation** runs on the *whole* test set on every rank with the plain model (no
+  sharding, no padding duplicates), so the metrics equal those of a single process
+  evaluating the same weights; only rank 0 writes ``results.json``, checkpoints and the
+  W&B run. ``results.json`` gains a ``distributed`` entry: world size, backend, per-rank
+  batch size and, per step, whether the model and prior were identical on all ranks.
+
+Avalanche 0.6 itself only goes part of the way (see its source): ``DistributedHelper`` and its
+loaders shard data once the process group exists, but no strategy wraps its model in
+DDP, ``DistributedHelper.init_distributed`` picks GPU ``RANK`` (wrong on a second node),
+its ``DistributedSampler`` reshuffles identically every epoch (seed 0, epoch 0), and its
+evaluation loaders shard the test set (with padding duplicates). This module fills those
+gaps; see :func:`prepare_strategy`.
+
+What differs from a single process (why results match only statistically): the data
+order (each rank shuffles its shard), BatchNorm batch statistics computed per rank over
+``batch_size / world_size`` samples, and float summation order. ER-ACE draws its memory
+mini-batches from a sharded buffer too. Without shuffling and BatchNorm, DDP and one
+process give the same weights up to float error (``tests/test_distributed.py``).
+
+Tested with gloo on CPU (2 processes); the NCCL/GPU path uses the same code with
+``device_ids=[LOCAL_RANK]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from contextlib import contextmanager
+from typing import Any, Callable, Optional, TypeVar
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "launched_distributed",
+    "is_distributed",
+    "is_main_process",
+    "rank",
+    "world_size",
+    "setup",
+    "shutdown",
+    "barrier",
+    "run_on_main",
+    "sync_rng",
+    "per_rank_batch_size",
+    "prepare_strategy",
+    "consistency_digests",
+    "describe",
+]
+
+T = TypeVar("T")
+
+#: Environment variable overriding the backend (``nccl``, ``gloo``).
+BACKEND_ENV = "BSCE_DIST_BACKEND"
+
+
+# ---------------------------------------------------------------------- who am I
+def launched_distributed() -> bool:
+    """True when started by ``torchrun`` (or similar) with more than one process."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    if is_distributed():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def world_size() -> int:
+    if is_distributed():
+        return dist.get_world_size()
+    return 1
+
+
+def is_main_process() -> bool:
+    """Rank 0 (also before the process group exists: reads ``RANK``); True when not distributed."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------- set-up
+def setup(device: torch.device) -> torch.device:
+    """Join the process group if launched with ``WORLD_SIZE > 1``; return this rank's device.
+
+    Idempotent (a grid of runs calls it once per run). ``device`` is the device the
+    config asks for; under DDP a CUDA device becomes ``cuda:LOCAL_RANK``.
+    """
+    if not launched_distributed():
+        return device
+    use_cuda = device.type == "cuda"
+    if use_cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            from .config import ConfigError
+
+            raise ConfigError(
+                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPU(s) are visible: "
+                "use --nproc_per_node <= the number of GPUs."
+            )
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not is_distributed():
+        backend = os.environ.get(BACKEND_ENV) or ("nccl" if use_cuda else "gloo")
+        kwargs = {"device_id": device} if backend == "nccl" else {}
+        dist.init_process_group(backend=backend, **kwargs)
+        _tell_avalanche(device, use_cuda)
+        _patch_avalanche_sampler()
+    return device
+
+
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group (at the end of the CLI).
+
+    :param wait: first wait for all ranks (after success; after an error another rank
+        may be stuck in a collective, so do not).
+    """
+    if is_distributed():
+        import gc
+
+        gc.collect()  # free the DDP wrappers of finished runs (kept by reference cycles) first
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
+def _tell_avalanche(device: torch.device, use_cuda: bool) -> None:
+    """What ``DistributedHelper.init_distributed`` would set, with the right GPU.
+
+    (``init_distributed`` uses GPU ``RANK``, which does not exist on a second node.)
+    Avalanche's loaders only need ``torch.distributed`` to be initialised.
+    """
+    from avalanche.distributed import DistributedHelper
+
+    DistributedHelper.use_cuda = use_cuda
+    DistributedHelper._dev_map = DistributedHelper._make_map(device)
+
+
+# ---------------------------------------------------------------------- samplers
+class _ReshufflingDistributedSampler(torch.utils.data.DistributedSampler):
+    """``DistributedSampler`` that draws a new permutation every time it is iterated.
+
+    Avalanche 0.6 builds a fresh ``DistributedSampler`` (seed 0, epoch 0) for every epoch,
+    so without this every epoch and every experience would see the same order. The seed
+    is drawn from the global torch RNG, which is aligned across ranks, so all ranks agree
+    on the permutation (and therefore on the sharding).
+    """
+
+    def __init__(self, *args, seed: Optional[int] = None, shuffle: bool = True, **kwargs):
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if shuffle else 0
+        super().__init__(*args, seed=seed, shuffle=shuffle, **kwargs)
+        self._passes = 0
+
+    def __iter__(self):
+        self.set_epoch(self._passes)
+        self._passes += 1
+        return super().__iter__()
+
+
+def _patch_avalanche_sampler() -> None:
+    from avalanche.benchmarks.utils import data_loader
+
+    if not issubclass(data_loader.DistributedSampler, _ReshufflingDistributedSampler):
+        data_loader.DistributedSampler = _ReshufflingDistributedSampler
+
+
+def per_rank_batch_size(batch_size: int) -> int:
+    """The training mini-batch of one rank: ``batch_size`` is the global one."""
+    n = world_size()
+    if batch_size % n:
+        from .config import ConfigError
+
+        raise ConfigError(
+            f"batch_size {batch_size} is the global mini-batch and must be divisible by the "
+            f"number of processes ({n}); e.g. use batch_size {batch_size - batch_size % n or n}."
+        )
+    return batch_size // n
+
+
+# ---------------------------------------------------------------------- collectives
+def run_on_main(fn: Callable[..., T], *args, **kwargs) -> T:
+    """``fn(*args, **kwargs)`` on rank 0; its result (or exception) is sent to every rank.
+
+    For reading files (resume points, checkpoints) that other nodes may not see.
+    """
+    if not is_distributed():
+        return fn(*args, **kwargs)
+    payload: list = [None]
+    if is_main_process():
+        try:
+            payload[0] = (True, fn(*args, **kwargs))
+        except Exception as err:  # re-raised on every rank below
+            payload[0] = (False, err)
+    dist.broadcast_object_list(payload, src=0)
+    ok, value = payload[0]
+    if not ok:
+        raise value
+    return value
+
+
+def sync_rng() -> None:
+    """Give every rank rank 0's Python, NumPy and torch RNG states.
+
+    Called before every training step: rank-0-only work (W&B logging) may consume random
+    numbers, and replicated state (replay buffers, exemplars, augmentation, the sampler
+    seeds) must stay the same on all ranks.
+    """
+    if not is_distributed():
+        return
+    from .checkpoint import rng_state, set_rng_state
+
+    state = [rng_state() if is_main_process() else None]
+    dist.broadcast_object_list(state, src=0)
+    if not is_main_process():
+        if len(state[0].get("cuda", ())) != (torch.cuda.device_count() if torch.cuda.is_available() else 0):
+            state[0].pop("cuda", None)  # ranks see different GPUs (CUDA_VISIBLE_DEVICES per rank)
+        set_rng_state(state[0])
+
+
+def _digest(value: Any) -> str:
+    h = hashlib.sha1()
+    if isinstance(value, dict):
+        for key, tensor in value.items():
+            h.update(key.encode())
+            t = tensor.detach().cpu().contiguous()
+            h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    else:
+        h.update(repr(value).encode())
+    return h.hexdigest()[:16]
+
+
+def consistency_digests(model: torch.nn.Module, prior_history: Optional[list]) -> dict:
+    """Digests of the model state and the BSCE priors of every rank (collective).
+
+    Returns ``{"model": [digest per rank], "prior": [...], "consistent": bool}``; a
+    mismatch is also reported as a warning on rank 0.
+    """
+    mine = (_digest(model.state_dict()), _digest(prior_history))
+    if not is_distributed():
+        return {"model": [mine[0]], "prior": [mine[1]], "consistent": True}
+    gathered: list = [None] * world_size()
+    dist.all_gather_object(gathered, mine)
+    models, priors = [g[0] for g in gathered], [g[1] for g in gathered]
+    consistent = len(set(models)) == 1 and len(set(priors)) == 1
+    if not consistent and is_main_process():
+        warnings.warn(
+            f"Ranks diverged: model digests {models}, prior digests {priors}. Results are "
+            "those of rank 0.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return {"model": models, "prior": priors, "consistent": consistent}
+
+
+def describe(global_batch_size: int) -> Optional[dict]:
+    """The ``distributed`` entry of ``results.json`` (None when not distributed)."""
+    if not is_distributed():
+        return None
+    return {
+        "world_size": world_size(),
+        "backend": dist.get_backend(),
+        "global_batch_size": global_batch_size,
+        "per_rank_batch_size": per_rank_batch_size(global_batch_size),
+        "consistent_per_step": [],
+    }
+
+
+# ---------------------------------------------------------------------- the strategy
+@contextmanager
+def _swapped_model(strategy, model):
+    module = strategy.model
+    strategy.model = model
+    try:
+        yield
+    finally:
+        strategy.model = module
+
+
+def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
+    """Make an Avalanche strategy train data-parallel; a no-op when not distributed.
+
+    Patches the *instance* (never Avalanche's classes):
+
+    * ``forward``: the training forward pass (grad enabled) runs through a
+      ``DistributedDataParallel`` wrapper of ``strategy.model``; other forward passes
+      (evaluation, old models, BiC stage 2, ER-ACE's memory batch, which shares the
+      same backward) use the plain module;
+    * ``make_eval_dataloader``: evaluation loaders are not sharded (every rank evaluates
+      the whole test set, so the metrics are exact);
+    * ``_after_training_epoch``: BatchNorm buffers are broadcast from rank 0;
+    * ``_before_training_exp``: ER-ACE's memory loader is sharded like the others;
+    * ``_after_training_exp``: ``train_mb_size`` is the global batch size while plugins
+      run replicated training on full datasets (BiC's bias correction).
+    """
+    if not is_distributed():
+        return strategy
+    from torch.nn.parallel import DistributedDataParallel
+
+    def wrap(module):
+        ddp = DistributedDataParallel(  # broadcasts rank 0's weights and buffers
+            module.to(device), device_ids=[device.index] if device.type == "cuda" else None
+        )
+        return ddp, _parameter_ids(module)
+
+    wrapped = [wrap(strategy.model)]  # (not a plugin: checkpoints stay as in a single process)
+    original_forward = strategy.forward
+
+    def forward():
+        if strategy.is_training and torch.is_grad_enabled():
+            ddp, params = wrapped[0]
+            # GDumb re-initialises the model; a growing IncrementalClassifier (initial size
+            # below the number of classes) replaces its parameters: wrap the new ones
+            if ddp.module is not strategy.model or params != _parameter_ids(strategy.model):
+                wrapped[0] = wrap(strategy.model)
+                ddp = wrapped[0][0]
+            with _swapped_model(strategy, ddp):
+                return original_forward()
+        return original_forward()
+
+    original_make_eval = strategy.make_eval_dataloader
+
+    def make_eval_dataloader(**kwargs):
+        original_make_eval(**kwargs)
+        strategy.dataloader = _unsharded(strategy.dataloader)
+
+    original_after_epoch = strategy._after_training_epoch
+
+    def _after_training_epoch(**kwargs):
+        for buf in strategy.model.buffers():
+            dist.broadcast(buf, src=0)
+        return original_after_epoch(**kwargs)
+
+    original_before_exp = strategy._before_training_exp
+
+    def _before_training_exp(**kwargs):
+        original_before_exp(**kwargs)
+        _shard_er_ace_memory(strategy)
+
+    original_after_exp = strategy._after_training_exp
+
+    def _after_training_exp(**kwargs):
+        per_rank, strategy.train_mb_size = strategy.train_mb_size, global_batch_size
+        try:
+            return original_after_exp(**kwargs)
+        finally:
+            strategy.train_mb_size = per_rank
+
+    strategy.forward = forward
+    # Avalanche's check only warns about plugins without a ``supports_distributed`` flag
+    # (LwF's, iCaRL's, BiC's...); ranks are instead compared after every step
+    # (consistency_digests), which checks what the flag only promises.
+    strategy._distributed_check = True
+    strategy.make_eval_dataloader = make_eval_dataloader
+    strategy._after_training_epoch = _after_training_epoch
+    strategy._before_training_exp = _before_training_exp
+    strategy._after_training_exp = _after_training_exp
+    return strategy
+
+
+def _parameter_ids(module) -> tuple:
+    return tuple(id(p) for p in module.parameters())
+
+
+def _unsharded(loader):
+    from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader, SingleDatasetDataLoader
+
+    if isinstance(loader, SingleDatasetDataLoader) and loader.distributed_sampling:
+        kwargs = dict(loader.loader_kwargs)
+        return SingleDatasetDataLoader(
+            loader.datasets[0], batch_size=loader.batch_sizes[0], distributed_sampling=False, **kwargs
+        )
+    if isinstance(loader, MultiDatasetDataLoader) and loader.distributed_sampling:
+        warnings.warn(f"Evaluation loader {type(loader).__name__} is sharded across ranks.", stacklevel=3)
+    return loader
+
+
+def _shard_er_ace_memory(strategy) -> None:
+    """ER-ACE draws memory batches from a plain ``DataLoader`` (identical on all ranks)."""
+    from avalanche.training import ER_ACE
+    from avalanche.training.utils import cycle
+
+    if not isinstance(strategy, ER_ACE) or strategy.replay_loader is None:
+        return
+    buffer = strategy.storage_policy.buffer
+    if len(buffer) < strategy.batch_size_mem * world_size():
+        strategy.replay_loader = None  # a single process would not replay yet either
+        return
+    sampler = _ReshufflingDistributedSampler(buffer, shuffle=True, drop_last=True)
+    strategy.replay_loader = cycle(
+        torch.utils.data.DataLoader(buffer, batch_size=strategy.batch_size_mem, sampler=sampler, drop_last=True)
+    )
