@@ -75,7 +75,7 @@ def _run_one(args: tuple) -> str:
             f"wall {time.time() - start:.0f} s")
 
 
-def summary_rows(runs: list[dict]) -> list[dict]:
+def summary_rows(runs: list[dict], base: Path) -> list[dict]:
     """One row per run (and per iCaRL classifier), the figures RESULTS.md reports."""
     rows = []
     for run in runs:
@@ -99,7 +99,7 @@ def summary_rows(runs: list[dict]) -> list[dict]:
                 "new_class_prediction_share_last_step": metrics["new_class_prediction_share"][-1],
                 "train_time_s": run["train_time_s"],
                 "step_times_s": run["step_times_s"],
-                "path": str(Path(run["_path"]).relative_to(ROOT)) if Path(run["_path"]).is_relative_to(ROOT) else run["_path"],
+                "path": str(Path(run["_path"]).resolve().relative_to(base.resolve())),
             })
     return rows
 
@@ -110,19 +110,25 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--output-dir", default=str(ROOT / "benchmarks" / "results" / "cifar100_cpu"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--only", nargs="+", metavar="RUN",
+                        help="run only these runs (names as in the output, e.g. replay-ce-seed0 bic-ce-seed0)")
     parser.add_argument("--tiny", action="store_true",
                         help="digits, 2 steps, 1 epoch, one seed: checks the script end to end in seconds")
     args = parser.parse_args(argv)
 
     common = {"data_dir": args.data_dir}
     if args.tiny:
-        common = {"benchmark": "digits", "model": "small_cnn", "n_steps": 2, "epochs": 1, "memory_size": 40, "lr": 0.05,
+        common = {"benchmark": "digits", "model": "small_cnn", "width": 16, "n_steps": 2, "epochs": 1, "memory_size": 40, "lr": 0.05,
                   "lr_milestones": [], "bic_stage2_epochs": 2, "class_order": "natural", "progress": False}
         args.seeds = args.seeds[:1]
     out = Path(args.output_dir)
     jobs = [(str(CONFIG), {**common, **run}, str(out)) for run in planned_runs(tuple(args.seeds))]
-    for _, overrides, _ in jobs:  # fail fast on a bad config, before an hour of training
-        load_config(CONFIG, overrides)
+    names = [load_config(CONFIG, overrides).run_name for _, overrides, _ in jobs]  # fails fast on a bad config
+    if args.only:
+        unknown = sorted(set(args.only) - set(names))
+        if unknown:
+            parser.error(f"unknown run(s) {unknown}; planned: {', '.join(names)}")
+        jobs = [job for job, name in zip(jobs, names) if name in args.only]
     print(f"{len(jobs)} runs on {args.workers} workers -> {out}", flush=True)
     # SIGTERM unwinds like Ctrl-C, so that the pool's exit terminates the worker processes
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -135,7 +141,7 @@ def main(argv=None) -> list[dict]:
         for job in jobs:
             print(_run_one(job), flush=True)
     runs = [r for r in load_results([out]) if r.get("finished")]
-    rows = summary_rows(runs)
+    rows = summary_rows(runs, out.parent)
     write_json_atomic(out.with_suffix(".json"), rows)
     table = compare([out], out)
     print(f"wall time {time.time() - started:.0f} s; {out.with_suffix('.json')}, {table}")
