@@ -1,6 +1,6 @@
 """Cost of BSCE: time per training iteration (BSCE / CE) and time to compute a prior.
 
-    python benchmarks/overhead.py                    # ~3 minutes on 2 CPU cores
+    python benchmarks/overhead.py                    # ~5 minutes on one CPU core
     python benchmarks/overhead.py --quick            # seconds (used by the test suite)
 
 1. Per-iteration overhead: the same Avalanche ``Naive`` strategy, model (ResNet-32),
@@ -116,14 +116,17 @@ def prior_time(n_labels: int, n_classes: int, memory: int, repeats: int, batch_s
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--model", default="resnet32")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: least sensitive to other load on the machine)")
     parser.add_argument("--quick", action="store_true", help="tiny setting, for tests")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "overhead.json"))
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(args.threads)
     if args.quick:
         args.rounds, args.iterations, args.batch_size = 2, 3, 16
     started = time.time()
