@@ -122,6 +122,8 @@ def plot_comparison(runs: Sequence[dict], out_dir: str | os.PathLike) -> list[Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs)
     written = []
+    # enough distinct colours for a full grid (the default cycle repeats after 10)
+    plt.rcParams["axes.prop_cycle"] = plt.cycler(color=plt.get_cmap("tab20").colors)
 
     def save(fig, name):
         path = out_dir / name
