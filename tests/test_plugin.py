@@ -332,3 +332,31 @@ def test_mir_style_reduction_toggle_goes_through(blobs_benchmark):
     assert strategy._criterion.reduction == "none"
     bsce.after_training(strategy)
     assert strategy._criterion is criterion
+
+
+def test_incremental_classifier_and_prior_agree_on_units(blobs_benchmark):
+    """IncrementalClassifier grows with the classes seen; the log-prior follows its width."""
+    from avalanche.models import IncrementalClassifier
+
+    class IncrementalMLP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.feature_extractor = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU())
+            self.classifier = IncrementalClassifier(32, initial_out_features=2)
+
+        def forward(self, x):
+            return self.classifier(self.feature_extractor(x))
+
+    model = IncrementalMLP()
+    bsce = BalancedSoftmaxPlugin()
+    recorder = BatchRecorder()
+    strategy = Replay(model=model, optimizer=SGD(model.parameters(), lr=0.05), criterion=CrossEntropyLoss(),
+                      mem_size=20, train_mb_size=16, train_epochs=2, evaluator=quiet_evaluator,
+                      plugins=[bsce, recorder])
+    widths = []
+    for exp in blobs_benchmark.train_stream:
+        strategy.train(exp)
+        widths.append(bsce._adjustment.numel())
+    assert widths == [2, 4, 6]
+    assert all(np.isfinite(recorder.train_losses))
+    assert len(bsce.prior_history[-1]) == 6
