@@ -206,6 +206,8 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
         counts = self._running.counts if self._use_batch_counts else self._counts
         if counts is not None:
             counts = counts.double().cpu()
+            if self._use_batch_counts:  # sized like the logits: trim to the classes seen, as the others
+                counts = counts[: int(torch.nonzero(counts).max()) + 1]
             self.prior_history.append((counts / counts.sum()).tolist())
 
     def after_training(self, strategy, **kwargs):
