@@ -3,8 +3,8 @@
     python benchmarks/report.py
 
 Reads ``benchmarks/results/cifar100_cpu.json`` (written by ``cifar100_cpu.py``),
-``benchmarks/results/overhead.json`` (``overhead.py``) and
-``benchmarks/results/augmentation_throughput.json`` (``augmentation_throughput.py``).
+``benchmarks/results/cifar100_cpu_timing.json`` (``cifar100_cpu.py --only ... --workers 1``) and
+``benchmarks/results/overhead.json`` (``overhead.py``).
 """
 
 from __future__ import annotations
@@ -72,6 +72,16 @@ def paired_differences(rows: list[dict], strategy="replay") -> str:
     return head + "\n".join(lines)
 
 
+def timing_table(rows: list[dict]) -> str:
+    """Total training time per run (BiC's includes its bias-correction stage)."""
+    lines = ["| method | train time (s), all 10 steps | per step (s) | avg. incremental acc. (%) |", "|---|---|---|---|"]
+    for row in sorted(rows, key=lambda r: r["train_time_s"]):
+        steps = ", ".join(f"{t:.0f}" for t in row["step_times_s"])
+        lines.append(f"| {method_name(row)} | {row['train_time_s']:.0f} | {steps} | "
+                     f"{100 * row['average_incremental_accuracy']:.1f} |")
+    return "\n".join(lines)
+
+
 def overhead_table(data: dict) -> str:
     p = data["prior_time"]
     return "\n".join([
@@ -96,6 +106,10 @@ def main() -> None:
         print(cifar_table(rows))
         print("\n### Replay: BSCE minus CE, per seed\n")
         print(paired_differences(rows))
+    timing = RESULTS / "cifar100_cpu_timing.json"
+    if timing.exists():
+        print("\n## Training time on the idle machine (one run at a time)\n")
+        print(timing_table(json.loads(timing.read_text())))
     overhead = RESULTS / "overhead.json"
     if overhead.exists():
         print("\n## Cost\n")
