@@ -139,14 +139,14 @@ def test_bic_with_compat_fix(blobs_benchmark):
 
 def test_online_class_incremental_stream(blobs_benchmark):
     from avalanche.benchmarks.scenarios.online import split_online_stream
-    from avalanche.training import OnlineNaive
 
     bsce = BalancedSoftmaxPlugin()
     recorder = BatchRecorder()
     model = MLP()
-    strategy = OnlineNaive(model=model, optimizer=SGD(model.parameters(), lr=0.05), criterion=CrossEntropyLoss(),
-                           train_mb_size=10, evaluator=quiet_evaluator,
-                           plugins=[bsce, recorder, ReplayPlugin(mem_size=20)])
+    # Avalanche 0.6 runs online streams with Naive (OnlineNaive is deprecated)
+    strategy = Naive(model=model, optimizer=SGD(model.parameters(), lr=0.05), criterion=CrossEntropyLoss(),
+                     train_mb_size=10, evaluator=quiet_evaluator,
+                     plugins=[bsce, recorder, ReplayPlugin(mem_size=20)])
     online = split_online_stream(blobs_benchmark.train_stream, experience_size=10, seed=0)
     n = 0
     for exp in online:
