@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from bsce_avalanche.compare import compare, load_results  # noqa: E402
 from bsce_avalanche.config import load_config  # noqa: E402
-from bsce_avalanche.experiment import write_json_atomic  # noqa: E402
+from bsce_avalanche.fileio import write_json_atomic  # noqa: E402
 
 CONFIG = ROOT / "experiments" / "configs" / "cifar100_cpu.yaml"
 

@@ -35,7 +35,8 @@ from avalanche.training import Naive  # noqa: E402
 from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin  # noqa: E402
 
 from bsce_avalanche import BalancedSoftmaxPlugin, loader_class_counts  # noqa: E402
-from bsce_avalanche.experiment import _environment, write_json_atomic  # noqa: E402
+from bsce_avalanche.experiment import _environment  # noqa: E402
+from bsce_avalanche.fileio import write_json_atomic  # noqa: E402
 from bsce_avalanche.models import make_model  # noqa: E402
 
 

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import torch
 from torch import nn
+
+from .fileio import atomic_write
 
 __all__ = ["save_checkpoint", "load_checkpoint", "restore_strategy", "CheckpointError"]
 
@@ -107,19 +107,7 @@ def save_checkpoint(path: str | os.PathLike, strategy, *, extra: Any = None, exc
         "rng": rng_state(),
         "extra": extra,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

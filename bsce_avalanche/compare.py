@@ -10,6 +10,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .fileio import write_text_atomic
+
 __all__ = ["format_mean_std", "run_label", "find_results", "load_results", "group_runs", "comparison_table", "plot_comparison", "compare"]
 
 
@@ -190,7 +192,5 @@ def compare(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> P
     unfinished = [Path(r["_path"]).parent.name for r in runs if not r.get("finished")]
     note = f"\nLeft out, not finished: {', '.join(unfinished)}.\n" if unfinished else ""
     text = "# Comparison\n\n" + table + note + "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
-    tmp = out_dir / ".comparison.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, out_dir / "comparison.md")
+    write_text_atomic(out_dir / "comparison.md", text)
     return out_dir / "comparison.md"

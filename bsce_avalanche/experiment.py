@@ -12,10 +12,9 @@ import json
 import os
 import platform
 import random
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -23,44 +22,18 @@ from torch.nn import CrossEntropyLoss
 from torch.optim import SGD
 
 from . import distributed
+from .fileio import write_json_atomic
 from .config import ConfigError, ExperimentConfig, combination_error
 from .metrics import evaluate_step, summarise
 from .plugin import BalancedSoftmaxPlugin
 
-__all__ = ["run_experiment", "build_benchmark", "build_strategy", "write_json_atomic", "resolve_device"]
+__all__ = ["run_experiment", "build_benchmark", "build_strategy", "resolve_device"]
 
 RESULTS_FILE = "results.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
 # ---------------------------------------------------------------------- helpers
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON so that a crash never leaves a half-written file at ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, allow_nan=False, default=_json_default)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        return value.tolist()
-    raise TypeError(f"Cannot serialise {type(value).__name__} to JSON")
-
-
 def _nan_to_none(value):
     """JSON has no NaN: metrics that do not exist (no old classes yet) become null."""
     if isinstance(value, float) and not np.isfinite(value):

@@ -13,7 +13,7 @@ from avalanche.training.plugins import SupervisedPlugin
 
 from bsce_avalanche import BalancedSoftmaxPlugin, dataset_labels
 
-from conftest import MLP, make_blobs, tensor_benchmark
+from conftest import MLP, make_blobs
 from test_plugin import quiet_evaluator
 
 

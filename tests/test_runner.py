@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from bsce_avalanche.cli import main
-from bsce_avalanche.compare import comparison_table, compare
+from bsce_avalanche.compare import comparison_table
 from bsce_avalanche.config import ConfigError, ExperimentConfig, expand_grid, load_config
-from bsce_avalanche.experiment import run_experiment, write_json_atomic
+from bsce_avalanche.experiment import run_experiment
+from bsce_avalanche.fileio import write_json_atomic
 from bsce_avalanche.metrics import evaluate_step, summarise
 
 FAST = dict(benchmark="digits", protocol="B0", n_steps=2, class_order="natural", model="small_cnn",
