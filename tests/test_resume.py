@@ -111,6 +111,9 @@ def test_killed_process_resumes_with_same_results_and_wandb_run(tmp_path):
     env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true", OMP_NUM_THREADS="1",
                PYTHONWARNINGS="ignore")
     env.pop("WANDB_API_KEY", None)
+    # a wandb.init earlier in this pytest process exports its service address; children
+    # sharing that service would see the killed run's id as still "in use"
+    env.pop("WANDB_SERVICE", None)
 
     def cli(out, *extra):
         return [sys.executable, "-m", "bsce_avalanche", "run", "--config", str(config), "--output-dir", str(out),
