@@ -302,7 +302,7 @@ def run_experiment(
                 set_icarl_eval(strategy, other)
                 alt_steps.append(_evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, cfg.num_workers, quiet=True))
                 set_icarl_eval(strategy, cfg.icarl_eval)
-                results["icarl_" + other] = {k: v for k, v in summarise(alt_steps).items()}
+                results["icarl_" + other] = summarise(alt_steps)
             results.update(summarise(steps))
             results["train_time_s"] = float(sum(results["step_times_s"]))
             if distributed.is_distributed():
@@ -311,7 +311,7 @@ def run_experiment(
                 results["distributed"]["last_digests"] = digests
             bar.set_postfix(acc=f"{step_eval['accuracy_seen']:.3f}", refresh=False)
             if logger is not None:
-                _log_step(logger, t, step_eval, results, benchmark)
+                _log_step(logger, t, step_eval, results)
             if main:
                 write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
             if cfg.checkpoint and main:
@@ -447,7 +447,7 @@ def _make_wandb_logger(cfg: ExperimentConfig, out: Path, run_id: Optional[str] =
     )
 
 
-def _log_step(logger, t, step_eval, results, benchmark):
+def _log_step(logger, t, step_eval, results):
     metrics = {
         "step/accuracy_seen": step_eval["accuracy_seen"],
         "step/new_accuracy": step_eval["new_accuracy"],
