@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bsce_avalanche.compare import compare, load_results  # noqa: E402
-from bsce_avalanche.config import load_config  # noqa: E402
+from bsce_avalanche.config import load_config, parse_value  # noqa: E402
 from bsce_avalanche.fileio import write_json_atomic  # noqa: E402
 
 CONFIG = ROOT / "experiments" / "configs" / "cifar100_cpu.yaml"
@@ -112,6 +112,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="+", metavar="RUN",
                         help="run only these runs (names as in the output, e.g. replay-ce-seed0 bic-ce-seed0)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of the CPU protocol for every run, e.g. --set epochs=3")
     parser.add_argument("--tiny", action="store_true",
                         help="digits, 2 steps, 1 epoch, one seed: checks the script end to end in seconds")
     args = parser.parse_args(argv)
@@ -121,6 +123,9 @@ def main(argv=None) -> list[dict]:
         common = {"benchmark": "digits", "model": "small_cnn", "width": 16, "n_steps": 2, "epochs": 1, "memory_size": 40, "lr": 0.05,
                   "lr_milestones": [], "bic_stage2_epochs": 2, "class_order": "natural", "progress": False}
         args.seeds = args.seeds[:1]
+    for item in args.set:
+        key, _, value = item.partition("=")
+        common[key.strip()] = parse_value(value)
     out = Path(args.output_dir)
     jobs = [(str(CONFIG), {**common, **run}, str(out)) for run in planned_runs(tuple(args.seeds))]
     names = [load_config(CONFIG, overrides).run_name for _, overrides, _ in jobs]  # fails fast on a bad config
