@@ -162,14 +162,13 @@ def split_cifar100(
     :param remap_class_ids: renumber labels in arrival order (class
         ``classes_order[i]`` becomes ``i``); default keeps CIFAR-100's labels.
     """
-    if n_experiences is None and protocol is None:
-        n_experiences = 10
     n_experiences, first_exp_classes = resolve_protocol(
         CIFAR100_N_CLASSES,
         n_experiences=n_experiences,
         first_exp_classes=first_exp_classes,
         protocol=protocol,
         n_steps=n_steps,
+        default_n_experiences=10,
     )
     arrays = load_cifar100_arrays(data_dir, download=download)
     if fast_augment:

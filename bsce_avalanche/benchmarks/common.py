@@ -63,6 +63,7 @@ def resolve_protocol(
     first_exp_classes: int | None = None,
     protocol: str | None = None,
     n_steps: int | None = None,
+    default_n_experiences: int | None = None,
 ) -> tuple[int, int | None]:
     """Turn either description of a class split into ``(n_experiences, first_exp_classes)``.
 
@@ -77,10 +78,14 @@ def resolve_protocol(
       B0 uses 5/10/20/50 steps and B50 uses 5/10/25 steps in the literature.
 
     ``first_exp_classes=None`` means an even split over all experiences.
+    ``default_n_experiences`` is used when neither description is given (each
+    benchmark's usual split).
 
     :raises ValueError: mixed descriptions, a malformed protocol, or class
         counts that do not divide evenly (the message names the valid choices).
     """
+    if n_experiences is None and protocol is None:
+        n_experiences = default_n_experiences
     if protocol is not None:
         if n_experiences is not None or first_exp_classes is not None:
             raise ValueError(

@@ -68,14 +68,13 @@ def split_digits(
         ``class_order="random"``.
     :param test_fraction: fraction of each class held out for testing.
     """
-    if n_experiences is None and protocol is None:
-        n_experiences = 5
     n_experiences, first_exp_classes = resolve_protocol(
         DIGITS_N_CLASSES,
         n_experiences=n_experiences,
         first_exp_classes=first_exp_classes,
         protocol=protocol,
         n_steps=n_steps,
+        default_n_experiences=5,
     )
     x_tr, y_tr, x_te, y_te = load_digits_tensors(test_fraction, seed)
     return make_class_incremental_benchmark(

@@ -237,14 +237,13 @@ def split_imagenet(
         (default :func:`imagenet_train_transform` / :func:`imagenet_eval_transform`).
     """
     wnids = imagenet_wnids() if subset is None else imagenet_subset_wnids(subset)
-    if n_experiences is None and protocol is None:
-        n_experiences = 10
     n_experiences, first_exp_classes = resolve_protocol(
         len(wnids),
         n_experiences=n_experiences,
         first_exp_classes=first_exp_classes,
         protocol=protocol,
         n_steps=n_steps,
+        default_n_experiences=10,
     )
     base = _resolve_imagenet_root(root, data_dir)
     train = ImageFileDataset(*_scan_class_folders(base / "train", wnids))
@@ -397,14 +396,13 @@ def split_tiny_imagenet(
     """
     tiny_root = _find_tiny_root(root, data_dir, download)
     wnids, (train_paths, train_labels), (val_paths, val_labels) = load_tiny_imagenet_files(tiny_root)
-    if n_experiences is None and protocol is None:
-        n_experiences = 10
     n_experiences, first_exp_classes = resolve_protocol(
         len(wnids),
         n_experiences=n_experiences,
         first_exp_classes=first_exp_classes,
         protocol=protocol,
         n_steps=n_steps,
+        default_n_experiences=10,
     )
     if fast_augment:
         train = TensorImageDataset(_decode_uint8(train_paths, 64), train_labels)
