@@ -1,5 +1,5 @@
 """``python -m bsce_avalanche`` is the ``bsce-experiment`` command."""
 
-from .cli import main
+from .runner.cli import main
 
 raise SystemExit(main())

@@ -5,13 +5,13 @@ Run from anywhere (paths are resolved from this file)::
 
     python notebooks/execute.py                    # both notebooks, in place
     python notebooks/execute.py quickstart         # one of them
-    python notebooks/execute.py analysis --results-dir benchmarks/results/cifar100_cpu \\
+    python notebooks/execute.py analysis --results-dir experiments/results/cifar100_cpu \\
         --output /tmp/analysis_cifar100.ipynb      # another results directory, elsewhere
 
 Each notebook runs in a fresh ``python3`` kernel whose working directory is this
 ``notebooks/`` folder, as when it is opened in Jupyter from here: the quickstart's W&B
 offline runs land in ``notebooks/wandb/`` (git-ignored) and the analysis notebook reads
-``../benchmarks/results/...``. Needs the dev extras (``pip install -e .[dev]``:
+``../experiments/results/...``. Needs the dev extras (``pip install -e .[dev]``:
 nbclient, nbformat, ipykernel).
 """
 

@@ -23,8 +23,8 @@ import sys
 import pytest
 import torch
 
-from bsce_avalanche import distributed
-from bsce_avalanche.config import ConfigError, ExperimentConfig
+from bsce_avalanche.runner import distributed
+from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
 
 AIA_TOLERANCE = 0.05
 
@@ -55,7 +55,7 @@ BASE = dict(name="ddp", benchmark="digits", protocol="B0", n_steps=5, class_orde
 def test_ddp_two_processes_match_one(tmp_path):
     """torchrun -m bsce_avalanche run, 2 gloo processes: priors exact, accuracy within tolerance,
     only rank 0 writes results and the W&B run."""
-    from bsce_avalanche.experiment import run_experiment
+    from bsce_avalanche.runner.experiment import run_experiment
 
     config = tmp_path / "ddp.yaml"
     config.write_text(json.dumps({**BASE, "grid": {"prior": ["auto", "batch"]}}))
@@ -101,7 +101,8 @@ import json, sys
 import torch
 from torch import nn
 
-from bsce_avalanche import BalancedSoftmaxPlugin, distributed
+from bsce_avalanche import BalancedSoftmaxPlugin
+from bsce_avalanche.runner import distributed
 
 
 def main(out, batch=24, epochs=2):

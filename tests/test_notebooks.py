@@ -23,7 +23,7 @@ import nbformat  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-SHIPPED_RESULTS = REPO / "benchmarks" / "results" / "prior_modes_digits"
+SHIPPED_RESULTS = REPO / "experiments" / "results" / "prior_modes_digits"
 
 
 def _load_execute_module():
@@ -142,8 +142,8 @@ def test_analysis_on_the_shipped_results(tmp_path, kernel_env):
 def test_analysis_on_another_results_directory(tmp_path, kernel_env):
     """Fresh runner output with another shape (2 steps, another class order, 1 seed, an
     interrupted run): the notebook only needs the directory."""
-    from bsce_avalanche.config import ExperimentConfig
-    from bsce_avalanche.experiment import run_experiment
+    from bsce_avalanche.runner.config import ExperimentConfig
+    from bsce_avalanche.runner.experiment import run_experiment
 
     results = tmp_path / "results"
     base = dict(benchmark="digits", protocol="B0", n_steps=2, class_order=[9, 7, 5, 3, 1, 8, 6, 4, 2, 0],

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from bsce_avalanche import experiment
-from bsce_avalanche.config import ConfigError, ExperimentConfig
-from bsce_avalanche.experiment import run_experiment
+from bsce_avalanche.runner import experiment
+from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
+from bsce_avalanche.runner.experiment import run_experiment
 
 BASE = dict(benchmark="digits", protocol="B0", n_steps=5, class_order="natural", model="small_cnn",
             epochs=1, batch_size=32, memory_size=30, progress=False, wandb=False)
@@ -78,7 +78,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     """A crash while writing the checkpoint leaves the previous one intact."""
     import torch
 
-    from bsce_avalanche import checkpoint
+    from bsce_avalanche.runner import checkpoint
 
     cfg = ExperimentConfig(**{**BASE, "n_steps": 2}, strategy="replay", loss="bsce")
     real_save = torch.save

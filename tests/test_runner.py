@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from bsce_avalanche.cli import main
-from bsce_avalanche.compare import comparison_table
-from bsce_avalanche.config import ConfigError, ExperimentConfig, expand_grid, load_config
-from bsce_avalanche.experiment import run_experiment
-from bsce_avalanche.fileio import write_json_atomic
-from bsce_avalanche.metrics import evaluate_step, summarise
+from bsce_avalanche.runner.cli import main
+from bsce_avalanche.runner.compare import comparison_table
+from bsce_avalanche.runner.config import ConfigError, ExperimentConfig, expand_grid, load_config
+from bsce_avalanche.runner.experiment import run_experiment
+from bsce_avalanche.runner.fileio import write_json_atomic
+from bsce_avalanche.runner.metrics import evaluate_step, summarise
 
 FAST = dict(benchmark="digits", protocol="B0", n_steps=2, class_order="natural", model="small_cnn",
             epochs=1, batch_size=32, memory_size=30, progress=False)
@@ -102,7 +102,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
 
 # ---------------------------------------------------------------- runs
 def test_run_writes_results_and_an_offline_wandb_run(wandb_env):
-    from bsce_avalanche.wandb_logger import read_offline_run
+    from bsce_avalanche.runner.wandb_logger import read_offline_run
 
     out = wandb_env / "run"
     cfg = ExperimentConfig(**FAST, strategy="replay", loss="bsce", output_dir=str(out))

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bsce_avalanche import sweep
-from bsce_avalanche.config import ConfigError, ExperimentConfig, combination_error
+from bsce_avalanche.runner import sweep
+from bsce_avalanche.runner.config import ConfigError, ExperimentConfig, combination_error
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "experiments" / "sweeps").glob("*.yaml"))
@@ -122,7 +122,7 @@ def test_validation_catches_mistakes(tmp_path, changes, message):
 
 
 def test_sweep_validate_cli(tmp_path, capsys):
-    from bsce_avalanche.cli import main
+    from bsce_avalanche.runner.cli import main
 
     assert main(["sweep-validate", str(REPO / "experiments/sweeps/digits_smoke.yaml")]) == 0
     assert "4 combination(s), 3 run(s), 1 skipped" in capsys.readouterr().out
@@ -156,7 +156,7 @@ def _offline_run_record(run_dir):
     """The run record wandb wrote (to check the sweep id, which read_offline_run omits)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    from bsce_avalanche.wandb_logger import _find_run_file, _iter_log_records
+    from bsce_avalanche.runner.wandb_logger import _find_run_file, _iter_log_records
 
     for raw in _iter_log_records(_find_run_file(run_dir)):
         record = pb.Record()
@@ -169,7 +169,7 @@ def _offline_run_record(run_dir):
 def test_agent_program_runs_one_combination_offline(tmp_path):
     """The digits smoke sweep's command, run as the agent runs it: results.json and an
     offline W&B run that is the agent's run (its id, the sweep's parameters, the sweep id)."""
-    from bsce_avalanche.wandb_logger import read_offline_run
+    from bsce_avalanche.runner.wandb_logger import read_offline_run
 
     smoke = yaml.safe_load((REPO / "experiments/sweeps/digits_smoke.yaml").read_text())
     params = next(p for p in sweep.sweep_combinations(smoke) if p["strategy"] == "replay" and p["loss"] == "bsce")
@@ -197,7 +197,7 @@ def test_invalid_combination_is_skipped_cleanly(tmp_path, monkeypatch, capsys):
     """er_ace + bsce: exit code 0, a message, no results, a W&B run that says why."""
     import wandb
 
-    from bsce_avalanche.wandb_logger import read_offline_run
+    from bsce_avalanche.runner.wandb_logger import read_offline_run
 
     params = {"strategy": "er_ace", "loss": "bsce", "seed": 0, "epochs": 1, "device": "cpu"}
     for key, value in _agent_env(tmp_path, params, "skiprun1").items():

@@ -1,4 +1,4 @@
-"""Tests for bsce_avalanche.wandb_logger.
+"""Tests for bsce_avalanche.runner.wandb_logger.
 
 Every test runs wandb offline inside pytest's tmp_path and reads back what the
 run wrote with ``read_offline_run``, so the assertions are about the files
@@ -17,7 +17,7 @@ import torch
 
 wandb = pytest.importorskip("wandb")
 
-from bsce_avalanche.wandb_logger import (  # noqa: E402
+from bsce_avalanche.runner.wandb_logger import (  # noqa: E402
     WandBLogger,
     WandBOfflineWarning,
     has_wandb_credentials,

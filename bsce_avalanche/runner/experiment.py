@@ -1,0 +1,479 @@
+"""Run one class-incremental experiment from an :class:`ExperimentConfig`.
+
+``run_experiment(config)`` builds the benchmark, the model and the Avalanche strategy
+(with ``BalancedSoftmaxPlugin`` when ``loss: bsce``), trains step by step, evaluates
+on the whole test set after every step, and writes ``results.json`` (atomically,
+after every step) and a W&B run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.nn import CrossEntropyLoss
+from torch.optim import SGD
+
+from . import distributed
+from .fileio import write_json_atomic
+from .config import ConfigError, ExperimentConfig, combination_error
+from .metrics import evaluate_step, summarise
+from ..plugin import BalancedSoftmaxPlugin
+
+__all__ = ["run_experiment", "build_benchmark", "build_strategy", "resolve_device"]
+
+RESULTS_FILE = "results.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+# ---------------------------------------------------------------------- helpers
+def _nan_to_none(value):
+    """JSON has no NaN: metrics that do not exist (no old classes yet) become null."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(v) for v in value]
+    return value
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was requested but no CUDA device is available; use device: auto or cpu.")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+# ---------------------------------------------------------------------- building blocks
+def build_benchmark(cfg: ExperimentConfig):
+    """The Avalanche benchmark of ``cfg`` (an ``nc_benchmark``-style scenario)."""
+    try:
+        return _build_benchmark(cfg)
+    except ValueError as err:  # e.g. a split that does not divide the classes evenly
+        raise ConfigError(f"benchmark {cfg.benchmark!r}: {err}") from err
+
+
+def _build_benchmark(cfg: ExperimentConfig):
+    from .. import benchmarks
+
+    common = dict(protocol=cfg.protocol, n_steps=cfg.n_steps, class_order=cfg.class_order)
+    if cfg.benchmark == "digits":
+        return benchmarks.split_digits(**common, seed=cfg.seed)
+    data = dict(data_dir=cfg.data_dir, download=cfg.download)
+    if cfg.benchmark == "cifar100":
+        return benchmarks.split_cifar100(**common, **data, seed=cfg.seed, fast_augment=cfg.fast_augment)
+    if cfg.benchmark == "tiny_imagenet":
+        return benchmarks.split_tiny_imagenet(**common, **data, seed=cfg.seed)
+    if cfg.benchmark == "imagenet_subset":
+        return benchmarks.split_imagenet_subset(**common, data_dir=cfg.data_dir, seed=cfg.seed)
+    if cfg.benchmark == "imagenet":
+        return benchmarks.split_imagenet(**common, data_dir=cfg.data_dir, seed=cfg.seed)
+    raise ConfigError(f"Unknown benchmark {cfg.benchmark!r}.")
+
+
+def _default_model_name(cfg: ExperimentConfig) -> str:
+    return {"digits": "small_cnn", "cifar100": "resnet32"}.get(cfg.benchmark, "resnet18")
+
+
+def build_model(cfg: ExperimentConfig, n_classes: int):
+    from ..models import make_model
+
+    name = cfg.model if cfg.model != "auto" else _default_model_name(cfg)
+    # Fast CIFAR path: uint8 batches, normalised by the model's first layer. Digits are
+    # already in [0, 1]; the ImageNet-style loaders normalise per sample (the layer then
+    # passes float input through unchanged).
+    norm = {"cifar100": "cifar100", "digits": None}.get(cfg.benchmark, "auto")
+    extra = {}
+    if cfg.width != 16:
+        from ..models import CIFAR_RESNET_BLOCKS
+
+        if name not in CIFAR_RESNET_BLOCKS:
+            raise ConfigError(f"width applies to the CIFAR ResNets ({', '.join(CIFAR_RESNET_BLOCKS)}), not {name}.")
+        extra["widths"] = (cfg.width, 2 * cfg.width, 4 * cfg.width)
+    return make_model(name, n_classes, input_norm=norm, incremental=cfg.incremental_head, **extra)
+
+
+def _memory_buffer(cfg: ExperimentConfig, n_classes: int):
+    """Class-balanced random memory: ``memory_size`` in total, or ``memory_per_class``."""
+    from avalanche.training.storage_policy import ClassBalancedBuffer
+
+    if cfg.memory_per_class:
+        return ClassBalancedBuffer(
+            max_size=cfg.memory_per_class * n_classes, adaptive_size=False, total_num_classes=n_classes
+        )
+    return ClassBalancedBuffer(max_size=cfg.memory_size, adaptive_size=True)
+
+
+def build_strategy(cfg: ExperimentConfig, model, n_classes: int, device, plugins: list, evaluator):
+    """The Avalanche strategy named by ``cfg.strategy`` (plugins are added to it)."""
+    from avalanche.training import BiC, ER_ACE, GDumb, ICaRL, LwF, Naive
+    from avalanche.training.plugins import LRSchedulerPlugin, ReplayPlugin
+
+    optimizer = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    plugins = list(plugins)
+    if cfg.lr_milestones:
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.lr_milestones, cfg.lr_gamma)
+        plugins.append(LRSchedulerPlugin(scheduler, reset_scheduler=True, reset_lr=True))
+    common = dict(
+        optimizer=optimizer, train_mb_size=cfg.batch_size, train_epochs=cfg.epochs,
+        eval_mb_size=cfg.eval_batch_size, device=device, plugins=plugins, evaluator=evaluator,
+    )
+    criterion = CrossEntropyLoss()
+    mem_total = cfg.memory_per_class * n_classes if cfg.memory_per_class else cfg.memory_size
+    s = cfg.strategy
+    if s == "naive":
+        return Naive(model=model, criterion=criterion, **common)
+    if s == "replay":
+        replay = ReplayPlugin(mem_size=_memory_buffer(cfg, n_classes).max_size,
+                              storage_policy=_memory_buffer(cfg, n_classes))
+        common["plugins"] = plugins + [replay]
+        return Naive(model=model, criterion=criterion, **common)
+    if s == "lwf":
+        if cfg.lwf_memory:
+            buffer = _memory_buffer(cfg, n_classes)
+            common["plugins"] = plugins + [ReplayPlugin(mem_size=buffer.max_size, storage_policy=buffer)]
+        return LwF(model=model, criterion=criterion, alpha=cfg.lwf_alpha, temperature=cfg.lwf_temperature, **common)
+    if s == "icarl":
+        from ..icarl import set_icarl_eval
+
+        strategy = ICaRL(
+            feature_extractor=model.feature_extractor, classifier=model.classifier,
+            memory_size=cfg.memory_per_class or cfg.memory_size, fixed_memory=not cfg.memory_per_class,
+            buffer_transform=None, **common,
+        )
+        set_icarl_eval(strategy, cfg.icarl_eval)
+        return strategy
+    if s == "er_ace":
+        return ER_ACE(model=model, criterion=criterion, mem_size=mem_total, batch_size_mem=cfg.batch_size, **common)
+    if s == "bic":
+        from ..compat import apply_avalanche_fixes
+
+        apply_avalanche_fixes()
+        return BiC(model=model, criterion=criterion, mem_size=mem_total, val_percentage=cfg.bic_val_fraction,
+                   stage_2_epochs=cfg.bic_stage2_epochs, lr=cfg.lr, **common)
+    if s == "gdumb":
+        return GDumb(model=model, criterion=criterion, mem_size=mem_total, **common)
+    raise ConfigError(f"Unknown strategy {s!r}.")
+
+
+class _PredictionRecorder:
+    """Plugin collecting the predictions of ``strategy.eval`` (after all plugins ran)."""
+
+    def __new__(cls):
+        from avalanche.training.plugins import SupervisedPlugin
+
+        class PredictionRecorder(SupervisedPlugin, supports_distributed=True):  # evaluates the whole test set
+            def __init__(self):
+                super().__init__()
+                self.y_true, self.y_pred = [], []
+
+            def reset(self):
+                self.y_true, self.y_pred = [], []
+
+            # after_eval_iteration: BiC corrects mb_output in after_eval_forward
+            def after_eval_iteration(self, strategy, **kwargs):
+                self.y_true.append(strategy.mb_y.detach().cpu())
+                self.y_pred.append(strategy.mb_output.detach().argmax(1).cpu())
+
+            def arrays(self):
+                return torch.cat(self.y_true).numpy(), torch.cat(self.y_pred).numpy()
+
+        return PredictionRecorder()
+
+
+# ---------------------------------------------------------------------- the run
+def run_experiment(
+    cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike] = None, resume: bool = False
+) -> dict:
+    """Train and evaluate one configuration; return (and write) its results.
+
+    After every step the results so far and a checkpoint (``checkpoint.pt``) are
+    written atomically. With ``resume=True`` a run whose directory holds a checkpoint
+    continues from the last finished step (and its W&B run continues too); a finished
+    run is returned as is.
+    """
+    from avalanche.training.plugins import EvaluationPlugin
+    from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
+    from tqdm.auto import tqdm
+
+    if combination_error(cfg):
+        raise ConfigError(combination_error(cfg))
+    out = Path(output_dir or cfg.output_dir)
+    # under torchrun (WORLD_SIZE > 1): join the process group; rank 0 alone writes files
+    device = distributed.setup(resolve_device(cfg.device))
+    main = distributed.is_main_process()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    checkpoint = distributed.run_on_main(_resume_point, cfg, out) if resume else None
+    if checkpoint == "finished":
+        return distributed.run_on_main(_read_json, out / RESULTS_FILE)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+
+    benchmark = build_benchmark(cfg)
+    classes_per_step = [list(map(int, e.classes_in_this_experience)) for e in benchmark.train_stream]
+    n_classes = int(benchmark.n_classes)
+    model = build_model(cfg, n_classes)
+
+    previous_wandb = (checkpoint["extra"]["results"].get("wandb") or {}) if checkpoint else {}
+    logger = _make_wandb_logger(cfg, out, run_id=previous_wandb.get("run_id")) if main else None
+    loggers = [logger] if logger is not None else []
+    evaluator = EvaluationPlugin(
+        accuracy_metrics(experience=True, stream=True),
+        loss_metrics(experience=True, stream=True),
+        loggers=loggers,
+    )
+    recorder = _PredictionRecorder()
+    bsce = BalancedSoftmaxPlugin(prior=cfg.prior, tau=cfg.tau) if cfg.loss == "bsce" else None
+    plugins = []
+    if cfg.fast_augment and cfg.benchmark == "cifar100":
+        from ..benchmarks import BatchAugmentPlugin
+
+        plugins.append(BatchAugmentPlugin())  # first: later plugins see the augmented batch
+    plugins += [p for p in (bsce, recorder) if p is not None]
+    # DDP: cfg.batch_size is the global mini-batch; each rank loads its share
+    train_cfg = cfg.replace(batch_size=distributed.per_rank_batch_size(cfg.batch_size))
+    strategy = build_strategy(train_cfg, model, n_classes, device, plugins, evaluator)
+    distributed.prepare_strategy(strategy, device, cfg.batch_size)
+
+    results: dict = {
+        "config": cfg.to_dict(),
+        "finished": False,
+        "n_classes": n_classes,
+        "class_order": list(map(int, benchmark.classes_order)),
+        "classes_per_step": classes_per_step,
+        "environment": _environment(device),
+        "steps": [],
+        "priors": [],
+        "step_times_s": [],
+    }
+    if distributed.is_distributed():
+        results["distributed"] = distributed.describe(cfg.batch_size)
+    if logger is not None:
+        results["wandb"] = {"run_id": logger.run_id, "run_dir": str(logger.run_dir) if logger.run_dir else None,
+                            "sync_command": logger.sync_command}
+    alt_steps = []  # iCaRL: the other eval mode (head vs NME) on the same weights
+    start_step = 0
+    if checkpoint:
+        from .checkpoint import restore_strategy
+
+        saved = restore_strategy(strategy, checkpoint, exclude=[recorder])
+        results.update({k: v for k, v in saved["results"].items() if k != "wandb"})
+        alt_steps = saved["alt_steps"]
+        start_step = len(results["steps"])
+        if main:
+            print(f"{cfg.run_name}: resuming after step {start_step} of {len(classes_per_step)}", flush=True)
+    steps = results["steps"]
+    bar = tqdm(desc=cfg.run_name, unit="step", disable=not (cfg.progress and main), initial=start_step,
+               total=len(classes_per_step))
+    try:
+        for t, experience in enumerate(benchmark.train_stream):
+            if t < start_step:
+                continue
+            distributed.sync_rng()
+            start = time.perf_counter()
+            strategy.train(experience, num_workers=cfg.num_workers)
+            results["step_times_s"].append(time.perf_counter() - start)
+            results["priors"].append(bsce.prior_history[-1] if bsce is not None else None)
+
+            step_eval = _evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, cfg.num_workers)
+            steps.append(step_eval)
+            if cfg.strategy == "icarl":
+                from ..icarl import set_icarl_eval
+
+                other = "head" if cfg.icarl_eval == "nme" else "nme"
+                set_icarl_eval(strategy, other)
+                alt_steps.append(_evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, cfg.num_workers, quiet=True))
+                set_icarl_eval(strategy, cfg.icarl_eval)
+                results["icarl_" + other] = summarise(alt_steps)
+            results.update(summarise(steps))
+            results["train_time_s"] = float(sum(results["step_times_s"]))
+            if distributed.is_distributed():
+                digests = distributed.consistency_digests(strategy.model, bsce.prior_history if bsce else None)
+                results["distributed"]["consistent_per_step"].append(digests["consistent"])
+                results["distributed"]["last_digests"] = digests
+            bar.set_postfix(acc=f"{step_eval['accuracy_seen']:.3f}", refresh=False)
+            if logger is not None:
+                _log_step(logger, t, step_eval, results)
+            if main:
+                write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
+            if cfg.checkpoint and main:
+                from .checkpoint import save_checkpoint
+
+                # saved last: the RNG state is the one the next step starts from
+                save_checkpoint(out / CHECKPOINT_FILE, strategy, exclude=[recorder],
+                                extra={"results": results, "alt_steps": alt_steps, "config": cfg.to_dict()})
+            bar.update(1)
+    except BaseException:
+        if logger is not None:
+            logger.finish(exit_code=1)
+        raise
+    finally:
+        bar.close()
+
+    results["finished"] = True
+    results["per_class_accuracy"] = steps[-1]["per_class_accuracy"]
+    results["confusion_matrix"] = steps[-1]["confusion_matrix"]
+    for s in steps + alt_steps:  # keep the per-step file small: the last matrix is enough
+        s.pop("confusion_matrix", None)
+    if logger is not None:
+        _log_final(logger, results)
+    if main:
+        write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
+        if (out / CHECKPOINT_FILE).exists():
+            os.unlink(out / CHECKPOINT_FILE)  # finished: results.json is the record
+    distributed.barrier()
+    return _nan_to_none(results)
+
+
+#: Config keys that do not change what a run computes (may differ when resuming).
+_RUN_ONLY_KEYS = {"progress", "checkpoint", "num_workers", "threads", "output_dir", "wandb", "wandb_mode"}
+
+
+def _differing_keys(saved: dict, cfg: ExperimentConfig) -> list:
+    now = cfg.to_dict()
+    return sorted(k for k in set(saved) | set(now) if k not in _RUN_ONLY_KEYS and saved.get(k) != now.get(k))
+
+
+def _same_run(saved: dict, cfg: ExperimentConfig) -> bool:
+    return not _differing_keys(saved, cfg)
+
+
+def _read_json(path: Path):
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _resume_point(cfg: ExperimentConfig, out: Path):
+    """The checkpoint to resume from, ``"finished"``, or None (start afresh)."""
+    results_path, ckpt_path = out / RESULTS_FILE, out / CHECKPOINT_FILE
+    if results_path.exists():
+        with open(results_path) as fh:
+            previous = json.load(fh)
+        if previous.get("finished") and _same_run(previous.get("config") or {}, cfg):
+            return "finished"
+    if not ckpt_path.exists():
+        return None
+    from .checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(ckpt_path)
+    saved_cfg = checkpoint["extra"]["config"]
+    if not _same_run(saved_cfg, cfg):
+        diff = _differing_keys(saved_cfg, cfg)
+        raise ConfigError(
+            f"{ckpt_path} was written with a different config (keys {diff} differ): resume with "
+            "the same config and overrides, or use another --output-dir."
+        )
+    return checkpoint
+
+
+def _evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, num_workers, quiet=False):
+    recorder.reset()
+    if quiet:  # second eval pass (iCaRL's other classifier): keep it out of the metric logs
+        evaluator, strategy.evaluator = strategy.evaluator, _NullEvaluator()
+        plugins = strategy.plugins
+        strategy.plugins = [p for p in plugins if p is not evaluator]
+        try:
+            strategy.eval(benchmark.test_stream[: t + 1], num_workers=num_workers)
+        finally:
+            strategy.evaluator, strategy.plugins = evaluator, plugins
+    else:  # experiences not seen yet are not evaluated (their accuracy is null)
+        strategy.eval(benchmark.test_stream[: t + 1], num_workers=num_workers)
+    y_true, y_pred = recorder.arrays()
+    return evaluate_step(y_true, y_pred, classes_per_step, t, n_classes)
+
+
+class _NullEvaluator:
+    def get_last_metrics(self):
+        return {}
+
+
+def _environment(device) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "avalanche": _version("avalanche-lib"),
+    }
+
+
+def _version(dist: str) -> Optional[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+# ---------------------------------------------------------------------- W&B
+def _make_wandb_logger(cfg: ExperimentConfig, out: Path, run_id: Optional[str] = None):
+    if not cfg.wandb:
+        return None
+    from .wandb_logger import WandBLogger
+
+    return WandBLogger(
+        id=run_id, resume="allow" if run_id else None,
+        project=cfg.wandb_project, entity=cfg.wandb_entity, name=f"{cfg.name}/{cfg.run_name}",
+        group=f"{cfg.name}/{cfg.strategy}", job_type=cfg.loss, tags=[cfg.benchmark, cfg.strategy, cfg.loss],
+        config=cfg.to_dict(), dir=out, mode=cfg.wandb_mode,
+    )
+
+
+def _log_step(logger, t, step_eval, results):
+    metrics = {
+        "step/accuracy_seen": step_eval["accuracy_seen"],
+        "step/new_accuracy": step_eval["new_accuracy"],
+        "step/new_class_prediction_share": step_eval["new_class_prediction_share"],
+        "step/train_time_s": results["step_times_s"][-1],
+        "step/average_incremental_accuracy": results["average_incremental_accuracy"],
+    }
+    if step_eval["old_accuracy"] is not None:
+        metrics["step/old_accuracy"] = step_eval["old_accuracy"]
+    logger.log_step_metrics(t, {k: v for k, v in metrics.items() if v is not None and np.isfinite(v)})
+    if results["priors"][-1] is not None:
+        logger.log_class_prior(t, results["priors"][-1])
+
+
+def _log_final(logger, results):
+    last = len(results["steps"]) - 1
+    logger.log_accuracy_matrix(results["accuracy_matrix"])
+    logger.log_per_class_accuracy(last, [a if a is not None else 0.0 for a in results["per_class_accuracy"]])
+    cm = np.asarray(results["confusion_matrix"])
+    y_true = np.repeat(np.arange(cm.shape[0]), cm.sum(1))
+    y_pred = np.concatenate([np.repeat(np.arange(cm.shape[1]), row) for row in cm]) if cm.sum() else np.array([])
+    logger.log_confusion_matrix(last, y_true.tolist(), y_pred.tolist())
+    logger.summary({
+        "average_incremental_accuracy": results["average_incremental_accuracy"],
+        "last_accuracy": results["last_accuracy"],
+        "forgetting": results["forgetting"],
+        "train_time_s": results["train_time_s"],
+    })
+    logger.finish()

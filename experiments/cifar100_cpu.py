@@ -1,0 +1,157 @@
+"""CIFAR-100 evidence on a CPU: BSCE vs the plain strategies and Avalanche's peers.
+
+    python experiments/cifar100_cpu.py --data-dir ../shared/data/cifar100      # ~1 hour, 2 cores
+    python experiments/cifar100_cpu.py --tiny --output-dir /tmp/x               # seconds (tests)
+
+Protocol: ``experiments/configs/cifar100_cpu.yaml`` (real CIFAR-100, B0 10 steps, memory
+2000, class order "icarl"; ResNet-8 and 3 epochs per step instead of ResNet-32 and 160).
+Runs, all with the same seeds and settings:
+
+* Replay vs Replay+BSCE (seeds 0, 1, 2), and Replay+BSCE with ``prior=dataset``
+  (the paper's "new data + memory" counts; seeds 0, 1, 2) to choose the default prior;
+* iCaRL vs iCaRL+BSCE (each evaluated with NME and with the trained head);
+* LwF + memory vs LwF + memory + BSCE; LwF without memory vs LwF + BSCE;
+* Avalanche's BiC and ER-ACE, the peers that also correct the imbalance.
+
+Runs go to two worker processes (one torch thread each). Each run's ``results.json``
+lands in ``OUTPUT_DIR/<run>/``; a re-run skips finished runs and resumes interrupted
+ones. At the end the script writes ``OUTPUT_DIR.json`` (one entry per run and
+evaluation), ``OUTPUT_DIR/comparison.md`` and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import signal
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+from bsce_avalanche.runner.compare import compare, load_results
+from bsce_avalanche.runner.config import load_config, parse_value
+from bsce_avalanche.runner.fileio import write_json_atomic
+
+CONFIG = ROOT / "experiments" / "configs" / "cifar100_cpu.yaml"
+
+
+def planned_runs(seeds=(0, 1, 2)) -> list[dict]:
+    """Config overrides of every run, longest first (better packing on two workers)."""
+    runs = []
+    for strategy, extra in (("lwf", {"lwf_memory": True}), ("bic", {}), ("replay", {})):
+        if strategy == "replay":
+            for seed in seeds:
+                runs += [{"strategy": "replay", "loss": loss, "seed": seed} for loss in ("ce", "bsce")]
+                runs.append({"strategy": "replay", "loss": "bsce", "prior": "dataset", "seed": seed})
+        elif strategy == "bic":
+            runs.append({"strategy": "bic", "loss": "ce", "seed": seeds[0]})
+        else:
+            runs += [{"strategy": strategy, "loss": loss, "seed": seeds[0], **extra} for loss in ("ce", "bsce")]
+    runs += [{"strategy": "icarl", "loss": loss, "seed": seeds[0]} for loss in ("ce", "bsce")]
+    runs.append({"strategy": "er_ace", "loss": "ce", "seed": seeds[0]})
+    runs += [{"strategy": "lwf", "loss": loss, "seed": seeds[0]} for loss in ("ce", "bsce")]
+    return runs
+
+
+def _run_one(args: tuple) -> str:
+    import traceback
+    import warnings
+
+    warnings.simplefilter("ignore")
+    config_path, overrides, output_dir = args
+    from bsce_avalanche.runner.experiment import run_experiment
+
+    cfg = load_config(config_path, overrides)
+    start = time.time()
+    try:
+        result = run_experiment(cfg, Path(output_dir) / cfg.run_name, resume=True)
+    except Exception:  # report and go on with the other runs
+        return f"{cfg.run_name}: FAILED\n{traceback.format_exc()}"
+    return (f"{cfg.run_name}: AIA {100 * result['average_incremental_accuracy']:.2f}%, "
+            f"last {100 * result['last_accuracy']:.2f}%, train {result['train_time_s']:.0f} s, "
+            f"wall {time.time() - start:.0f} s")
+
+
+def summary_rows(runs: list[dict], base: Path) -> list[dict]:
+    """One row per run (and per iCaRL classifier), the figures RESULTS.md reports."""
+    rows = []
+    for run in runs:
+        cfg = run["config"]
+        variants = [(None, run)]
+        if cfg["strategy"] == "icarl":
+            other = "head" if cfg["icarl_eval"] == "nme" else "nme"
+            variants = [(cfg["icarl_eval"], run), (other, {**run, **run["icarl_" + other]})]
+        for evaluation, metrics in variants:
+            strategy = cfg["strategy"] + ("+mem" if cfg["strategy"] == "lwf" and cfg["lwf_memory"] else "")
+            rows.append({
+                "strategy": strategy + (f" ({evaluation})" if evaluation else ""),
+                "loss": cfg["loss"] if cfg["strategy"] not in ("bic", "er_ace") else cfg["strategy"],
+                "prior": cfg["prior"] if cfg["loss"] == "bsce" else None,
+                "seed": cfg["seed"],
+                "average_incremental_accuracy": metrics["average_incremental_accuracy"],
+                "last_accuracy": metrics["last_accuracy"],
+                "forgetting": metrics["forgetting"],
+                "old_accuracy_last_step": metrics["old_new_accuracy"][-1]["old"],
+                "new_accuracy_last_step": metrics["old_new_accuracy"][-1]["new"],
+                "new_class_prediction_share_last_step": metrics["new_class_prediction_share"][-1],
+                "train_time_s": run["train_time_s"],
+                "step_times_s": run["step_times_s"],
+                "path": str(Path(run["_path"]).resolve().relative_to(base.resolve())),
+            })
+    return rows
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "cifar100"))
+    parser.add_argument("--output-dir", default=str(ROOT / "experiments" / "results" / "cifar100_cpu"))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--only", nargs="+", metavar="RUN",
+                        help="run only these runs (names as in the output, e.g. replay-ce-seed0 bic-ce-seed0)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of the CPU protocol for every run, e.g. --set epochs=3")
+    parser.add_argument("--tiny", action="store_true",
+                        help="digits, 2 steps, 1 epoch, one seed: checks the script end to end in seconds")
+    args = parser.parse_args(argv)
+
+    common = {"data_dir": args.data_dir}
+    if args.tiny:
+        common = {"benchmark": "digits", "model": "small_cnn", "width": 16, "n_steps": 2, "epochs": 1, "memory_size": 40, "lr": 0.05,
+                  "lr_milestones": [], "bic_stage2_epochs": 2, "class_order": "natural", "progress": False}
+        args.seeds = args.seeds[:1]
+    for item in args.set:
+        key, _, value = item.partition("=")
+        common[key.strip()] = parse_value(value)
+    out = Path(args.output_dir)
+    jobs = [(str(CONFIG), {**common, **run}, str(out)) for run in planned_runs(tuple(args.seeds))]
+    names = [load_config(CONFIG, overrides).run_name for _, overrides, _ in jobs]  # fails fast on a bad config
+    if args.only:
+        unknown = sorted(set(args.only) - set(names))
+        if unknown:
+            parser.error(f"unknown run(s) {unknown}; planned: {', '.join(names)}")
+        jobs = [job for job, name in zip(jobs, names) if name in args.only]
+    print(f"{len(jobs)} runs on {args.workers} workers -> {out}", flush=True)
+    # SIGTERM unwinds like Ctrl-C, so that the pool's exit terminates the worker processes
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    started = time.time()
+    if args.workers > 1:
+        with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
+            for line in pool.imap_unordered(_run_one, jobs):
+                print(line, flush=True)
+    else:
+        for job in jobs:
+            print(_run_one(job), flush=True)
+    runs = [r for r in load_results([out]) if r.get("finished")]
+    rows = summary_rows(runs, out.parent)
+    write_json_atomic(out.with_suffix(".json"), rows)
+    table = compare([out], out)
+    print(f"wall time {time.time() - started:.0f} s; {out.with_suffix('.json')}, {table}")
+    if len(runs) < len(jobs):
+        raise SystemExit(f"{len(jobs) - len(runs)} run(s) did not finish: see the messages above")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
