@@ -15,6 +15,7 @@ from .losses import (
 )
 from .plugin import PRIOR_MODES, BalancedSoftmaxPlugin
 from .priors import class_counts, dataset_labels, loader_class_counts
+from .replay import ConcatReplayPlugin, herding_buffer
 
 __version__ = "0.1.0"
 
@@ -27,4 +28,6 @@ __all__ = [
     "class_counts",
     "dataset_labels",
     "loader_class_counts",
+    "ConcatReplayPlugin",
+    "herding_buffer",
 ]
