@@ -90,8 +90,8 @@ class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
     def after_train_dataset_adaptation(self, strategy, **kwargs):
         memory = self.storage_policy.buffer
         if len(memory) > 0:
-            # .train(): the memory was stored with the experience's transforms; train with augmentation
-            strategy.adapted_dataset = strategy.adapted_dataset.concat(memory).train()
+            # the concatenation takes the adapted (train) dataset's transform group
+            strategy.adapted_dataset = strategy.adapted_dataset.concat(memory)
 
     def before_training_epoch(self, strategy, **kwargs):
         if strategy.clock.train_exp_epochs == 0:  # the experience's loader is built
@@ -177,5 +177,8 @@ class ModelHerdingSelectionStrategy(HerdingSelectionStrategy):
 
 def herding_buffer(mem_size: int, layer_name: str = "feature_extractor") -> ParametricBuffer:
     """A class-balanced memory of ``mem_size`` exemplars chosen by iCaRL's herding on the
-    features of the model's ``layer_name`` module: ``ConcatReplayPlugin(m, herding_buffer(m))``."""
+    features of the model's ``layer_name`` module: ``ConcatReplayPlugin(m, herding_buffer(m))``.
+
+    Avalanche's ``ParametricBuffer`` re-runs the herding on each class's kept exemplars, with
+    the current model, whenever the memory shrinks (iCaRL keeps the first selection's order)."""
     return ParametricBuffer(mem_size, groupby="class", selection_strategy=ModelHerdingSelectionStrategy(layer_name))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import types
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from avalanche.benchmarks import nc_benchmark
 from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as make_dataset
 from avalanche.training import ER_ACE, LwF, Naive
 from avalanche.training.plugins import ReplayPlugin, SupervisedPlugin
-from avalanche.training.storage_policy import ClassBalancedBuffer, HerdingSelectionStrategy
+from avalanche.training.storage_policy import ClassBalancedBuffer, HerdingSelectionStrategy, ReservoirSamplingBuffer
 
 from bsce_avalanche import BalancedSoftmaxPlugin, ConcatReplayPlugin, herding_buffer
 from bsce_avalanche.replay import ModelHerdingSelectionStrategy
@@ -124,6 +125,16 @@ def test_bsce_prior_is_the_drawn_label_frequency(id_benchmark, mode, order):
     assert bsce.prior_history[-1][4:] == pytest.approx([60 / 150] * 2)  # a new class: 60 of 120 new + 30 memory
 
 
+def test_memory_is_drawn_with_the_training_transforms():
+    train_eval = {"train": (lambda v: v + 1, None), "eval": (lambda v: v - 1, None)}
+    data = make_dataset(torch.zeros(4, 2), torch.tensor([0, 0, 1, 1]), transform_groups=train_eval)
+    policy = ReservoirSamplingBuffer(2)
+    policy.buffer = data.subset([2, 3]).eval()
+    strategy = types.SimpleNamespace(adapted_dataset=data.subset([0, 1]).train())
+    ConcatReplayPlugin(2, policy).after_train_dataset_adaptation(strategy)
+    assert [strategy.adapted_dataset[i][0].tolist() for i in range(4)] == [[1.0, 1.0]] * 4
+
+
 def test_lwf_with_concat_replay_and_bsce_trains_without_nan(id_benchmark):
     replay, bsce = ConcatReplayPlugin(MEM, herding_buffer(MEM)), BalancedSoftmaxPlugin()
     recorder = DrawRecorder(replay)
@@ -175,7 +186,7 @@ def test_herding_selects_avalanche_herding_order_of_normalised_features_and_rest
     model.classifier.eval()  # a mixed train/eval state must come back as it was
     x, y = make_blobs(2, 20, seed=3)
     data = make_dataset(x, y)
-    strategy = type("S", (), {"model": model, "device": torch.device("cpu"), "eval_mb_size": 7})()
+    strategy = types.SimpleNamespace(model=model, device=torch.device("cpu"), eval_mb_size=7)
     order = ModelHerdingSelectionStrategy("feature_extractor").make_sorted_indices(strategy, data)
     features = torch.nn.functional.normalize(model.feature_extractor(x).detach(), dim=1)
     assert order == HerdingSelectionStrategy.make_sorted_indices_from_features(None, features)
