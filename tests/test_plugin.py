@@ -356,7 +356,7 @@ def test_incremental_classifier_and_prior_agree_on_units(blobs_benchmark):
     widths = []
     for exp in blobs_benchmark.train_stream:
         strategy.train(exp)
-        widths.append(bsce._adjustment.numel())
+        widths.append(bsce.class_prior._adjustment.numel())
     assert widths == [2, 4, 6]
     assert all(np.isfinite(recorder.train_losses))
     assert len(bsce.prior_history[-1]) == 6
