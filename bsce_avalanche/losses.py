@@ -31,7 +31,6 @@ __all__ = [
     "as_class_counts",
     "log_prior_adjustment",
     "check_targets_have_prior",
-    "class_indices",
     "balanced_softmax_cross_entropy",
     "BalancedSoftmaxCrossEntropyLoss",
 ]
@@ -152,7 +151,7 @@ def check_targets_have_prior(targets: Tensor, adjustment: Tensor) -> None:
         )
 
 
-def class_indices(targets: Tensor) -> Tensor:
+def _class_indices(targets: Tensor) -> Tensor:
     """``targets`` as ``long`` class indices; float targets are refused, as by ``F.cross_entropy``."""
     if targets.is_floating_point() or targets.is_complex():
         raise TypeError(
@@ -191,7 +190,7 @@ def balanced_softmax_cross_entropy(
             "classes: pass one count per output unit."
         )
     adjustment = log_prior_adjustment(counts, tau, device=logits.device, dtype=logits.dtype)
-    targets = class_indices(targets)
+    targets = _class_indices(targets)
     check_targets_have_prior(targets, adjustment)
     return F.cross_entropy(logits + adjustment, targets, reduction=reduction)
 
@@ -272,7 +271,7 @@ class BalancedSoftmaxCrossEntropyLoss(nn.Module):
                 f"logits of shape {tuple(logits.shape)} do not match the {adjustment.numel()} class "
                 "counts: pass (N, C) logits with one count per output unit."
             )
-        targets = class_indices(targets)
+        targets = _class_indices(targets)
         if self.check_targets:
             check_targets_have_prior(targets, adjustment)
         return F.cross_entropy(logits + adjustment, targets, reduction=self.reduction)

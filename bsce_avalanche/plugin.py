@@ -153,7 +153,7 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
                     f"of per-class counts.{hint}"
                 )
         self.class_prior = ClassPrior(prior, tau)
-        self._loader = None  # the current experience's loader, dropped at its end (never pickled)
+        self._loader = None  # the current experience's loader; dropped at its end, so never checkpointed
         self._wrapper: Optional[_BalancedCriterion] = None
 
     @property
