@@ -209,14 +209,8 @@ class BalancedSoftmaxCrossEntropyLoss(nn.Module):
         (finite); the functional form always checks.
     """
 
-    def __init__(
-        self,
-        class_counts: CountsLike | None = None,
-        tau: float = 1.0,
-        reduction: str = "mean",
-        *,
-        check_targets: bool = False,
-    ):
+    def __init__(self, class_counts: CountsLike | None = None, tau: float = 1.0, reduction: str = "mean",
+                 *, check_targets: bool = False):
         super().__init__()
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
