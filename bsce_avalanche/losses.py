@@ -204,22 +204,21 @@ class BalancedSoftmaxCrossEntropyLoss(nn.Module):
     adjustment, targets)``, without host syncs. ``reduction`` is a plain attribute that
     strategies may toggle.
 
-    :param check_targets: also raise when a target's class has a zero count (one host
-        sync per call). Off by default: such a target then gets a loss of about 1e30
-        (finite); the functional form always checks.
+    A target whose class has a zero count is an error, as in the functional form; the
+    check (one host sync) runs only when some count is zero, so the usual call has none.
+    The adjustment is applied in at least float32, also to bf16/fp16 logits.
     """
 
-    def __init__(self, class_counts: CountsLike | None = None, tau: float = 1.0, reduction: str = "mean",
-                 *, check_targets: bool = False):
+    def __init__(self, class_counts: CountsLike | None = None, tau: float = 1.0, reduction: str = "mean"):
         super().__init__()
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
         self.reduction = reduction
-        self.check_targets = bool(check_targets)
         self.register_buffer("_counts", None)
         self._tau = _check_tau(tau)
         self._adjustment: Tensor | None = None  # tau * log prior, float64 on the CPU
         self._cast: Tensor | None = None  # the same on the logits' last device and dtype
+        self._has_zero_counts = False
         if class_counts is not None:
             self.class_counts = class_counts
         self.register_load_state_dict_post_hook(BalancedSoftmaxCrossEntropyLoss._after_load)
@@ -249,24 +248,26 @@ class BalancedSoftmaxCrossEntropyLoss(nn.Module):
     def _set_adjustment(self) -> None:
         counts = self._counts
         self._adjustment = None if counts is None else log_prior_adjustment(counts, self._tau, dtype=torch.float64)
+        self._has_zero_counts = counts is not None and bool((counts == 0).any())
         self._cast = None
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         adjustment = self._cast
-        if adjustment is None or adjustment.device != logits.device or adjustment.dtype != logits.dtype:
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        if adjustment is None or adjustment.device != logits.device or adjustment.dtype != dtype:
             if self._adjustment is None:
                 raise RuntimeError(
                     "BalancedSoftmaxCrossEntropyLoss has no class counts yet: set "
                     "`loss.class_counts = counts` before calling it."
                 )
-            adjustment = self._cast = self._adjustment.to(device=logits.device, dtype=logits.dtype)
+            adjustment = self._cast = self._adjustment.to(device=logits.device, dtype=dtype)
         if logits.dim() != 2 or logits.shape[1] != adjustment.numel():
             raise ValueError(
                 f"logits of shape {tuple(logits.shape)} do not match the {adjustment.numel()} class "
                 "counts: pass (N, C) logits with one count per output unit."
             )
         targets = _class_indices(targets)
-        if self.check_targets:
+        if self._has_zero_counts:
             check_targets_have_prior(targets, adjustment)
         return F.cross_entropy(logits + adjustment, targets, reduction=self.reduction)
 

@@ -206,11 +206,22 @@ def test_module_refuses_logits_of_another_width(batch):
         BalancedSoftmaxCrossEntropyLoss([3])(logits, targets)  # would broadcast silently
 
 
-def test_module_checks_zero_count_targets_when_asked():
+def test_module_refuses_zero_count_targets_and_syncs_only_when_a_count_is_zero(monkeypatch):
+    from bsce_avalanche import losses
+
     logits, targets, counts = torch.zeros(2, 3), torch.tensor([0, 2]), [1, 1, 0]
-    unchecked = BalancedSoftmaxCrossEntropyLoss(counts)(logits, targets)
-    assert torch.isfinite(unchecked) and unchecked > 1e20  # no sync by default: a huge finite loss
     with pytest.raises(ValueError, match=r"classes \[2\] have a zero count"):
-        BalancedSoftmaxCrossEntropyLoss(counts, check_targets=True)(logits, targets)
-    checked = BalancedSoftmaxCrossEntropyLoss(counts, check_targets=True)(logits, torch.tensor([0, 1]))
+        BalancedSoftmaxCrossEntropyLoss(counts)(logits, targets)
+    checked = BalancedSoftmaxCrossEntropyLoss(counts)(logits, torch.tensor([0, 1]))
     torch.testing.assert_close(checked, torch.tensor(math.log(2.0)))
+    monkeypatch.setattr(losses, "check_targets_have_prior", lambda *a: pytest.fail("host sync"))
+    BalancedSoftmaxCrossEntropyLoss([1, 1, 2])(logits, targets)  # no zero count: no check
+
+
+def test_module_applies_the_adjustment_in_float32_to_half_logits():
+    counts = [1000, 1, 0]
+    logits = torch.zeros(2, 3, dtype=torch.bfloat16)
+    expected = balanced_softmax_cross_entropy(logits.float(), torch.tensor([0, 1]), counts)
+    loss = BalancedSoftmaxCrossEntropyLoss(counts)(logits, torch.tensor([0, 1]))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    torch.testing.assert_close(loss, expected)
