@@ -29,12 +29,9 @@ from avalanche.training.losses import ICaRLLossPlugin
 from avalanche.training.plugins import SupervisedPlugin
 
 from .losses import BalancedSoftmaxCrossEntropyLoss
-from .priors import ClassPrior
+from .priors import PRIOR_MODES, ClassPrior
 
 __all__ = ["BalancedSoftmaxPlugin", "PRIOR_MODES"]
-
-#: Prior modes accepted by ``BalancedSoftmaxPlugin(prior=...)``.
-PRIOR_MODES = ("auto", "sampling", "dataset", "batch")
 
 #: Strategies whose training loss never goes through ``strategy._criterion``.
 _INCOMPATIBLE_STRATEGIES = {
@@ -142,17 +139,7 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
 
     def __init__(self, prior: Union[str, Sequence[float], Tensor] = "auto", tau: float = 1.0):
         super().__init__()
-        if isinstance(prior, str):
-            if prior not in PRIOR_MODES:
-                import difflib
-
-                close = difflib.get_close_matches(prior, PRIOR_MODES, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ValueError(
-                    f"Unknown prior mode {prior!r}; use one of {PRIOR_MODES} or a sequence "
-                    f"of per-class counts.{hint}"
-                )
-        self.class_prior = ClassPrior(prior, tau)
+        self.class_prior = ClassPrior(prior, tau)  # validates prior and tau
         self._loader = None  # the current experience's loader; dropped at its end, so never checkpointed
         self._wrapper: Optional[_BalancedCriterion] = None
 

@@ -25,13 +25,18 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sequential
 from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
 from avalanche.benchmarks.utils.flat_data import ConstantSequence, FlatData
 
+from ._choices import check_choice
 from .losses import _check_tau, as_class_counts, check_targets_have_prior, log_prior_adjustment
+
+#: Prior modes accepted by ``BalancedSoftmaxPlugin(prior=...)`` and :class:`ClassPrior`.
+PRIOR_MODES = ("auto", "sampling", "dataset", "batch")
 
 __all__ = [
     "dataset_labels",
     "class_counts",
     "loader_class_counts",
     "ClassPrior",
+    "PRIOR_MODES",
 ]
 
 
@@ -206,10 +211,7 @@ class ClassPrior:
 
     def __init__(self, mode: Union[str, Sequence[float], Tensor] = "auto", tau: float = 1.0):
         if isinstance(mode, str):
-            from .plugin import PRIOR_MODES  # a cycle: the plugin imports this module
-
-            if mode not in PRIOR_MODES:
-                raise ValueError(f"Unknown prior mode {mode!r}; use one of {PRIOR_MODES} or per-class counts.")
+            check_choice("prior mode", mode, PRIOR_MODES, "a sequence of per-class counts")
             self.fixed_counts: Optional[Tensor] = None
         else:
             self.fixed_counts = as_class_counts(mode, name="prior")

@@ -305,7 +305,7 @@ def test_rejects_double_attachment_and_unbalanceable_criteria(blobs_benchmark):
 @pytest.mark.parametrize(
     "prior, tau, message",
     [
-        ("autp", 1.0, "Did you mean 'auto'"),
+        ("autp", 1.0, "did you mean 'auto'"),
         ("uniform", 1.0, "Unknown prior mode"),
         ([1, -1], 1.0, "negative"),
         ([0, 0], 1.0, "all zeros"),
