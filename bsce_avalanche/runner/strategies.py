@@ -88,12 +88,12 @@ STRATEGIES: dict[str, StrategyInfo] = {
     "replay": StrategyInfo(_replay, "Naive + ReplayPlugin, class-balanced random memory", memory=True),
     "lwf": StrategyInfo(_lwf, "Learning without Forgetting (distillation); lwf_memory: true adds replay",
                         memory=False),
-    "icarl": StrategyInfo(_icarl, "iCaRL (herding memory, distillation); evaluated with icarl_eval", memory=True),
-    "er_ace": StrategyInfo(_er_ace, "ER-ACE (asymmetric cross-entropy, replay)", memory=True,
+    "icarl": StrategyInfo(_icarl, "iCaRL: herding memory, distillation; evaluates with icarl_eval", memory=True),
+    "er_ace": StrategyInfo(_er_ace, "ER-ACE: replay with an asymmetric cross-entropy", memory=True,
                            without_bsce="ER-ACE uses its own loss"),
-    "bic": StrategyInfo(_bic, "BiC (replay, then a bias-correction layer trained on held-out memory)",
+    "bic": StrategyInfo(_bic, "BiC: replay, then a bias-correction layer trained on held-out memory",
                         memory=True),
-    "gdumb": StrategyInfo(_gdumb, "GDumb (trains from scratch on a class-balanced memory)", memory=True),
+    "gdumb": StrategyInfo(_gdumb, "GDumb: trains from scratch on a class-balanced memory", memory=True),
 }
 
 
