@@ -36,7 +36,7 @@ def _shown(value) -> str:
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def key_help(f) -> str:
+def _key_help(f) -> str:
     """A config key's meaning, choices and default (argparse help text)."""
     default = f.default if f.default is not MISSING else f.default_factory()
     choices = f"; choices: {', '.join(CHOICES[f.name])}" if f.name in CHOICES else ""
@@ -65,9 +65,9 @@ def _add_run_arguments(p: argparse.ArgumentParser, resume: bool = True) -> None:
     for f in _KEYS:
         flag, hint = "--" + f.name.replace("_", "-"), _HINTS[f.name]
         if bool in (hint, *get_args(hint)):
-            keys.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=key_help(f))
+            keys.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=_key_help(f))
         else:
-            keys.add_argument(flag, dest=f.name, type=_option_type(hint), metavar=f.name.upper(), help=key_help(f))
+            keys.add_argument(flag, dest=f.name, type=_option_type(hint), metavar=f.name.upper(), help=_key_help(f))
 
 
 def build_parser() -> argparse.ArgumentParser:
