@@ -195,7 +195,8 @@ def check_labels(labels, what: str = "targets", n_classes: int | None = None) ->
         raise ValueError(f"{what} has labels {where}: {outside[:5].tolist()}")
     absent = np.flatnonzero(np.bincount(y, minlength=n_classes)[:n_classes] == 0) if n_classes else []
     if len(absent):
-        raise ValueError(f"{what} has no sample of {len(absent)} of the {n_classes} classes, e.g. {absent[:5].tolist()}")
+        raise ValueError(f"{what} has no sample of {len(absent)} of the {n_classes} classes, "
+                         f"e.g. {absent[:5].tolist()}")
     return y
 
 

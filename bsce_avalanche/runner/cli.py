@@ -24,8 +24,8 @@ from typing import Optional, Sequence, Union, get_args, get_origin, get_type_hin
 
 from . import distributed
 from .compare import compare
-from .config import CHOICES, RANGES, ConfigError, ExperimentConfig, combination_error, expand_grid, load_config, \
-    parse_value
+from .config import (CHOICES, RANGES, ConfigError, ExperimentConfig, combination_error, expand_grid, load_config,
+                     parse_value)
 from .experiment import run_experiment
 
 _KEYS = fields(ExperimentConfig)
@@ -96,8 +96,7 @@ def _add_run_arguments(p: argparse.ArgumentParser, resume: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bsce-experiment", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="bsce-experiment", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a config (all its grid combinations), then compare them")
     _add_run_arguments(run)

@@ -142,6 +142,7 @@ class ExperimentConfig:
             for key, valid in CHOICES.items():
                 if getattr(self, key) is not None:
                     check_choice(key, getattr(self, key), valid)
+            _check_tau(self.tau)  # the library's bound, with its reason
         except ValueError as err:
             raise ConfigError(str(err)) from None
         for key, interval in RANGES.items():
@@ -151,7 +152,8 @@ class ExperimentConfig:
         milestones = self.lr_milestones
         if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones) or \
                 any(a >= b for a, b in zip(milestones, milestones[1:])):
-            raise ConfigError(f"lr_milestones must be strictly increasing epochs >= 1, e.g. [80, 120], got {milestones!r}.")
+            raise ConfigError(f"lr_milestones must be strictly increasing epochs >= 1, e.g. [80, 120], "
+                              f"got {milestones!r}.")
         self._validate_benchmark()
         if STRATEGIES[self.strategy].memory and self.memory_size == 0 and not self.memory_per_class:
             raise ConfigError(f"strategy {self.strategy!r} needs a memory: set memory_size > 0.")
@@ -210,16 +212,12 @@ _DEFAULTS = {f.name: f.default for f in fields(ExperimentConfig) if f.default is
 
 def _in_interval(value, interval: str) -> bool:
     low, high = (float(bound) for bound in interval[1:-1].split(","))
-    return (low < value if interval[0] == "(" else low <= value) and (value < high if interval[-1] == ")"
-                                                                       else value <= high)
+    above = low < value if interval[0] == "(" else low <= value
+    below = value < high if interval[-1] == ")" else value <= high
+    return above and below
 
 
 def _range_error(key: str, value, interval: str) -> str:
-    if key == "tau":
-        try:
-            _check_tau(value)
-        except ValueError as err:  # the library's reason for the bound
-            return str(err)
     low, high = interval[1:-1].split(", ")
     valid = f"in {interval}" if high != "inf" else f">= {low}" if interval[0] == "[" else f"> {low}"
     return f"{key} must be {valid}{' or null' if _DEFAULTS.get(key, 0) is None else ''}, got {value}."
@@ -315,7 +313,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = N
 
     :raises ConfigError: unknown keys (with the closest key), wrong types, bad names.
     """
-    data: dict = {}
+    loaded, overrides = {}, overrides or {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -323,14 +321,26 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = N
         loaded = load_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"Config file {path} must hold a mapping of keys to values.")
-        data.update(loaded)
-    data.update(overrides or {})
-    unknown = [k for k in data if k not in _FIELD_NAMES]
+    from_file = {k: v for k, v in loaded.items() if k not in overrides}  # what the file alone decides
+    unknown = [k for k in {**loaded, **overrides} if k not in _FIELD_NAMES]
     if unknown:
         key = unknown[0]
         raise ConfigError(f"Unknown config key {key!r}{did_you_mean(key, _FIELD_NAMES)}"
-                          + (f" in {path}" if path else "") + ".")
-    return ExperimentConfig(**data)
+                          + (f" in {path}" if key in from_file else "") + ".")
+    try:
+        return ExperimentConfig(**{**loaded, **overrides})
+    except ConfigError as err:
+        if from_file and _error_of(from_file) == str(err):  # the file's own value: name the file
+            raise ConfigError(f"{path}: {err}") from None
+        raise
+
+
+def _error_of(data: dict) -> Optional[str]:
+    try:
+        ExperimentConfig(**data)
+    except ConfigError as err:
+        return str(err)
+    return None
 
 
 def combination_error(config: ExperimentConfig) -> Optional[str]:
