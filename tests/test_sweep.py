@@ -152,31 +152,18 @@ def _agent_env(tmp_path, params, run_id):
     return env
 
 
-def _offline_run_record(run_dir):
-    """The run record wandb wrote (to check the sweep id, which read_offline_run omits)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    from bsce_avalanche.runner.wandb_logger import _find_run_file, _iter_log_records
-
-    for raw in _iter_log_records(_find_run_file(run_dir)):
-        record = pb.Record()
-        record.ParseFromString(raw)
-        if record.WhichOneof("record_type") == "run":
-            return record.run
-    return None
-
-
 def test_agent_program_runs_one_combination_offline(tmp_path):
     """The digits smoke sweep's command, run as the agent runs it: results.json and an
     offline W&B run that is the agent's run (its id, the sweep's parameters, the sweep id)."""
-    from bsce_avalanche.runner.wandb_logger import read_offline_run
+    from fake_wandb import read_recorded_runs, recording_env
 
     smoke = yaml.safe_load((REPO / "experiments/sweeps/digits_smoke.yaml").read_text())
     params = next(p for p in sweep.sweep_combinations(smoke) if p["strategy"] == "replay" and p["loss"] == "bsce")
     command = sweep.agent_command(smoke, params, interpreter=sys.executable)
     command.insert(command.index("sweep-run") + 1, f"--output-dir={tmp_path / 'out'}")
-    proc = subprocess.run(command, cwd=REPO, env=_agent_env(tmp_path, params, "smokerun1"),
-                          capture_output=True, text=True, timeout=300)
+    record = tmp_path / "wandb-runs.jsonl"  # each real W&B run's public state, at finish
+    env = {**_agent_env(tmp_path, params, "smokerun1"), **recording_env(record)}
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
     run_dir = tmp_path / "out" / "sweep-smoke01" / "replay-bsce-seed0-smokerun1"
@@ -186,35 +173,29 @@ def test_agent_program_runs_one_combination_offline(tmp_path):
     assert results["finished"] and results["config"]["epochs"] == 1 and results["config"]["wandb"]
     assert results["wandb"]["run_id"] == "smokerun1"
     wandb_dir = next((run_dir / "wandb").glob("offline-run-*-smokerun1"))
-    logged = read_offline_run(wandb_dir)
-    assert logged["run_id"] == "smokerun1" and logged["exit_code"] == 0
+    assert (wandb_dir / "run-smokerun1.wandb").stat().st_size > 0
+    [logged] = read_recorded_runs(record)
+    assert logged["id"] == "smokerun1" and logged["mode"] == "offline" and logged["exit_code"] == 0
     assert {k: logged["config"][k] for k in params} == params
     assert logged["summary"]["average_incremental_accuracy"] == pytest.approx(results["average_incremental_accuracy"])
-    assert _offline_run_record(wandb_dir).sweep_id == "smoke01"
+    assert logged["sweep_id"] == "smoke01"
 
 
-def test_invalid_combination_is_skipped_cleanly(tmp_path, monkeypatch, capsys):
+def test_invalid_combination_is_skipped_cleanly(tmp_path, monkeypatch, capsys, fake_wandb):
     """er_ace + bsce: exit code 0, a message, no results, a W&B run that says why."""
-    import wandb
-
-    from bsce_avalanche.runner.wandb_logger import read_offline_run
-
     params = {"strategy": "er_ace", "loss": "bsce", "seed": 0, "epochs": 1, "device": "cpu"}
     for key, value in _agent_env(tmp_path, params, "skiprun1").items():
         monkeypatch.setenv(key, value)
-    wandb.teardown()  # wandb reads WANDB_* once per process
-    try:
-        code = sweep.sweep_run(["--config=experiments/configs/default.yaml", f"--output-dir={tmp_path / 'out'}",
-                                *sweep.agent_command({"command": ["${args}"]}, params)])
-    finally:
-        wandb.teardown()
+    code = sweep.sweep_run(["--config=experiments/configs/default.yaml", f"--output-dir={tmp_path / 'out'}",
+                            *sweep.agent_command({"command": ["${args}"]}, params)])
     assert code == 0
     assert "skipping er_ace-bsce-seed0" in capsys.readouterr().out
     run_dir = tmp_path / "out" / "sweep-smoke01" / "er_ace-bsce-seed0-skiprun1"
     assert not (run_dir / "results.json").exists()
-    logged = read_offline_run(next((run_dir / "wandb").glob("offline-run-*")))
-    assert logged["run_id"] == "skiprun1" and "skipped" in logged["tags"]
-    assert logged["summary"]["skipped"] is True and "er_ace" in logged["summary"]["skip_reason"]
+    [logged] = fake_wandb.runs  # what sweep-run handed to wandb (tests/fake_wandb.py)
+    assert logged.init_kwargs["dir"] == str(run_dir) and logged.mode == "offline" and logged.exit_code == 0
+    assert logged.id == "skiprun1" and "skipped" in logged.tags
+    assert logged.summary["skipped"] is True and "er_ace" in logged.summary["skip_reason"]
 
 
 def test_sweep_run_config_error_exits_2(capsys):

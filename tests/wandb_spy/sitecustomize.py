@@ -1,0 +1,12 @@
+"""Start-up hook for test subprocesses whose PYTHONPATH names this folder: with
+``BSCE_WANDB_RECORD`` set, each W&B run's public state is appended to that file when it
+finishes (``fake_wandb.record_real_runs``); wandb itself stays real."""
+
+import os
+import sys
+
+if os.environ.get("BSCE_WANDB_RECORD"):
+    sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import fake_wandb
+
+    fake_wandb.record_real_runs(os.environ["BSCE_WANDB_RECORD"])
