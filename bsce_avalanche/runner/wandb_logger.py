@@ -1,19 +1,16 @@
 """Weights & Biases logging for Avalanche experiments, on wandb's public API (tested with 0.31).
 
 Avalanche 0.6.0's own ``WandBLogger`` fails on current wandb (``wandb.util.generate_id`` and
-``wandb.viz`` are gone, Avalanche issue #1674). :class:`WandBLogger` is a drop-in Avalanche
-logger built on ``wandb.init``, ``run.log``, ``define_metric``, ``wandb.Table`` and
-``wandb.plot``, with the runner's helpers: class prior, accuracy matrix, per-class accuracy,
-confusion matrix, summary.
+``wandb.viz`` are gone, Avalanche issue #1674); this one is a drop-in Avalanche logger, with
+the runner's helpers (class prior, accuracy matrix, per-class accuracy, confusion matrix).
 
 The mode is the ``mode`` argument, else ``WANDB_MODE``, else online when an API key is set up
-here (``WANDB_API_KEY`` or a netrc entry for the W&B host, as ``wandb login`` writes), else
-offline, with the ``wandb sync`` command printed. Starting online is bounded and can be
-interrupted: one HEAD request (at most ``PROBE_TIMEOUT_S`` seconds) first checks that the W&B
-server answers, because without network wandb retries for ``init_timeout`` seconds and then
-holds the process at exit for as long, even after Ctrl-C or SIGTERM; ``wandb.init`` then gets
-``init_timeout``. If either fails, the run is logged offline, and so is every later run of the
-process: a grid pays for a missing network once, and is told once.
+(``WANDB_API_KEY`` or a netrc entry, as ``wandb login`` writes), else offline with the
+``wandb sync`` command printed. An online start first checks with one HEAD request (at most
+``PROBE_TIMEOUT_S`` seconds, interruptible) that the W&B server answers: without network,
+wandb would retry for ``init_timeout`` seconds and then hold the process at exit as long, even
+after Ctrl-C or SIGTERM. ``wandb.init`` then gets ``init_timeout``. If either fails, this run
+and every later run of the process are logged offline: a grid pays once and is told once.
 """
 
 from __future__ import annotations
@@ -45,7 +42,7 @@ _MODE_ALIASES = {"dryrun": "offline", "run": "online"}  # older spellings wandb 
 PROBE_TIMEOUT_S = 5.0
 _WANDB_VALUES = (wandb.data_types.WBValue, wandb.plot.CustomChart)  # logged as they are
 
-#: Why W&B could not start online in this process (later runs go straight offline), or None.
+#: Why W&B could not start online in this process (then later runs go offline at once).
 _online_failure: Optional[str] = None
 
 
@@ -131,9 +128,9 @@ class WandBLogger(BaseLogger):
         logger.finish()
 
     Every metric is plotted against one step column (``step_metric``): Avalanche's ``x_plot``
-    (training iterations) or the ``step`` given to the helpers. wandb's own ``_step`` keeps
-    counting, so a row logged at an earlier step is kept (``run.log(step=...)`` would drop it).
-    Pickling (an Avalanche checkpoint) keeps the run id; unpickling continues the same run.
+    or the helpers' ``step``. wandb's ``_step`` keeps counting, so a row logged at an earlier
+    step is kept (``run.log(step=...)`` would drop it). Unpickling (loading an Avalanche
+    checkpoint) continues the same run.
 
     :param mode: ``"online"``, ``"offline"`` or ``"disabled"``; None: see the module docstring.
     :param dir: parent of the ``wandb/`` folder of runs (created when missing).
@@ -218,12 +215,6 @@ class WandBLogger(BaseLogger):
             run, self._run = self._run, None
             run.finish(exit_code=exit_code)
 
-    def __enter__(self) -> "WandBLogger":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.finish(exit_code=1 if exc_type is not None else None)
-
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_run": None}
 
@@ -240,9 +231,8 @@ class WandBLogger(BaseLogger):
         self.run.log({**row, self.step_metric: step})
 
     def _convert(self, name: str, value: Any, logging_type: LoggingType = LoggingType.ANY) -> Any:
-        converted = _to_wandb(value, logging_type)
-        kind = type(value).__name__
-        if converted is None and kind not in self._skipped_types:
+        converted, kind = _to_wandb(value, logging_type), type(value).__name__
+        if converted is None and kind not in self._skipped_types:  # warn once per type
             self._skipped_types.add(kind)
             warnings.warn(f"WandBLogger cannot log metric {name!r} of type {kind}; values of this type are skipped.",
                           stacklevel=3)
@@ -272,10 +262,6 @@ class WandBLogger(BaseLogger):
         self._exp_count += 1
 
     # ------------------------------------------------------------------ the runner's helpers
-    def log_config(self, config: Mapping[str, Any]) -> None:
-        """Add or update config values."""
-        self.run.config.update(dict(config), allow_val_change=True)
-
     def log_step_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Log ``{name: value}`` at ``step`` (numbers, tensors as histograms, images, wandb objects)."""
         self._log_row(step, {name: c for name, v in metrics.items() if (c := self._convert(name, v)) is not None})
