@@ -93,7 +93,8 @@ def record_real_runs(path: str | os.PathLike) -> None:
         real_finish = run.finish
 
         def finish(exit_code: Optional[int] = None, **more: Any) -> None:
-            state = dict(id=run.id, sweep_id=run.sweep_id, tags=list(run.tags), exit_code=exit_code or 0,
+            state = dict(id=run.id, sweep_id=run.sweep_id, tags=list(run.tags),
+                         exit_code=exit_code or 0,  # finish() without a code: wandb records 0
                          mode="offline" if run.offline else "disabled" if run.disabled else "online",
                          config=dict(run.config), summary=dict(run.summary))
             with open(path, "a") as fh:
