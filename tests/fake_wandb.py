@@ -6,9 +6,10 @@
 definitions and exit code. Data types and charts (``Settings``, ``Table``, ``Histogram``,
 ``Image``, ``plot``) are wandb's own, so the tests see the objects real wandb would get.
 
-``record_real_runs(path)`` leaves wandb real and writes, when each run finishes, its public
-state (id, sweep id, tags, config, summary, exit code) as one JSON line to ``path``; the
-``wandb_spy/sitecustomize.py`` next to this file installs it in a subprocess.
+``recording_init(wandb.init, path)`` leaves wandb real and writes, when each run finishes, its
+public state (id, sweep id, tags, config, summary, exit code) as one JSON line to ``path``;
+``wandb_spy/sitecustomize.py`` next to this file installs it in a subprocess
+(``recording_env``).
 """
 
 from __future__ import annotations
@@ -84,9 +85,9 @@ class FakeWandb(types.SimpleNamespace):
         return run
 
 
-def record_real_runs(path: str | os.PathLike) -> None:
-    """Append each real run's public state to ``path`` (JSON lines) when it finishes."""
-    real_init = wandb.init
+def recording_init(real_init, path: str | os.PathLike):
+    """``wandb.init`` (``real_init``) whose runs append their public state to ``path`` (JSON
+    lines) when they finish."""
 
     def init(*args: Any, **kwargs: Any):
         run = real_init(*args, **kwargs)
@@ -104,7 +105,7 @@ def record_real_runs(path: str | os.PathLike) -> None:
         run.finish = finish
         return run
 
-    wandb.init = init
+    return init
 
 
 def recording_env(path: str | os.PathLike) -> dict:
