@@ -35,9 +35,11 @@ from avalanche.logging import BaseLogger
 from matplotlib.figure import Figure
 from PIL.Image import Image as PILImage
 
+from .config import CHOICES
+
 __all__ = ["WandBLogger", "WandBOfflineWarning", "has_wandb_credentials", "resolve_wandb_mode", "MODES"]
 
-MODES = ("online", "offline", "disabled")
+MODES = CHOICES["wandb_mode"]  # online, offline, disabled
 _MODE_ALIASES = {"dryrun": "offline", "run": "online"}  # older spellings wandb still accepts
 PROBE_TIMEOUT_S = 5.0
 _WANDB_VALUES = (wandb.data_types.WBValue, wandb.plot.CustomChart)  # logged as they are
