@@ -48,6 +48,9 @@ def wandb_env(tmp_path, monkeypatch):
         "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_PROJECT", "WANDB_ENTITY", "NETRC",
     ):
         monkeypatch.delenv(var, raising=False)
+    # the address of the wandb-core a real run starts here is removed afterwards, so that later
+    # subprocesses of this pytest run (e.g. notebook kernels) start their own ("" counts as unset)
+    monkeypatch.setenv("WANDB_SERVICE", "")
     monkeypatch.setenv("WANDB_SILENT", "true")
     for var, sub in (
         ("WANDB_DIR", "wandb_dir"),
