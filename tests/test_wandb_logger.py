@@ -12,10 +12,13 @@ from __future__ import annotations
 import os
 import pickle
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 import warnings
 
 import numpy as np
@@ -281,6 +284,22 @@ def test_online_start_without_network_is_decided_once(wandb_env, fake_wandb, mon
     [warning] = _offline_warnings(caught)
     assert f"{UNREACHABLE} does not answer" in str(warning.message)
     assert "later runs" in str(warning.message) and first.sync_command in str(warning.message)
+
+
+@pytest.mark.parametrize("error, answers", [
+    (urllib.error.HTTPError("http://w/graphql", 401, "Unauthorized", {}, None), True),  # any status
+    (urllib.error.URLError(ssl.SSLCertVerificationError("self-signed")), True),  # wandb judges TLS
+    (ssl.SSLError("handshake"), True),
+    (urllib.error.URLError(ConnectionRefusedError("refused")), False),
+    (TimeoutError("timed out"), False),
+])
+def test_the_server_probe(monkeypatch, error, answers):
+    def urlopen(request, timeout):
+        assert (request.full_url, request.get_method(), timeout) == ("http://w/graphql", "HEAD", 5.0)
+        raise error
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    assert (wandb_logger._unreachable("http://w/") is None) == answers
 
 
 def test_online_start_that_works_stays_online(wandb_env, fake_wandb, monkeypatch):

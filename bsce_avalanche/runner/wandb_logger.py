@@ -96,7 +96,7 @@ def _unreachable(base_url: str) -> Optional[str]:
         pass
     except (OSError, ValueError) as err:  # URLError, timeouts, a malformed URL
         reason = getattr(err, "reason", err)
-        if not isinstance(reason, ssl.SSLError):
+        if not isinstance(err, ssl.SSLError) and not isinstance(reason, ssl.SSLError):
             return f"the server {base_url} does not answer: {reason}"
     return None
 
