@@ -345,7 +345,7 @@ def _version(dist: str) -> Optional[str]:
 def _make_wandb_logger(cfg: ExperimentConfig, out: Path, run_id: Optional[str] = None):
     if not cfg.wandb:
         return None
-    from .wandb_logger import WandBLogger
+    from .wandb_logger import WandBLogger  # wandb is a heavy import, not needed with --no-wandb
 
     return WandBLogger(
         id=run_id, resume="allow" if run_id else None,
@@ -375,9 +375,9 @@ def _log_final(logger, results):
     logger.log_accuracy_matrix(results["accuracy_matrix"])
     logger.log_per_class_accuracy(last, [a if a is not None else 0.0 for a in results["per_class_accuracy"]])
     cm = np.asarray(results["confusion_matrix"])
-    y_true = np.repeat(np.arange(cm.shape[0]), cm.sum(1))
-    y_pred = np.concatenate([np.repeat(np.arange(cm.shape[1]), row) for row in cm]) if cm.sum() else np.array([])
-    logger.log_confusion_matrix(last, y_true.tolist(), y_pred.tolist())
+    # the labels back from the matrix: the pair (i, j) repeated cm[i][j] times
+    y_true, y_pred = np.repeat(np.indices(cm.shape).reshape(2, -1), cm.ravel(), axis=1)
+    logger.log_confusion_matrix(last, y_true, y_pred, class_names=range(cm.shape[0]))
     logger.summary({
         "average_incremental_accuracy": results["average_incremental_accuracy"],
         "last_accuracy": results["last_accuracy"],
