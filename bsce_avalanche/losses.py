@@ -83,8 +83,8 @@ def _check_tau(tau: float) -> float:
     if not 0 <= tau <= MAX_TAU:  # NaN fails too
         raise ValueError(
             f"tau must be finite and >= 0, at most {MAX_TAU:g} (0 = plain cross-entropy, 1 = BSCE), got {tau}: "
-            f"tau * log(prior) must stay above {ZERO_PRIOR_OFFSET / 2:g}, the offset that removes "
-            "absent classes from the softmax, for priors down to 2**-31 (float32 and bf16 hold it)."
+            f"for priors down to 2**-31, tau * log(prior) must stay above {ZERO_PRIOR_OFFSET / 2:g}, half the "
+            "offset that removes absent classes from the softmax (in float32, and bf16, training)."
         )
     return float(tau)
 

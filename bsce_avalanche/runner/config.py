@@ -145,6 +145,9 @@ class ExperimentConfig:
             _check_tau(self.tau)  # the library's bound, with its reason
         except ValueError as err:
             raise ConfigError(str(err)) from None
+        for key in ("name", "output_dir", "wandb_project"):
+            if not getattr(self, key).strip():
+                raise ConfigError(f"{key} must not be empty.")
         for key, interval in RANGES.items():
             value = getattr(self, key)
             if value is not None and not _in_interval(value, interval):
