@@ -17,7 +17,7 @@ from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin, Supervise
 from torch.nn import CrossEntropyLoss
 from torch.optim import SGD
 
-from bsce_avalanche import BalancedSoftmaxPlugin, balanced_softmax_cross_entropy
+from bsce_avalanche import BalancedSoftmaxPlugin, ConcatReplayPlugin, balanced_softmax_cross_entropy
 from bsce_avalanche.benchmarks import (
     BatchAugmentPlugin,
     PILImageDataset,
@@ -61,21 +61,6 @@ class Recorder(SupervisedPlugin):
         self.predictions.append(strategy.mb_output.argmax(1))
 
 
-class ConcatMemory(SupervisedPlugin):
-    """The paper's protocol in miniature: earlier data concatenated into the training set."""
-
-    def __init__(self):
-        super().__init__()
-        self.memory = None
-
-    def after_train_dataset_adaptation(self, strategy, **kwargs):
-        current = strategy.adapted_dataset
-        if self.memory is not None:
-            strategy.adapted_dataset = current.concat(self.memory)
-        part = current.subset(range(0, len(current), 4))
-        self.memory = part if self.memory is None else self.memory.concat(part)
-
-
 def train_run(device_path: bool, strategy: str = "replay", epochs: int = 1):
     """Train on :func:`uint8_benchmark`; returns the recorder, BSCE plugin and model."""
     torch.manual_seed(0)
@@ -89,7 +74,7 @@ def train_run(device_path: bool, strategy: str = "replay", epochs: int = 1):
         learner = ICaRL(feature_extractor=model.feature_extractor, classifier=model.classifier, memory_size=24,
                         buffer_transform=None, fixed_memory=True, plugins=plugins, **common)
     else:
-        extra = [ReplayPlugin(mem_size=30)] if strategy == "replay" else [ConcatMemory()]
+        extra = [ReplayPlugin(mem_size=30) if strategy == "replay" else ConcatReplayPlugin(mem_size=30)]
         learner = Naive(model=model, criterion=CrossEntropyLoss(), plugins=plugins + extra, **common)
     for experience in bench.train_stream:
         learner.train(experience)
@@ -110,8 +95,8 @@ def assert_same_training(a, b):
 
 @pytest.mark.parametrize("strategy", ["replay", "concat", "icarl"])
 def test_device_path_trains_bit_identically(strategy):
-    """ReplayDataLoader's 50/50 batches, a shuffled loader over a concatenated dataset, and
-    iCaRL's tensor memory: same labels, images, priors, weights and eval predictions (the
+    """ReplayDataLoader's 50/50 batches, the paper's memory concatenated into the training set
+    (a shuffled loader over a concatenated dataset), and iCaRL's tensor memory: same labels, images, priors, weights and eval predictions (the
     device path evaluates with batches of 200 instead of 16)."""
     assert_same_training(train_run(False, strategy), train_run(True, strategy))
 
@@ -235,7 +220,7 @@ def test_autocast_runs_bf16_inside_and_returns_float32():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"data_path": "device", "benchmark": "tiny_imagenet"}, "in-memory tensor images"),
+        ({"data_path": "device", "benchmark": "tiny_imagenet"}, "held in memory as tensors"),
         ({"data_path": "device", "benchmark": "cifar100", "fast_augment": False}, "fast_augment: false"),
         ({"data_path": "device", "num_workers": 2}, "num_workers: 0"),
         ({"data_path": "gpu"}, "Unknown data_path"),
