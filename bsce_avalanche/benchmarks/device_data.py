@@ -55,7 +55,7 @@ from torch.utils.data.dataloader import default_collate
 from ..priors import dataset_labels
 from .common import TensorImageDataset
 
-__all__ = ["DeviceDataPlugin", "DeviceBatches", "device_images"]
+__all__ = ["DeviceDataPlugin", "DeviceBatches", "device_images", "use_device_batches"]
 
 #: One copy of each leaf dataset's images per device, released with the dataset.
 _DEVICE_COPIES: "weakref.WeakKeyDictionary[Dataset, dict[str, Tensor]]" = weakref.WeakKeyDictionary()
@@ -196,9 +196,6 @@ class DeviceBatches(Dataset):
     def __getitems__(self, positions) -> list:
         index = torch.as_tensor(positions, dtype=torch.long).to(self.rows.device, non_blocking=True)
         return [self.images.index_select(0, self.rows[index]), self.labels[index], self.tasks[index]]
-
-    def __getitem__(self, position: int) -> list:
-        return [t[0] for t in self.__getitems__([position])]
 
     def _check_against(self, datasets) -> None:
         """Compare the first and last item of every dataset with the per-sample fetch."""
