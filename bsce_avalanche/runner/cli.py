@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import ConfigError, ExperimentConfig, expand_grid, load_config, parse_value
+from .divergence import TrainingDiverged
 
 # CLI flag -> config key, for the common overrides (everything else: --set key=value)
 _OVERRIDES = {
@@ -37,6 +38,8 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.add_argument("--resume", action="store_true",
                    help="continue interrupted runs from their last finished step; skip finished ones")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the runs already in the output directory (default: refuse to)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set lwf_memory=true (repeatable)")
 
@@ -92,7 +95,7 @@ def _default_config_path() -> Optional[Path]:
     return candidate if candidate.is_file() else None
 
 
-def run_configs(cfg: ExperimentConfig, resume: bool = False) -> Optional[Path]:
+def run_configs(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> Optional[Path]:
     from . import distributed
     from .compare import compare
     from .experiment import run_experiment
@@ -103,7 +106,7 @@ def run_configs(cfg: ExperimentConfig, resume: bool = False) -> Optional[Path]:
     out = Path(cfg.output_dir)
     say(f"bsce-experiment: {len(runs)} run(s) -> {out}", flush=True)
     for run_cfg in runs:
-        result = run_experiment(run_cfg, out / run_cfg.run_name, resume=resume)
+        result = run_experiment(run_cfg, out / run_cfg.run_name, resume=resume, overwrite=overwrite)
         line = (f"  {run_cfg.run_name}: average incremental accuracy "
                 f"{100 * result['average_incremental_accuracy']:.2f}%, last {100 * result['last_accuracy']:.2f}%, "
                 f"{result['train_time_s']:.0f} s")
@@ -141,7 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finished = False
     try:
         if args.command in ("run", "grid"):
-            run_configs(config_from_args(args), resume=args.resume)
+            run_configs(config_from_args(args), resume=args.resume, overwrite=args.overwrite)
         elif args.command == "compare":
             from .compare import compare
 
@@ -152,6 +155,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, FileNotFoundError) as err:
         print(f"bsce-experiment: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:  # recorded in the run's results.json
+        print(f"bsce-experiment: error: {err}", file=sys.stderr)
+        return 1
     finally:
         from . import distributed
 

@@ -244,6 +244,9 @@ def sweep_run(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, FileNotFoundError) as err:
         print(f"bsce-experiment sweep-run: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:  # recorded in the run's results.json
+        print(f"bsce-experiment sweep-run: error: {err}", file=sys.stderr)
+        return 1
     finally:
         distributed.shutdown(wait=finished)
 
