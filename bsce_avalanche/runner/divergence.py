@@ -19,9 +19,9 @@ from ..plugin import BalancedSoftmaxPlugin
 
 __all__ = ["NonFiniteLossGuard", "TrainingDiverged"]
 
-#: Training iterations between two reads of the check on an accelerator: reading a device
-#: value waits for all the queued work, so reading it after every mini-batch would stall it.
-DEVICE_CHECK_EVERY = 50
+#: Training iterations between two reads of the check on an accelerator (reading a device
+#: value waits for all the queued work: after every mini-batch it would stall it), on the CPU.
+DEVICE_CHECK_EVERY, CPU_CHECK_EVERY = 50, 1
 _NONE = 2**62  # encoded "no non-finite loss yet", above any encoded iteration
 
 
@@ -63,7 +63,7 @@ class NonFiniteLossGuard(SupervisedPlugin, supports_distributed=True):
         code = torch.where(torch.isfinite(loss).all(), _NONE, code)
         self._first_bad = code if self._first_bad is None else torch.minimum(self._first_bad, code)
         self._iteration += 1
-        if loss.device.type == "cpu" or self._iteration % DEVICE_CHECK_EVERY == 0:
+        if self._iteration % (CPU_CHECK_EVERY if loss.device.type == "cpu" else DEVICE_CHECK_EVERY) == 0:
             self._check(strategy)
 
     def after_training_epoch(self, strategy, **kwargs):
