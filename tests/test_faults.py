@@ -3,7 +3,6 @@ directories, corrupt or truncated files, file modes, checkpoint size."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil

@@ -55,6 +55,7 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from .config import _FIELD_NAMES, ConfigError, ExperimentConfig, _suggest, combination_error, load_config
+from .divergence import TrainingDiverged
 
 __all__ = [
     "sweep_run",
