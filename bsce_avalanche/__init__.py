@@ -14,7 +14,7 @@ from .losses import (
     log_prior_adjustment,
 )
 from .plugin import PRIOR_MODES, BalancedSoftmaxPlugin
-from .priors import class_counts, dataset_labels, loader_class_counts
+from .priors import ClassPrior, class_counts, dataset_labels, loader_class_counts
 from .replay import ConcatReplayPlugin, herding_buffer
 
 __version__ = "0.1.0"
@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BalancedSoftmaxPlugin",
     "PRIOR_MODES",
+    "ClassPrior",
     "BalancedSoftmaxCrossEntropyLoss",
     "balanced_softmax_cross_entropy",
     "log_prior_adjustment",

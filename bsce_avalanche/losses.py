@@ -151,6 +151,16 @@ def check_targets_have_prior(targets: Tensor, adjustment: Tensor) -> None:
         )
 
 
+def _class_indices(targets: Tensor) -> Tensor:
+    """``targets`` as ``long`` class indices; float targets are refused, as by ``F.cross_entropy``."""
+    if targets.is_floating_point() or targets.is_complex():
+        raise TypeError(
+            f"targets must be integer class indices, got dtype {targets.dtype}: convert whole-number "
+            "labels with targets.long() (class-probability targets are not supported)."
+        )
+    return targets.long()
+
+
 def balanced_softmax_cross_entropy(
     logits: Tensor,
     targets: Tensor,
@@ -159,6 +169,8 @@ def balanced_softmax_cross_entropy(
     reduction: str = "mean",
 ) -> Tensor:
     """Balanced Softmax Cross-Entropy: ``cross_entropy(logits + tau * log(prior), targets)``.
+
+    Validates everything, targets included (one host sync); the module form does not.
 
     :param logits: ``(N, C)`` unnormalised scores.
     :param targets: ``(N,)`` integer class indices.
@@ -178,7 +190,7 @@ def balanced_softmax_cross_entropy(
             "classes: pass one count per output unit."
         )
     adjustment = log_prior_adjustment(counts, tau, device=logits.device, dtype=logits.dtype)
-    targets = targets.long()
+    targets = _class_indices(targets)
     check_targets_have_prior(targets, adjustment)
     return F.cross_entropy(logits + adjustment, targets, reduction=reduction)
 
@@ -186,25 +198,30 @@ def balanced_softmax_cross_entropy(
 class BalancedSoftmaxCrossEntropyLoss(nn.Module):
     """Module form of :func:`balanced_softmax_cross_entropy` holding the class counts.
 
-    ``class_counts`` may be set after construction (e.g. once per experience); the
-    log-prior is computed when the counts are set, not at every call. ``reduction`` is
-    a plain attribute that strategies may toggle.
+    ``class_counts`` (and ``tau``) may be set after construction, e.g. once per
+    experience: they are validated and the log-prior is computed when they are set, and
+    moved to the logits' device and dtype once; a call is then ``F.cross_entropy(logits +
+    adjustment, targets)``, without host syncs. ``reduction`` is a plain attribute that
+    strategies may toggle.
+
+    A target whose class has a zero count is an error, as in the functional form; the
+    check (one host sync) runs only when some count is zero, so the usual call has none.
+    The adjustment is applied in at least float32, also to bf16/fp16 logits.
     """
 
-    def __init__(
-        self,
-        class_counts: CountsLike | None = None,
-        tau: float = 1.0,
-        reduction: str = "mean",
-    ):
+    def __init__(self, class_counts: CountsLike | None = None, tau: float = 1.0, reduction: str = "mean"):
         super().__init__()
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
-        self.tau = _check_tau(tau)
         self.reduction = reduction
         self.register_buffer("_counts", None)
+        self._tau = _check_tau(tau)
+        self._adjustment: Tensor | None = None  # tau * log prior, float64 on the CPU
+        self._cast: Tensor | None = None  # the same on the logits' last device and dtype
+        self._has_zero_counts = False
         if class_counts is not None:
             self.class_counts = class_counts
+        self.register_load_state_dict_post_hook(BalancedSoftmaxCrossEntropyLoss._after_load)
 
     @property
     def class_counts(self) -> Tensor | None:
@@ -213,16 +230,46 @@ class BalancedSoftmaxCrossEntropyLoss(nn.Module):
     @class_counts.setter
     def class_counts(self, counts: CountsLike) -> None:
         self._counts = as_class_counts(counts).to(torch.float32)
+        self._set_adjustment()
+
+    @property
+    def tau(self) -> float:
+        return self._tau
+
+    @tau.setter
+    def tau(self, tau: float) -> None:
+        self._tau = _check_tau(tau)
+        self._set_adjustment()
+
+    @staticmethod
+    def _after_load(module, incompatible_keys) -> None:
+        module._set_adjustment()  # load_state_dict copied counts into the buffer in place
+
+    def _set_adjustment(self) -> None:
+        counts = self._counts
+        self._adjustment = None if counts is None else log_prior_adjustment(counts, self._tau, dtype=torch.float64)
+        self._has_zero_counts = counts is not None and bool((counts == 0).any())
+        self._cast = None
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
-        if self._counts is None:
-            raise RuntimeError(
-                "BalancedSoftmaxCrossEntropyLoss has no class counts yet: set "
-                "`loss.class_counts = counts` before calling it."
+        adjustment = self._cast
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        if adjustment is None or adjustment.device != logits.device or adjustment.dtype != dtype:
+            if self._adjustment is None:
+                raise RuntimeError(
+                    "BalancedSoftmaxCrossEntropyLoss has no class counts yet: set "
+                    "`loss.class_counts = counts` before calling it."
+                )
+            adjustment = self._cast = self._adjustment.to(device=logits.device, dtype=dtype)
+        if logits.dim() != 2 or logits.shape[1] != adjustment.numel():
+            raise ValueError(
+                f"logits of shape {tuple(logits.shape)} do not match the {adjustment.numel()} class "
+                "counts: pass (N, C) logits with one count per output unit."
             )
-        return balanced_softmax_cross_entropy(
-            logits, targets, self._counts, self.tau, self.reduction
-        )
+        targets = _class_indices(targets)
+        if self._has_zero_counts:
+            check_targets_have_prior(targets, adjustment)
+        return F.cross_entropy(logits + adjustment, targets, reduction=self.reduction)
 
     def extra_repr(self) -> str:
         n = None if self._counts is None else self._counts.numel()

@@ -5,17 +5,11 @@ feature_extractor(x))``.  The split matters because iCaRL takes the two parts
 separately (its nearest-mean-of-exemplars classifier works on the features),
 and because the incremental head may be Avalanche's ``IncrementalClassifier``.
 
-* ``"resnet32"`` - the CIFAR ResNet-32 of iCaRL/LUCIR/PODNet/PyCIL (He et al.
-  2016, section 4.2): 3 stages of 5 basic blocks with 16/32/64 channels,
-  global average pooling, 64-d features, about 0.46M parameters.  Shortcut
-  ``"A"`` (default; parameter-free: subsample + zero-pad channels, as in the
-  paper's CIFAR networks and PyCIL) or ``"B"`` (1x1 convolution + BN).
-* ``"resnet18"`` - torchvision's ImageNet ResNet-18 (``weights=None``) with
-  ``fc`` removed, 512-d features.
-* ``"resnet18_cifar"`` - the same with a 3x3 stride-1 stem and no max-pool,
-  the usual ResNet-18 variant for 32x32/64x64 inputs.
-* ``"small_cnn"`` - three conv-BN-ReLU layers for the 8x8 scikit-learn digits,
-  fast on a CPU.
+:data:`MODELS` lists them. The CIFAR ResNets follow He et al. 2016, section 4.2: 3 stages
+of n basic blocks with 16/32/64 channels, global average pooling, 64-d features; shortcut
+``"A"`` (default; parameter-free: subsample + zero-pad channels, as in the paper's CIFAR
+networks and PyCIL) or ``"B"`` (1x1 convolution + BN). ``resnet18`` is torchvision's
+(``weights=None``) with ``fc`` removed, 512-d features.
 
 Input normalisation is part of the feature extractor (:class:`InputNormalize`
 as its first layer) so that the batch-augmentation fast path, where datasets
@@ -27,32 +21,39 @@ per-sample transforms) pass through it unchanged.  See
 
 from __future__ import annotations
 
-import difflib
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from avalanche.models import IncrementalClassifier
 from torch import Tensor, nn
 from torchvision.models import resnet18 as tv_resnet18
 
+from ._choices import check_choice
 from .benchmarks.augment import NORMALIZATIONS, InputNormalize
 
-#: Names accepted by :func:`make_model`.
-MODEL_NAMES: tuple[str, ...] = ("resnet32", "resnet20", "resnet8", "resnet18", "resnet18_cifar", "small_cnn")
 
-#: Blocks per stage of the CIFAR ResNet-(6n+2) family: ResNet-32 is the network of
+@dataclass(frozen=True)
+class ModelInfo:
+    """What :func:`make_model` knows about one network."""
+
+    description: str
+    #: normalisation it gets with ``input_norm="auto"``
+    input_norm: str | None
+    #: blocks per stage of a CIFAR ResNet-(6n+2) (these take ``widths=``); None for the others
+    blocks_per_stage: int | None = None
+
+
+#: The networks :func:`make_model` builds, by name. ResNet-32 is the network of
 #: iCaRL/LUCIR/PODNet; ResNet-20 and ResNet-8 are cheaper variants for CPU runs.
-CIFAR_RESNET_BLOCKS = {"resnet32": 5, "resnet20": 3, "resnet8": 1}
-
-#: Normalisation each model gets when ``input_norm="auto"``.
-DEFAULT_INPUT_NORM: dict[str, str | None] = {
-    "resnet32": "cifar100",
-    "resnet20": "cifar100",
-    "resnet8": "cifar100",
-    "resnet18": "imagenet",
-    "resnet18_cifar": "cifar100",
-    "small_cnn": None,  # digits are already floats in [0, 1]
+MODELS: dict[str, ModelInfo] = {
+    "resnet32": ModelInfo("CIFAR ResNet-32 of iCaRL, LUCIR, PODNet (0.46M parameters)", "cifar100", 5),
+    "resnet20": ModelInfo("CIFAR ResNet-20 (0.27M parameters)", "cifar100", 3),
+    "resnet8": ModelInfo("CIFAR ResNet-8 (0.07M parameters), for CPU runs", "cifar100", 1),
+    "resnet18": ModelInfo("torchvision's ImageNet ResNet-18, untrained (11.2M parameters)", "imagenet"),
+    "resnet18_cifar": ModelInfo("ResNet-18 with a 3x3 stride-1 stem, no max-pool: for 32-64 px images", "cifar100"),
+    "small_cnn": ModelInfo("three conv-BN-ReLU layers, for the 8x8 digits (0.09M parameters)", None),
 }
 
 
@@ -201,12 +202,7 @@ class SmallCNN(nn.Module):
 
 
 def _canonical_name(name: str) -> str:
-    key = name.strip().lower().replace("-", "_")
-    if key in MODEL_NAMES:
-        return key
-    close = difflib.get_close_matches(key, MODEL_NAMES, n=1, cutoff=0.5)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(f"unknown model {name!r}{hint}; choose one of {', '.join(MODEL_NAMES)}")
+    return check_choice("model", str(name).strip().lower().replace("-", "_"), MODELS)
 
 
 def _input_normalize(spec) -> InputNormalize | None:
@@ -233,8 +229,8 @@ def make_backbone(name: str, **kwargs) -> tuple[nn.Module, int]:
     for ``small_cnn``.
     """
     name = _canonical_name(name)
-    if name in CIFAR_RESNET_BLOCKS:
-        net = CifarResNet(blocks_per_stage=CIFAR_RESNET_BLOCKS[name], **kwargs)
+    if MODELS[name].blocks_per_stage:
+        net = CifarResNet(blocks_per_stage=MODELS[name].blocks_per_stage, **kwargs)
         return net, net.out_dim
     if kwargs and name != "small_cnn":
         raise TypeError(f"{name} takes no extra arguments, got {sorted(kwargs)}")
@@ -256,7 +252,7 @@ def make_model(
 ) -> FeatureClassifier:
     """Build a :class:`FeatureClassifier`.
 
-    :param name: one of :data:`MODEL_NAMES` (``-`` and ``_`` are interchangeable).
+    :param name: one of :data:`MODELS` (``-`` and ``_`` are interchangeable).
     :param num_classes: outputs of the fixed ``nn.Linear`` head (all classes of
         the benchmark, e.g. 100 for CIFAR-100 with original labels); with
         ``incremental=True``, the *initial* size of the
@@ -265,7 +261,7 @@ def make_model(
     :param incremental: Avalanche ``IncrementalClassifier`` head instead of a
         fixed ``nn.Linear`` over all classes.
     :param input_norm: ``"auto"`` (the model's default, see
-        :data:`DEFAULT_INPUT_NORM`), ``"cifar100"``, ``"imagenet"``,
+        :data:`MODELS`), ``"cifar100"``, ``"imagenet"``,
         ``(mean, std)``, or ``None`` (no normalisation layer).
     :param backbone_kwargs: passed to :func:`make_backbone`.
     """
@@ -274,7 +270,7 @@ def make_model(
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     backbone, feature_dim = make_backbone(canonical, **backbone_kwargs)
     if isinstance(input_norm, str) and input_norm == "auto":
-        input_norm = DEFAULT_INPUT_NORM[canonical]
+        input_norm = MODELS[canonical].input_norm
     normalize = _input_normalize(input_norm)
     layers: list[tuple[str, nn.Module]] = [("backbone", backbone)]
     if normalize is not None:

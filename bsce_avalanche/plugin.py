@@ -1,11 +1,12 @@
 """``BalancedSoftmaxPlugin``: train any softmax-CE Avalanche strategy with BSCE.
 
-The plugin adapts three callbacks to the maths in :mod:`bsce_avalanche.losses` and the
-prior estimation in :mod:`bsce_avalanche.priors`:
+A thin plugin in the shape of Avalanche's ``LwFPlugin``: the maths live in a
+:class:`~bsce_avalanche.priors.ClassPrior`, which the callbacks drive:
 
 * ``before_training``: check the strategy, wrap its criterion;
-* ``before_training_epoch``: compute the class prior once per experience (when the
-  strategy's training loader changes), from label tensors;
+* ``before_training_epoch``: ``start_experience`` when the strategy's training loader
+  changes (once per experience: the class counts, from label tensors);
+* ``after_training_exp``: ``end_experience`` (records the prior in ``prior_history``);
 * ``after_training``: give the strategy its original criterion back.
 
 The wrapped criterion adds ``tau * log(prior)`` to the logits only for the training
@@ -23,36 +24,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from avalanche.training import DER, ER_ACE, ER_AML
+from avalanche.training.losses import ICaRLLossPlugin
 from avalanche.training.plugins import SupervisedPlugin
 
-from .losses import (
-    BalancedSoftmaxCrossEntropyLoss,
-    _check_tau,
-    as_class_counts,
-    check_targets_have_prior,
-    log_prior_adjustment,
-)
-from .priors import RunningClassCounts, loader_class_counts
+from .losses import BalancedSoftmaxCrossEntropyLoss
+from .priors import PRIOR_MODES, ClassPrior
 
 __all__ = ["BalancedSoftmaxPlugin", "PRIOR_MODES"]
 
-#: Prior modes accepted by ``BalancedSoftmaxPlugin(prior=...)``.
-PRIOR_MODES = ("auto", "sampling", "dataset", "batch")
-
-
-def _incompatible_strategies():
-    """Strategies whose training loss never goes through ``strategy._criterion``."""
-    from avalanche.training import DER, ER_ACE, ER_AML
-
-    return {
-        ER_ACE: "ER-ACE replaces the criterion with its own asymmetric loss (ACECriterion) "
-        "from the second experience on, and already protects old classes by masking "
-        "new-class logits; use ER_ACE without BalancedSoftmaxPlugin.",
-        ER_AML: "ER-AML trains with its own metric-learning loss (AMLCriterion) from the "
-        "second experience on, not the criterion; use ER_AML without the plugin.",
-        DER: "DER computes its classification losses with F.cross_entropy directly, not "
-        "through the criterion; use DER without the plugin.",
-    }
+#: Strategies whose training loss never goes through ``strategy._criterion``.
+_INCOMPATIBLE_STRATEGIES = {
+    ER_ACE: "ER-ACE replaces the criterion with its own asymmetric loss (ACECriterion) "
+    "from the second experience on, and already protects old classes by masking "
+    "new-class logits; use ER_ACE without BalancedSoftmaxPlugin.",
+    ER_AML: "ER-AML trains with its own metric-learning loss (AMLCriterion) from the "
+    "second experience on, not the criterion; use ER_AML without the plugin.",
+    DER: "DER computes its classification losses with F.cross_entropy directly, not "
+    "through the criterion; use DER without the plugin.",
+}
 
 
 class _BalancedCriterion:
@@ -84,7 +74,7 @@ class _SoftmaxCECriterion(_BalancedCriterion):
 
     def __call__(self, logits: Tensor, targets: Tensor) -> Tensor:
         if self._is_training_loss(logits):
-            logits = logits + self.plugin.adjustment(logits, targets)
+            logits = logits + self.plugin.class_prior.adjustment(logits, targets)
         return self.original(logits, targets)
 
 
@@ -104,7 +94,7 @@ class _ICaRLCriterion(_BalancedCriterion):
             return self.original(logits, targets)
         icarl = self.original
         old_logits, icarl.old_logits = icarl.old_logits, None
-        loss = F.cross_entropy(logits + self.plugin.adjustment(logits, targets), targets.long())
+        loss = F.cross_entropy(logits + self.plugin.class_prior.adjustment(logits, targets), targets.long())
         if old_logits is not None and len(icarl.old_classes) > 0:
             old = list(icarl.old_classes)
             loss = loss + F.binary_cross_entropy_with_logits(
@@ -149,29 +139,22 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
 
     def __init__(self, prior: Union[str, Sequence[float], Tensor] = "auto", tau: float = 1.0):
         super().__init__()
-        if isinstance(prior, str):
-            if prior not in PRIOR_MODES:
-                import difflib
-
-                close = difflib.get_close_matches(prior, PRIOR_MODES, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ValueError(
-                    f"Unknown prior mode {prior!r}; use one of {PRIOR_MODES} or a sequence "
-                    f"of per-class counts.{hint}"
-                )
-            self.mode = prior
-            self.fixed_counts: Optional[Tensor] = None
-        else:
-            self.mode = "fixed"
-            self.fixed_counts = as_class_counts(prior, name="prior")
-        self.tau = _check_tau(tau)
-        self.prior_history: list[list[float]] = []
-        self._counts: Optional[Tensor] = None  # counts of the current experience
-        self._adjustment: Optional[Tensor] = None  # cached tau * log prior, logits-sized
-        self._running = RunningClassCounts()
-        self._use_batch_counts = self.mode == "batch"
-        self._loader = None  # the loader the current prior was computed for
+        self.class_prior = ClassPrior(prior, tau)  # validates prior and tau
+        self._loader = None  # the current experience's loader; dropped at its end, so never checkpointed
         self._wrapper: Optional[_BalancedCriterion] = None
+
+    @property
+    def prior(self) -> Optional[Tensor]:
+        """Class frequencies of the current experience's prior (None before training)."""
+        return self.class_prior.prior
+
+    @property
+    def prior_history(self) -> list[list[float]]:
+        return self.class_prior.history
+
+    @property
+    def tau(self) -> float:
+        return self.class_prior.tau
 
     # ------------------------------------------------------------------ callbacks
     def before_training(self, strategy, **kwargs):
@@ -183,61 +166,19 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
         strategy._criterion = self._wrapper
 
     def before_training_epoch(self, strategy, **kwargs):
-        if strategy.dataloader is self._loader:
-            return  # same experience: the prior is already computed
-        self._loader = strategy.dataloader
-        self._adjustment = None
-        self._running.reset()
-        if self.mode == "fixed":
-            self._counts = self.fixed_counts
-            return
-        weighting = "dataset" if self.mode == "dataset" else "sampling"
-        counts = None if self.mode == "batch" else loader_class_counts(self._loader, weighting)
-        if counts is None and self.mode in ("sampling", "dataset"):
-            raise ValueError(
-                f"prior={self.mode!r} cannot be derived for the training loader "
-                f"{type(self._loader).__name__} (unknown sampling); use prior='auto' or "
-                "'batch' (counts the labels of the mini-batches), or a fixed prior."
-            )
-        self._use_batch_counts = counts is None
-        self._counts = counts
+        # Plugins may replace the loader up to the first epoch: it is final here.
+        if strategy.dataloader is not self._loader:
+            self._loader = strategy.dataloader
+            self.class_prior.start_experience(self._loader)
 
     def after_training_exp(self, strategy, **kwargs):
-        counts = self._running.counts if self._use_batch_counts else self._counts
-        if counts is not None:
-            counts = counts.double().cpu()
-            if self._use_batch_counts:  # sized like the logits: trim to the classes seen, as the others
-                counts = counts[: int(torch.nonzero(counts).max()) + 1]
-            self.prior_history.append((counts / counts.sum()).tolist())
+        self.class_prior.end_experience()
+        self._loader = None  # do not keep the loader (and its data) alive
 
     def after_training(self, strategy, **kwargs):
         if self._wrapper is not None and strategy._criterion is self._wrapper:
             strategy._criterion = self._wrapper.original
         self._wrapper = None
-        self._loader = None  # do not keep the last loader (and its data) alive
-
-    # ------------------------------------------------------------------ the maths
-    @property
-    def prior(self) -> Optional[Tensor]:
-        """Class frequencies of the current experience's prior (None before training)."""
-        counts = self._running.counts if self._use_batch_counts else self._counts
-        return None if counts is None else (counts.double() / counts.sum()).cpu()
-
-    def adjustment(self, logits: Tensor, targets: Tensor) -> Tensor:
-        """``tau * log(prior)`` sized like ``logits``; cached, so usually free."""
-        num_classes = logits.shape[1]
-        if self._use_batch_counts:
-            counts = self._running.update(targets, num_classes)
-            return log_prior_adjustment(counts, self.tau, num_classes, device=logits.device, dtype=logits.dtype)
-        adj = self._adjustment
-        if adj is None or adj.numel() != num_classes or adj.device != logits.device:
-            if self._counts is None:
-                raise RuntimeError("BalancedSoftmaxPlugin has no prior: was before_training_epoch skipped?")
-            adj = log_prior_adjustment(self._counts, self.tau, num_classes, device=logits.device)
-            self._adjustment = adj
-        if self.mode == "fixed":
-            check_targets_have_prior(targets, adj)  # a user prior may miss trained classes
-        return adj
 
     # ------------------------------------------------------------------ checks
     def _check_strategy(self, strategy) -> None:
@@ -248,13 +189,11 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
                 f"{type(strategy).__name__}; the log-prior would be added more than once. "
                 "Keep a single instance in `plugins=[...]`."
             )
-        for cls, why in _incompatible_strategies().items():
+        for cls, why in _INCOMPATIBLE_STRATEGIES.items():
             if isinstance(strategy, cls):
                 raise TypeError(f"BalancedSoftmaxPlugin cannot balance {cls.__name__}: {why}")
 
     def _make_wrapper(self, criterion, strategy) -> _BalancedCriterion:
-        from avalanche.training.losses import ICaRLLossPlugin
-
         if isinstance(criterion, _BalancedCriterion):
             raise ValueError(
                 "The strategy's criterion is already wrapped by another "

@@ -6,25 +6,37 @@ training set. Replay loaders change it: Avalanche's ``ReplayDataLoader`` draws h
 every mini-batch from the memory buffer and cycles the buffer, so old classes are
 drawn far more often than their share of "experience + buffer" samples.
 :func:`loader_class_counts` derives that effective distribution exactly, in
-expectation, from the loader's datasets and batch sizes; :class:`RunningClassCounts`
-is the fallback for loaders whose sampling we do not know.
+expectation, from the loader's datasets and batch sizes; for loaders whose sampling we
+do not know, the fallback is the running label counts of the mini-batches.
+:class:`ClassPrior` holds the policy (which of these, per experience) and the cached
+log-adjustment that :class:`~bsce_avalanche.BalancedSoftmaxPlugin` adds to the logits.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
+from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
+from avalanche.benchmarks.utils.flat_data import ConstantSequence, FlatData
+
+from ._choices import check_choice
+from .losses import _check_tau, as_class_counts, check_targets_have_prior, log_prior_adjustment
+
+#: Prior modes accepted by ``BalancedSoftmaxPlugin(prior=...)`` and :class:`ClassPrior`.
+PRIOR_MODES = ("auto", "sampling", "dataset", "batch")
+
 __all__ = [
     "dataset_labels",
     "class_counts",
     "loader_class_counts",
-    "RunningClassCounts",
+    "ClassPrior",
+    "PRIOR_MODES",
 ]
 
 
@@ -36,8 +48,6 @@ def _flat_data_labels(flat) -> Optional[Tensor]:
     index list maps positions to the concatenated leaves, so we gather with tensors.
     Returns ``None`` if the structure is not the one we know (caller falls back).
     """
-    from avalanche.benchmarks.utils.flat_data import ConstantSequence, FlatData
-
     leaves = []
     for leaf in getattr(flat, "_datasets", ()):
         if isinstance(leaf, ConstantSequence):
@@ -78,7 +88,7 @@ def dataset_labels(dataset) -> Tensor:
         )
     labels = None
     data = getattr(targets, "data", None)  # Avalanche DataAttribute -> FlatData
-    if data is not None and type(data).__name__ == "FlatData":
+    if isinstance(data, FlatData):
         labels = _flat_data_labels(data)
     if labels is None:
         if isinstance(targets, Tensor):
@@ -106,11 +116,12 @@ def class_counts(labels_or_dataset, num_classes: int | None = None) -> Tensor:
 
 
 def _add(total: Optional[Tensor], counts: Tensor) -> Tensor:
+    """``total + counts``, the shorter one padded with zeros (``None`` is no counts yet)."""
     if total is None:
         return counts
-    n = max(total.numel(), counts.numel())
-    out = torch.zeros(n, dtype=torch.float64)
-    out[: total.numel()] += total
+    if total.numel() < counts.numel():
+        total, counts = counts, total
+    out = total.clone()
     out[: counts.numel()] += counts
     return out
 
@@ -168,8 +179,6 @@ def loader_class_counts(loader, weighting: str = "sampling") -> Optional[Tensor]
     :return: a float64 tensor, or ``None`` when the loader's sampling is unknown
         (custom samplers, infinite loaders, loaders without datasets).
     """
-    from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
-
     if weighting not in ("sampling", "dataset"):
         raise ValueError(f"weighting must be 'sampling' or 'dataset', got {weighting!r}.")
     if isinstance(loader, MultiDatasetDataLoader):
@@ -187,44 +196,82 @@ def loader_class_counts(loader, weighting: str = "sampling") -> Optional[Tensor]
     return None
 
 
-class RunningClassCounts:
-    """Counts of the labels seen in mini-batches so far (the fallback prior).
+class ClassPrior:
+    """BSCE's class prior, one training experience at a time, and its log-adjustment.
 
-    Used when the loader's sampling distribution cannot be derived: the prior at each
-    step is the empirical label frequency of the batches drawn so far in the
-    experience, current batch included, so every target has a positive count. Counts
-    are all-reduced across ranks under ``torch.distributed`` so that every rank uses
-    the same prior.
+    The maths behind :class:`~bsce_avalanche.BalancedSoftmaxPlugin`, which drives it
+    from its callbacks as Avalanche's ``LwFPlugin`` drives ``LearningWithoutForgetting``:
+    :meth:`start_experience` when training on a new loader starts, :meth:`adjustment` for
+    every training mini-batch, :meth:`end_experience` at the end of the experience.
+
+    :param mode: ``"auto"``, ``"sampling"``, ``"dataset"`` or ``"batch"`` (see
+        ``BalancedSoftmaxPlugin``), or per-class counts (or frequencies) used as they are.
+    :param tau: strength of the adjustment (``0`` = plain CE, ``1`` = BSCE).
     """
 
-    def __init__(self):
-        self.counts: Optional[Tensor] = None
-
-    def reset(self) -> None:
-        self.counts = None
-
-    def update(self, targets: Tensor, num_classes: int) -> Tensor:
-        batch = torch.bincount(targets.long().flatten(), minlength=num_classes).double()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(batch)
-        if self.counts is None or self.counts.device != batch.device:
-            self.counts = batch
+    def __init__(self, mode: Union[str, Sequence[float], Tensor] = "auto", tau: float = 1.0):
+        if isinstance(mode, str):
+            check_choice("prior mode", mode, PRIOR_MODES, "a sequence of per-class counts")
+            self.fixed_counts: Optional[Tensor] = None
         else:
-            self.counts = _add_on_device(self.counts, batch)
-        return self.counts
+            self.fixed_counts = as_class_counts(mode, name="prior")
+            mode = "fixed"
+        self.mode = mode
+        self.tau = _check_tau(tau)
+        self.history: list[list[float]] = []  # the prior (frequencies) of every experience
+        self.counts: Optional[Tensor] = None  # the current experience's class counts
+        self.counts_batches = mode == "batch"  # counts = running label counts of the mini-batches
+        self._adjustment: Optional[Tensor] = None  # cached tau * log prior, logits-sized
 
+    @property
+    def prior(self) -> Optional[Tensor]:
+        """Class frequencies of the current experience (None before the first one)."""
+        return None if self.counts is None else (self.counts.double() / self.counts.sum()).cpu()
 
-def _add_on_device(a: Tensor, b: Tensor) -> Tensor:
-    if a.numel() == b.numel():
-        return a + b
-    n = max(a.numel(), b.numel())
-    out = torch.zeros(n, dtype=a.dtype, device=a.device)
-    out[: a.numel()] += a
-    out[: b.numel()] += b
-    return out
+    def start_experience(self, loader) -> None:
+        """Compute the counts of the experience that ``loader`` draws, from label tensors."""
+        self._adjustment = None
+        if self.fixed_counts is not None:
+            self.counts = self.fixed_counts
+        elif self.mode == "batch":
+            self.counts = None
+        else:
+            self.counts = loader_class_counts(loader, "dataset" if self.mode == "dataset" else "sampling")
+            if self.counts is None and self.mode != "auto":
+                raise ValueError(
+                    f"prior={self.mode!r} cannot be derived for the training loader "
+                    f"{type(loader).__name__} (unknown sampling); use prior='auto' or "
+                    "'batch' (counts the labels of the mini-batches), or a fixed prior."
+                )
+        self.counts_batches = self.counts is None
 
+    def adjustment(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """``tau * log(prior)`` sized like ``logits``: cached, except while counting the
+        mini-batch labels (a ``bincount`` and a ``log`` per mini-batch, all-reduced under
+        ``torch.distributed`` so that every rank uses the same prior)."""
+        num_classes = logits.shape[1]
+        if self.counts_batches:
+            batch = torch.bincount(targets.long().flatten(), minlength=num_classes).double()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(batch)
+            same_device = self.counts is not None and self.counts.device == batch.device
+            self.counts = _add(self.counts, batch) if same_device else batch
+            return log_prior_adjustment(self.counts, self.tau, num_classes, device=logits.device, dtype=logits.dtype)
+        adj = self._adjustment
+        if adj is None or adj.numel() != num_classes or adj.device != logits.device:
+            if self.counts is None:
+                raise RuntimeError("ClassPrior has no counts: call start_experience(loader) first.")
+            adj = self._adjustment = log_prior_adjustment(self.counts, self.tau, num_classes, device=logits.device)
+        if self.fixed_counts is not None:
+            check_targets_have_prior(targets, adj)  # a user's prior may miss trained classes
+        return adj
 
-def normalise(counts: Iterable[float]) -> list[float]:
-    """Counts as frequencies summing to one (a plain list, e.g. for results files)."""
-    t = torch.as_tensor(list(counts) if not isinstance(counts, Tensor) else counts, dtype=torch.float64)
-    return (t / t.sum()).tolist()
+    def end_experience(self) -> Optional[list[float]]:
+        """Record the experience's prior (frequencies) in :attr:`history` and return it."""
+        if self.counts is None:
+            return None
+        counts = self.counts.double().cpu()
+        if self.counts_batches:  # sized like the logits: trim to the classes seen, as the others
+            counts = counts[: int(torch.nonzero(counts).max()) + 1]
+        self.history.append((counts / counts.sum()).tolist())
+        return self.history[-1]

@@ -30,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 from bsce_avalanche.runner.compare import compare, load_results
-from bsce_avalanche.runner.config import load_config, parse_value
+from bsce_avalanche.runner.config import load_config, method_label, parse_value
 from bsce_avalanche.runner.fileio import write_json_atomic
 
 CONFIG = ROOT / "experiments" / "configs" / "cifar100_cpu.yaml"
@@ -83,10 +83,10 @@ def summary_rows(runs: list[dict], base: Path) -> list[dict]:
             other = "head" if cfg["icarl_eval"] == "nme" else "nme"
             variants = [(cfg["icarl_eval"], run), (other, {**run, **run["icarl_" + other]})]
         for evaluation, metrics in variants:
-            strategy = cfg["strategy"] + ("+mem" if cfg["strategy"] == "lwf" and cfg["lwf_memory"] else "")
             rows.append({
-                "strategy": strategy + (f" ({evaluation})" if evaluation else ""),
-                "loss": cfg["loss"] if cfg["strategy"] not in ("bic", "er_ace") else cfg["strategy"],
+                "method": method_label({**cfg, "icarl_eval": evaluation or cfg["icarl_eval"]}),
+                "strategy": cfg["strategy"],
+                "loss": cfg["loss"],
                 "prior": cfg["prior"] if cfg["loss"] == "bsce" else None,
                 "seed": cfg["seed"],
                 "average_incremental_accuracy": metrics["average_incremental_accuracy"],

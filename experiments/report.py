@@ -18,19 +18,10 @@ from bsce_avalanche.runner.compare import format_mean_std
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def method_name(row: dict) -> str:
-    if row["loss"] in ("ce", "bsce"):
-        name = f"{row['strategy']} + {'BSCE' if row['loss'] == 'bsce' else 'CE'}"
-        if row.get("prior") not in (None, "auto"):
-            name += f" (prior={row['prior']})"
-        return name
-    return f"{row['strategy']} (Avalanche)"
-
-
 def cifar_table(rows: list[dict]) -> str:
     groups = defaultdict(list)
-    for row in rows:
-        groups[method_name(row)].append(row)
+    for row in rows:  # the method labels of cifar100_cpu.py (runner.config.method_label)
+        groups[row["method"]].append(row)
     lines = [
         "| method | seeds | avg. incremental acc. (%) | last acc. (%) | old acc., last step (%) "
         "| new acc., last step (%) | predictions to newest classes, last step (%) | forgetting (%) | train time (s) |",
@@ -50,19 +41,18 @@ def cifar_table(rows: list[dict]) -> str:
 
 def paired_differences(rows: list[dict], strategy="replay") -> str:
     """BSCE - CE per seed (same seed, same data order at the start)."""
-    by_seed = defaultdict(dict)
+    by_seed = defaultdict(list)
     for r in rows:
-        if r["strategy"] == strategy and r["loss"] in ("ce", "bsce"):
-            by_seed[r["seed"]][method_name(r)] = r
+        if r["strategy"] == strategy:
+            by_seed[r["seed"]].append(r)
     lines = []
     for seed in sorted(by_seed):
-        runs = by_seed[seed]
-        ce = runs.get(f"{strategy} + CE")
-        for name, run in sorted(runs.items()):
+        ce = next((r for r in by_seed[seed] if r["loss"] == "ce"), None)
+        for run in sorted(by_seed[seed], key=lambda r: r["method"]):
             if ce is None or run is ce:
                 continue
             lines.append(
-                f"| {seed} | {name} | {100 * (run['average_incremental_accuracy'] - ce['average_incremental_accuracy']):+.1f} "
+                f"| {seed} | {run['method']} | {100 * (run['average_incremental_accuracy'] - ce['average_incremental_accuracy']):+.1f} "
                 f"| {100 * (run['last_accuracy'] - ce['last_accuracy']):+.1f} |"
             )
     head = "| seed | method | Δ avg. incremental acc. vs CE (points) | Δ last acc. vs CE (points) |\n|---|---|---|---|\n"
@@ -74,7 +64,7 @@ def timing_table(rows: list[dict]) -> str:
     lines = ["| method | train time (s), all 10 steps | per step (s) | avg. incremental acc. (%) |", "|---|---|---|---|"]
     for row in sorted(rows, key=lambda r: r["train_time_s"]):
         steps = ", ".join(f"{t:.0f}" for t in row["step_times_s"])
-        lines.append(f"| {method_name(row)} | {row['train_time_s']:.0f} | {steps} | "
+        lines.append(f"| {row['method']} | {row['train_time_s']:.0f} | {steps} | "
                      f"{100 * row['average_incremental_accuracy']:.1f} |")
     return "\n".join(lines)
 

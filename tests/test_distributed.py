@@ -23,6 +23,7 @@ import sys
 import pytest
 import torch
 
+from bsce_avalanche.compat import ReshufflingDistributedSampler, apply_avalanche_fixes
 from bsce_avalanche.runner import distributed
 from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
 
@@ -102,6 +103,7 @@ import torch
 from torch import nn
 
 from bsce_avalanche import BalancedSoftmaxPlugin
+from bsce_avalanche.compat import ReshufflingDistributedSampler, apply_avalanche_fixes
 from bsce_avalanche.runner import distributed
 
 
@@ -201,9 +203,9 @@ def test_reshuffling_sampler_agrees_across_ranks_and_reshuffles():
     ranks seeded from the same RNG state agree (Avalanche's own sampler repeats pass 1)."""
     data = list(range(50))
     state = torch.get_rng_state()
-    rank0 = distributed._ReshufflingDistributedSampler(data, num_replicas=2, rank=0, shuffle=True)
+    rank0 = ReshufflingDistributedSampler(data, num_replicas=2, rank=0, shuffle=True)
     torch.set_rng_state(state)
-    rank1 = distributed._ReshufflingDistributedSampler(data, num_replicas=2, rank=1, shuffle=True)
+    rank1 = ReshufflingDistributedSampler(data, num_replicas=2, rank=1, shuffle=True)
     first0, first1 = list(rank0), list(rank1)
     assert sorted(first0 + first1) == data and len(first0) == len(first1) == 25
     second0, second1 = list(rank0), list(rank1)
@@ -216,10 +218,10 @@ def test_avalanche_loaders_use_the_reshuffling_sampler_after_setup(monkeypatch):
 
     original = data_loader.DistributedSampler
     try:
-        distributed._patch_avalanche_sampler()
-        assert data_loader.DistributedSampler is distributed._ReshufflingDistributedSampler
-        distributed._patch_avalanche_sampler()  # idempotent
-        assert data_loader.DistributedSampler is distributed._ReshufflingDistributedSampler
+        apply_avalanche_fixes()
+        assert data_loader.DistributedSampler is ReshufflingDistributedSampler
+        apply_avalanche_fixes()  # idempotent
+        assert data_loader.DistributedSampler is ReshufflingDistributedSampler
     finally:
         data_loader.DistributedSampler = original
 

@@ -152,7 +152,7 @@ def naive(*plugins, lr=0.05, epochs=2):
 
 def test_tau_overflowing_float32_is_named(blobs):
     bsce = BalancedSoftmaxPlugin(tau=1.0)
-    bsce.tau = 1e39  # finite as a Python float, inf in float32 (whatever validation refuses)
+    bsce.class_prior.tau = 1e39  # finite as a Python float, inf in float32 (past any validation)
     with pytest.raises(TrainingDiverged, match=r"iteration 0 .*tau=1e\+39 .* overflow float32"):
         naive(bsce, NonFiniteLossGuard()).train(blobs.train_stream[0])
 

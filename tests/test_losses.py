@@ -155,3 +155,73 @@ def test_module_holds_settable_counts_and_reduction(batch):
     assert "tau=1.0" in repr(loss)
     with pytest.raises(ValueError, match="reduction must be one of"):
         BalancedSoftmaxCrossEntropyLoss(reduction="avg")
+
+
+@pytest.mark.parametrize("form", ["function", "module"])
+def test_float_targets_are_an_error_as_in_torch(batch, form):
+    logits, targets = batch
+    loss = (
+        (lambda z, y: balanced_softmax_cross_entropy(z, y, [1] * 5))
+        if form == "function"
+        else BalancedSoftmaxCrossEntropyLoss([1] * 5)
+    )
+    with pytest.raises(TypeError, match=r"integer class indices, got dtype torch.float32.*targets.long\(\)"):
+        loss(logits, targets.float() + 0.5)  # used to be truncated silently
+    torch.testing.assert_close(loss(logits, targets.int()), loss(logits, targets))  # int32 is fine
+
+
+def test_module_computes_the_adjustment_when_counts_are_set(batch, monkeypatch):
+    from bsce_avalanche import losses
+
+    logits, targets = batch
+    counts = [4, 3, 2, 1, 1]
+    expected = {
+        (tau, dtype): balanced_softmax_cross_entropy(logits.to(dtype), targets, counts, tau=tau)
+        for tau in (1.0, 0.5) for dtype in (torch.float32, torch.float64)
+    }
+    calls = []
+    real = losses.log_prior_adjustment
+    monkeypatch.setattr(losses, "log_prior_adjustment", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(losses, "check_targets_have_prior", lambda *a: pytest.fail("per-call host sync"))
+    loss = BalancedSoftmaxCrossEntropyLoss(counts)
+    for _ in range(3):
+        torch.testing.assert_close(loss(logits, targets), expected[1.0, torch.float32])
+    # another dtype: the adjustment is moved once, the maths are the same
+    torch.testing.assert_close(loss(logits.double(), targets), expected[1.0, torch.float64])
+    assert len(calls) == 1
+    loss.tau = 0.5
+    torch.testing.assert_close(loss(logits, targets), expected[0.5, torch.float32])
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match="tau must be finite"):
+        loss.tau = float("nan")
+    # load_state_dict copies counts in place: the adjustment follows them
+    other = BalancedSoftmaxCrossEntropyLoss([1, 1, 1, 1, 1], tau=0.5)
+    other.load_state_dict(loss.state_dict())
+    torch.testing.assert_close(other(logits, targets), expected[0.5, torch.float32])
+
+
+def test_module_refuses_logits_of_another_width(batch):
+    logits, targets = batch
+    with pytest.raises(ValueError, match=r"shape \(16, 5\) do not match the 1 class counts"):
+        BalancedSoftmaxCrossEntropyLoss([3])(logits, targets)  # would broadcast silently
+
+
+def test_module_refuses_zero_count_targets_and_syncs_only_when_a_count_is_zero(monkeypatch):
+    from bsce_avalanche import losses
+
+    logits, targets, counts = torch.zeros(2, 3), torch.tensor([0, 2]), [1, 1, 0]
+    with pytest.raises(ValueError, match=r"classes \[2\] have a zero count"):
+        BalancedSoftmaxCrossEntropyLoss(counts)(logits, targets)
+    checked = BalancedSoftmaxCrossEntropyLoss(counts)(logits, torch.tensor([0, 1]))
+    torch.testing.assert_close(checked, torch.tensor(math.log(2.0)))
+    monkeypatch.setattr(losses, "check_targets_have_prior", lambda *a: pytest.fail("host sync"))
+    BalancedSoftmaxCrossEntropyLoss([1, 1, 2])(logits, targets)  # no zero count: no check
+
+
+def test_module_applies_the_adjustment_in_float32_to_half_logits():
+    counts = [1000, 1, 0]
+    logits = torch.zeros(2, 3, dtype=torch.bfloat16)
+    expected = balanced_softmax_cross_entropy(logits.float(), torch.tensor([0, 1]), counts)
+    loss = BalancedSoftmaxCrossEntropyLoss(counts)(logits, torch.tensor([0, 1]))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    torch.testing.assert_close(loss, expected)

@@ -305,7 +305,7 @@ def test_rejects_double_attachment_and_unbalanceable_criteria(blobs_benchmark):
 @pytest.mark.parametrize(
     "prior, tau, message",
     [
-        ("autp", 1.0, "Did you mean 'auto'"),
+        ("autp", 1.0, "did you mean 'auto'"),
         ("uniform", 1.0, "Unknown prior mode"),
         ([1, -1], 1.0, "negative"),
         ([0, 0], 1.0, "all zeros"),
@@ -356,7 +356,63 @@ def test_incremental_classifier_and_prior_agree_on_units(blobs_benchmark):
     widths = []
     for exp in blobs_benchmark.train_stream:
         strategy.train(exp)
-        widths.append(bsce._adjustment.numel())
+        widths.append(bsce.class_prior._adjustment.numel())
     assert widths == [2, 4, 6]
     assert all(np.isfinite(recorder.train_losses))
     assert len(bsce.prior_history[-1]) == 6
+
+
+def test_class_prior_is_the_maths_behind_the_plugin():
+    """The plugin's prior policy as a reusable object: counts once per experience, a
+    cached adjustment per mini-batch, the experience's frequencies recorded at its end."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from bsce_avalanche import ClassPrior, log_prior_adjustment
+
+    dataset = TensorDataset(torch.zeros(10, 2))
+    dataset.targets = torch.tensor([0] * 6 + [1] * 3 + [2])
+    loader = DataLoader(dataset, batch_size=4, shuffle=True)
+    logits, targets = torch.zeros(4, 5), torch.tensor([0, 1, 2, 0])
+    prior = ClassPrior("auto", tau=0.5)
+    assert prior.prior is None and prior.end_experience() is None
+    with pytest.raises(RuntimeError, match="call start_experience"):
+        prior.adjustment(logits, targets)
+    prior.start_experience(loader)
+    adjustment = prior.adjustment(logits, targets)
+    torch.testing.assert_close(adjustment, log_prior_adjustment([6, 3, 1], 0.5, num_classes=5))
+    assert prior.adjustment(logits, targets) is adjustment  # cached
+    assert prior.end_experience() == pytest.approx([0.6, 0.3, 0.1])
+    # "batch": the running label counts of the mini-batches, current one included
+    batch = ClassPrior("batch")
+    batch.start_experience(loader)
+    batch.adjustment(logits, targets)
+    second = batch.adjustment(logits, torch.tensor([1, 1, 1, 1]))
+    torch.testing.assert_close(second, log_prior_adjustment([2, 5, 1], num_classes=5))
+    assert batch.end_experience() == pytest.approx([0.25, 0.625, 0.125]) and len(batch.history) == 1
+    for mode, tau, error in (("autp", 1.0, "Unknown prior mode"), ([1, -1], 1.0, "negative"),
+                             ("auto", -1.0, "tau must be finite")):
+        with pytest.raises(ValueError, match=error):
+            ClassPrior(mode, tau)
+
+
+def test_prior_computed_once_per_experience_and_pickled_state_is_small(blobs_benchmark, monkeypatch):
+    """Checkpoints pickle the plugin's __dict__: a few hundred bytes, no loader, no data."""
+    import pickle
+
+    from bsce_avalanche import priors
+
+    calls = []
+    real = priors.loader_class_counts
+    monkeypatch.setattr(priors, "loader_class_counts", lambda *a, **k: calls.append(1) or real(*a, **k))
+    bsce = BalancedSoftmaxPlugin()
+    model = MLP()
+    strategy = Replay(model, SGD(model.parameters(), lr=0.01), CrossEntropyLoss(), mem_size=30,
+                      train_mb_size=16, train_epochs=3, evaluator=quiet_evaluator, plugins=[bsce])
+    for exp in blobs_benchmark.train_stream:
+        strategy.train(exp)
+        state = pickle.dumps(bsce.__dict__)
+        assert b"DataLoader" not in state and len(state) < 4000, len(state)
+    assert len(calls) == 3  # 3 experiences x 3 epochs
+    restored = BalancedSoftmaxPlugin()
+    restored.__dict__.update(pickle.loads(state))
+    assert restored.prior_history == bsce.prior_history and restored.tau == 1.0

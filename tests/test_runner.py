@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
+from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from bsce_avalanche.runner.cli import main
-from bsce_avalanche.runner.compare import comparison_table
-from bsce_avalanche.runner.config import ConfigError, ExperimentConfig, expand_grid, load_config
-from bsce_avalanche.runner.experiment import run_experiment
+from bsce_avalanche import PRIOR_MODES
+from bsce_avalanche.benchmarks import BENCHMARKS, CLASS_ORDER_NAMES
+from bsce_avalanche.models import MODELS
+from bsce_avalanche.runner.cli import build_parser, config_from_args, main
+from bsce_avalanche.runner.compare import comparison_table, run_label
+from bsce_avalanche.runner.config import CHOICES, ConfigError, ExperimentConfig, expand_grid, load_config
+from bsce_avalanche.runner.experiment import build_benchmark, build_model, run_experiment
+from bsce_avalanche.runner.strategies import STRATEGIES
 from bsce_avalanche.runner.fileio import write_json_atomic
 from bsce_avalanche.runner.metrics import evaluate_step, summarise
 
+REPO = Path(__file__).resolve().parents[1]
 FAST = dict(benchmark="digits", protocol="B0", n_steps=2, class_order="natural", model="small_cnn",
             epochs=1, batch_size=32, memory_size=30, progress=False)
 
@@ -64,13 +74,135 @@ def test_grid_expands_to_every_combination():
 
 
 def test_shipped_configs_are_valid():
-    from pathlib import Path
-
-    configs = sorted((Path(__file__).resolve().parents[1] / "experiments" / "configs").glob("*.yaml"))
+    configs = sorted((REPO / "experiments" / "configs").glob("*.yaml"))
     assert configs
     for path in configs:
         cfg = load_config(path)
         assert expand_grid(cfg)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"protocol": "B3", "n_steps": 3}, "benchmark 'digits': .*remaining 7 classes cannot be split"),
+        ({"benchmark": "cifar100", "protocol": "B50", "n_steps": 7}, "must be one of \\[1, 2, 5, 10, 25, 50\\]"),
+        ({"protocol": "C50"}, "look like 'B0'"),
+        ({"class_order": "icarl-original"}, "only for CIFAR-100"),
+        ({"class_order": "natrual"}, "did you mean 'natural'"),
+        ({"fast_augment": True}, "fast_augment does not apply to benchmark 'digits'"),
+        ({"benchmark": "imagenet", "download": True}, "download does not apply to benchmark 'imagenet'"),
+        ({"data_dir": "/data"}, "data_dir does not apply to benchmark 'digits'"),
+        ({"width": 8}, "width applies to the CIFAR ResNets \\(resnet32, resnet20, resnet8\\), not small_cnn"),
+        ({"model": "resnet34"}, "did you mean 'resnet32'"),
+        ({"prior": "sampeling"}, "did you mean 'sampling'"),
+        ({"wandb_mode": "ofline"}, "did you mean 'offline'"),
+    ],
+)
+def test_names_are_checked_against_the_registries(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_any_b_protocol_that_splits_the_classes():
+    assert ExperimentConfig(protocol="B4", n_steps=3).protocol == "B4"  # 4 + 3 x 2 digits
+    assert ExperimentConfig(benchmark="cifar100", protocol="B40", n_steps=6, model="resnet8").n_steps == 6
+
+
+def test_benchmark_facts_reach_the_run(tmp_path):
+    """The registry's normalisation and fast-augment default; fast_augment: true on
+    Tiny-ImageNet is applied (uint8 batches, ImageNet normalisation in the model)."""
+    assert ExperimentConfig(benchmark="cifar100").use_fast_augment
+    assert not ExperimentConfig(benchmark="tiny_imagenet").use_fast_augment
+    from test_benchmarks import _fake_tiny_imagenet
+
+    _fake_tiny_imagenet(tmp_path, ["n01443537", "n01629819", "n02124075", "n04067472"], n_train=1, n_val=1)
+    cfg = ExperimentConfig(benchmark="tiny_imagenet", data_dir=str(tmp_path), fast_augment=True, n_steps=2,
+                           class_order="natural")
+    x, _, _ = build_benchmark(cfg).train_stream[0].dataset[0]
+    assert x.dtype == torch.uint8 and x.shape == (3, 64, 64)
+    model = build_model(cfg, 4)
+    assert isinstance(model.feature_extractor.backbone.conv1, torch.nn.Conv2d)  # resnet18, the default
+    torch.testing.assert_close(model.feature_extractor.normalize.std.flatten(), torch.tensor([0.229, 0.224, 0.225]))
+    assert not hasattr(build_model(ExperimentConfig(), 10).feature_extractor, "normalize")  # digits: floats
+
+
+def test_method_label_of_results_from_other_versions():
+    """Old results.json configs (missing keys, keys that no longer exist) still get labels."""
+    assert run_label({"config": {"strategy": "lwf", "loss": "ce", "lwf_memory": True, "gone": 1}}) == "lwf+mem-ce"
+    assert run_label({"config": {"strategy": "icarl", "loss": "bsce", "prior": "dataset", "tau": 0.5}}) == \
+        "icarl-bsce-nme-prior_dataset-tau0.5"
+    assert ExperimentConfig(strategy="replay", loss="bsce").run_name == "replay-bsce-seed0"
+
+
+def test_a_key_set_on_the_command_line_leaves_the_config_grid():
+    parse = build_parser().parse_args
+    assert load_config(REPO / "experiments/configs/default.yaml").grid == {"loss": ["ce", "bsce"]}
+    cfg = config_from_args(parse(["run", "--loss", "ce", "--memory-size", "30"]))
+    assert (cfg.loss, cfg.grid, cfg.memory_size) == ("ce", {}, 30)
+    assert config_from_args(parse(["run"])).grid == {"loss": ["ce", "bsce"]}
+    cfg = config_from_args(parse(["grid", "--strategies", "lwf", "icarl", "--seeds", "0", "1", "--no-wandb"]))
+    assert cfg.grid == {"loss": ["ce", "bsce"], "strategy": ["lwf", "icarl"], "seed": [0, 1]} and not cfg.wandb
+
+
+def _subcommand_parsers():
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+@pytest.mark.parametrize("command", ["run", "grid", "sweep-run", "sweep-validate", "compare"])
+def test_help_gives_every_option_meaning_choices_and_default(command, capsys):
+    parser = _subcommand_parsers()[command]
+    for action in parser._actions:
+        if action.dest == "help":
+            continue
+        assert action.help and len(action.help) > 10, action.dest
+        if action.option_strings:  # positionals have no default
+            assert "(default: " in action.help or "; default: " in action.help, action.help
+        if action.dest in CHOICES:
+            assert all(name in action.help for name in CHOICES[action.dest]), action.help
+    if command in ("run", "grid", "sweep-run"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for f in fields(ExperimentConfig):
+            default = f.default_factory() if callable(f.default_factory) else f.default
+            shown = "null" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
+            assert f"--{f.name.replace('_', '-')}" in text and f"(default: {shown})" in text, f.name
+            assert f.metadata["help"].split()[0] in text, f.name
+        for name in (*BENCHMARKS, *STRATEGIES, *MODELS, *PRIOR_MODES, *CLASS_ORDER_NAMES):
+            assert name in text, name
+
+
+def _readme_names_tables() -> str:
+    """The README's tables of names, rendered from the registries."""
+    code = lambda names: ", ".join(f"`{n}`" for n in names)
+    lines = ["| `benchmark:` | classes | default `model:` | usual protocols (`n_steps`) | options | what |",
+             "|---|---|---|---|---|---|"]
+    for name, b in BENCHMARKS.items():
+        protocols = ", ".join(f"{p} ({', '.join(map(str, steps))})" for p, steps in b.protocols.items())
+        options = ", ".join(f"`{o}`" + (f" (default {str(b.fast_augment).lower()})" if o == "fast_augment" else "")
+                            for o in sorted(b.options)) or "–"
+        lines.append(f"| `{name}` | {b.n_classes} | `{b.default_model}` | {protocols} | {options} | {b.description} |")
+    lines += ["", "| `strategy:` | memory | what |", "|---|---|---|"]
+    for name, s in STRATEGIES.items():
+        note = f" (not with `loss: bsce`: {s.without_bsce})" if s.without_bsce else ""
+        lines.append(f"| `{name}` | {'yes' if s.memory else 'no'} | {s.description}{note} |")
+    lines += ["", "| `model:` | `make_model` default `input_norm` | what |", "|---|---|---|"]
+    for name, m in MODELS.items():
+        lines.append(f"| `{name}` | {m.input_norm or '–'} | {m.description} |")
+    lines += ["", "| key | choices |", "|---|---|"]
+    for key in ("loss", "prior", "icarl_eval", "device", "wandb_mode"):
+        lines.append(f"| `{key}:` | {code(CHOICES[key])} |")
+    lines.append(f"| `class_order:` | {code(CLASS_ORDER_NAMES)}, an int seed, or a list of class ids |")
+    return "\n".join(lines) + "\n"
+
+
+def test_readme_lists_exactly_the_registries_names():
+    readme = (REPO / "README.md").read_text()
+    tables = _readme_names_tables()
+    assert tables in readme, "README.md's tables of names are out of date; they should read:\n" + tables
+    prior_rows = re.findall(r'^\| `"(\w+)"` \|', readme.split("Prior modes:")[1].split("\n\n")[1], re.M)
+    assert tuple(prior_rows) == PRIOR_MODES
 
 
 # ---------------------------------------------------------------- metrics

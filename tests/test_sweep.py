@@ -1,13 +1,15 @@
 """W&B sweeps: the shipped sweep files are valid, and the agent's program runs offline.
 
 There is no network here, so ``wandb sweep`` / ``wandb agent`` cannot be called; the
-agent's side is simulated exactly: its command line (macro expansion of the sweep's
-``command``, ``--key=value`` formatted by wandb's own code) and its environment
-(``WANDB_SWEEP_ID``, ``WANDB_RUN_ID``, ``WANDB_SWEEP_PARAM_PATH``, ``WANDB_PROJECT``).
+agent's side is simulated: its command (the sweep file's, with the interpreter) and its
+environment (``WANDB_SWEEP_ID``, ``WANDB_RUN_ID``, ``WANDB_SWEEP_PARAM_PATH`` holding the
+combination, ``WANDB_PROJECT``), from which ``wandb.init()`` builds ``wandb.config``.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -17,10 +19,17 @@ import pytest
 import yaml
 
 from bsce_avalanche.runner import sweep
-from bsce_avalanche.runner.config import ConfigError, ExperimentConfig, combination_error
+from bsce_avalanche.runner.cli import main
+from bsce_avalanche.runner.config import ConfigError, ExperimentConfig, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "experiments" / "sweeps").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def _from_the_repository_root(monkeypatch):
+    """Sweep commands name their base config relative to the root, where agents start."""
+    monkeypatch.chdir(REPO)
 
 
 def test_sweep_files_are_shipped():
@@ -31,58 +40,31 @@ def test_sweep_files_are_shipped():
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
 def test_sweep_file_is_valid(path):
-    """Parses; grid method, metric, parameters and command well-formed; every combination,
-    as the agent passes it, is a valid config (or a combination sweep-run skips)."""
+    """A grid over config keys with valid values; every combination, as sweep-run builds it,
+    is a valid config, or er_ace + bsce, which sweep-run skips."""
     raw = yaml.safe_load(path.read_text())
     assert raw["method"] == "grid"
     assert raw["metric"] == {"name": "average_incremental_accuracy", "goal": "maximize"}
     assert all(k in ExperimentConfig.__dataclass_fields__ for k in raw["parameters"])
-    assert (REPO / raw["program"]).is_file()
-    report = sweep.validate_sweep_file(path)
-    assert report["runs"] + len(report["skipped"]) == report["combinations"]
-    for params, reason in report["skipped"]:
-        assert (params["strategy"], params["loss"]) == ("er_ace", "bsce"), (params, reason)
-    for cfg in report["configs"]:
-        assert combination_error(cfg) is None and not cfg.grid
-        for key, values in raw["parameters"].items():  # the sweep's value reached the config
-            assert getattr(cfg, key) in values.get("values", [values.get("value")])
+    assert (REPO / raw["program"]).is_file()  # the agent wants one; the command does not use it
+    assert raw["command"][:5] == ["${env}", "${interpreter}", "-m", "bsce_avalanche", "sweep-run"]
+    combinations = sweep.sweep_combinations(path)
+    n_values = [len(spec.get("values", [None])) for spec in raw["parameters"].values()]
+    assert len(combinations) == math.prod(n_values)
+    for params, cfg, reason in combinations:
+        if reason:
+            assert (params["strategy"], params["loss"]) == ("er_ace", "bsce"), (params, reason)
+        assert not cfg.grid
+        for key, value in params.items():  # the sweep's value reached the config
+            assert getattr(cfg, key) == value
 
 
 def test_cifar100_b0_10steps_covers_the_grid():
-    report = sweep.validate_sweep_file(REPO / "experiments/sweeps/cifar100_b0_10steps.yaml")
-    combos = {(c.strategy, c.loss, c.seed) for c in report["configs"]}
-    assert {s for s, _, _ in combos} == {"replay", "lwf", "icarl", "bic", "er_ace"}
-    assert len(combos) == 27 and report["combinations"] == 30  # er_ace + bsce skipped (3 seeds)
-    assert {(c.benchmark, c.protocol, c.n_steps, c.memory_size) for c in report["configs"]} == {
-        ("cifar100", "B0", 10, 2000)}
-
-
-def test_agent_arguments_match_wandb_formatting():
-    """Our expansion of ``${args}`` is wandb's, and sweep-run parses it back to the values."""
-    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
-
-    params = {"strategy": "replay", "loss": "bsce", "seed": 2, "lr": 1e-05, "lr_milestones": [80, 120],
-              "memory_per_class": None, "lwf_memory": True, "class_order": "icarl-original", "tau": 0.5}
-    theirs = create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})["args"]
-    ours = sweep.agent_command({"command": ["${args}"]}, params)
-    assert ours == theirs
-    assert sweep.parse_sweep_args(theirs) == params
-
-
-@pytest.mark.parametrize("text,value", [
-    ("replay", "replay"), ("0", 0), ("0.1", 0.1), ("1e-05", 1e-05), ("True", True), ("None", None),
-    ("[80, 120]", [80, 120]), ("B50", "B50"),
-])
-def test_parse_sweep_value(text, value):
-    assert sweep.parse_sweep_value(text) == value
-
-
-def test_parse_sweep_args_forms():
-    assert sweep.parse_sweep_args(["--seed=1", "--n-steps", "5"]) == {"seed": 1, "n_steps": 5}
-    with pytest.raises(ConfigError, match="--key=value"):
-        sweep.parse_sweep_args(["seed=1"])
-    with pytest.raises(ConfigError, match="no value"):
-        sweep.parse_sweep_args(["--seed"])
+    combinations = sweep.sweep_combinations(REPO / "experiments/sweeps/cifar100_b0_10steps.yaml")
+    runs = [cfg for _, cfg, reason in combinations if reason is None]
+    assert {c.strategy for c in runs} == {"replay", "lwf", "icarl", "bic", "er_ace"}
+    assert len({(c.strategy, c.loss, c.seed) for c in runs}) == 27 and len(combinations) == 30
+    assert {(c.benchmark, c.protocol, c.n_steps, c.memory_size) for c in runs} == {("cifar100", "B0", 10, 2000)}
 
 
 def _write_sweep(tmp_path, **changes):
@@ -101,39 +83,45 @@ def _write_sweep(tmp_path, **changes):
     return path
 
 
+SWEEP_RUN = ["${env}", "${interpreter}", "-m", "bsce_avalanche", "sweep-run"]
+
+
 @pytest.mark.parametrize("changes,message", [
-    ({"method": "hyperband"}, "method must be one of"),
-    ({"metric": {"name": "average_incremental_accuracy", "goal": "up"}}, "metric.goal"),
+    ({"method": "random"}, "method must be grid"),
     ({"parameters": {"strategie": {"values": ["replay"]}}}, "did you mean 'strategy'"),
     ({"parameters": {"strategy": {"values": ["replay", "ewc"]}}}, "Unknown strategy 'ewc'"),
-    ({"parameters": {"lr": {"distribution": "uniform", "min": 0.01, "max": 0.1}}}, "grid sweeps cannot sample"),
+    ({"parameters": {"lr": {"distribution": "uniform", "min": 0.01, "max": 0.1}}}, "needs value"),
     ({"parameters": {"epochs": {"values": []}}}, "non-empty list"),
     ({"parameters": {"n_steps": {"value": 3}}}, "digits"),  # 10 classes do not split into 3 steps
+    ({"parameters": {"protocol": {"value": "B4"}, "n_steps": {"value": 4}}}, "must be one of \\[1, 2, 3, 6\\]"),
     ({"parameters": {"loss": None}}, "grid over \\['loss'\\]"),  # the base config's grid is not covered
-    ({"command": ["${env}", "${interpreter}", "-m", "bsce_avalanche", "sweep-run"]}, "\\$\\{args\\}"),
-    ({"command": ["${env}", "${interpreter}", "train.py", "${args}"]}, "entry point"),
-    ({"command": ["${env}", "${interpreter}", "-m", "bsce_avalanche", "sweep-run", "--config=nope.yaml",
-                  "${args}"]}, "does not exist"),
-    ({"program": "nope.py"}, "program"),
+    ({"command": [*SWEEP_RUN, "--config=experiments/configs/default.yaml", "${args}"]}, "wandb.config"),
+    ({"command": ["${env}", "${interpreter}", "train.py"]}, "entry point"),
+    ({"command": [*SWEEP_RUN, "--config=nope.yaml"]}, "does not exist"),
 ])
 def test_validation_catches_mistakes(tmp_path, changes, message):
     with pytest.raises(ConfigError, match=message):
-        sweep.validate_sweep_file(_write_sweep(tmp_path, **changes))
+        sweep.sweep_combinations(_write_sweep(tmp_path, **changes))
+
+
+def test_any_b_protocol_that_splits_the_classes(tmp_path):
+    path = _write_sweep(tmp_path, parameters={"protocol": {"value": "B4"}, "n_steps": {"value": 3}})
+    assert {(c.protocol, c.n_steps) for _, c, _ in sweep.sweep_combinations(path)} == {("B4", 3)}
 
 
 def test_sweep_validate_cli(tmp_path, capsys):
-    from bsce_avalanche.runner.cli import main
-
     assert main(["sweep-validate", str(REPO / "experiments/sweeps/digits_smoke.yaml")]) == 0
     assert "4 combination(s), 3 run(s), 1 skipped" in capsys.readouterr().out
-    assert main(["sweep-validate", str(_write_sweep(tmp_path, method="hyperband"))]) == 2
+    assert main(["sweep-validate", str(_write_sweep(tmp_path, method="bayes"))]) == 2
+    assert "INVALID" in capsys.readouterr().err
 
 
-def test_build_sweep_config_drops_the_covered_base_grid():
-    cfg = sweep.build_sweep_config("experiments/configs/default.yaml", {"loss": "ce", "seed": 3})
+def test_sweep_config_takes_the_base_grid_keys_it_sets():
+    base = load_config(REPO / "experiments/configs/default.yaml")
+    cfg = sweep.sweep_config(base, {"loss": "ce", "seed": 3})
     assert (cfg.loss, cfg.seed, cfg.grid, cfg.benchmark) == ("ce", 3, {}, "digits")
-    with pytest.raises(ConfigError, match="not a config key"):
-        sweep.build_sweep_config(None, {"los": "ce"})
+    with pytest.raises(ConfigError, match="did you mean 'loss'"):
+        sweep.sweep_config(base, {"los": "ce"})
 
 
 def _agent_env(tmp_path, params, run_id):
@@ -172,16 +160,15 @@ def test_agent_program_runs_one_combination_offline(tmp_path):
     from bsce_avalanche.runner.wandb_logger import read_offline_run
 
     smoke = yaml.safe_load((REPO / "experiments/sweeps/digits_smoke.yaml").read_text())
-    params = next(p for p in sweep.sweep_combinations(smoke) if p["strategy"] == "replay" and p["loss"] == "bsce")
-    command = sweep.agent_command(smoke, params, interpreter=sys.executable)
-    command.insert(command.index("sweep-run") + 1, f"--output-dir={tmp_path / 'out'}")
+    params = next(p for p, _, _ in sweep.sweep_combinations(REPO / "experiments/sweeps/digits_smoke.yaml")
+                  if p["strategy"] == "replay" and p["loss"] == "bsce")
+    command = [sys.executable if t == "${interpreter}" else t for t in smoke["command"] if t != "${env}"]
+    command.append(f"--output-dir={tmp_path / 'out'}")
     proc = subprocess.run(command, cwd=REPO, env=_agent_env(tmp_path, params, "smokerun1"),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
-    run_dir = tmp_path / "out" / "sweep-smoke01" / "replay-bsce-seed0-smokerun1"
-    import json
-
+    run_dir = tmp_path / "out" / "sweep-smoke01" / "smokerun1" / "replay-bsce-seed0"
     results = json.loads((run_dir / "results.json").read_text())
     assert results["finished"] and results["config"]["epochs"] == 1 and results["config"]["wandb"]
     assert results["wandb"]["run_id"] == "smokerun1"
@@ -194,7 +181,7 @@ def test_agent_program_runs_one_combination_offline(tmp_path):
 
 
 def test_invalid_combination_is_skipped_cleanly(tmp_path, monkeypatch, capsys):
-    """er_ace + bsce: exit code 0, a message, no results, a W&B run that says why."""
+    """er_ace + bsce: exit code 0, a message, no results, the agent's W&B run says why."""
     import wandb
 
     from bsce_avalanche.runner.wandb_logger import read_offline_run
@@ -204,19 +191,18 @@ def test_invalid_combination_is_skipped_cleanly(tmp_path, monkeypatch, capsys):
         monkeypatch.setenv(key, value)
     wandb.teardown()  # wandb reads WANDB_* once per process
     try:
-        code = sweep.sweep_run(["--config=experiments/configs/default.yaml", f"--output-dir={tmp_path / 'out'}",
-                                *sweep.agent_command({"command": ["${args}"]}, params)])
+        code = main(["sweep-run", "--config=experiments/configs/default.yaml", f"--output-dir={tmp_path / 'out'}"])
     finally:
         wandb.teardown()
     assert code == 0
     assert "skipping er_ace-bsce-seed0" in capsys.readouterr().out
-    run_dir = tmp_path / "out" / "sweep-smoke01" / "er_ace-bsce-seed0-skiprun1"
-    assert not (run_dir / "results.json").exists()
-    logged = read_offline_run(next((run_dir / "wandb").glob("offline-run-*")))
+    assert not list(tmp_path.rglob("results.json"))
+    logged = read_offline_run(next(tmp_path.rglob("offline-run-*-skiprun1")))
     assert logged["run_id"] == "skiprun1" and "skipped" in logged["tags"]
     assert logged["summary"]["skipped"] is True and "er_ace" in logged["summary"]["skip_reason"]
 
 
-def test_sweep_run_config_error_exits_2(capsys):
-    assert sweep.sweep_run(["--strategie=replay"]) == 2
-    assert "did you mean 'strategy'" in capsys.readouterr().err
+def test_sweep_run_outside_an_agent_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    assert main(["sweep-run"]) == 2
+    assert "wandb agent" in capsys.readouterr().err

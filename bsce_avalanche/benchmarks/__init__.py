@@ -1,12 +1,17 @@
 """Class-incremental benchmarks (Avalanche ``NCScenario``) and their preprocessing.
 
-* :func:`split_cifar100` - Split CIFAR-100, B0/B50 protocols, named class orders;
-* :func:`split_digits` - scikit-learn digits, offline, seconds on a CPU;
-* :func:`split_imagenet`, :func:`split_imagenet_subset`,
-  :func:`split_tiny_imagenet` - from local folders;
-* :class:`BatchAugmentPlugin` + :class:`InputNormalize` - the fast batch
-  augmentation path (see :mod:`bsce_avalanche.benchmarks.augment`).
+:data:`BENCHMARKS` holds each benchmark's facts in one place: its builder
+(:func:`split_digits`, :func:`split_cifar100`, :func:`split_tiny_imagenet`,
+:func:`split_imagenet_subset`, :func:`split_imagenet`; any ``B<k>`` protocol that
+splits its classes evenly), its classes, default model and input normalisation, and
+whether the fast batch augmentation (:class:`BatchAugmentPlugin` +
+:class:`InputNormalize`, see :mod:`bsce_avalanche.benchmarks.augment`) applies.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from .augment import (
     CIFAR100_MEAN,
@@ -48,7 +53,51 @@ from .imagenet import (
     split_tiny_imagenet,
 )
 
+
+
+@dataclass(frozen=True)
+class BenchmarkInfo:
+    """One benchmark: how to build it and what a runner must know about it."""
+
+    #: ``build(protocol=, n_steps=, class_order=, seed=, **{option: value})``
+    build: Callable
+    description: str
+    n_classes: int
+    default_model: str
+    #: normalisation of the model's first layer (:data:`~.augment.NORMALIZATIONS`)
+    input_norm: str | None
+    #: the usual protocols of the literature and their numbers of steps
+    protocols: dict[str, tuple[int, ...]]
+    #: keyword options ``build`` takes: some of ``data_dir``, ``download``, ``fast_augment``
+    options: frozenset[str] = frozenset()
+    #: default of ``fast_augment`` (when the benchmark has that option)
+    fast_augment: bool = False
+
+
+_FILES = frozenset({"data_dir", "download", "fast_augment"})
+
+#: Every benchmark, by the name the runner's ``benchmark:`` key takes.
+BENCHMARKS: dict[str, BenchmarkInfo] = {
+    "digits": BenchmarkInfo(
+        split_digits, "scikit-learn's 8x8 digits: offline, seconds on a CPU", 10, "small_cnn", None,
+        {"B0": (5,), "B4": (3,)}),
+    "cifar100": BenchmarkInfo(
+        split_cifar100, "Split CIFAR-100 (local cifar100.npz or torchvision download)", 100, "resnet32",
+        "cifar100", {"B0": (5, 10, 20, 50), "B50": (5, 10, 25)}, _FILES, fast_augment=True),
+    "tiny_imagenet": BenchmarkInfo(
+        split_tiny_imagenet, "Tiny-ImageNet, 64x64 (local folder or Avalanche download)", 200, "resnet18",
+        "imagenet", {"B0": (10,)}, _FILES),
+    "imagenet_subset": BenchmarkInfo(
+        split_imagenet_subset, "the 100-class ImageNet-Subset of LUCIR (local ImageNet folder)", 100,
+        "resnet18", "imagenet", {"B0": (10,), "B50": (5, 10, 25)}, frozenset({"data_dir"})),
+    "imagenet": BenchmarkInfo(
+        split_imagenet, "ImageNet-1k (local folder)", 1000, "resnet18", "imagenet", {"B0": (10,)},
+        frozenset({"data_dir"})),
+}
+
 __all__ = [
+    "BENCHMARKS",
+    "BenchmarkInfo",
     "BatchAugmentPlugin",
     "CIFAR100_MEAN",
     "CIFAR100_STD",

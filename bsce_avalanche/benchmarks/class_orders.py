@@ -23,10 +23,11 @@ results and they are *not* the same, which is why both are exposed by name:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
 import numpy as np
+
+from .._choices import check_choice
 
 #: Seed used by iCaRL, LUCIR, PODNet, PyCIL and FACIL for their class orders.
 ICARL_SEED = 1993
@@ -87,6 +88,7 @@ def get_class_order(
 
 def _named_order(name: str, n_classes: int, seed: int | None) -> list[int]:
     key = name.strip().lower().replace("_", "-")
+    check_choice("class order", key, CLASS_ORDER_NAMES, "an integer seed or an explicit list of class ids")
     if key == "icarl":
         return icarl_order(n_classes)
     if key == "icarl-original":
@@ -98,19 +100,12 @@ def _named_order(name: str, n_classes: int, seed: int | None) -> list[int]:
         return list(ICARL_ORIGINAL_CIFAR100_ORDER)
     if key == "natural":
         return list(range(n_classes))
-    if key == "random":
-        if seed is None:
-            raise ValueError(
-                "class_order='random' needs a seed for reproducibility: pass seed=<int> "
-                "(or pass the integer seed itself as class_order)"
-            )
-        return random_order(n_classes, seed)
-    close = difflib.get_close_matches(key, CLASS_ORDER_NAMES, n=1, cutoff=0.4)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(
-        f"unknown class order {name!r}{hint}; valid names: {', '.join(CLASS_ORDER_NAMES)}, "
-        "or pass an integer seed or an explicit list of class ids"
-    )
+    if seed is None:  # "random"
+        raise ValueError(
+            "class_order='random' needs a seed for reproducibility: pass seed=<int> "
+            "(or pass the integer seed itself as class_order)"
+        )
+    return random_order(n_classes, seed)
 
 
 def _validated_permutation(order: Sequence[int], n_classes: int) -> list[int]:

@@ -1,8 +1,8 @@
 """Pieces shared by the benchmark builders.
 
 * where datasets live on disk (:func:`resolve_data_dir`),
-* the B0 / B50 protocols of the class-incremental literature
-  (:func:`resolve_protocol`),
+* the ``B<k>`` protocols of the class-incremental literature (B0, B50, ...;
+  :func:`resolve_protocol`),
 * in-memory and on-disk image datasets: :class:`TensorImageDataset` (the fast
   batch-augmentation path keeps ``uint8`` images in it), :class:`PILImageDataset`
   and :class:`ImageFileDataset` (the classic per-sample transform path),
@@ -71,10 +71,10 @@ def resolve_protocol(
 
     * ``n_experiences`` (+ optional ``first_exp_classes``): the Avalanche view,
       counting every experience including the first one.
-    * ``protocol="B<k>"`` + ``n_steps``: the paper view.  ``"B0"`` (iCaRL) splits
-      all classes evenly into ``n_steps`` experiences; ``"B50"`` (LUCIR, PODNet)
-      trains a base experience with 50 classes and then ``n_steps`` incremental
-      steps over the rest, i.e. ``n_steps + 1`` experiences.  For CIFAR-100,
+    * ``protocol="B<k>"`` + ``n_steps``: the paper view, for any ``k``.  ``"B0"``
+      (iCaRL) splits all classes evenly into ``n_steps`` experiences; ``"B50"``
+      (LUCIR, PODNet) trains a base experience with 50 classes and then
+      ``n_steps`` incremental steps over the rest, i.e. ``n_steps + 1`` experiences.  For CIFAR-100,
       B0 uses 5/10/20/50 steps and B50 uses 5/10/25 steps in the literature.
 
     ``first_exp_classes=None`` means an even split over all experiences.
@@ -95,8 +95,8 @@ def resolve_protocol(
         match = _PROTOCOL_RE.match(str(protocol).strip())
         if match is None:
             raise ValueError(
-                f"protocol must look like 'B0' or 'B50' (base classes in the first "
-                f"experience), got {protocol!r}"
+                f"protocol must look like 'B0' or 'B50' ('B<k>': k classes in the first "
+                f"experience, then n_steps steps; 'B0': n_steps equal steps), got {protocol!r}"
             )
         if n_steps is None:
             raise ValueError(f"protocol={protocol!r} needs n_steps=<number of incremental steps>")
@@ -106,9 +106,9 @@ def resolve_protocol(
         else:
             n_experiences, first_exp_classes = n_steps + 1, base
     elif n_steps is not None:
-        raise ValueError("n_steps= is only meaningful with protocol='B0' or 'B50'")
+        raise ValueError("n_steps= is only meaningful with protocol='B<k>' (e.g. 'B0', 'B50')")
     if n_experiences is None:
-        raise ValueError("give n_experiences=<int> or protocol='B0'/'B50' with n_steps=<int>")
+        raise ValueError("give n_experiences=<int> or protocol='B<k>' with n_steps=<int>")
 
     _check_split(n_classes, n_experiences, first_exp_classes)
     return n_experiences, first_exp_classes

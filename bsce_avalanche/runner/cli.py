@@ -6,42 +6,71 @@
     bsce-experiment compare runs/c100 --output runs/c100
     torchrun --standalone --nproc_per_node=4 -m bsce_avalanche run --config ...   # DDP, see distributed.py
     wandb sweep experiments/sweeps/cifar100_b0_10steps.yaml; wandb agent ENTITY/PROJECT/SWEEP_ID  # see sweep.py
+
+Every config key is an option of run, grid and sweep-run (bsce-experiment run --help).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union, get_args, get_origin, get_type_hints
 
-from .config import ConfigError, ExperimentConfig, expand_grid, load_config, parse_value
+from . import distributed
+from .compare import compare
+from .config import CHOICES, ConfigError, ExperimentConfig, expand_grid, load_config, parse_value
 from .divergence import TrainingDiverged
+from .experiment import run_experiment
 
-# CLI flag -> config key, for the common overrides (everything else: --set key=value)
-_OVERRIDES = {
-    "benchmark": str, "protocol": str, "n_steps": int, "class_order": parse_value, "data_dir": str,
-    "strategy": str, "loss": str, "tau": float, "prior": str, "memory_size": int,
-    "memory_per_class": int, "epochs": int, "batch_size": int, "lr": float,
-    "lr_milestones": parse_value, "seed": int, "device": str, "model": str,
-    "wandb_project": str, "wandb_entity": str, "wandb_mode": str, "name": str,
-}
+_KEYS = fields(ExperimentConfig)
+_HINTS = get_type_hints(ExperimentConfig)
+#: grid subcommand option -> config key
+_GRID_FLAGS = {"strategies": "strategy", "losses": "loss", "seeds": "seed"}
 
 
-def _add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config (see experiments/configs/); default: the offline digits demo")
-    p.add_argument("--output-dir", help="where results, W&B files and the comparison go")
-    for key, typ in _OVERRIDES.items():
-        p.add_argument("--" + key.replace("_", "-"), dest=key, type=typ, default=None, metavar=key.upper())
-    p.add_argument("--download", action="store_true", default=None, help="allow dataset downloads")
-    p.add_argument("--no-wandb", dest="wandb", action="store_false", default=None, help="do not log to W&B")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
-    p.add_argument("--resume", action="store_true",
-                   help="continue interrupted runs from their last finished step; skip finished ones")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the runs already in the output directory (default: refuse to)")
+def _shown(value) -> str:
+    """A default as a config file writes it."""
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _key_help(f) -> str:
+    """A config key's meaning, choices and default (argparse help text)."""
+    default = f.default if f.default is not MISSING else f.default_factory()
+    choices = f"; choices: {', '.join(CHOICES[f.name])}" if f.name in CHOICES else ""
+    return f"{f.metadata['help']}{choices} (default: {_shown(default)})".replace("%", "%%")
+
+
+def _option_type(hint):
+    """int, float and str keys as such; anything else (lists, unions) parsed as YAML."""
+    if get_origin(hint) is Union:
+        arms = [a for a in get_args(hint) if a is not type(None)]
+        hint = arms[0] if len(arms) == 1 else None
+    return hint if hint in (int, float, str) else parse_value
+
+
+def _add_run_arguments(p: argparse.ArgumentParser, resume: bool = True) -> None:
+    p.add_argument("--config", help="YAML config, see experiments/configs/ (default: experiments/configs/"
+                                    "default.yaml in a checkout, else the built-in defaults below)")
+    if resume:
+        p.add_argument("--resume", action="store_true", help="continue interrupted runs from their last "
+                                                             "finished step; skip finished ones (default: off)")
+        p.add_argument("--overwrite", action="store_true", help="replace the runs already in the output "
+                                                                "directory (default: off: refuse to)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set lwf_memory=true (repeatable)")
+                   help="override any config key with a YAML value, e.g. --set lr_milestones=[80,120] "
+                        "(repeatable; default: none)")
+    keys = p.add_argument_group("config keys", "each overrides the config file; the default applies when "
+                                               "neither sets the key")
+    for f in _KEYS:
+        flag, hint = "--" + f.name.replace("_", "-"), _HINTS[f.name]
+        if bool in (hint, *get_args(hint)):
+            keys.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=_key_help(f))
+        else:
+            keys.add_argument(flag, dest=f.name, type=_option_type(hint), metavar=f.name.upper(), help=_key_help(f))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,41 +81,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(run)
     grid = sub.add_parser("grid", help="run strategies x losses x seeds, then compare them")
     _add_run_arguments(grid)
-    grid.add_argument("--strategies", nargs="+", help="e.g. replay lwf icarl")
-    grid.add_argument("--losses", nargs="+", help="ce and/or bsce")
-    grid.add_argument("--seeds", nargs="+", type=int, help="e.g. 0 1 2")
-    sub.add_parser("sweep-run", add_help=False,
-                   help="one combination of a W&B sweep, the agent's program (see bsce_avalanche/runner/sweep.py)")
-    sub.add_parser("sweep-validate", add_help=False, help="check W&B sweep files (experiments/sweeps/*.yaml) offline")
+    for flag, key in _GRID_FLAGS.items():
+        choices = f"; choices: {', '.join(CHOICES[key])}" if key in CHOICES else ""
+        grid.add_argument(f"--{flag}", nargs="+", type=int if key == "seed" else str,
+                          help=f"grid over {key}{choices} (default: the config's {key})")
+    sweep_run = sub.add_parser("sweep-run", help="the program of a W&B sweep agent: one combination "
+                                                 "(see bsce_avalanche/runner/sweep.py)",
+                               description="Run the combination of the W&B sweep agent's run (its wandb.config) "
+                                           "over the config these options give, as `run` does; a re-run of "
+                                           "the same agent run resumes from its checkpoint.")
+    _add_run_arguments(sweep_run, resume=False)
+    validate = sub.add_parser("sweep-validate", help="check W&B sweep files offline: every combination's config")
+    validate.add_argument("paths", nargs="+", help="sweep files, e.g. experiments/sweeps/*.yaml")
     cmp_ = sub.add_parser("compare", help="markdown table + plots from results.json files")
     cmp_.add_argument("paths", nargs="+", help="results.json files or directories holding them")
-    cmp_.add_argument("--output", help="directory for comparison.md and PNGs (default: the first path)")
+    cmp_.add_argument("--output", help="directory for comparison.md and PNGs (default: the first path, "
+                                       "or its folder)")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    overrides = {k: getattr(args, k) for k in list(_OVERRIDES) + ["download", "wandb", "progress"]
-                 if getattr(args, k, None) is not None}
+    """The config file (or the default one) with the options' overrides.
+
+    A key set by an option leaves the config file's grid: ``run --loss ce`` runs CE only.
+    """
+    overrides = {f.name: getattr(args, f.name) for f in _KEYS if getattr(args, f.name) is not None}
     for item in args.set:
         if "=" not in item:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}.")
         key, value = item.split("=", 1)
         overrides[key.strip()] = parse_value(value)
-    if args.output_dir:
-        overrides["output_dir"] = args.output_dir
-    grid = {}
-    for flag, key in (("strategies", "strategy"), ("losses", "loss"), ("seeds", "seed")):
-        values = getattr(args, flag, None)
-        if values:
-            grid[key] = values
-            overrides.pop(key, None)
-    config_path = args.config
-    if config_path is None:
-        config_path = _default_config_path()
-    cfg = load_config(config_path, overrides)
-    if grid:
-        cfg = cfg.replace(grid={**{k: v for k, v in cfg.grid.items() if k not in grid}, **grid})
-    return cfg
+    grid = {key: getattr(args, flag) for flag, key in _GRID_FLAGS.items() if getattr(args, flag, None)}
+    cfg = load_config(args.config or _default_config_path(), {k: v for k, v in overrides.items() if k not in grid})
+    grid = {**{k: v for k, v in cfg.grid.items() if k not in overrides}, **grid}
+    return cfg.replace(grid=grid) if grid != cfg.grid else cfg
 
 
 def _default_config_path() -> Optional[Path]:
@@ -96,10 +124,7 @@ def _default_config_path() -> Optional[Path]:
 
 
 def run_configs(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> Optional[Path]:
-    from . import distributed
-    from .compare import compare
-    from .experiment import run_experiment
-
+    """Run every combination of ``cfg`` into ``output_dir/<run name>/``, then compare them."""
     main = distributed.is_main_process()  # under torchrun every rank runs this; rank 0 reports
     say = print if main else (lambda *args, **kwargs: None)
     runs = expand_grid(cfg)
@@ -107,10 +132,8 @@ def run_configs(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = F
     say(f"bsce-experiment: {len(runs)} run(s) -> {out}", flush=True)
     for run_cfg in runs:
         result = run_experiment(run_cfg, out / run_cfg.run_name, resume=resume, overwrite=overwrite)
-        line = (f"  {run_cfg.run_name}: average incremental accuracy "
-                f"{100 * result['average_incremental_accuracy']:.2f}%, last {100 * result['last_accuracy']:.2f}%, "
-                f"{result['train_time_s']:.0f} s")
-        say(line, flush=True)
+        say(f"  {run_cfg.run_name}: average incremental accuracy {100 * result['average_incremental_accuracy']:.2f}%, "
+            f"last {100 * result['last_accuracy']:.2f}%, {result['train_time_s']:.0f} s", flush=True)
         sync = (result.get("wandb") or {}).get("sync_command")
         if sync:
             say(f"  W&B run saved offline; upload it with: {sync}", flush=True)
@@ -123,34 +146,29 @@ def run_configs(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = F
 
 
 def _exit_cleanly_on_sigterm() -> None:
-    """SIGTERM (e.g. a cluster pre-empting the job) unwinds like Ctrl-C, so the W&B run is
-    closed; the last checkpoint is complete either way and ``--resume`` continues."""
-    import signal
-    import threading
-
+    """SIGTERM (e.g. a cluster pre-empting the job, or a W&B agent stopping a run) unwinds
+    like Ctrl-C, so the W&B run is closed; the last checkpoint is complete either way."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] in (["sweep-run"], ["sweep-validate"]):  # their own parsers: any --key=value
-        from . import sweep
-
-        return (sweep.sweep_run if argv[0] == "sweep-run" else sweep.sweep_validate)(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     _exit_cleanly_on_sigterm()
-    finished = False
+    finished, code = False, 0
     try:
         if args.command in ("run", "grid"):
             run_configs(config_from_args(args), resume=args.resume, overwrite=args.overwrite)
-        elif args.command == "compare":
-            from .compare import compare
+        elif args.command in ("sweep-run", "sweep-validate"):
+            from . import sweep  # sweep.py builds on this module
 
-            table = compare(args.paths, args.output or (args.paths[0] if Path(args.paths[0]).is_dir()
-                                                         else Path(args.paths[0]).parent))
-            print(table.read_text())
+            if args.command == "sweep-run":
+                sweep.sweep_run(config_from_args(args))
+            else:
+                code = sweep.sweep_validate(args.paths)
+        else:
+            first = Path(args.paths[0])
+            print(compare(args.paths, args.output or (first if first.is_dir() else first.parent)).read_text())
         finished = True
     except (ConfigError, FileNotFoundError) as err:
         print(f"bsce-experiment: error: {err}", file=sys.stderr)
@@ -159,10 +177,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"bsce-experiment: error: {err}", file=sys.stderr)
         return 1
     finally:
-        from . import distributed
-
         distributed.shutdown(wait=finished)  # leave the process group (torchrun), if one was joined
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .config import method_label
 from .fileio import write_text_atomic
 
 __all__ = ["format_mean_std", "run_label", "find_results", "load_results", "group_runs", "comparison_table", "plot_comparison", "compare"]
@@ -43,21 +44,8 @@ def load_results(paths: Iterable[str | os.PathLike]) -> list[dict]:
 
 
 def run_label(run: dict) -> str:
-    """The method a run belongs to, e.g. ``replay-bsce`` or ``lwf+mem-ce`` (seed left out).
-
-    Tolerates results written by other versions: unknown config keys are ignored, and a
-    config the current code would reject falls back to ``<strategy>-<loss>``.
-    """
-    from dataclasses import fields
-
-    from .config import ConfigError, ExperimentConfig
-
-    known = {f.name for f in fields(ExperimentConfig)}
-    cfg = {k: v for k, v in run["config"].items() if k in known and k != "grid"}
-    try:
-        return ExperimentConfig(**cfg).method_label
-    except (ConfigError, TypeError):
-        return f"{cfg.get('strategy', '?')}-{cfg.get('loss', '?')}"
+    """The method a run belongs to, e.g. ``replay-bsce`` or ``lwf+mem-ce`` (seed left out)."""
+    return method_label(run["config"])
 
 
 def group_runs(runs: Sequence[dict]) -> dict[str, list[dict]]:

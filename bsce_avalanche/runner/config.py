@@ -1,94 +1,121 @@
 """Experiment configuration: one dataclass, loaded from YAML, overridden from the CLI.
 
-Every key is checked: unknown keys, wrong types and unknown names (strategy, benchmark,
-loss, ...) are errors that name the closest valid choice.
+Every key carries its meaning next to its default (shown by ``bsce-experiment run --help``).
+Every key is checked: unknown keys, wrong types and unknown names are errors that name the
+closest valid choice; the names come from the library's registries (``BENCHMARKS``,
+``MODELS``, ``PRIOR_MODES``, ``ICARL_EVAL_MODES``) and the runner's ``STRATEGIES``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import itertools
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-__all__ = ["ExperimentConfig", "ConfigError", "load_config", "expand_grid", "combination_error", "CHOICES"]
+from .._choices import check_choice, did_you_mean
+from ..benchmarks import BENCHMARKS, CLASS_ORDER_NAMES, get_class_order, resolve_protocol
+from ..icarl import ICARL_EVAL_MODES
+from ..models import MODELS
+from ..priors import PRIOR_MODES
+from .strategies import STRATEGIES
+
+__all__ = ["ExperimentConfig", "ConfigError", "load_config", "expand_grid", "combination_error", "method_label",
+           "CHOICES"]
 
 #: Valid values of the name-like keys.
-CHOICES = {
-    "benchmark": ("digits", "cifar100", "imagenet_subset", "imagenet", "tiny_imagenet"),
-    "protocol": ("B0", "B50"),
-    "strategy": ("naive", "replay", "lwf", "icarl", "er_ace", "bic", "gdumb"),
+CHOICES: dict[str, tuple[str, ...]] = {
+    "benchmark": tuple(BENCHMARKS),
+    "strategy": tuple(STRATEGIES),
     "loss": ("ce", "bsce"),
-    "prior": ("auto", "sampling", "dataset", "batch"),
-    "model": ("auto", "small_cnn", "resnet8", "resnet20", "resnet32", "resnet18", "resnet18_cifar"),
-    "icarl_eval": ("nme", "head"),
+    "prior": PRIOR_MODES,
+    "model": ("auto", *MODELS),
+    "icarl_eval": ICARL_EVAL_MODES,
     "device": ("auto", "cpu", "cuda"),
+    "wandb_mode": ("online", "offline", "disabled"),
 }
+#: Keys a benchmark's builder may take (``BenchmarkInfo.options``).
+_BENCHMARK_OPTIONS = ("data_dir", "download", "fast_augment")
+
+
+def _benchmarks_with(option: str, default: bool = False) -> str:
+    return ", ".join(n for n, b in BENCHMARKS.items() if option in b.options and (b.fast_augment or not default))
 
 
 class ConfigError(ValueError):
     """A configuration problem, with a message that says how to fix it."""
 
 
+def _key(default, help: str):
+    """A config key: its default and its meaning (``--help`` and the docs read it)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class ExperimentConfig:
     """Everything that defines one run (see ``experiments/configs/*.yaml``)."""
 
-    name: str = "digits-replay"
+    name: str = _key("digits-replay", "experiment name: the W&B runs' name prefix and group")
     # data
-    benchmark: str = "digits"
-    protocol: str = "B0"
-    n_steps: int = 5
-    class_order: Union[str, int, list] = "icarl"
-    data_dir: Optional[str] = None
-    download: bool = False
-    fast_augment: bool = True
+    benchmark: str = _key("digits", "the class-incremental benchmark")
+    protocol: str = _key("B0", "B<k>: k classes in the first experience, then n_steps equal steps "
+                               "(B0: n_steps equal experiences); any k that splits the benchmark's classes")
+    n_steps: int = _key(5, "number of incremental steps of the protocol")
+    class_order: Union[str, int, list] = _key(
+        "icarl", f"order the classes arrive in: {', '.join(CLASS_ORDER_NAMES)}, an int seed, or a list of class ids")
+    data_dir: Optional[str] = _key(None, f"folder holding the dataset ({_benchmarks_with('data_dir')}; null: "
+                                         "$BSCE_DATA_DIR, else ~/.cache/bsce_avalanche)")
+    download: bool = _key(False, f"allow downloading the dataset ({_benchmarks_with('download')})")
+    fast_augment: Optional[bool] = _key(
+        None, f"uint8 images cropped and flipped in batches on the device ({_benchmarks_with('fast_augment')}); "
+              f"null: the benchmark's default (on for {_benchmarks_with('fast_augment', default=True)})")
     # model and method
-    model: str = "auto"
-    width: int = 16  # base width of the CIFAR ResNets: stages of width, 2x, 4x (16 in the papers)
-    # IncrementalClassifier head: units of classes not seen yet are masked (Avalanche's
-    # usual class-incremental setup); False: a fixed linear head over all classes.
-    incremental_head: bool = True
-    strategy: str = "replay"
-    loss: str = "bsce"
-    tau: float = 1.0
-    prior: str = "auto"
-    memory_size: int = 200
-    memory_per_class: Optional[int] = None
-    lwf_alpha: float = 1.0
-    lwf_temperature: float = 2.0
-    lwf_memory: bool = False
-    icarl_eval: str = "nme"
-    bic_stage2_epochs: int = 30
-    bic_val_fraction: float = 0.1
+    model: str = _key("auto", "the network (auto: the benchmark's default)")
+    width: int = _key(16, "base width of the CIFAR ResNets: stages of width, 2x, 4x channels (16 in the papers)")
+    incremental_head: bool = _key(True, "Avalanche's IncrementalClassifier, which masks the units of classes not "
+                                        "seen yet; false: a fixed linear head over all classes")
+    strategy: str = _key("replay", "the Avalanche strategy")
+    loss: str = _key("bsce", "training loss: ce (cross-entropy) or bsce (BalancedSoftmaxPlugin)")
+    tau: float = _key(1.0, "strength of the BSCE adjustment, logits + tau * log(prior) (0: plain CE)")
+    prior: str = _key("auto", "where BSCE's class prior comes from (see the README)")
+    memory_size: int = _key(200, "replay memory, in samples, shared by all seen classes")
+    memory_per_class: Optional[int] = _key(None, "memory per class instead of memory_size (B50 protocols: 20)")
+    lwf_alpha: float = _key(1.0, "weight of LwF's distillation loss")
+    lwf_temperature: float = _key(2.0, "temperature of LwF's distillation")
+    lwf_memory: bool = _key(False, "LwF with a replay memory (memory_size)")
+    icarl_eval: str = _key("nme", "iCaRL's classifier at evaluation: nearest mean of exemplars or the trained head "
+                                  "(results.json reports the other too)")
+    bic_stage2_epochs: int = _key(30, "epochs of BiC's bias-correction stage")
+    bic_val_fraction: float = _key(0.1, "fraction of BiC's memory held out for its bias correction")
     # optimisation
-    epochs: int = 10
-    batch_size: int = 32
-    eval_batch_size: int = 256
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_milestones: list = field(default_factory=list)
-    lr_gamma: float = 0.1
+    epochs: int = _key(10, "training epochs per step")
+    batch_size: int = _key(32, "training mini-batch size (the global batch under torchrun)")
+    eval_batch_size: int = _key(256, "evaluation mini-batch size")
+    lr: float = _key(0.05, "SGD learning rate")
+    momentum: float = _key(0.9, "SGD momentum")
+    weight_decay: float = _key(0.0, "SGD weight decay")
+    lr_milestones: list = _key([], "epochs at which the learning rate is multiplied by lr_gamma, e.g. [80, 120]")
+    lr_gamma: float = _key(0.1, "learning-rate factor at each milestone")
     # run
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 0
-    threads: Optional[int] = None  # torch CPU threads (None: torch's default)
-    output_dir: str = "outputs/default"
-    progress: bool = True
-    checkpoint: bool = True  # write checkpoint.pt after every step (for --resume)
+    seed: int = _key(0, "seed of everything (class order 'random' included)")
+    device: str = _key("auto", "auto: cuda when available, else cpu")
+    num_workers: int = _key(0, "DataLoader worker processes")
+    threads: Optional[int] = _key(None, "torch CPU threads (null: torch's default)")
+    output_dir: str = _key("outputs/default", "where results, W&B files and the comparison go")
+    progress: bool = _key(True, "show a progress bar")
+    checkpoint: bool = _key(True, "write checkpoint.pt after every step (for --resume)")
     # logging
-    wandb: bool = True
-    wandb_project: str = "bsce-avalanche"
-    wandb_entity: Optional[str] = None
-    wandb_mode: Optional[str] = None
-    # grid: lists of values for some keys, e.g. {"loss": ["ce", "bsce"], "seed": [0, 1]}
-    grid: dict = field(default_factory=dict)
+    wandb: bool = _key(True, "log to Weights & Biases (offline without an API key)")
+    wandb_project: str = _key("bsce-avalanche", "W&B project")
+    wandb_entity: Optional[str] = _key(None, "W&B entity (null: your default)")
+    wandb_mode: Optional[str] = _key(None, "W&B mode (null: $WANDB_MODE, else online with an API key, else offline)")
+    grid: dict = _key({}, "lists of values for some keys, one run per combination, e.g. {loss: [ce, bsce]}")
 
     def __post_init__(self):
         self.validate()
@@ -98,14 +125,19 @@ class ExperimentConfig:
         hints = get_type_hints(type(self))
         for f in fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
-        for key, valid in CHOICES.items():
-            _check_choice(key, getattr(self, key), valid)
+        try:
+            for key, valid in CHOICES.items():
+                if getattr(self, key) is not None:
+                    check_choice(key, getattr(self, key), valid)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         for key in ("n_steps", "epochs", "batch_size", "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}.")
+        self._validate_benchmark()
         if self.memory_size < 0:
             raise ConfigError(f"memory_size must be >= 0, got {self.memory_size}.")
-        if self.strategy in ("replay", "icarl", "er_ace", "bic", "gdumb") and self.memory_size == 0 and not self.memory_per_class:
+        if STRATEGIES[self.strategy].memory and self.memory_size == 0 and not self.memory_per_class:
             raise ConfigError(f"strategy {self.strategy!r} needs a memory: set memory_size > 0.")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}.")
@@ -113,10 +145,35 @@ class ExperimentConfig:
             raise ConfigError(f"tau must be >= 0, got {self.tau}.")
         for key, values in self.grid.items():
             if key not in _FIELD_NAMES or key == "grid":
-                raise ConfigError(f"grid key {key!r} is not a config key{_suggest(key, _FIELD_NAMES)}.")
+                raise ConfigError(f"grid key {key!r} is not a config key{did_you_mean(key, _FIELD_NAMES)}.")
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"grid.{key} must be a non-empty list, got {values!r}.")
         return self
+
+    def _validate_benchmark(self) -> None:
+        """Protocol, class order, options and model against the benchmark's facts."""
+        info = BENCHMARKS[self.benchmark]
+        try:
+            resolve_protocol(info.n_classes, protocol=self.protocol, n_steps=self.n_steps)
+            get_class_order(self.class_order, info.n_classes, seed=self.seed)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"benchmark {self.benchmark!r}: {err}") from None
+        for key in _BENCHMARK_OPTIONS:
+            if getattr(self, key) not in (None, False) and key not in info.options:
+                takes = ", ".join(sorted(info.options)) or "none of them"
+                raise ConfigError(f"{key} does not apply to benchmark {self.benchmark!r} "
+                                  f"(of {', '.join(_BENCHMARK_OPTIONS)} it takes {takes}); remove it.")
+        if self.width != 16 and not MODELS[self.model_name].blocks_per_stage:
+            cifar = ", ".join(n for n, m in MODELS.items() if m.blocks_per_stage)
+            raise ConfigError(f"width applies to the CIFAR ResNets ({cifar}), not {self.model_name}.")
+
+    @property
+    def model_name(self) -> str:
+        return self.model if self.model != "auto" else BENCHMARKS[self.benchmark].default_model
+
+    @property
+    def use_fast_augment(self) -> bool:
+        return BENCHMARKS[self.benchmark].fast_augment if self.fast_augment is None else self.fast_augment
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -126,15 +183,7 @@ class ExperimentConfig:
 
     @property
     def method_label(self) -> str:
-        """What distinguishes this method from others in a comparison (not the seed)."""
-        parts = [self.strategy + ("+mem" if self.strategy == "lwf" and self.lwf_memory else ""), self.loss]
-        if self.strategy == "icarl":
-            parts.append(self.icarl_eval)
-        if self.loss == "bsce" and self.prior != "auto":
-            parts.append(f"prior_{self.prior}")
-        if self.loss == "bsce" and self.tau != 1.0:
-            parts.append(f"tau{self.tau:g}")
-        return "-".join(parts)
+        return method_label(vars(self))
 
     @property
     def run_name(self) -> str:
@@ -142,17 +191,24 @@ class ExperimentConfig:
 
 
 _FIELD_NAMES = [f.name for f in fields(ExperimentConfig)]
+_DEFAULTS = {f.name: f.default for f in fields(ExperimentConfig) if f.default is not MISSING}
 
 
-def _suggest(value: str, valid) -> str:
-    close = difflib.get_close_matches(str(value), [str(v) for v in valid], n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def method_label(config: Mapping) -> str:
+    """What distinguishes a method from others in a comparison (not the seed), e.g.
+    ``replay-bsce``, ``lwf+mem-ce``, ``icarl-bsce-head``, ``replay-bsce-prior_dataset``.
 
-
-def _check_choice(key: str, value, valid) -> None:
-    if key == "class_order" or value in valid:
-        return
-    raise ConfigError(f"Unknown {key} {value!r}{_suggest(value, valid)}; valid: {', '.join(valid)}.")
+    Takes a config dict, so that results written by other versions get labels too.
+    """
+    c = {**_DEFAULTS, **config}
+    parts = [c["strategy"] + ("+mem" if c["strategy"] == "lwf" and c["lwf_memory"] else ""), c["loss"]]
+    if c["strategy"] == "icarl":
+        parts.append(c["icarl_eval"])
+    if c["loss"] == "bsce" and c["prior"] != "auto":
+        parts.append(f"prior_{c['prior']}")
+    if c["loss"] == "bsce" and c["tau"] != 1.0:
+        parts.append(f"tau{c['tau']:g}")
+    return "-".join(parts)
 
 
 def _coerce(name: str, value: Any, hint) -> Any:
@@ -207,11 +263,8 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = N
     unknown = [k for k in data if k not in _FIELD_NAMES]
     if unknown:
         key = unknown[0]
-        raise ConfigError(
-            f"Unknown config key {key!r}{_suggest(key, _FIELD_NAMES)}"
-            + (f" in {path}" if path else "")
-            + "."
-        )
+        raise ConfigError(f"Unknown config key {key!r}{did_you_mean(key, _FIELD_NAMES)}"
+                          + (f" in {path}" if path else "") + ".")
     return ExperimentConfig(**data)
 
 
@@ -221,17 +274,14 @@ def combination_error(config: ExperimentConfig) -> Optional[str]:
     Kept out of :meth:`ExperimentConfig.validate` so that a grid over strategies and
     losses can still be written down; the runner refuses such runs, a W&B sweep skips them.
     """
-    if config.strategy == "er_ace" and config.loss == "bsce":
-        return "er_ace cannot be combined with loss: bsce (ER-ACE uses its own loss); use loss: ce."
+    reason = STRATEGIES[config.strategy].without_bsce
+    if config.loss == "bsce" and reason:
+        return f"{config.strategy} cannot be combined with loss: bsce ({reason}); use loss: ce."
     return None
 
 
 def expand_grid(config: ExperimentConfig) -> list[ExperimentConfig]:
     """One config per combination of the ``grid`` values (the config itself if no grid)."""
-    if not config.grid:
-        return [config]
     keys = list(config.grid)
-    runs = []
-    for values in itertools.product(*(config.grid[k] for k in keys)):
-        runs.append(config.replace(grid={}, **dict(zip(keys, values))))
-    return runs
+    return [config.replace(grid={}, **dict(zip(keys, values)))
+            for values in itertools.product(*(config.grid[k] for k in keys))] if keys else [config]

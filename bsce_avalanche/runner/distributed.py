@@ -32,7 +32,7 @@ which initialises the process group (NCCL when the run uses CUDA, each process o
   own convention).
 * **The BSCE prior is identical on every rank.** ``prior="auto"``/``"sampling"`` derive it
   from the labels of the whole datasets and the loader's (sharded) sampling; ``"batch"``
-  all-reduces the mini-batch label counts (:class:`~bsce_avalanche.priors.RunningClassCounts`).
+  all-reduces the mini-batch label counts (:class:`~bsce_avalanche.priors.ClassPrior`).
 * **Evaluation** runs on the *whole* test set on every rank with the plain model (no
   sharding, no padding duplicates), so the metrics equal those of a single process
   evaluating the same weights; only rank 0 writes ``results.json``, checkpoints and the
@@ -42,9 +42,9 @@ which initialises the process group (NCCL when the run uses CUDA, each process o
 Avalanche 0.6 itself only goes part of the way (see its source): ``DistributedHelper`` and its
 loaders shard data once the process group exists, but no strategy wraps its model in
 DDP, ``DistributedHelper.init_distributed`` picks GPU ``RANK`` (wrong on a second node),
-its ``DistributedSampler`` reshuffles identically every epoch (seed 0, epoch 0), and its
-evaluation loaders shard the test set (with padding duplicates). This module fills those
-gaps; see :func:`prepare_strategy`.
+its ``DistributedSampler`` reshuffles identically every epoch (seed 0, epoch 0: fixed in
+:mod:`bsce_avalanche.compat`), and its evaluation loaders shard the test set (with padding
+duplicates). This module fills those gaps; see :func:`prepare_strategy`.
 
 What differs from a single process (why results match only statistically): the data
 order (each rank shuffles its shard), BatchNorm batch statistics computed per rank over
@@ -66,6 +66,8 @@ from typing import Any, Callable, Optional, TypeVar
 
 import torch
 import torch.distributed as dist
+
+from ..compat import ReshufflingDistributedSampler, apply_avalanche_fixes
 
 __all__ = [
     "launched_distributed",
@@ -151,7 +153,7 @@ def setup(device: torch.device) -> torch.device:
         kwargs = {"device_id": device} if backend == "nccl" else {}
         dist.init_process_group(backend=backend, **kwargs)
         _tell_avalanche(device, use_cuda)
-        _patch_avalanche_sampler()
+        apply_avalanche_fixes()  # Avalanche's loaders must reshuffle every epoch
     return device
 
 
@@ -180,35 +182,6 @@ def _tell_avalanche(device: torch.device, use_cuda: bool) -> None:
 
     DistributedHelper.use_cuda = use_cuda
     DistributedHelper._dev_map = DistributedHelper._make_map(device)
-
-
-# ---------------------------------------------------------------------- samplers
-class _ReshufflingDistributedSampler(torch.utils.data.DistributedSampler):
-    """``DistributedSampler`` that draws a new permutation every time it is iterated.
-
-    Avalanche 0.6 builds a fresh ``DistributedSampler`` (seed 0, epoch 0) for every epoch,
-    so without this every epoch and every experience would see the same order. The seed
-    is drawn from the global torch RNG, which is aligned across ranks, so all ranks agree
-    on the permutation (and therefore on the sharding).
-    """
-
-    def __init__(self, *args, seed: Optional[int] = None, shuffle: bool = True, **kwargs):
-        if seed is None:
-            seed = int(torch.randint(0, 2**31 - 1, (1,)).item()) if shuffle else 0
-        super().__init__(*args, seed=seed, shuffle=shuffle, **kwargs)
-        self._passes = 0
-
-    def __iter__(self):
-        self.set_epoch(self._passes)
-        self._passes += 1
-        return super().__iter__()
-
-
-def _patch_avalanche_sampler() -> None:
-    from avalanche.benchmarks.utils import data_loader
-
-    if not issubclass(data_loader.DistributedSampler, _ReshufflingDistributedSampler):
-        data_loader.DistributedSampler = _ReshufflingDistributedSampler
 
 
 def per_rank_batch_size(batch_size: int) -> int:
@@ -432,7 +405,7 @@ def _shard_er_ace_memory(strategy) -> None:
     if len(buffer) < strategy.batch_size_mem * world_size():
         strategy.replay_loader = None  # a single process would not replay yet either
         return
-    sampler = _ReshufflingDistributedSampler(buffer, shuffle=True, drop_last=True)
+    sampler = ReshufflingDistributedSampler(buffer, shuffle=True, drop_last=True)
     strategy.replay_loader = cycle(
         torch.utils.data.DataLoader(buffer, batch_size=strategy.batch_size_mem, sampler=sampler, drop_last=True)
     )

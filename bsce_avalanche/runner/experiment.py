@@ -19,15 +19,16 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch.nn import CrossEntropyLoss
-from torch.optim import SGD
 
+from ..benchmarks import BENCHMARKS, BatchAugmentPlugin
+from ..models import make_model
+from ..plugin import BalancedSoftmaxPlugin
 from . import distributed
 from .config import ConfigError, ExperimentConfig, combination_error
 from .divergence import NonFiniteLossGuard, TrainingDiverged
 from .fileio import lock_run_dir, write_json_atomic
 from .metrics import evaluate_step, summarise
-from ..plugin import BalancedSoftmaxPlugin
+from .strategies import build_strategy
 
 __all__ = ["run_experiment", "build_benchmark", "build_strategy", "resolve_device"]
 
@@ -65,113 +66,23 @@ def seed_everything(seed: int) -> None:
 # ---------------------------------------------------------------------- building blocks
 def build_benchmark(cfg: ExperimentConfig):
     """The Avalanche benchmark of ``cfg`` (an ``nc_benchmark``-style scenario)."""
+    info = BENCHMARKS[cfg.benchmark]
+    options = {key: getattr(cfg, key) for key in info.options}
+    if "fast_augment" in options:
+        options["fast_augment"] = cfg.use_fast_augment
     try:
-        return _build_benchmark(cfg)
-    except ValueError as err:  # e.g. a split that does not divide the classes evenly
+        return info.build(protocol=cfg.protocol, n_steps=cfg.n_steps, class_order=cfg.class_order, seed=cfg.seed,
+                          **options)
+    except ValueError as err:  # e.g. a malformed data file
         raise ConfigError(f"benchmark {cfg.benchmark!r}: {err}") from err
 
 
-def _build_benchmark(cfg: ExperimentConfig):
-    from .. import benchmarks
-
-    common = dict(protocol=cfg.protocol, n_steps=cfg.n_steps, class_order=cfg.class_order)
-    if cfg.benchmark == "digits":
-        return benchmarks.split_digits(**common, seed=cfg.seed)
-    data = dict(data_dir=cfg.data_dir, download=cfg.download)
-    if cfg.benchmark == "cifar100":
-        return benchmarks.split_cifar100(**common, **data, seed=cfg.seed, fast_augment=cfg.fast_augment)
-    if cfg.benchmark == "tiny_imagenet":
-        return benchmarks.split_tiny_imagenet(**common, **data, seed=cfg.seed)
-    if cfg.benchmark == "imagenet_subset":
-        return benchmarks.split_imagenet_subset(**common, data_dir=cfg.data_dir, seed=cfg.seed)
-    if cfg.benchmark == "imagenet":
-        return benchmarks.split_imagenet(**common, data_dir=cfg.data_dir, seed=cfg.seed)
-    raise ConfigError(f"Unknown benchmark {cfg.benchmark!r}.")
-
-
-def _default_model_name(cfg: ExperimentConfig) -> str:
-    return {"digits": "small_cnn", "cifar100": "resnet32"}.get(cfg.benchmark, "resnet18")
-
-
 def build_model(cfg: ExperimentConfig, n_classes: int):
-    from ..models import make_model
-
-    name = cfg.model if cfg.model != "auto" else _default_model_name(cfg)
-    # Fast CIFAR path: uint8 batches, normalised by the model's first layer. Digits are
-    # already in [0, 1]; the ImageNet-style loaders normalise per sample (the layer then
-    # passes float input through unchanged).
-    norm = {"cifar100": "cifar100", "digits": None}.get(cfg.benchmark, "auto")
-    extra = {}
-    if cfg.width != 16:
-        from ..models import CIFAR_RESNET_BLOCKS
-
-        if name not in CIFAR_RESNET_BLOCKS:
-            raise ConfigError(f"width applies to the CIFAR ResNets ({', '.join(CIFAR_RESNET_BLOCKS)}), not {name}.")
-        extra["widths"] = (cfg.width, 2 * cfg.width, 4 * cfg.width)
-    return make_model(name, n_classes, input_norm=norm, incremental=cfg.incremental_head, **extra)
-
-
-def _memory_buffer(cfg: ExperimentConfig, n_classes: int):
-    """Class-balanced random memory: ``memory_size`` in total, or ``memory_per_class``."""
-    from avalanche.training.storage_policy import ClassBalancedBuffer
-
-    if cfg.memory_per_class:
-        return ClassBalancedBuffer(
-            max_size=cfg.memory_per_class * n_classes, adaptive_size=False, total_num_classes=n_classes
-        )
-    return ClassBalancedBuffer(max_size=cfg.memory_size, adaptive_size=True)
-
-
-def build_strategy(cfg: ExperimentConfig, model, n_classes: int, device, plugins: list, evaluator):
-    """The Avalanche strategy named by ``cfg.strategy`` (plugins are added to it)."""
-    from avalanche.training import BiC, ER_ACE, GDumb, ICaRL, LwF, Naive
-    from avalanche.training.plugins import LRSchedulerPlugin, ReplayPlugin
-
-    optimizer = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    plugins = list(plugins)
-    if cfg.lr_milestones:
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.lr_milestones, cfg.lr_gamma)
-        plugins.append(LRSchedulerPlugin(scheduler, reset_scheduler=True, reset_lr=True))
-    common = dict(
-        optimizer=optimizer, train_mb_size=cfg.batch_size, train_epochs=cfg.epochs,
-        eval_mb_size=cfg.eval_batch_size, device=device, plugins=plugins, evaluator=evaluator,
-    )
-    criterion = CrossEntropyLoss()
-    mem_total = cfg.memory_per_class * n_classes if cfg.memory_per_class else cfg.memory_size
-    s = cfg.strategy
-    if s == "naive":
-        return Naive(model=model, criterion=criterion, **common)
-    if s == "replay":
-        replay = ReplayPlugin(mem_size=_memory_buffer(cfg, n_classes).max_size,
-                              storage_policy=_memory_buffer(cfg, n_classes))
-        common["plugins"] = plugins + [replay]
-        return Naive(model=model, criterion=criterion, **common)
-    if s == "lwf":
-        if cfg.lwf_memory:
-            buffer = _memory_buffer(cfg, n_classes)
-            common["plugins"] = plugins + [ReplayPlugin(mem_size=buffer.max_size, storage_policy=buffer)]
-        return LwF(model=model, criterion=criterion, alpha=cfg.lwf_alpha, temperature=cfg.lwf_temperature, **common)
-    if s == "icarl":
-        from ..icarl import set_icarl_eval
-
-        strategy = ICaRL(
-            feature_extractor=model.feature_extractor, classifier=model.classifier,
-            memory_size=cfg.memory_per_class or cfg.memory_size, fixed_memory=not cfg.memory_per_class,
-            buffer_transform=None, **common,
-        )
-        set_icarl_eval(strategy, cfg.icarl_eval)
-        return strategy
-    if s == "er_ace":
-        return ER_ACE(model=model, criterion=criterion, mem_size=mem_total, batch_size_mem=cfg.batch_size, **common)
-    if s == "bic":
-        from ..compat import apply_avalanche_fixes
-
-        apply_avalanche_fixes()
-        return BiC(model=model, criterion=criterion, mem_size=mem_total, val_percentage=cfg.bic_val_fraction,
-                   stage_2_epochs=cfg.bic_stage2_epochs, lr=cfg.lr, **common)
-    if s == "gdumb":
-        return GDumb(model=model, criterion=criterion, mem_size=mem_total, **common)
-    raise ConfigError(f"Unknown strategy {s!r}.")
+    """The network, normalising its input as the benchmark needs (a no-op on float input:
+    only the fast path's uint8 batches are normalised by the model)."""
+    widths = {"widths": (cfg.width, 2 * cfg.width, 4 * cfg.width)} if cfg.width != 16 else {}
+    return make_model(cfg.model_name, n_classes, input_norm=BENCHMARKS[cfg.benchmark].input_norm,
+                      incremental=cfg.incremental_head, **widths)
 
 
 class _PredictionRecorder:
@@ -251,11 +162,8 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     )
     recorder = _PredictionRecorder()
     bsce = BalancedSoftmaxPlugin(prior=cfg.prior, tau=cfg.tau) if cfg.loss == "bsce" else None
-    plugins = []
-    if cfg.fast_augment and cfg.benchmark == "cifar100":
-        from ..benchmarks import BatchAugmentPlugin
-
-        plugins.append(BatchAugmentPlugin())  # first: later plugins see the augmented batch
+    # the batch augmentation first: later plugins see the augmented batch
+    plugins = [BatchAugmentPlugin()] if cfg.use_fast_augment else []
     guard = NonFiniteLossGuard()
     plugins += [p for p in (bsce, recorder, guard) if p is not None]
     # DDP: cfg.batch_size is the global mini-batch; each rank loads its share

@@ -1,0 +1,109 @@
+"""The Avalanche strategies the runner builds, by name: config choices, ``--help`` and the
+README's table come from :data:`STRATEGIES`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from avalanche.training import BiC, ER_ACE, GDumb, ICaRL, LwF, Naive
+from avalanche.training.plugins import LRSchedulerPlugin, ReplayPlugin
+from avalanche.training.storage_policy import ClassBalancedBuffer
+from torch.nn import CrossEntropyLoss
+from torch.optim import SGD
+
+from ..compat import apply_avalanche_fixes
+from ..icarl import set_icarl_eval
+
+__all__ = ["STRATEGIES", "StrategyInfo", "build_strategy"]
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    #: ``build(cfg, model, n_classes, common)``; ``common`` holds the keyword arguments every
+    #: Avalanche strategy takes (optimizer, mini-batch sizes, epochs, device, plugins, evaluator)
+    build: Callable
+    description: str
+    #: needs ``memory_size`` (or ``memory_per_class``) > 0
+    memory: bool
+    #: why it cannot train with ``loss: bsce``, or None
+    without_bsce: Optional[str] = None
+
+
+def _memory_total(cfg, n_classes: int) -> int:
+    return cfg.memory_per_class * n_classes if cfg.memory_per_class else cfg.memory_size
+
+
+def _with_replay(cfg, n_classes: int, common: dict) -> dict:
+    """``common`` plus a ReplayPlugin over a class-balanced random memory."""
+    if cfg.memory_per_class:
+        buffer = ClassBalancedBuffer(max_size=_memory_total(cfg, n_classes), adaptive_size=False,
+                                     total_num_classes=n_classes)
+    else:
+        buffer = ClassBalancedBuffer(max_size=cfg.memory_size, adaptive_size=True)
+    return {**common, "plugins": common["plugins"] + [ReplayPlugin(mem_size=buffer.max_size, storage_policy=buffer)]}
+
+
+def _naive(cfg, model, n_classes, common):
+    return Naive(model=model, criterion=CrossEntropyLoss(), **common)
+
+
+def _replay(cfg, model, n_classes, common):
+    return _naive(cfg, model, n_classes, _with_replay(cfg, n_classes, common))
+
+
+def _lwf(cfg, model, n_classes, common):
+    if cfg.lwf_memory:
+        common = _with_replay(cfg, n_classes, common)
+    return LwF(model=model, criterion=CrossEntropyLoss(), alpha=cfg.lwf_alpha, temperature=cfg.lwf_temperature,
+               **common)
+
+
+def _icarl(cfg, model, n_classes, common):
+    strategy = ICaRL(feature_extractor=model.feature_extractor, classifier=model.classifier,
+                     memory_size=cfg.memory_per_class or cfg.memory_size, fixed_memory=not cfg.memory_per_class,
+                     buffer_transform=None, **common)
+    set_icarl_eval(strategy, cfg.icarl_eval)
+    return strategy
+
+
+def _er_ace(cfg, model, n_classes, common):
+    return ER_ACE(model=model, criterion=CrossEntropyLoss(), mem_size=_memory_total(cfg, n_classes),
+                  batch_size_mem=cfg.batch_size, **common)
+
+
+def _bic(cfg, model, n_classes, common):
+    apply_avalanche_fixes()
+    return BiC(model=model, criterion=CrossEntropyLoss(), mem_size=_memory_total(cfg, n_classes),
+               val_percentage=cfg.bic_val_fraction, stage_2_epochs=cfg.bic_stage2_epochs, lr=cfg.lr, **common)
+
+
+def _gdumb(cfg, model, n_classes, common):
+    return GDumb(model=model, criterion=CrossEntropyLoss(), mem_size=_memory_total(cfg, n_classes), **common)
+
+
+STRATEGIES: dict[str, StrategyInfo] = {
+    "naive": StrategyInfo(_naive, "fine-tuning on each experience, no memory (Avalanche's Naive)", memory=False),
+    "replay": StrategyInfo(_replay, "Naive + ReplayPlugin, class-balanced random memory", memory=True),
+    "lwf": StrategyInfo(_lwf, "Learning without Forgetting (distillation); lwf_memory: true adds replay",
+                        memory=False),
+    "icarl": StrategyInfo(_icarl, "iCaRL: herding memory, distillation; evaluates with icarl_eval", memory=True),
+    "er_ace": StrategyInfo(_er_ace, "ER-ACE: replay with an asymmetric cross-entropy", memory=True,
+                           without_bsce="ER-ACE uses its own loss"),
+    "bic": StrategyInfo(_bic, "BiC: replay, then a bias-correction layer trained on held-out memory",
+                        memory=True),
+    "gdumb": StrategyInfo(_gdumb, "GDumb: trains from scratch on a class-balanced memory", memory=True),
+}
+
+
+def build_strategy(cfg, model, n_classes: int, device, plugins: list, evaluator):
+    """The Avalanche strategy named by ``cfg.strategy`` (``plugins`` are added to it)."""
+    optimizer = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    plugins = list(plugins)
+    if cfg.lr_milestones:
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.lr_milestones, cfg.lr_gamma)
+        plugins.append(LRSchedulerPlugin(scheduler, reset_scheduler=True, reset_lr=True))
+    common = dict(optimizer=optimizer, train_mb_size=cfg.batch_size, train_epochs=cfg.epochs,
+                  eval_mb_size=cfg.eval_batch_size, device=device, plugins=plugins, evaluator=evaluator)
+    return STRATEGIES[cfg.strategy].build(cfg, model, n_classes, common)
