@@ -3,6 +3,8 @@ directories, corrupt or truncated files, file modes, checkpoint size."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -211,12 +213,22 @@ def test_plain_rerun_of_an_unfinished_run_is_refused(interrupted_run, tmp_path):
         run_experiment(cfg, out)
 
 
+def test_resume_without_a_checkpoint_says_it_starts_afresh(interrupted_run, tmp_path, capsys):
+    cfg, out = copy_run(interrupted_run, tmp_path)
+    (out / "checkpoint.pt").unlink()  # e.g. killed between the step's results and its checkpoint
+    assert run_experiment(cfg, out, resume=True)["finished"]
+    assert "no checkpoint.pt to resume from: starting the run afresh" in capsys.readouterr().out
+
+
 def test_cli_overwrite_flag(finished_run, tmp_path, capsys, cli):
     cfg, out = finished_run
     shutil.copytree(out, tmp_path / "replay-bsce-seed0")
     assert main(["run", "--output-dir", str(tmp_path), *cli]) == 2
     assert "--overwrite" in one_line_error(capsys)
     assert main(["run", "--output-dir", str(tmp_path), *cli, "--overwrite"]) == 0
+    with pytest.raises(SystemExit, match="2"):
+        main(["run", "--output-dir", str(tmp_path), *cli, "--overwrite", "--resume"])
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 def test_results_honour_the_umask(finished_run):
@@ -251,6 +263,16 @@ def test_a_killed_writers_lock_file_does_not_block(tmp_path):
     (tmp_path / LOCK_FILE).write_text("999999999\n")  # left by a killed process: no flock held
     with lock_run_dir(tmp_path):
         assert (tmp_path / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+
+
+def test_a_filesystem_without_locks_is_used_with_a_warning(tmp_path, monkeypatch):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="no file locks on this filesystem"):
+        with lock_run_dir(tmp_path):
+            pass
 
 
 @pytest.mark.parametrize("where", ["a file", "under a file"])

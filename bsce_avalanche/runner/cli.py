@@ -56,10 +56,11 @@ def _add_run_arguments(p: argparse.ArgumentParser, resume: bool = True) -> None:
     p.add_argument("--config", help="YAML config, see experiments/configs/ (default: experiments/configs/"
                                     "default.yaml in a checkout, else the built-in defaults below)")
     if resume:
-        p.add_argument("--resume", action="store_true", help="continue interrupted runs from their last "
-                                                             "finished step; skip finished ones (default: off)")
-        p.add_argument("--overwrite", action="store_true", help="replace the runs already in the output "
-                                                                "directory (default: off: refuse to)")
+        existing = p.add_mutually_exclusive_group()  # what to do with runs already in the output directory
+        existing.add_argument("--resume", action="store_true", help="continue interrupted runs from their last "
+                                                                    "finished step; skip finished ones (default: off)")
+        existing.add_argument("--overwrite", action="store_true", help="replace the runs already in the output "
+                                                                       "directory (default: off; they are refused)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key with a YAML value, e.g. --set lr_milestones=[80,120] "
                         "(repeatable; default: none)")

@@ -303,31 +303,32 @@ def _resume_point(cfg: ExperimentConfig, out: Path, resume: bool = True, overwri
     previous = None
     if results_path.exists():
         try:
-            previous = _read_json(results_path)
-            saved_cfg = previous["config"]
+            results = _read_json(results_path)
+            diff = _differing_keys(results["config"], cfg)
+            failed = results.get("failed") and f", failed: {results['failed']['reason']}"
+            previous = (results.get("finished"), f"{len(results['steps'])} step(s) done{failed or ''}")
         except (ValueError, KeyError, TypeError) as err:
             fix = "--resume continues from checkpoint.pt" if ckpt_path.exists() else "the run starts afresh"
             raise ConfigError(
                 f"{results_path} is unreadable (truncated or corrupt: {type(err).__name__}): delete it "
                 f"({fix}), or use --overwrite."
             ) from None
-        diff = _differing_keys(saved_cfg, cfg)
         if diff:
             raise ConfigError(
                 f"{results_path} was written with a different config (keys {diff} differ): use --overwrite "
                 "to replace it, or another --output-dir."
             )
-        if previous.get("finished"):
+        if previous[0]:
             if resume:
                 return "finished"
             raise ConfigError(f"{out} already holds this finished run: use --resume to keep it, --overwrite "
                               "to run it again, or another --output-dir.")
     if not resume and (previous is not None or ckpt_path.exists()):
-        done = f"{len(previous.get('steps') or [])} step(s) done" if previous else "a checkpoint"
-        failed = f", failed: {previous['failed']['reason']}" if previous and previous.get("failed") else ""
-        raise ConfigError(f"{out} holds an unfinished run ({done}{failed}): use --resume to continue it, "
-                          "--overwrite to start afresh, or another --output-dir.")
+        raise ConfigError(f"{out} holds an unfinished run ({previous[1] if previous else 'a checkpoint'}): use "
+                          "--resume to continue it, --overwrite to start afresh, or another --output-dir.")
     if not ckpt_path.exists():
+        if previous is not None:
+            print(f"{out}: no {CHECKPOINT_FILE} to resume from: starting the run afresh", flush=True)
         return None
     checkpoint = load_checkpoint(ckpt_path)
     saved_cfg = checkpoint["extra"]["config"]

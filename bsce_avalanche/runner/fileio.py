@@ -5,10 +5,12 @@ and one writer per directory (:func:`lock_run_dir`)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import secrets
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -78,14 +80,18 @@ def lock_run_dir(directory: str | os.PathLike) -> Iterator[Path]:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    warnings.warn(f"{directory}: no file locks on this filesystem ({err.strerror}): "
+                                  "nothing stops two runs from writing there at once.")
+                    break
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
                 raise ConfigError(
                     f"{directory} is in use by another run (pid {holder}): wait for it to end, "
                     "or use another --output-dir."
                 ) from None
-            try:  # the holder we waited for may have removed the file: lock the current one
+            try:  # a holder ending between our open and our lock removed that file: lock the new one
                 if os.stat(lock).st_ino == os.fstat(fd).st_ino:
                     break
             except FileNotFoundError:
