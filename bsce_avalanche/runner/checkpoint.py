@@ -206,7 +206,8 @@ def save_checkpoint(path: str | os.PathLike, strategy, *, extra: Any = None, exc
         "rng": rng_state(),
         "extra": extra,
     }
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    # protocol 4 pickles the memory's bytes as they are (protocol 2, torch's default, as UTF-8 text)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp, pickle_protocol=4))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

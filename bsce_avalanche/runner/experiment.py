@@ -24,6 +24,7 @@ from ..benchmarks import BENCHMARKS, BatchAugmentPlugin
 from ..models import make_model
 from ..plugin import BalancedSoftmaxPlugin
 from . import distributed
+from .checkpoint import load_checkpoint, restore_strategy, save_checkpoint
 from .config import ConfigError, ExperimentConfig, combination_error
 from .divergence import NonFiniteLossGuard, TrainingDiverged
 from .fileio import lock_run_dir, write_json_atomic
@@ -190,8 +191,6 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     alt_steps = []  # iCaRL: the other eval mode (head vs NME) on the same weights
     start_step = 0
     if checkpoint:
-        from .checkpoint import restore_strategy
-
         saved = restore_strategy(strategy, checkpoint, exclude=[recorder, guard], benchmark=benchmark)
         results.update({k: v for k, v in saved["results"].items() if k != "wandb"})
         alt_steps = saved["alt_steps"]
@@ -233,8 +232,6 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
             if main:
                 write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
             if cfg.checkpoint and main:
-                from .checkpoint import save_checkpoint
-
                 # saved last: the RNG state is the one the next step starts from
                 save_checkpoint(out / CHECKPOINT_FILE, strategy, exclude=[recorder, guard], benchmark=benchmark,
                                 extra={"results": results, "alt_steps": alt_steps, "config": cfg.to_dict()})
@@ -273,10 +270,6 @@ def _differing_keys(saved: dict, cfg: ExperimentConfig) -> list:
     return sorted(k for k in set(saved) | set(now) if k not in _RUN_ONLY_KEYS and saved.get(k) != now.get(k))
 
 
-def _same_run(saved: dict, cfg: ExperimentConfig) -> bool:
-    return not _differing_keys(saved, cfg)
-
-
 def _read_json(path: Path):
     with open(path) as fh:
         return json.load(fh)
@@ -294,19 +287,17 @@ def _resume_point(cfg: ExperimentConfig, out: Path, resume: bool = True, overwri
     Refuses (ConfigError) to replace a run's files, finished or not, unless ``overwrite``;
     ``resume`` continues an unfinished run of the same config, or returns a finished one.
     """
-    from .checkpoint import load_checkpoint
-
     results_path, ckpt_path = out / RESULTS_FILE, out / CHECKPOINT_FILE
     if overwrite:
         ckpt_path.unlink(missing_ok=True)  # results.json is replaced after the first step
         return None
-    previous = None
+    done = None  # what results.json says was done
     if results_path.exists():
         try:
             results = _read_json(results_path)
             diff = _differing_keys(results["config"], cfg)
             failed = results.get("failed") and f", failed: {results['failed']['reason']}"
-            previous = (results.get("finished"), f"{len(results['steps'])} step(s) done{failed or ''}")
+            done = f"{len(results['steps'])} step(s) done{failed or ''}"
         except (ValueError, KeyError, TypeError) as err:
             fix = "--resume continues from checkpoint.pt" if ckpt_path.exists() else "the run starts afresh"
             raise ConfigError(
@@ -318,22 +309,21 @@ def _resume_point(cfg: ExperimentConfig, out: Path, resume: bool = True, overwri
                 f"{results_path} was written with a different config (keys {diff} differ): use --overwrite "
                 "to replace it, or another --output-dir."
             )
-        if previous[0]:
+        if results.get("finished"):
             if resume:
                 return "finished"
             raise ConfigError(f"{out} already holds this finished run: use --resume to keep it, --overwrite "
                               "to run it again, or another --output-dir.")
-    if not resume and (previous is not None or ckpt_path.exists()):
-        raise ConfigError(f"{out} holds an unfinished run ({previous[1] if previous else 'a checkpoint'}): use "
-                          "--resume to continue it, --overwrite to start afresh, or another --output-dir.")
+    if not resume and (done or ckpt_path.exists()):
+        raise ConfigError(f"{out} holds an unfinished run ({done or 'a checkpoint'}): use --resume to continue "
+                          "it, --overwrite to start afresh, or another --output-dir.")
     if not ckpt_path.exists():
-        if previous is not None:
+        if done:
             print(f"{out}: no {CHECKPOINT_FILE} to resume from: starting the run afresh", flush=True)
         return None
     checkpoint = load_checkpoint(ckpt_path)
-    saved_cfg = checkpoint["extra"]["config"]
-    if not _same_run(saved_cfg, cfg):
-        diff = _differing_keys(saved_cfg, cfg)
+    diff = _differing_keys(checkpoint["extra"]["config"], cfg)
+    if diff:
         raise ConfigError(
             f"{ckpt_path} was written with a different config (keys {diff} differ): resume with "
             "the same config and overrides, or use another --output-dir."
