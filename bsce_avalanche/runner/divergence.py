@@ -25,6 +25,10 @@ DEVICE_CHECK_EVERY, CPU_CHECK_EVERY = 50, 1
 _NONE = 2**62  # encoded "no non-finite loss yet", above any encoded iteration
 
 
+def _finite(x: torch.Tensor) -> torch.Tensor:
+    return torch.isfinite(x).all() if torch.is_floating_point(x) else torch.ones((), dtype=torch.bool, device=x.device)
+
+
 class TrainingDiverged(RuntimeError):
     """Training produced a non-finite loss or weights; ``record`` goes into ``results.json``."""
 
@@ -57,13 +61,16 @@ class NonFiniteLossGuard(SupervisedPlugin, supports_distributed=True):
         self._first_bad = None
 
     def after_training_iteration(self, strategy, **kwargs):
-        loss, x = strategy.loss.detach(), strategy.mb_x
-        input_ok = torch.isfinite(x).all() if torch.is_floating_point(x) else torch.ones((), dtype=torch.bool)
-        code = 4 * self._iteration + 2 * torch.isnan(loss).any().long() + input_ok.to(loss.device).long()
+        loss = strategy.loss.detach()
+        every = CPU_CHECK_EVERY if loss.device.type == "cpu" else DEVICE_CHECK_EVERY
+        # the input is checked here only when the read is deferred (on the CPU a full-batch
+        # isfinite costs more than the other checks together); else once the loss is bad
+        input_ok = _finite(strategy.mb_x).long() if every > 1 else 1
+        code = 4 * self._iteration + 2 * torch.isnan(loss).any().long() + input_ok
         code = torch.where(torch.isfinite(loss).all(), _NONE, code)
         self._first_bad = code if self._first_bad is None else torch.minimum(self._first_bad, code)
         self._iteration += 1
-        if self._iteration % (CPU_CHECK_EVERY if loss.device.type == "cpu" else DEVICE_CHECK_EVERY) == 0:
+        if self._iteration % every == 0:
             self._check(strategy)
 
     def after_training_epoch(self, strategy, **kwargs):
@@ -81,6 +88,8 @@ class NonFiniteLossGuard(SupervisedPlugin, supports_distributed=True):
         code = int(self._first_bad)
         if code != _NONE:
             iteration, nan, input_ok = code // 4, code % 4 >= 2, code % 2 == 1
+            if iteration == self._iteration - 1:  # the bad mini-batch is still there
+                input_ok = input_ok and bool(_finite(strategy.mb_x))
             self._fail(strategy, iteration, f"the loss is {'nan' if nan else 'inf'}; {self._cause(strategy, input_ok)}")
 
     def _fail(self, strategy, iteration: int, reason: str):
