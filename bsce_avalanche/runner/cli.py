@@ -13,12 +13,17 @@ Every config key is an option of run, grid and sweep-run (bsce-experiment run --
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import signal
 import sys
 import threading
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Optional, Sequence, Union, get_args, get_origin, get_type_hints
+
+import torch
 
 from . import distributed
 from .compare import compare
@@ -82,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(run)
     grid = sub.add_parser("grid", help="run strategies x losses x seeds, then compare them")
     _add_run_arguments(grid)
+    for p in (run, grid):
+        p.add_argument("--jobs", type=int, default=1,
+                       help="runs at once, each in its own process (CPU cores, or sharing one GPU), with CPU cores "
+                            "// JOBS torch threads unless threads is set; no progress bars (default: 1)")
     for flag, key in _GRID_FLAGS.items():
         choices = f"; choices: {', '.join(CHOICES[key])}" if key in CHOICES else ""
         grid.add_argument(f"--{flag}", nargs="+", type=int if key == "seed" else str,
@@ -124,15 +133,25 @@ def _default_config_path() -> Optional[Path]:
     return candidate if candidate.is_file() else None
 
 
-def run_configs(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = False) -> Optional[Path]:
-    """Run every combination of ``cfg`` into ``output_dir/<run name>/``, then compare them."""
+def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1, overwrite: bool = False) -> Optional[Path]:
+    """Run every combination of ``cfg`` into ``output_dir/<run name>/``, ``jobs`` at once, then
+    compare them."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}.")
+    if jobs > 1 and distributed.launched_distributed():
+        raise ConfigError("--jobs starts processes of its own: do not combine it with torchrun (use --jobs 1).")
     main = distributed.is_main_process()  # under torchrun every rank runs this; rank 0 reports
     say = print if main else (lambda *args, **kwargs: None)
     runs = expand_grid(cfg)
     out = Path(cfg.output_dir)
-    say(f"bsce-experiment: {len(runs)} run(s) -> {out}", flush=True)
-    for run_cfg in runs:
-        result = run_experiment(run_cfg, out / run_cfg.run_name, resume=resume, overwrite=overwrite)
+    jobs = min(jobs, len(runs))
+    say(f"bsce-experiment: {len(runs)} run(s) -> {out}" + (f", {jobs} at once" if jobs > 1 else ""), flush=True)
+    if jobs > 1:
+        results = _run_in_processes(runs, out, resume, jobs, overwrite)
+    else:
+        results = ((run_cfg, run_experiment(run_cfg, out / run_cfg.run_name, resume=resume, overwrite=overwrite))
+                   for run_cfg in runs)
+    for run_cfg, result in results:
         say(f"  {run_cfg.run_name}: average incremental accuracy {100 * result['average_incremental_accuracy']:.2f}%, "
             f"last {100 * result['last_accuracy']:.2f}%, {result['train_time_s']:.0f} s", flush=True)
         sync = (result.get("wandb") or {}).get("sync_command")
@@ -144,6 +163,30 @@ def run_configs(cfg: ExperimentConfig, resume: bool = False, overwrite: bool = F
     print(f"comparison: {table}", flush=True)
     print(table.read_text().split("\n\n")[1], flush=True)
     return table
+
+
+def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int, overwrite: bool = False):
+    """Yield ``(config, results)`` of each run as it finishes, ``jobs`` fresh processes at a
+    time, each with ``cores // jobs`` torch threads unless its config sets ``threads``. A run
+    computes what it computes alone (same seed and threads: same numbers)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // jobs)
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool:
+        futures = {pool.submit(_run_one, run_cfg.replace(progress=False), out / run_cfg.run_name, resume, threads,
+                               overwrite):
+                   run_cfg for run_cfg in runs}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the runs under way finish (and are saved)
+            raise
+
+
+def _run_one(cfg: ExperimentConfig, out: Path, resume: bool, threads: int, overwrite: bool = False) -> dict:
+    torch.set_num_threads(cfg.threads or threads)
+    return run_experiment(cfg, out, resume=resume, overwrite=overwrite)
 
 
 def _exit_cleanly_on_sigterm() -> None:
@@ -159,7 +202,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finished, code = False, 0
     try:
         if args.command in ("run", "grid"):
-            run_configs(config_from_args(args), resume=args.resume, overwrite=args.overwrite)
+            run_configs(config_from_args(args), resume=args.resume, jobs=args.jobs, overwrite=args.overwrite)
         elif args.command in ("sweep-run", "sweep-validate"):
             from . import sweep  # sweep.py builds on this module
 

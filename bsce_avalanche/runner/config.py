@@ -20,7 +20,7 @@ import yaml
 from .._choices import check_choice, did_you_mean
 from ..benchmarks import BENCHMARKS, CLASS_ORDER_NAMES, get_class_order, resolve_protocol
 from ..icarl import ICARL_EVAL_MODES
-from ..models import MODELS
+from ..models import AMP_DTYPES, MODELS
 from ..priors import PRIOR_MODES
 from .strategies import STRATEGIES
 
@@ -36,6 +36,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model": ("auto", *MODELS),
     "icarl_eval": ICARL_EVAL_MODES,
     "device": ("auto", "cpu", "cuda"),
+    "data_path": ("loader", "device"),
+    "amp": tuple(AMP_DTYPES),
     "wandb_mode": ("online", "offline", "disabled"),
 }
 #: Keys a benchmark's builder may take (``BenchmarkInfo.options``).
@@ -75,6 +77,10 @@ class ExperimentConfig:
     fast_augment: Optional[bool] = _key(
         None, f"uint8 images cropped and flipped in batches on the device ({_benchmarks_with('fast_augment')}); "
               f"null: the benchmark's default (on for {_benchmarks_with('fast_augment', default=True)})")
+    data_path: str = _key(
+        "loader", "how batches are fetched: loader (Avalanche's per-sample DataLoader) or device (images kept on "
+                  f"the training device, whole batches gathered there from the same sampler; "
+                  f"{', '.join(n for n, b in BENCHMARKS.items() if b.in_memory)}, num_workers 0)")
     # model and method
     model: str = _key("auto", "the network (auto: the benchmark's default)")
     width: int = _key(16, "base width of the CIFAR ResNets: stages of width, 2x, 4x channels (16 in the papers)")
@@ -96,7 +102,8 @@ class ExperimentConfig:
     # optimisation
     epochs: int = _key(10, "training epochs per step")
     batch_size: int = _key(32, "training mini-batch size (the global batch under torchrun)")
-    eval_batch_size: int = _key(256, "evaluation mini-batch size")
+    eval_batch_size: int = _key(256, "evaluation mini-batch size (thousands with data_path: device)")
+    amp: str = _key("none", "bf16: the feature extractor runs under bf16 autocast; logits and losses stay float32")
     lr: float = _key(0.05, "SGD learning rate")
     momentum: float = _key(0.9, "SGD momentum")
     weight_decay: float = _key(0.0, "SGD weight decay")
@@ -135,6 +142,16 @@ class ExperimentConfig:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}.")
         self._validate_benchmark()
+        if self.data_path == "device":
+            info = BENCHMARKS[self.benchmark]
+            if not info.in_memory or ("fast_augment" in info.options and not self.use_fast_augment):
+                in_memory = ", ".join(n for n, b in BENCHMARKS.items() if b.in_memory)
+                raise ConfigError(f"data_path: device needs images held in memory as tensors ({in_memory}; with "
+                                  f"fast_augment on), not benchmark {self.benchmark!r}"
+                                  + (" with fast_augment: false" if info.in_memory else "") + "; use data_path: loader.")
+            if self.num_workers:
+                raise ConfigError("data_path: device gathers batches on the device in the main process: "
+                                  "set num_workers: 0.")
         if self.memory_size < 0:
             raise ConfigError(f"memory_size must be >= 0, got {self.memory_size}.")
         if STRATEGIES[self.strategy].memory and self.memory_size == 0 and not self.memory_per_class:

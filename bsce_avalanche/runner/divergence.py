@@ -39,6 +39,9 @@ class TrainingDiverged(RuntimeError):
             f"iterations within the step): {reason}"
         )
 
+    def __reduce__(self):  # pickled across processes (run --jobs, DDP)
+        return type(self), tuple(self.record.values())
+
 
 class NonFiniteLossGuard(SupervisedPlugin, supports_distributed=True):
     """Raise :class:`TrainingDiverged` at the first non-finite training loss.

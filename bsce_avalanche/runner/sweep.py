@@ -59,7 +59,9 @@ def sweep_run(base: ExperimentConfig) -> None:
         raise ConfigError("sweep-run is the program of a W&B sweep agent (wandb agent ENTITY/PROJECT/SWEEP_ID); "
                           "to run one combination here: bsce-experiment run --config ... --strategy ... --loss ...")
     # rank 0 joins the agent's run; other torchrun ranks only read its parameters
-    run = wandb.init(mode=None if distributed.is_main_process() else "disabled")
+    # bounded like the logger's start (wandb's default waits 90 s without network)
+    run = wandb.init(mode=None if distributed.is_main_process() else "disabled",
+                     settings=wandb.Settings(init_timeout=30.0))
     params = dict(run.config)
     cfg = sweep_config(base, params)
     if not cfg.wandb:
