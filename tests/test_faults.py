@@ -7,6 +7,7 @@ import errno
 import fcntl
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -95,6 +96,8 @@ def test_huge_lr_stops_at_the_first_nonfinite_loss_and_records_it(tmp_path):
     assert results["finished"] is False and results["failed"] == err.value.record
     assert results["steps"] == [] and "last_accuracy" not in results  # no metrics of the diverged model
     assert err.value.record["iteration"] >= 1  # the first update made the weights overflow
+    copy = pickle.loads(pickle.dumps(err.value))  # as from a `run --jobs` process
+    assert str(copy) == str(err.value) and copy.record == err.value.record
     with pytest.raises(ConfigError, match=r"unfinished run \(0 step\(s\) done, failed: the loss is"):
         run_experiment(cfg, tmp_path)  # kept until --overwrite
 
