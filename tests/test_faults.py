@@ -240,7 +240,7 @@ def test_results_honour_the_umask(finished_run):
     assert (finished_run[1] / "results.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=oct)
 def test_atomic_writes_honour_the_umask(tmp_path, umask):
     old = os.umask(umask)
     try:
