@@ -33,11 +33,10 @@ import sys
 from pathlib import Path
 
 import wandb
-import yaml
 
 from . import distributed
 from .cli import build_parser, config_from_args, run_configs
-from .config import ConfigError, ExperimentConfig, combination_error, load_config
+from .config import ConfigError, ExperimentConfig, combination_error, load_config, load_yaml
 
 __all__ = ["sweep_run", "sweep_config", "sweep_combinations", "sweep_validate"]
 
@@ -85,7 +84,7 @@ def sweep_combinations(path: str | os.PathLike) -> list[tuple[dict, ExperimentCo
 
     :raises ConfigError: naming the file and the first problem.
     """
-    sweep = yaml.safe_load(Path(path).read_text())
+    sweep = load_yaml(path)
     if not isinstance(sweep, dict) or sweep.get("method") != "grid":
         raise ConfigError(f"{path}: method must be grid (the sweep enumerates the experiment grid).")
     command = [str(token) for token in sweep.get("command") or []]
@@ -121,7 +120,7 @@ def sweep_validate(paths) -> int:
     for path in paths:
         try:
             combinations = sweep_combinations(path)
-        except (ConfigError, OSError, yaml.YAMLError) as err:
+        except (ConfigError, OSError) as err:
             print(f"{path}: INVALID: {err}", file=sys.stderr)
             status = 2
             continue
