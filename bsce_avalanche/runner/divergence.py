@@ -14,8 +14,6 @@ import torch.distributed as dist
 from avalanche.training.plugins import SupervisedPlugin
 
 from . import distributed
-from ..losses import log_prior_adjustment
-from ..plugin import BalancedSoftmaxPlugin
 
 __all__ = ["NonFiniteLossGuard", "TrainingDiverged"]
 
@@ -100,13 +98,9 @@ class NonFiniteLossGuard(SupervisedPlugin, supports_distributed=True):
 
     @classmethod
     def _cause(cls, strategy, input_ok: bool) -> str:
+        # (BSCE's tau is no cause: it is bounded, MAX_TAU, so that tau * log(prior) stays finite)
         if not input_ok:
             return "the mini-batch holds non-finite input values: check the data and its transforms."
-        for plugin in strategy.plugins:
-            if isinstance(plugin, BalancedSoftmaxPlugin) and plugin.prior is not None:
-                if not torch.isfinite(log_prior_adjustment(plugin.prior, plugin.tau)).all():
-                    return (f"tau={plugin.tau} makes the BSCE logit adjustment tau * log(prior) overflow "
-                            "float32: use a smaller tau.")
         return cls._lr_cause(strategy)
 
     @staticmethod
