@@ -305,7 +305,7 @@ def _resume_point(cfg: ExperimentConfig, out: Path, resume: bool = True, overwri
         try:
             results = _read_json(results_path)
             diff = _differing_keys(results["config"], cfg)
-            failed = results.get("failed") and f", failed: {results['failed']['reason']}"
+            failed = results.get("failed") and f", failed: {results['failed']['reason'].rstrip('.')}"
             done = f"{len(results['steps'])} step(s) done{failed or ''}"
         except (ValueError, KeyError, TypeError) as err:
             fix = "--resume continues from checkpoint.pt" if ckpt_path.exists() else "the run starts afresh"
