@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -85,8 +86,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     calls = {"n": 0}
 
     def dying_save(obj, f, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:  # the second checkpoint: write half a file, then die
+        calls["n"] += not isinstance(f, io.BytesIO)  # files only (the memory is serialised in memory first)
+        if calls["n"] == 2 and not isinstance(f, io.BytesIO):  # the second checkpoint: write half a file, then die
             with open(f, "wb") as fh:
                 fh.write(b"garbage")
             raise Crash("died while writing")
@@ -101,9 +102,10 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
-@pytest.mark.slow
-def test_killed_process_resumes_with_same_results_and_wandb_run(tmp_path):
-    """SIGKILL a real `bsce-experiment run` mid-way, then `--resume` it."""
+@pytest.fixture(scope="module")
+def kill_test(tmp_path_factory):
+    """The CLI command of the kill tests, its environment, and the uninterrupted run's results."""
+    tmp_path = tmp_path_factory.mktemp("kill")
     config = tmp_path / "cfg.yaml"
     config.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in {
         **BASE, "wandb": True, "strategy": "replay", "epochs": 3, "name": "kill-test", "grid": {"loss": ["bsce"]},
@@ -121,12 +123,23 @@ def test_killed_process_resumes_with_same_results_and_wandb_run(tmp_path):
 
     subprocess.run(cli(tmp_path / "reference"), env=env, check=True, capture_output=True, timeout=600)
     reference = json.loads((tmp_path / "reference" / "replay-bsce-seed0" / "results.json").read_text())
+    return cli, env, reference
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", ["after step 2", "before the first checkpoint"])
+def test_killed_process_resumes_with_same_results_and_wandb_run(tmp_path, kill_test, kill_at):
+    """SIGKILL a real `bsce-experiment run` mid-way, then `--resume` it: after two steps
+    (a checkpoint to resume from), or before the first step ends (nothing saved yet but the
+    lock file of the killed process, which must not block)."""
+    cli, env, reference = kill_test
     run_dir = tmp_path / "killed" / "replay-bsce-seed0"
     proc = subprocess.Popen(cli(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline:
         results = run_dir / "results.json"
+        if kill_at == "before the first checkpoint" and (run_dir / "wandb").exists():  # while W&B starts
+            break
         if (run_dir / "checkpoint.pt").exists() and results.exists() and len(json.loads(results.read_text())["steps"]) >= 2:
             break
         if proc.poll() is not None:
@@ -134,15 +147,21 @@ def test_killed_process_resumes_with_same_results_and_wandb_run(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    partial = json.loads((run_dir / "results.json").read_text())
-    assert not partial["finished"]
+    if kill_at == "before the first checkpoint":
+        assert not (run_dir / "results.json").exists() and not (run_dir / "checkpoint.pt").exists()
+        assert (run_dir / ".lock").read_text().strip() in ("", str(proc.pid))  # the dead holder's
+    else:
+        partial = json.loads((run_dir / "results.json").read_text())
+        assert not partial["finished"]
 
     done = subprocess.run(cli(tmp_path / "killed", "--resume"), env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "resuming after step" in done.stdout
+    assert ("resuming after step" in done.stdout) == (kill_at == "after step 2")
     resumed = json.loads((run_dir / "results.json").read_text())
     for key in COMPARED:
         assert resumed[key] == reference[key], key
+    if kill_at == "before the first checkpoint":
+        return
     # both parts of the run went to the same W&B run id
     offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 2

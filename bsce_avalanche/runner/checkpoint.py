@@ -12,31 +12,43 @@ on torch 2.14's optimizer state. Here the checkpoint is one ``torch.save`` of:
 * strategy attributes that hold memory (ER-ACE's ``storage_policy``);
 * the Python, NumPy and torch RNG states, and the caller's ``extra`` (results so far).
 
+A memory is an Avalanche subset of the benchmark's datasets: pickled as is, each buffer
+would carry the whole training set (154 MB for CIFAR-100). Given the ``benchmark``, every
+object that the plugins share with the benchmark's datasets (the image tensors, the label
+sequences, the datasets themselves) is saved as a reference, resolved against the same
+benchmark rebuilt on resume; the checkpoint then holds the model, the optimizer and the
+memory's own indices (and iCaRL's exemplar tensors): its size follows model + memory.
+
 It is written to a temporary file and renamed, so a crash while writing never
 corrupts the previous checkpoint.
 """
 
 from __future__ import annotations
 
+import contextvars
+import io
 import os
+import pickle
 import random
-from typing import Any, Iterable
+import types
+from typing import Any, Iterable, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
+from .config import ConfigError
 from .fileio import atomic_write
 
 __all__ = ["save_checkpoint", "load_checkpoint", "restore_strategy", "CheckpointError"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Strategy attributes (not plugins) that hold training state.
 _STRATEGY_ATTRIBUTES = ("storage_policy",)
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be restored into this strategy."""
+class CheckpointError(ConfigError, RuntimeError):
+    """A checkpoint that cannot be read, or restored into this strategy."""
 
 
 def _plugin_key(index: int, plugin) -> str:
@@ -89,32 +101,133 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str | os.PathLike, strategy, *, extra: Any = None, exclude: Iterable = ()) -> None:
-    """Atomically write the training state of ``strategy`` (between experiences)."""
+# ---------------------------------------------------------------------- benchmark references
+#: The rebuilt benchmark's objects while a checkpoint's memory is unpickled.
+_RESTORING: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar("benchmark_objects", default=None)
+
+
+class _Discard:
+    def write(self, data) -> int:
+        return len(data)
+
+
+def _fingerprint(obj) -> tuple:
+    if isinstance(obj, (torch.Tensor, np.ndarray)):
+        return type(obj).__name__, tuple(obj.shape), str(obj.dtype)
+    try:
+        return type(obj).__qualname__, len(obj)
+    except Exception:
+        return type(obj).__qualname__, None
+
+
+def benchmark_objects(benchmark) -> list:
+    """The data containers reachable from the datasets of ``benchmark``'s streams (tensors,
+    arrays and sized objects: datasets, label sequences, index lists' holders), in the order
+    in which pickling the datasets meets them: the same order for the same benchmark rebuilt.
+    Found by pickling into nothing, without the tensors' data."""
+    found = []
+
+    class Finder(pickle.Pickler):
+        def reducer_override(self, obj):
+            if isinstance(obj, (torch.Tensor, np.ndarray)):
+                found.append(obj)
+                return int, ()
+            if not isinstance(obj, type) and hasattr(type(obj), "__len__"):
+                found.append(obj)
+            return NotImplemented
+
+    datasets = [exp.dataset for stream in benchmark.streams.values() for exp in stream]
+    try:
+        Finder(_Discard(), protocol=pickle.HIGHEST_PROTOCOL).dump(datasets)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        pass  # an unpicklable part (e.g. a lambda transform): references to what was found
+    return found
+
+
+def _benchmark_object(key: int, fingerprint: tuple):
+    """Unpickles a reference written by :func:`save_checkpoint`."""
+    objects = _RESTORING.get()
+    if objects is None:
+        raise CheckpointError("This checkpoint refers to its benchmark's data: pass benchmark= to restore_strategy.")
+    if key >= len(objects) or _fingerprint(objects[key]) != fingerprint:
+        raise CheckpointError(
+            "The benchmark rebuilt for resuming differs from the checkpoint's (other data or split): "
+            "resume with the same config and data, or delete the checkpoint to start afresh."
+        )
+    return objects[key]
+
+
+def _dumps(state, shared: list) -> bytes:
+    """``torch.save`` of ``state`` with each object of ``shared`` saved as a reference."""
+    keys = {id(obj): key for key, obj in enumerate(shared)}  # ``shared`` keeps the ids valid
+
+    class Pickler(pickle.Pickler):
+        def reducer_override(self, obj):
+            key = keys.get(id(obj))
+            return NotImplemented if key is None else (_benchmark_object, (key, _fingerprint(obj)))
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer, pickle_module=types.SimpleNamespace(__name__="pickle", Pickler=Pickler))
+    return buffer.getvalue()
+
+
+def _loads(data: bytes, benchmark) -> Any:
+    token = _RESTORING.set(None if benchmark is None else benchmark_objects(benchmark))
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    finally:
+        _RESTORING.reset(token)
+
+
+# ---------------------------------------------------------------------- save and restore
+def save_checkpoint(path: str | os.PathLike, strategy, *, extra: Any = None, exclude: Iterable = (),
+                    benchmark=None) -> None:
+    """Atomically write the training state of ``strategy`` (between experiences).
+
+    With ``benchmark`` (the one trained on), what the memory shares with the benchmark's
+    datasets is saved as references: pass the same benchmark, rebuilt, to :func:`restore_strategy`.
+    """
     names = {id(p): n for n, p in strategy.model.named_parameters()}
-    payload = {
-        "format": FORMAT_VERSION,
-        "model": strategy.model.state_dict(),
-        "optimizer": strategy.optimizer.state_dict(),
-        "optimizer_param_names": [[names.get(id(p)) for p in g["params"]] for g in strategy.optimizer.param_groups],
-        "optimized_param_id": None if getattr(strategy, "optimized_param_id", None) is None else True,
+    memory = {
         "plugins": {
             _plugin_key(i, p): _plugin_state(p)
             for i, p in enumerate(strategy.plugins)
             if not _is_excluded(p, strategy, exclude)
         },
         "strategy": {a: getattr(strategy, a) for a in _STRATEGY_ATTRIBUTES if hasattr(strategy, a)},
+    }
+    payload = {
+        "format": FORMAT_VERSION,
+        "model": strategy.model.state_dict(),
+        "optimizer": strategy.optimizer.state_dict(),
+        "optimizer_param_names": [[names.get(id(p)) for p in g["params"]] for g in strategy.optimizer.param_groups],
+        "optimized_param_id": None if getattr(strategy, "optimized_param_id", None) is None else True,
+        "memory": _dumps(memory, benchmark_objects(benchmark) if benchmark is not None else []),
         "rng": rng_state(),
         "extra": extra,
     }
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    # protocol 4 pickles the memory's bytes as they are (protocol 2, torch's default, as UTF-8 text)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp, pickle_protocol=4))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint` (trusted files only: it unpickles)."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if payload.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} is not a bsce-avalanche checkpoint of format {FORMAT_VERSION}.")
+    """Read a checkpoint written by :func:`save_checkpoint` (trusted files only: it unpickles).
+
+    :raises CheckpointError: a truncated, corrupt or foreign file (one line, saying what to do).
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(
+            f"{path} is unreadable (truncated or corrupt: {detail}): delete it to start the run afresh, "
+            "or use --overwrite."
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} is not a bsce-avalanche checkpoint of format {FORMAT_VERSION} (an older version's, or "
+            "another file): delete it to start the run afresh, or use --overwrite."
+        )
     return payload
 
 
@@ -141,12 +254,14 @@ def _load_model_state(model: nn.Module, state: dict) -> None:
             module.load_state_dict(sub)  # e.g. NCMClassifier rebuilds its class-means dict
 
 
-def restore_strategy(strategy, payload: dict, exclude: Iterable = ()) -> Any:
+def restore_strategy(strategy, payload: dict, exclude: Iterable = (), benchmark=None) -> Any:
     """Put the state saved by :func:`save_checkpoint` back into a freshly built strategy.
 
     The strategy must be built from the same configuration (same plugins in the same
-    order). Returns the checkpoint's ``extra``. Restores the RNG states last.
+    order), and ``benchmark`` rebuilt as the one given to :func:`save_checkpoint`.
+    Returns the checkpoint's ``extra``. Restores the RNG states last.
     """
+    memory = _loads(payload["memory"], benchmark)
     device = next(strategy.model.parameters()).device
     _load_model_state(strategy.model, payload["model"])
     strategy.model.to(device)
@@ -164,14 +279,14 @@ def restore_strategy(strategy, payload: dict, exclude: Iterable = ()) -> Any:
     current = {
         _plugin_key(i, p): p for i, p in enumerate(strategy.plugins) if not _is_excluded(p, strategy, exclude)
     }
-    if set(current) != set(payload["plugins"]):
+    if set(current) != set(memory["plugins"]):
         raise CheckpointError(
             "The checkpoint was written by a strategy with other plugins "
-            f"({sorted(payload['plugins'])} vs {sorted(current)}): resume with the same config."
+            f"({sorted(memory['plugins'])} vs {sorted(current)}): resume with the same config."
         )
-    for key, state in payload["plugins"].items():
+    for key, state in memory["plugins"].items():
         _restore_plugin_state(current[key], state)
-    for attr, value in payload["strategy"].items():
+    for attr, value in memory["strategy"].items():
         setattr(strategy, attr, value)
     set_rng_state(payload["rng"])
     return payload["extra"]

@@ -31,6 +31,7 @@ from . import distributed
 from .compare import compare
 from .config import (CHOICES, RANGES, ConfigError, ExperimentConfig, combination_error, expand_grid, load_config,
                      parse_value)
+from .divergence import TrainingDiverged
 from .experiment import run_experiment
 
 _KEYS = fields(ExperimentConfig)
@@ -83,8 +84,11 @@ def _add_run_arguments(p: argparse.ArgumentParser, resume: bool = True) -> None:
     p.add_argument("--config", help="YAML config, see experiments/configs/ (default: experiments/configs/"
                                     "default.yaml in a checkout, else the built-in defaults below)")
     if resume:
-        p.add_argument("--resume", action="store_true", help="continue interrupted runs from their last "
-                                                             "finished step; skip finished ones (default: off)")
+        existing = p.add_mutually_exclusive_group()  # what to do with runs already in the output directory
+        existing.add_argument("--resume", action="store_true", help="continue interrupted runs from their last "
+                                                                    "finished step; skip finished ones (default: off)")
+        existing.add_argument("--overwrite", action="store_true", help="replace the runs already in the output "
+                                                                       "directory (default: off; they are refused)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key with a YAML value, e.g. --set lr_milestones=[80,120] "
                         "(repeatable; default: none)")
@@ -160,7 +164,7 @@ def _default_config_path() -> Optional[Path]:
     return candidate if candidate.is_file() else None
 
 
-def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1) -> Optional[Path]:
+def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1, overwrite: bool = False) -> Optional[Path]:
     """Run every combination of ``cfg`` into ``output_dir/<run name>/``, ``jobs`` at once, then
     compare them."""
     if jobs < 1:
@@ -180,9 +184,10 @@ def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1) -> O
     for name, reason in skipped.items():
         say(f"  skipping {name}: {reason}", flush=True)
     if jobs > 1:
-        results = _run_in_processes(runs, out, resume, jobs)
+        results = _run_in_processes(runs, out, resume, jobs, overwrite)
     else:
-        results = ((run_cfg, run_experiment(run_cfg, out / run_cfg.run_name, resume=resume)) for run_cfg in runs)
+        results = ((run_cfg, run_experiment(run_cfg, out / run_cfg.run_name, resume=resume, overwrite=overwrite))
+                   for run_cfg in runs)
     for run_cfg, result in results:
         say(f"  {run_cfg.run_name}: average incremental accuracy {100 * result['average_incremental_accuracy']:.2f}%, "
             f"last {100 * result['last_accuracy']:.2f}%, {result['train_time_s']:.0f} s", flush=True)
@@ -197,7 +202,7 @@ def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1) -> O
     return table
 
 
-def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int):
+def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int, overwrite: bool = False):
     """Yield ``(config, results)`` of each run as it finishes, ``jobs`` fresh processes at a
     time, each with ``cores // jobs`` torch threads unless its config sets ``threads``. A run
     computes what it computes alone (same seed and threads: same numbers)."""
@@ -205,7 +210,8 @@ def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int):
     threads = max(1, cores // jobs)
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
     with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool:
-        futures = {pool.submit(_run_one, run_cfg.replace(progress=False), out / run_cfg.run_name, resume, threads):
+        futures = {pool.submit(_run_one, run_cfg.replace(progress=False), out / run_cfg.run_name, resume, threads,
+                               overwrite):
                    run_cfg for run_cfg in runs}
         try:
             for future in as_completed(futures):
@@ -215,9 +221,9 @@ def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int):
             raise
 
 
-def _run_one(cfg: ExperimentConfig, out: Path, resume: bool, threads: int) -> dict:
+def _run_one(cfg: ExperimentConfig, out: Path, resume: bool, threads: int, overwrite: bool = False) -> dict:
     torch.set_num_threads(cfg.threads or threads)
-    return run_experiment(cfg, out, resume=resume)
+    return run_experiment(cfg, out, resume=resume, overwrite=overwrite)
 
 
 def _exit_cleanly_on_sigterm() -> None:
@@ -233,7 +239,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finished, code = False, 0
     try:
         if args.command in ("run", "grid"):
-            run_configs(config_from_args(args), resume=args.resume, jobs=args.jobs)
+            run_configs(config_from_args(args), resume=args.resume, jobs=args.jobs, overwrite=args.overwrite)
         elif args.command in ("sweep-run", "sweep-validate"):
             from . import sweep  # sweep.py builds on this module
 
@@ -250,6 +256,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"bsce-experiment: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:  # recorded in the run's results.json
+        if args.debug:
+            raise
+        print(f"bsce-experiment: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         if args.debug:
             raise

@@ -8,6 +8,7 @@ after every step) and a W&B run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -23,8 +24,10 @@ from ..benchmarks import BENCHMARKS, BatchAugmentPlugin, DeviceDataPlugin
 from ..models import AMP_DTYPES, Autocast, make_model
 from ..plugin import BalancedSoftmaxPlugin
 from . import distributed
+from .checkpoint import load_checkpoint, restore_strategy, save_checkpoint
 from .config import ConfigError, ExperimentConfig, combination_error
-from .fileio import write_json_atomic
+from .divergence import NonFiniteLossGuard, TrainingDiverged
+from .fileio import lock_run_dir, write_json_atomic
 from .metrics import evaluate_step, summarise
 from .strategies import build_strategy
 
@@ -118,30 +121,37 @@ class _PredictionRecorder:
 
 # ---------------------------------------------------------------------- the run
 def run_experiment(
-    cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike] = None, resume: bool = False
+    cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike] = None, resume: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Train and evaluate one configuration; return (and write) its results.
 
     After every step the results so far and a checkpoint (``checkpoint.pt``) are
     written atomically. With ``resume=True`` a run whose directory holds a checkpoint
     continues from the last finished step (and its W&B run continues too); a finished
-    run is returned as is.
-    """
-    from avalanche.training.plugins import EvaluationPlugin
-    from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
-    from tqdm.auto import tqdm
+    run is returned as is. A directory that holds a run (finished or not) is refused
+    unless resuming it or ``overwrite=True``; one process at a time writes to it.
 
+    :raises TrainingDiverged: a non-finite training loss (recorded in ``results.json``).
+    """
     if combination_error(cfg):
         raise ConfigError(combination_error(cfg))
     out = Path(output_dir or cfg.output_dir)
     # under torchrun (WORLD_SIZE > 1): join the process group; rank 0 alone writes files
     device = distributed.setup(resolve_device(cfg.device))
+    with contextlib.ExitStack() as lock:
+        checkpoint = distributed.run_on_main(_claim_run_dir, lock, cfg, out, resume, overwrite)
+        if checkpoint == "finished":
+            return distributed.run_on_main(_read_json, out / RESULTS_FILE)
+        return _run(cfg, out, device, checkpoint)
+
+
+def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
+    from avalanche.training.plugins import EvaluationPlugin
+    from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
+    from tqdm.auto import tqdm
+
     main = distributed.is_main_process()
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    checkpoint = distributed.run_on_main(_resume_point, cfg, out) if resume else None
-    if checkpoint == "finished":
-        return distributed.run_on_main(_read_json, out / RESULTS_FILE)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -164,7 +174,8 @@ def run_experiment(
     plugins = [DeviceDataPlugin()] if cfg.data_path == "device" else []
     # the batch augmentation first: later plugins see the augmented batch
     plugins += [BatchAugmentPlugin()] if cfg.use_fast_augment else []
-    plugins += [p for p in (bsce, recorder) if p is not None]
+    guard = NonFiniteLossGuard()
+    plugins += [p for p in (bsce, recorder, guard) if p is not None]
     # DDP: cfg.batch_size is the global mini-batch; each rank loads its share
     train_cfg = cfg.replace(batch_size=distributed.per_rank_batch_size(cfg.batch_size))
     strategy = build_strategy(train_cfg, model, n_classes, device, plugins, evaluator)
@@ -189,9 +200,7 @@ def run_experiment(
     alt_steps = []  # iCaRL: the other eval mode (head vs NME) on the same weights
     start_step = 0
     if checkpoint:
-        from .checkpoint import restore_strategy
-
-        saved = restore_strategy(strategy, checkpoint, exclude=[recorder])
+        saved = restore_strategy(strategy, checkpoint, exclude=[recorder, guard], benchmark=benchmark)
         results.update({k: v for k, v in saved["results"].items() if k != "wandb"})
         alt_steps = saved["alt_steps"]
         start_step = len(results["steps"])
@@ -232,13 +241,14 @@ def run_experiment(
             if main:
                 write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
             if cfg.checkpoint and main:
-                from .checkpoint import save_checkpoint
-
                 # saved last: the RNG state is the one the next step starts from
-                save_checkpoint(out / CHECKPOINT_FILE, strategy, exclude=[recorder],
+                save_checkpoint(out / CHECKPOINT_FILE, strategy, exclude=[recorder, guard], benchmark=benchmark,
                                 extra={"results": results, "alt_steps": alt_steps, "config": cfg.to_dict()})
             bar.update(1)
-    except BaseException:
+    except BaseException as err:
+        if isinstance(err, TrainingDiverged) and main:  # the steps before it stay valid
+            results["failed"] = err.record
+            write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
         if logger is not None:
             logger.finish(exit_code=1)
         raise
@@ -269,31 +279,60 @@ def _differing_keys(saved: dict, cfg: ExperimentConfig) -> list:
     return sorted(k for k in set(saved) | set(now) if k not in _RUN_ONLY_KEYS and saved.get(k) != now.get(k))
 
 
-def _same_run(saved: dict, cfg: ExperimentConfig) -> bool:
-    return not _differing_keys(saved, cfg)
-
-
 def _read_json(path: Path):
     with open(path) as fh:
         return json.load(fh)
 
 
-def _resume_point(cfg: ExperimentConfig, out: Path):
-    """The checkpoint to resume from, ``"finished"``, or None (start afresh)."""
-    results_path, ckpt_path = out / RESULTS_FILE, out / CHECKPOINT_FILE
-    if results_path.exists():
-        with open(results_path) as fh:
-            previous = json.load(fh)
-        if previous.get("finished") and _same_run(previous.get("config") or {}, cfg):
-            return "finished"
-    if not ckpt_path.exists():
-        return None
-    from .checkpoint import load_checkpoint
+def _claim_run_dir(lock: contextlib.ExitStack, cfg: ExperimentConfig, out: Path, resume: bool, overwrite: bool):
+    """Lock ``out`` (held until ``lock`` closes), then :func:`_resume_point`."""
+    lock.enter_context(lock_run_dir(out))
+    return _resume_point(cfg, out, resume, overwrite)
 
+
+def _resume_point(cfg: ExperimentConfig, out: Path, resume: bool = True, overwrite: bool = False):
+    """The checkpoint to resume from, ``"finished"``, or None (start afresh).
+
+    Refuses (ConfigError) to replace a run's files, finished or not, unless ``overwrite``;
+    ``resume`` continues an unfinished run of the same config, or returns a finished one.
+    """
+    results_path, ckpt_path = out / RESULTS_FILE, out / CHECKPOINT_FILE
+    if overwrite:
+        ckpt_path.unlink(missing_ok=True)  # results.json is replaced after the first step
+        return None
+    done = None  # what results.json says was done
+    if results_path.exists():
+        try:
+            results = _read_json(results_path)
+            diff = _differing_keys(results["config"], cfg)
+            failed = results.get("failed") and f", failed: {results['failed']['reason'].rstrip('.')}"
+            done = f"{len(results['steps'])} step(s) done{failed or ''}"
+        except (ValueError, KeyError, TypeError) as err:
+            fix = "--resume continues from checkpoint.pt" if ckpt_path.exists() else "the run starts afresh"
+            raise ConfigError(
+                f"{results_path} is unreadable (truncated or corrupt: {type(err).__name__}): delete it "
+                f"({fix}), or use --overwrite."
+            ) from None
+        if diff:
+            raise ConfigError(
+                f"{results_path} was written with a different config (keys {diff} differ): use --overwrite "
+                "to replace it, or another --output-dir."
+            )
+        if results.get("finished"):
+            if resume:
+                return "finished"
+            raise ConfigError(f"{out} already holds this finished run: use --resume to keep it, --overwrite "
+                              "to run it again, or another --output-dir.")
+    if not resume and (done or ckpt_path.exists()):
+        raise ConfigError(f"{out} holds an unfinished run ({done or 'a checkpoint'}): use --resume to continue "
+                          "it, --overwrite to start afresh, or another --output-dir.")
+    if not ckpt_path.exists():
+        if done:
+            print(f"{out}: no {CHECKPOINT_FILE} to resume from: starting the run afresh", flush=True)
+        return None
     checkpoint = load_checkpoint(ckpt_path)
-    saved_cfg = checkpoint["extra"]["config"]
-    if not _same_run(saved_cfg, cfg):
-        diff = _differing_keys(saved_cfg, cfg)
+    diff = _differing_keys(checkpoint["extra"]["config"], cfg)
+    if diff:
         raise ConfigError(
             f"{ckpt_path} was written with a different config (keys {diff} differ): resume with "
             "the same config and overrides, or use another --output-dir."

@@ -1,0 +1,111 @@
+"""Stop a run at its first non-finite training loss, naming the step, iteration and likely cause.
+
+A NaN or inf loss poisons the weights at the next update, and evaluating such a model still
+gives (meaningless) accuracies. :class:`NonFiniteLossGuard` checks every training loss and
+raises :class:`TrainingDiverged`; the runner then records the failure in ``results.json``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+from avalanche.training.plugins import SupervisedPlugin
+
+from . import distributed
+
+__all__ = ["NonFiniteLossGuard", "TrainingDiverged"]
+
+#: Training iterations between two reads of the check on an accelerator (reading a device
+#: value waits for all the queued work: after every mini-batch it would stall it), on the CPU.
+DEVICE_CHECK_EVERY, CPU_CHECK_EVERY = 50, 1
+_NONE = 2**62  # encoded "no non-finite loss yet", above any encoded iteration
+
+
+def _finite(x: torch.Tensor) -> torch.Tensor:
+    return torch.isfinite(x).all() if torch.is_floating_point(x) else torch.ones((), dtype=torch.bool, device=x.device)
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a non-finite loss or weights; ``record`` goes into ``results.json``."""
+
+    def __init__(self, step: int, epoch: int, iteration: int, reason: str):
+        self.record = {"step": step, "epoch": epoch, "iteration": iteration, "reason": reason}
+        super().__init__(
+            f"training diverged at step {step}, epoch {epoch}, iteration {iteration} (all counted from 0; "
+            f"iterations within the step): {reason}"
+        )
+
+    def __reduce__(self):  # pickled across processes (run --jobs, DDP)
+        return type(self), tuple(self.record.values())
+
+
+class NonFiniteLossGuard(SupervisedPlugin, supports_distributed=True):
+    """Raise :class:`TrainingDiverged` at the first non-finite training loss.
+
+    Each iteration's loss and input are checked on their device, without a host sync, into
+    a running "first bad iteration"; it is read after every iteration on the CPU, every
+    ``DEVICE_CHECK_EVERY`` iterations on an accelerator, and at the end of every epoch (before
+    anything is evaluated or saved), so the iteration reported is the first bad one. The
+    weights are checked at the end of every epoch (a last update can overflow them after a
+    finite loss). Under DDP the ranks agree on the earliest bad iteration.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._iteration = self._epoch = 0
+        self._first_bad = None  # device scalar: 4 * iteration + 2 * (loss is nan) + (input finite)
+
+    def before_training_exp(self, strategy, **kwargs):
+        self._iteration = self._epoch = 0
+        self._first_bad = None
+
+    def after_training_iteration(self, strategy, **kwargs):
+        loss = strategy.loss.detach()
+        every = CPU_CHECK_EVERY if loss.device.type == "cpu" else DEVICE_CHECK_EVERY
+        # the input is checked here only when the read is deferred (on the CPU a full-batch
+        # isfinite costs more than the other checks together); else once the loss is bad
+        input_ok = _finite(strategy.mb_x).long() if every > 1 else 1
+        code = 4 * self._iteration + 2 * torch.isnan(loss).any().long() + input_ok
+        code = torch.where(torch.isfinite(loss).all(), _NONE, code)
+        self._first_bad = code if self._first_bad is None else torch.minimum(self._first_bad, code)
+        self._iteration += 1
+        if self._iteration % every == 0:
+            self._check(strategy)
+
+    def after_training_epoch(self, strategy, **kwargs):
+        self._check(strategy)
+        if not torch.stack([torch.isfinite(p).all() for p in strategy.model.parameters()]).all():
+            self._fail(strategy, self._iteration - 1,
+                       f"the weights became non-finite in the last update of the epoch; {self._lr_cause(strategy)}")
+        self._epoch += 1
+
+    def _check(self, strategy) -> None:
+        if self._first_bad is None:
+            return
+        if distributed.is_distributed():
+            dist.all_reduce(self._first_bad, op=dist.ReduceOp.MIN)
+        code = int(self._first_bad)
+        if code != _NONE:
+            iteration, nan, input_ok = code // 4, code % 4 >= 2, code % 2 == 1
+            if iteration == self._iteration - 1:  # the bad mini-batch is still there
+                input_ok = input_ok and bool(_finite(strategy.mb_x))
+            self._fail(strategy, iteration, f"the loss is {'nan' if nan else 'inf'}; {self._cause(strategy, input_ok)}")
+
+    def _fail(self, strategy, iteration: int, reason: str):
+        raise TrainingDiverged(strategy.experience.current_experience, self._epoch, iteration, reason)
+
+    @classmethod
+    def _cause(cls, strategy, input_ok: bool) -> str:
+        # (BSCE's tau is no cause: it is bounded, MAX_TAU, so that tau * log(prior) stays finite)
+        if not input_ok:
+            return "the mini-batch holds non-finite input values: check the data and its transforms."
+        return cls._lr_cause(strategy)
+
+    @staticmethod
+    def _lr_cause(strategy) -> str:
+        lr = strategy.optimizer.param_groups[0]["lr"]
+        if not math.isfinite(lr):
+            return f"the learning rate is {lr}: use a finite, positive lr."
+        return f"the learning rate ({lr}) is probably too high: lower lr (or check the data)."

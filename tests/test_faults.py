@@ -1,0 +1,425 @@
+"""The runner under faults: non-finite training, overwrites, concurrent writers, unwritable
+directories, corrupt or truncated files, file modes, checkpoint size."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import math
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from avalanche.training import ER_ACE, ICaRL, Naive
+from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin, SupervisedPlugin
+from torch.nn import CrossEntropyLoss
+from torch.optim import SGD
+
+from bsce_avalanche import BalancedSoftmaxPlugin, ConcatReplayPlugin
+from bsce_avalanche.losses import MAX_TAU
+from bsce_avalanche.runner import divergence, experiment
+from bsce_avalanche.runner.checkpoint import CheckpointError, load_checkpoint, restore_strategy, save_checkpoint
+from bsce_avalanche.runner.cli import main
+from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
+from bsce_avalanche.runner.divergence import NonFiniteLossGuard, TrainingDiverged
+from bsce_avalanche.runner.experiment import run_experiment
+from bsce_avalanche.runner.fileio import LOCK_FILE, atomic_write, lock_run_dir, write_json_atomic, write_text_atomic
+
+from conftest import MLP, make_blobs, tensor_benchmark
+
+BASE = dict(benchmark="digits", protocol="B0", n_steps=2, class_order="natural", model="small_cnn",
+            strategy="replay", loss="bsce", epochs=1, batch_size=32, memory_size=30, progress=False, wandb=False)
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    """CLI arguments running BASE (one run, ``replay-bsce-seed0``)."""
+    config = tmp_path_factory.mktemp("config") / "base.yaml"
+    config.write_text(json.dumps(BASE))  # JSON is YAML
+    return ["--config", str(config)]
+
+
+def one_line_error(capsys) -> str:
+    """The CLI's error line (stderr may also hold library warnings)."""
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("bsce-experiment: error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    cfg = ExperimentConfig(**BASE)
+    out = tmp_path_factory.mktemp("finished") / "run"
+    run_experiment(cfg, out)
+    return cfg, out
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory):
+    """A run that crashed while evaluating step 1: results and checkpoint of step 0."""
+    cfg = ExperimentConfig(**BASE)
+    out = tmp_path_factory.mktemp("interrupted") / "run"
+    real = experiment._evaluate
+
+    def crash_at_step_1(strategy, recorder, benchmark, classes_per_step, t, *args, **kwargs):
+        if t == 1:
+            raise Crash
+        return real(strategy, recorder, benchmark, classes_per_step, t, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(experiment, "_evaluate", crash_at_step_1)
+        with pytest.raises(Crash):
+            run_experiment(cfg, out)
+    return cfg, out
+
+
+def copy_run(run, tmp_path):
+    cfg, out = run
+    return cfg, shutil.copytree(out, tmp_path / "run")
+
+
+# ---------------------------------------------------------------- non-finite training
+def test_huge_lr_stops_at_the_first_nonfinite_loss_and_records_it(tmp_path):
+    cfg = ExperimentConfig(**{**BASE, "lr": 1e30})
+    with pytest.raises(TrainingDiverged, match=r"at step 0, epoch 0, iteration \d+ .*learning rate \(1e\+30\)") as err:
+        run_experiment(cfg, tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["finished"] is False and results["failed"] == err.value.record
+    assert results["steps"] == [] and "last_accuracy" not in results  # no metrics of the diverged model
+    assert err.value.record["iteration"] >= 1  # the first update made the weights overflow
+    copy = pickle.loads(pickle.dumps(err.value))  # as from a `run --jobs` process
+    assert str(copy) == str(err.value) and copy.record == err.value.record
+    with pytest.raises(ConfigError, match=r"unfinished run \(0 step\(s\) done, failed: the loss is"):
+        run_experiment(cfg, tmp_path)  # kept until --overwrite
+
+
+def test_cli_diverged_run_exits_1_with_one_line(tmp_path, capsys, cli):
+    assert main(["run", "--output-dir", str(tmp_path), *cli, "--lr", "1e30"]) == 1
+    err = one_line_error(capsys)
+    assert "training diverged at step 0" in err and "learning rate" in err
+    results = json.loads((tmp_path / "replay-bsce-seed0" / "results.json").read_text())
+    assert results["failed"]["step"] == 0 and not results["finished"]
+
+
+class InfInput(SupervisedPlugin):
+    """Puts inf into one mini-batch: ``iteration`` (counted within the experience) of ``step``."""
+
+    def __init__(self, step: int, iteration: int):
+        super().__init__()
+        self.step, self.iteration, self.seen = step, iteration, -1
+
+    def before_training_exp(self, strategy, **kwargs):
+        self.seen = -1
+
+    def before_forward(self, strategy, **kwargs):
+        self.seen += 1
+        if strategy.experience.current_experience == self.step and self.seen == self.iteration:
+            strategy.mb_x[0].fill_(float("inf"))
+
+
+def test_nonfinite_input_is_named_and_earlier_steps_are_kept(tmp_path, monkeypatch):
+    real_build = experiment.build_strategy
+
+    def with_bad_input(*args, **kwargs):
+        strategy = real_build(*args, **kwargs)
+        strategy.plugins.append(InfInput(step=1, iteration=2))
+        return strategy
+
+    monkeypatch.setattr(experiment, "build_strategy", with_bad_input)
+    with pytest.raises(TrainingDiverged, match="non-finite input") as err:
+        run_experiment(ExperimentConfig(**BASE), tmp_path)
+    assert {k: err.value.record[k] for k in ("step", "epoch", "iteration")} == {"step": 1, "epoch": 0, "iteration": 2}
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results["steps"]) == 1 and results["failed"]["step"] == 1 and not results["finished"]
+
+
+@pytest.fixture
+def blobs():
+    x, y = make_blobs(4, 40, seed=1)
+    xt, yt = make_blobs(4, 10, seed=1)
+    return tensor_benchmark(x, y, xt, yt, n_experiences=2)
+
+
+def naive(*plugins, lr=0.05, epochs=2):
+    model = MLP(n_classes=4)
+    return Naive(model=model, optimizer=SGD(model.parameters(), lr=lr), criterion=CrossEntropyLoss(),
+                 train_mb_size=16, train_epochs=epochs, evaluator=EvaluationPlugin(loggers=[]), plugins=list(plugins))
+
+
+def test_tau_at_its_bound_keeps_the_loss_finite(blobs):
+    """tau cannot make the loss non-finite (the library bounds it): no false alarm at MAX_TAU."""
+    losses = []
+
+    class Losses(SupervisedPlugin):
+        def after_training_iteration(self, strategy, **kwargs):
+            losses.append(float(strategy.loss.detach()))
+
+    naive(BalancedSoftmaxPlugin(tau=MAX_TAU), NonFiniteLossGuard(), Losses()).train(blobs.train_stream[0])
+    assert len(losses) == 10 and all(math.isfinite(loss) for loss in losses)
+
+
+def test_deferred_check_still_reports_the_first_bad_iteration(blobs, monkeypatch):
+    """With the host read deferred (as on an accelerator), the error comes at the epoch's end
+    but names the first bad iteration."""
+    monkeypatch.setattr(divergence, "CPU_CHECK_EVERY", 1000)
+    bad = InfInput(step=0, iteration=3)
+    with pytest.raises(TrainingDiverged, match=r"step 0, epoch 0, iteration 3 .*non-finite input"):
+        naive(bad, NonFiniteLossGuard()).train(blobs.train_stream[0])
+    assert bad.seen == 4, "the epoch (5 mini-batches) finished before the read"
+
+
+def test_weights_overflowing_after_a_finite_loss_are_caught(blobs):
+    class OverflowWeights(SupervisedPlugin):
+        def after_training_epoch(self, strategy, **kwargs):
+            strategy.model.classifier.weight.data[0, 0] = float("inf")
+
+    with pytest.raises(TrainingDiverged, match=r"step 0, epoch 0, iteration 4 .*weights became non-finite"):
+        naive(OverflowWeights(), NonFiniteLossGuard()).train(blobs.train_stream[0])
+
+
+def test_finite_training_is_untouched(blobs):
+    strategy = naive(NonFiniteLossGuard())
+    for exp in blobs.train_stream:
+        strategy.train(exp)
+
+
+# ---------------------------------------------------------------- results never lost
+def test_plain_rerun_of_a_finished_run_is_refused(finished_run, tmp_path):
+    cfg, out = copy_run(finished_run, tmp_path)
+    before = (out / "results.json").read_bytes()
+    with pytest.raises(ConfigError, match="already holds this finished run: use --resume to keep it, --overwrite"):
+        run_experiment(cfg, out)
+    with pytest.raises(ConfigError, match=r"different config \(keys \['lr'\] differ\): use --overwrite"):
+        run_experiment(cfg.replace(lr=0.1), out, resume=True)  # no checkpoint left: was overwritten before
+    with pytest.raises(ConfigError, match=r"different config"):
+        run_experiment(cfg.replace(seed=1), out)
+    assert (out / "results.json").read_bytes() == before
+    assert run_experiment(cfg, out, resume=True)["accuracy_matrix"] == json.loads(before)["accuracy_matrix"]
+
+
+def test_overwrite_replaces_a_finished_run(finished_run, tmp_path):
+    cfg, out = copy_run(finished_run, tmp_path)
+    results = run_experiment(cfg.replace(lr=0.1), out, overwrite=True)
+    assert results["finished"] and json.loads((out / "results.json").read_text())["config"]["lr"] == 0.1
+
+
+def test_plain_rerun_of_an_unfinished_run_is_refused(interrupted_run, tmp_path):
+    cfg, out = copy_run(interrupted_run, tmp_path)
+    with pytest.raises(ConfigError, match=r"holds an unfinished run \(1 step\(s\) done\): use --resume"):
+        run_experiment(cfg, out)
+    (out / "results.json").unlink()  # the checkpoint alone is a run too
+    with pytest.raises(ConfigError, match=r"unfinished run \(a checkpoint\)"):
+        run_experiment(cfg, out)
+
+
+def test_resume_without_a_checkpoint_says_it_starts_afresh(interrupted_run, tmp_path, capsys):
+    cfg, out = copy_run(interrupted_run, tmp_path)
+    (out / "checkpoint.pt").unlink()  # e.g. killed between the step's results and its checkpoint
+    assert run_experiment(cfg, out, resume=True)["finished"]
+    assert "no checkpoint.pt to resume from: starting the run afresh" in capsys.readouterr().out
+
+
+def test_cli_overwrite_flag(finished_run, tmp_path, capsys, cli):
+    cfg, out = finished_run
+    shutil.copytree(out, tmp_path / "replay-bsce-seed0")
+    assert main(["run", "--output-dir", str(tmp_path), *cli]) == 2
+    assert "--overwrite" in one_line_error(capsys)
+    assert main(["run", "--output-dir", str(tmp_path), *cli, "--overwrite"]) == 0
+    with pytest.raises(SystemExit, match="2"):
+        main(["run", "--output-dir", str(tmp_path), *cli, "--overwrite", "--resume"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_results_honour_the_umask(finished_run):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (finished_run[1] / "results.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=oct)
+def test_atomic_writes_honour_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_json_atomic(tmp_path / "results.json", {"a": 1})
+        write_text_atomic(tmp_path / "comparison.md", "x")
+        atomic_write(tmp_path / "checkpoint.pt", lambda tmp: torch.save({}, tmp))
+    finally:
+        os.umask(old)
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == dict.fromkeys(
+        ["results.json", "comparison.md", "checkpoint.pt"], 0o666 & ~umask)
+
+
+# ---------------------------------------------------------------- one writer, writable directory
+def test_second_writer_is_refused_with_the_holders_pid(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiment, "build_benchmark", lambda cfg: pytest.fail("built while locked"))
+    with lock_run_dir(tmp_path):
+        with pytest.raises(ConfigError, match=rf"in use by another run \(pid {os.getpid()}\)"):
+            run_experiment(ExperimentConfig(**BASE), tmp_path)
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_killed_writers_lock_file_does_not_block(tmp_path):
+    (tmp_path / LOCK_FILE).write_text("999999999\n")  # left by a killed process: no flock held
+    with lock_run_dir(tmp_path):
+        assert (tmp_path / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+
+
+def test_a_filesystem_without_locks_is_used_with_a_warning(tmp_path, monkeypatch):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="no file locks on this filesystem"):
+        with lock_run_dir(tmp_path):
+            pass
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_unusable_output_dir_is_one_line_before_training(tmp_path, monkeypatch, capsys, cli, where):
+    monkeypatch.setattr(experiment, "build_benchmark", lambda cfg: pytest.fail("built for an unusable dir"))
+    (tmp_path / "f").write_text("")
+    out = tmp_path / "f" if where == "a file" else tmp_path / "f" / "run"
+    reason = "it is a file" if where == "a file" else "Not a directory"
+    with pytest.raises(ConfigError, match=f"cannot write to the output directory {out} \\({reason}\\)"):
+        run_experiment(ExperimentConfig(**BASE), out)
+    assert main(["run", "--output-dir", str(tmp_path / "f"), *cli]) == 2
+    assert "cannot write to the output directory" in one_line_error(capsys)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_output_dir_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(experiment, "build_benchmark", lambda cfg: pytest.fail("built for a read-only dir"))
+    tmp_path.chmod(0o555)
+    try:
+        with pytest.raises(ConfigError, match=r"cannot write to the output directory .*Permission denied"):
+            run_experiment(ExperimentConfig(**BASE), tmp_path)
+    finally:
+        tmp_path.chmod(0o755)
+
+
+@pytest.mark.slow
+def test_concurrent_process_is_refused_and_a_killed_holder_frees_the_dir(tmp_path, capsys, cli):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from bsce_avalanche.runner.fileio import lock_run_dir\n"
+         f"with lock_run_dir({str(tmp_path / 'replay-bsce-seed0')!r}):\n print('locked', flush=True); time.sleep(300)"],
+        stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["run", "--output-dir", str(tmp_path), *cli]) == 2
+        assert f"in use by another run (pid {holder.pid})" in one_line_error(capsys)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with lock_run_dir(tmp_path / "replay-bsce-seed0"):
+        pass
+
+
+# ---------------------------------------------------------------- corrupt and truncated files
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+CORRUPTIONS = {
+    "truncated": _truncate,
+    "random bytes": lambda path: path.write_bytes(os.urandom(4096)),
+    "empty": lambda path: path.write_bytes(b""),
+    "old format": lambda path: torch.save({"format": 1}, path),
+}
+
+
+@pytest.mark.parametrize("corrupt", CORRUPTIONS)
+def test_unreadable_checkpoint_is_one_line_naming_it(interrupted_run, tmp_path, capsys, cli, corrupt):
+    cfg, out = copy_run(interrupted_run, tmp_path)
+    CORRUPTIONS[corrupt](out / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match=rf"{out / 'checkpoint.pt'} .*delete it to start the run afresh"):
+        run_experiment(cfg, out, resume=True)
+    shutil.move(out, tmp_path / "cli" / cfg.run_name)
+    assert main(["run", "--output-dir", str(tmp_path / "cli"), *cli, "--resume"]) == 2
+    assert "checkpoint.pt" in one_line_error(capsys)
+
+
+RESULTS_CORRUPTIONS = {
+    "truncated": _truncate,
+    "random bytes": lambda path: path.write_bytes(os.urandom(4096)),
+    "not an object": lambda path: path.write_text("[]"),
+    "no config": lambda path: path.write_text('{"finished": true}'),
+}
+
+
+@pytest.mark.parametrize("corrupt", RESULTS_CORRUPTIONS)
+@pytest.mark.parametrize("run", ["finished_run", "interrupted_run"])
+def test_unreadable_results_is_one_line_naming_it(request, tmp_path, corrupt, run):
+    cfg, out = copy_run(request.getfixturevalue(run), tmp_path)
+    RESULTS_CORRUPTIONS[corrupt](out / "results.json")
+    fix = "--resume continues from checkpoint.pt" if run == "interrupted_run" else "the run starts afresh"
+    for resume in (False, True):
+        with pytest.raises(ConfigError, match=rf"{out / 'results.json'} is unreadable .*delete it \({fix}\)"):
+            run_experiment(cfg, out, resume=resume)
+
+
+# ---------------------------------------------------------------- checkpoint size
+def _memory_state(strategy) -> list:
+    """Every memory sample (input and label), in the order of the memory."""
+    if isinstance(strategy, ICaRL):
+        plugin = next(p for p in strategy.plugins if hasattr(p, "x_memory"))
+        return [(x, y) for xs, ys in zip(plugin.x_memory, plugin.y_memory) for x, y in zip(xs, ys)]
+    owner = next((p for p in strategy.plugins if hasattr(p, "storage_policy")), strategy)
+    return [(x, int(y)) for x, y, *_ in owner.storage_policy.buffer]
+
+
+MEMORIES = {
+    "replay": lambda: dict(plugins=[ReplayPlugin(mem_size=40)]),
+    "concat_replay": lambda: dict(plugins=[ConcatReplayPlugin(40)]),
+    "er_ace": lambda: dict(cls=ER_ACE, mem_size=40),
+    "icarl": lambda: dict(cls=ICaRL, memory_size=40, fixed_memory=True, buffer_transform=None),
+}
+
+
+def _memory_strategy(kind):
+    spec = MEMORIES[kind]()
+    cls, plugins = spec.pop("cls", Naive), spec.pop("plugins", [])
+    torch.manual_seed(0)
+    model = MLP(dim=256, n_classes=4)
+    common = dict(optimizer=SGD(model.parameters(), lr=0.05), train_mb_size=64, train_epochs=1,
+                  evaluator=EvaluationPlugin(loggers=[]), plugins=plugins, **spec)
+    if cls is ICaRL:
+        return cls(feature_extractor=model.feature_extractor, classifier=model.classifier, **common)
+    return cls(model=model, criterion=CrossEntropyLoss(), **common)
+
+
+@pytest.mark.parametrize("kind", MEMORIES)
+def test_checkpoint_holds_the_memory_not_the_dataset(tmp_path, kind):
+    x, y = make_blobs(4, 1000, dim=256, seed=2)  # 4 MB of training inputs
+    xt, yt = make_blobs(4, 10, dim=256, seed=2)
+    benchmark = tensor_benchmark(x, y, xt, yt, n_experiences=2)
+    strategy = _memory_strategy(kind)
+    strategy.train(benchmark.train_stream[0])
+    save_checkpoint(tmp_path / "refs.pt", strategy, benchmark=benchmark)
+    save_checkpoint(tmp_path / "whole.pt", strategy)
+    model_bytes = sum(t.numel() * t.element_size() for t in strategy.model.state_dict().values())
+    memory_bytes = 40 * 256 * 4
+    size = (tmp_path / "refs.pt").stat().st_size
+    assert size < 3 * model_bytes + 2 * memory_bytes + 100_000, size  # model, momentum-free SGD, memory
+    if kind != "icarl":  # iCaRL's exemplars are copies: small both ways
+        assert (tmp_path / "whole.pt").stat().st_size > x.numel() * 4
+
+    rebuilt = tensor_benchmark(x.clone(), y.clone(), xt, yt, n_experiences=2)  # as on resume
+    resumed = _memory_strategy(kind)
+    restore_strategy(resumed, load_checkpoint(tmp_path / "refs.pt"), benchmark=rebuilt)
+    saved, restored = _memory_state(strategy), _memory_state(resumed)
+    assert len(restored) == len(saved) > 0
+    assert all(torch.equal(a, b) and ya == yb for (a, ya), (b, yb) in zip(saved, restored))
+    if kind != "icarl":
+        with pytest.raises(CheckpointError, match="pass benchmark= to restore_strategy"):
+            restore_strategy(_memory_strategy(kind), load_checkpoint(tmp_path / "refs.pt"))
