@@ -99,7 +99,9 @@ def log_prior_adjustment(
         zeros (classes the model has units for but the data does not contain); counts
         longer than this are an error unless the extra entries are zero.
     :return: a float tensor of length ``num_classes``; zero-count classes get
-        :data:`ZERO_PRIOR_OFFSET` when ``tau > 0``.
+        :data:`ZERO_PRIOR_OFFSET` when ``tau > 0``. A prior uniform over the classes present
+        gives zeros for them: its log is a constant, which the softmax ignores, so BSCE is then
+        exactly (not only up to rounding) the cross-entropy over those classes.
     """
     counts = as_class_counts(class_counts)
     tau = _check_tau(tau)
@@ -120,8 +122,9 @@ def log_prior_adjustment(
     if tau == 0.0:
         return torch.zeros(counts.numel(), dtype=dtype, device=device)
     present = counts > 0
-    log_prior = torch.log(counts.clamp_min(1e-300) / counts.sum())
-    adjustment = torch.where(present, tau * log_prior, torch.full_like(log_prior, ZERO_PRIOR_OFFSET))
+    uniform = bool((counts[present] == counts[present][0]).all())
+    log_prior = torch.zeros_like(counts) if uniform else tau * torch.log(counts.clamp_min(1e-300) / counts.sum())
+    adjustment = torch.where(present, log_prior, torch.full_like(log_prior, ZERO_PRIOR_OFFSET))
     return adjustment.to(device=device, dtype=dtype)
 
 

@@ -25,6 +25,7 @@ from ..plugin import BalancedSoftmaxPlugin
 from . import distributed
 from .config import ConfigError, ExperimentConfig, combination_error
 from .fileio import write_json_atomic
+from .first_experience import FirstExperiencePlugin, cache_dir
 from .metrics import evaluate_step, summarise
 from .strategies import build_strategy
 
@@ -153,8 +154,11 @@ def run_experiment(
     )
     recorder = _PredictionRecorder()
     bsce = BalancedSoftmaxPlugin(prior=cfg.prior, tau=cfg.tau) if cfg.loss == "bsce" else None
-    # the batch augmentation first: later plugins see the augmented batch
-    plugins = [BatchAugmentPlugin()] if cfg.use_fast_augment else []
+    # first, the first experience's cache (its after_training_exp runs before the others'); then the
+    # batch augmentation: later plugins see the augmented batch
+    first = None if checkpoint else FirstExperiencePlugin(cfg, n_classes, device, cache_dir(cfg, out))
+    plugins = [first] if first else []
+    plugins += [BatchAugmentPlugin()] if cfg.use_fast_augment else []
     plugins += [p for p in (bsce, recorder) if p is not None]
     # DDP: cfg.batch_size is the global mini-batch; each rank loads its share
     train_cfg = cfg.replace(batch_size=distributed.per_rank_batch_size(cfg.batch_size))
@@ -199,6 +203,9 @@ def run_experiment(
             start = time.perf_counter()
             strategy.train(experience, num_workers=cfg.num_workers)
             results["step_times_s"].append(time.perf_counter() - start)
+            if first is not None and t == 0:  # done: checkpoints hold the plugins of a resumed run
+                strategy.plugins.remove(first)
+                results["first_experience"] = first.info
             results["priors"].append(bsce.prior_history[-1] if bsce is not None else None)
 
             step_eval = _evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, cfg.num_workers)
@@ -252,7 +259,8 @@ def run_experiment(
 
 
 #: Config keys that do not change what a run computes (may differ when resuming).
-_RUN_ONLY_KEYS = {"progress", "checkpoint", "num_workers", "threads", "output_dir", "wandb", "wandb_mode"}
+_RUN_ONLY_KEYS = {"progress", "checkpoint", "num_workers", "threads", "output_dir", "wandb", "wandb_mode",
+                  "first_experience_cache"}
 
 
 def _differing_keys(saved: dict, cfg: ExperimentConfig) -> list:
