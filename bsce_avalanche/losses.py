@@ -19,7 +19,6 @@ units get exactly zero gradient.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence, Union
 
 import torch
@@ -28,6 +27,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "ZERO_PRIOR_OFFSET",
+    "MAX_TAU",
     "as_class_counts",
     "log_prior_adjustment",
     "check_targets_have_prior",
@@ -38,6 +38,10 @@ __all__ = [
 #: Offset added to the logits of classes with zero prior. Finite (unlike log(0)) so that
 #: no NaN/inf can appear, and far below any real logit so their softmax mass is exactly 0.
 ZERO_PRIOR_OFFSET = -1e30
+#: Largest ``tau``: the adjustment ``tau * log(prior)`` of a class with one sample in 2**31
+#: (``log(prior) >= -21.5``) stays above ``ZERO_PRIOR_OFFSET / 2``, so present classes never
+#: look absent, and far inside the range of float32 (bf16 has the same range).
+MAX_TAU = 1e28
 
 CountsLike = Union[Tensor, Sequence[float]]
 _REDUCTIONS = ("mean", "sum", "none")
@@ -76,9 +80,11 @@ def as_class_counts(counts: CountsLike, name: str = "class_counts") -> Tensor:
 def _check_tau(tau: float) -> float:
     if isinstance(tau, bool) or not isinstance(tau, (int, float)):
         raise TypeError(f"tau must be a real number, got {type(tau).__name__}.")
-    if not math.isfinite(tau) or tau < 0:
+    if not 0 <= tau <= MAX_TAU:  # NaN fails too
         raise ValueError(
-            f"tau must be finite and >= 0 (0 = plain cross-entropy, 1 = BSCE), got {tau}."
+            f"tau must be finite and >= 0, at most {MAX_TAU:g} (0 = plain cross-entropy, 1 = BSCE), got {tau}: "
+            f"for priors down to 2**-31, tau * log(prior) must stay above {ZERO_PRIOR_OFFSET / 2:g}, half the "
+            "offset that removes absent classes from the softmax (in float32, and bf16, training)."
         )
     return float(tau)
 
@@ -122,9 +128,16 @@ def log_prior_adjustment(
     if tau == 0.0:
         return torch.zeros(counts.numel(), dtype=dtype, device=device)
     present = counts > 0
-    uniform = bool((counts[present] == counts[present][0]).all())
-    log_prior = torch.zeros_like(counts) if uniform else tau * torch.log(counts.clamp_min(1e-300) / counts.sum())
-    adjustment = torch.where(present, log_prior, torch.full_like(log_prior, ZERO_PRIOR_OFFSET))
+    log_prior = torch.log(counts.clamp_min(1e-300) / counts.sum())
+    smallest = float(log_prior[present].min())
+    if tau * smallest <= ZERO_PRIOR_OFFSET / 2:  # only extreme given priors get here (tau <= MAX_TAU)
+        raise ValueError(
+            f"tau * log(prior) = {tau:g} * {smallest:.4g} for the rarest class falls below "
+            f"{ZERO_PRIOR_OFFSET / 2:g}, where a class counts as absent: use a smaller tau or a less extreme prior."
+        )
+    if bool((counts[present] == counts[present][0]).all()):  # uniform: a constant, i.e. nothing
+        log_prior = torch.zeros_like(log_prior)
+    adjustment = torch.where(present, tau * log_prior, torch.full_like(log_prior, ZERO_PRIOR_OFFSET))
     return adjustment.to(device=device, dtype=dtype)
 
 
@@ -192,7 +205,9 @@ def balanced_softmax_cross_entropy(
             f"class_counts has {counts.numel()} entries but logits have {logits.shape[1]} "
             "classes: pass one count per output unit."
         )
-    adjustment = log_prior_adjustment(counts, tau, device=logits.device, dtype=logits.dtype)
+    # in at least float32, as the module: fp16 cannot hold tau * log(prior) nor ZERO_PRIOR_OFFSET
+    adjustment = log_prior_adjustment(counts, tau, device=logits.device,
+                                      dtype=torch.promote_types(logits.dtype, torch.float32))
     targets = _class_indices(targets)
     check_targets_have_prior(targets, adjustment)
     return F.cross_entropy(logits + adjustment, targets, reduction=reduction)

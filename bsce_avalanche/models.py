@@ -70,6 +70,34 @@ class FeatureClassifier(nn.Module):
         return self.classifier(self.feature_extractor(x))
 
 
+#: Mixed precision (the runner's ``amp`` key): the autocast dtype, or None for float32.
+AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16}
+
+
+class Autocast(nn.Module):
+    """``module`` run under ``torch.autocast(dtype=bfloat16)``, returning float32.
+
+    Wrap the feature extractor (``model.feature_extractor = Autocast(...)``): every
+    caller of the network then runs it in bf16 - the training forward, evaluation,
+    iCaRL's herding and class means, the old-model copies of LwF / iCaRL / BiC (deep
+    copies keep the wrapper) - while the head, the logits and every loss (BSCE's
+    ``tau * log prior`` with its -1e30 for absent classes, distillation) stay float32.
+    """
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.module = module
+        self.dtype = dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(x.device.type, dtype=self.dtype):
+            out = self.module(x)
+        return out.float()
+
+    def extra_repr(self) -> str:
+        return f"dtype={self.dtype}"
+
+
 # --------------------------------------------------------------------------
 # ResNet-32 for CIFAR
 # --------------------------------------------------------------------------

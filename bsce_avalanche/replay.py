@@ -36,6 +36,11 @@ from .priors import class_counts, loader_class_counts
 __all__ = ["ConcatReplayPlugin", "ModelHerdingSelectionStrategy", "herding_buffer"]
 
 
+def _check_mem_size(mem_size) -> None:
+    if isinstance(mem_size, bool) or not isinstance(mem_size, int) or mem_size < 1:
+        raise ValueError(f"mem_size must be a positive integer, got {mem_size!r}.")
+
+
 class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
     """Rehearsal with the memory concatenated into each experience's training dataset.
 
@@ -63,8 +68,7 @@ class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
 
     def __init__(self, mem_size: int = 2000, storage_policy: Optional[ExemplarsBuffer] = None):
         super().__init__()
-        if isinstance(mem_size, bool) or not isinstance(mem_size, int) or mem_size < 1:
-            raise ValueError(f"mem_size must be a positive integer, got {mem_size!r}.")
+        _check_mem_size(mem_size)
         if storage_policy is None:
             storage_policy = ClassBalancedBuffer(max_size=mem_size, adaptive_size=True)
         elif not isinstance(storage_policy, ExemplarsBuffer):
@@ -181,4 +185,5 @@ def herding_buffer(mem_size: int, layer_name: str = "feature_extractor") -> Para
 
     Avalanche's ``ParametricBuffer`` re-runs the herding on each class's kept exemplars, with
     the current model, whenever the memory shrinks (iCaRL keeps the first selection's order)."""
+    _check_mem_size(mem_size)
     return ParametricBuffer(mem_size, groupby="class", selection_strategy=ModelHerdingSelectionStrategy(layer_name))

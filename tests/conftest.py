@@ -104,3 +104,16 @@ class BatchRecorder:
                 self.eval_outputs.append(strategy.mb_output.detach().cpu().clone())
 
         return _Recorder()
+
+
+@pytest.fixture
+def fake_wandb(monkeypatch):
+    """``wandb`` inside the W&B logger replaced by a recorder (tests/fake_wandb.py); the
+    process-wide "online failed" flag starts clear."""
+    from bsce_avalanche.runner import wandb_logger
+    from fake_wandb import FakeWandb
+
+    fake = FakeWandb()
+    monkeypatch.setattr(wandb_logger, "wandb", fake)
+    monkeypatch.setattr(wandb_logger, "_online_failure", None)
+    return fake

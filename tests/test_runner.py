@@ -233,9 +233,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
 
 
 # ---------------------------------------------------------------- runs
-def test_run_writes_results_and_an_offline_wandb_run(wandb_env):
-    from bsce_avalanche.runner.wandb_logger import read_offline_run
-
+def test_run_writes_results_and_an_offline_wandb_run(wandb_env, fake_wandb):
     out = wandb_env / "run"
     cfg = ExperimentConfig(**FAST, strategy="replay", loss="bsce", output_dir=str(out))
     results = run_experiment(cfg)
@@ -254,13 +252,21 @@ def test_run_writes_results_and_an_offline_wandb_run(wandb_env):
         np.mean([s["accuracy_seen"] for s in on_disk["steps"]]))
     assert results["last_accuracy"] == on_disk["last_accuracy"]
 
-    run = read_offline_run(on_disk["wandb"]["run_dir"])
-    assert run["config"]["strategy"] == "replay" and run["config"]["loss"] == "bsce"
-    logged = [row["step/accuracy_seen"] for row in run["history"] if "step/accuracy_seen" in row]
+    [run] = fake_wandb.runs  # what the run handed to wandb (tests/fake_wandb.py)
+    assert (run.mode, run.id, run.exit_code) == ("offline", on_disk["wandb"]["run_id"], 0)
+    assert on_disk["wandb"]["run_dir"] == str(out / "wandb" / f"offline-run-fake-{run.id}")
+    assert on_disk["wandb"]["sync_command"] == f"wandb sync {on_disk['wandb']['run_dir']}"
+    assert (run.group, run.job_type) == (f"{cfg.name}/replay", "bsce")  # CE and BSCE side by side
+    assert run.config["strategy"] == "replay" and run.config["loss"] == "bsce"
+    logged = run.logged("step/accuracy_seen")
     assert logged == pytest.approx([s["accuracy_seen"] for s in on_disk["steps"]])
-    assert run["summary"]["last_accuracy"] == pytest.approx(on_disk["last_accuracy"])
-    assert any("class_prior" in name for name in run["media"])
-    assert any("confusion_matrix" in name for name in run["media"])
+    assert run.summary["last_accuracy"] == pytest.approx(on_disk["last_accuracy"])
+    assert len(run.logged("class_prior")) == 2
+    prior = run.logged("class_prior")[-1].table.data
+    assert [p for _, p in prior] == pytest.approx(on_disk["priors"][-1])
+    cm = run.logged("confusion_matrix")[-1].table.data
+    assert sum(n for _, _, n in cm) == np.sum(on_disk["confusion_matrix"])
+    assert len(run.logged("Top1_Acc_Stream/eval_phase/test_stream/Task000")) == 2  # Avalanche's metrics
 
 
 def test_icarl_run_reports_nme_and_head(wandb_env):

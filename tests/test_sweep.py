@@ -140,31 +140,18 @@ def _agent_env(tmp_path, params, run_id):
     return env
 
 
-def _offline_run_record(run_dir):
-    """The run record wandb wrote (to check the sweep id, which read_offline_run omits)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    from bsce_avalanche.runner.wandb_logger import _find_run_file, _iter_log_records
-
-    for raw in _iter_log_records(_find_run_file(run_dir)):
-        record = pb.Record()
-        record.ParseFromString(raw)
-        if record.WhichOneof("record_type") == "run":
-            return record.run
-    return None
-
-
 def test_agent_program_runs_one_combination_offline(tmp_path):
     """The digits smoke sweep's command, run as the agent runs it: results.json and an
     offline W&B run that is the agent's run (its id, the sweep's parameters, the sweep id)."""
-    from bsce_avalanche.runner.wandb_logger import read_offline_run
+    from fake_wandb import read_recorded_runs, recording_env
 
     smoke = yaml.safe_load((REPO / "experiments/sweeps/digits_smoke.yaml").read_text())
     params = next(p for p, _, _ in sweep.sweep_combinations(REPO / "experiments/sweeps/digits_smoke.yaml")
                   if p["strategy"] == "replay" and p["loss"] == "bsce")
     command = [sys.executable if t == "${interpreter}" else t for t in smoke["command"] if t != "${env}"]
     command.append(f"--output-dir={tmp_path / 'out'}")
-    proc = subprocess.run(command, cwd=REPO, env=_agent_env(tmp_path, params, "smokerun1"),
+    record = tmp_path / "wandb-runs.jsonl"  # each real W&B run's public state, at its finish
+    proc = subprocess.run(command, cwd=REPO, env={**_agent_env(tmp_path, params, "smokerun1"), **recording_env(record)},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
@@ -173,22 +160,27 @@ def test_agent_program_runs_one_combination_offline(tmp_path):
     assert results["finished"] and results["config"]["epochs"] == 1 and results["config"]["wandb"]
     assert results["wandb"]["run_id"] == "smokerun1"
     wandb_dir = next((run_dir / "wandb").glob("offline-run-*-smokerun1"))
-    logged = read_offline_run(wandb_dir)
-    assert logged["run_id"] == "smokerun1" and logged["exit_code"] == 0
+    assert (wandb_dir / "run-smokerun1.wandb").stat().st_size > 0
+    runs = read_recorded_runs(record)  # sweep-run joining the agent's run, then the experiment's logger
+    assert {run["id"] for run in runs} == {"smokerun1"}
+    logged = runs[-1]
+    assert logged["mode"] == "offline" and logged["exit_code"] == 0
     assert {k: logged["config"][k] for k in params} == params
     assert logged["summary"]["average_incremental_accuracy"] == pytest.approx(results["average_incremental_accuracy"])
-    assert _offline_run_record(wandb_dir).sweep_id == "smoke01"
+    assert logged["sweep_id"] == "smoke01"
 
 
 def test_invalid_combination_is_skipped_cleanly(tmp_path, monkeypatch, capsys):
     """er_ace + bsce: exit code 0, a message, no results, the agent's W&B run says why."""
     import wandb
 
-    from bsce_avalanche.runner.wandb_logger import read_offline_run
+    from fake_wandb import read_recorded_runs, recording_init
 
     params = {"strategy": "er_ace", "loss": "bsce", "seed": 0, "epochs": 1, "device": "cpu"}
     for key, value in _agent_env(tmp_path, params, "skiprun1").items():
         monkeypatch.setenv(key, value)
+    record = tmp_path / "wandb-runs.jsonl"
+    monkeypatch.setattr(wandb, "init", recording_init(wandb.init, record))
     wandb.teardown()  # wandb reads WANDB_* once per process
     try:
         code = main(["sweep-run", "--config=experiments/configs/default.yaml", f"--output-dir={tmp_path / 'out'}"])
@@ -197,8 +189,9 @@ def test_invalid_combination_is_skipped_cleanly(tmp_path, monkeypatch, capsys):
     assert code == 0
     assert "skipping er_ace-bsce-seed0" in capsys.readouterr().out
     assert not list(tmp_path.rglob("results.json"))
-    logged = read_offline_run(next(tmp_path.rglob("offline-run-*-skiprun1")))
-    assert logged["run_id"] == "skiprun1" and "skipped" in logged["tags"]
+    assert list(tmp_path.rglob("offline-run-*-skiprun1"))
+    [logged] = read_recorded_runs(record)
+    assert logged["id"] == "skiprun1" and "skipped" in logged["tags"]
     assert logged["summary"]["skipped"] is True and "er_ace" in logged["summary"]["skip_reason"]
 
 

@@ -1,29 +1,43 @@
 """Tests for bsce_avalanche.runner.wandb_logger.
 
-Every test runs wandb offline inside pytest's tmp_path and reads back what the
-run wrote with ``read_offline_run``, so the assertions are about the files
-``wandb sync`` would upload, not about mocks.
+Most tests replace ``wandb`` inside the logger by a recorder (``fake_wandb`` fixture,
+tests/fake_wandb.py) and assert on what the logger handed to wandb. The ``real`` tests run
+the real wandb offline inside ``tmp_path``: every helper and value type is accepted, the run
+directory is written, a pickled logger continues its run, and an online start without network
+is quick, goes offline and obeys SIGTERM.
 """
 
 from __future__ import annotations
 
-import math
+import os
 import pickle
+import socket
+import ssl
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
 import warnings
 
 import numpy as np
 import pytest
 import torch
+import wandb
+from avalanche.evaluation.metric_results import AlternativeValues, LoggingType, MetricValue, TensorImage
 
-wandb = pytest.importorskip("wandb")
-
-from bsce_avalanche.runner.wandb_logger import (  # noqa: E402
+from bsce_avalanche.runner import wandb_logger
+from bsce_avalanche.runner.wandb_logger import (
     WandBLogger,
     WandBOfflineWarning,
     has_wandb_credentials,
-    read_offline_run,
     resolve_wandb_mode,
 )
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAKE_KEY = "k" * 40
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
 
 
 @pytest.fixture
@@ -37,6 +51,9 @@ def wandb_env(tmp_path, monkeypatch):
         "WANDB_RUN_ID", "WANDB_RESUME", "WANDB_PROJECT", "WANDB_ENTITY", "NETRC",
     ):
         monkeypatch.delenv(var, raising=False)
+    # the address of the wandb-core a real run starts here is removed afterwards, so that later
+    # subprocesses of this pytest run (e.g. notebook kernels) start their own ("" counts as unset)
+    monkeypatch.setenv("WANDB_SERVICE", "")
     monkeypatch.setenv("WANDB_SILENT", "true")
     for var, sub in (
         ("WANDB_DIR", "wandb_dir"),
@@ -54,10 +71,6 @@ def _offline_warnings(caught):
     return [w for w in caught if issubclass(w.category, WandBOfflineWarning)]
 
 
-def _rows_with(history, key):
-    return [row for row in history if key in row]
-
-
 # --------------------------------------------------------------------------- #
 # Mode selection (pure, no run started)
 # --------------------------------------------------------------------------- #
@@ -65,7 +78,7 @@ def test_mode_resolution_precedence(wandb_env, monkeypatch):
     assert not has_wandb_credentials()
     assert resolve_wandb_mode() == ("offline", "no-credentials")
 
-    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     assert has_wandb_credentials()
     assert resolve_wandb_mode() == ("online", "credentials")
 
@@ -97,9 +110,9 @@ def test_netrc_entry_counts_as_credentials(wandb_env, monkeypatch):
 
 
 # --------------------------------------------------------------------------- #
-# Offline round trip
+# What the logger hands to wandb (recorded by the fake)
 # --------------------------------------------------------------------------- #
-def test_offline_roundtrip_of_all_helpers(wandb_env):
+def test_offline_roundtrip_of_all_helpers(wandb_env, fake_wandb):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         logger = WandBLogger(
@@ -116,7 +129,7 @@ def test_offline_roundtrip_of_all_helpers(wandb_env):
     assert logger.run_dir.name.startswith("offline-run-")
     assert logger.run_dir.name.endswith(logger.run_id)
 
-    logger.log_config({"seed": 0})
+    logger.run.config.update({"seed": 0}, allow_val_change=True)
     logger.log_step_metrics(0, {"loss": torch.tensor(2.5), "acc": np.float32(0.25)})
     logger.log_step_metrics(10, {"loss": 1.0})
     logger.log_step_metrics(4, {"loss": 1.5})  # out of order: must not be dropped
@@ -129,56 +142,54 @@ def test_offline_roundtrip_of_all_helpers(wandb_env):
     logger.finish()
     logger.finish()  # idempotent
 
-    run = read_offline_run(logger.run_dir)
-    assert run["run_id"] == logger.run_id
-    assert run["project"] == "bsce-test"
-    assert (run["group"], run["job_type"]) == ("splitmnist/naive", "ce")
-    assert run["name"] == "ce-seed0"
-    assert run["tags"] == ["ce", "test"]
-    assert run["exit_code"] == 0
-    assert run["config"] == {"lr": 0.1, "model": {"depth": 2}, "seed": 0}
+    [run] = fake_wandb.runs
+    assert run.id == logger.run_id
+    assert run.project == "bsce-test"
+    assert (run.group, run.job_type) == ("splitmnist/naive", "ce")
+    assert run.name == "ce-seed0"
+    assert run.tags == ["ce", "test"]
+    assert run.exit_code == 0 and run.finished
+    assert run.config == {"lr": 0.1, "model": {"depth": 2}, "seed": 0}
+    # every metric on one step axis; rows logged at an earlier step are kept
+    assert run.metrics == {"global_step": {}, "*": {"step_metric": "global_step", "step_sync": True}}
+    assert all("global_step" in row for row in run.history)
 
-    losses = {row["global_step"]: row["loss"] for row in _rows_with(run["history"], "loss")}
+    losses = {row["global_step"]: row["loss"] for row in run.rows_with("loss")}
     assert losses == {0: 2.5, 10: 1.0, 4: 1.5}
-    assert _rows_with(run["history"], "acc")[0]["acc"] == pytest.approx(0.25)
+    assert run.logged("acc")[0] == pytest.approx(0.25)
 
-    assert run["summary"]["final_acc"] == pytest.approx(0.7)
-    assert run["summary"]["forgetting"] == pytest.approx(0.3)
+    assert run.summary["final_acc"] == pytest.approx(0.7)
+    assert float(run.summary["forgetting"]) == pytest.approx(0.3)
 
-    assert {"class_prior", "confusion_matrix", "per_class_accuracy",
-            "accuracy_matrix_plot"} <= set(run["charts"])
-    prior = run["tables"]["class_prior_table"][-1]
-    assert prior["columns"] == ["class", "prior"]
-    assert prior["data"] == [["cat", 0.5], ["dog", 0.3], ["fox", 0.2]]
-    assert "class_prior_hist" in _rows_with(run["history"], "class_prior_hist")[0]
+    prior = run.logged("class_prior")[-1]
+    assert isinstance(prior, wandb.plot.CustomChart) and prior.spec.spec_name == "wandb/bar/v0"
+    assert prior.table.columns == ["class", "prior"]
+    assert prior.table.data == [["cat", 0.5], ["dog", 0.3], ["fox", 0.2]]
+    assert isinstance(run.logged("class_prior_hist")[0], wandb.Histogram)
 
-    cm = run["tables"]["confusion_matrix_table"][-1]
-    assert cm["columns"] == ["Actual", "Predicted", "nPredictions"]
-    counts = {(a, p): n for a, p, n in cm["data"]}
+    cm = run.logged("confusion_matrix")[-1].table
+    assert cm.columns == ["Actual", "Predicted", "nPredictions"]
+    counts = {(a, p): n for a, p, n in cm.data}
     assert counts[("fox", "dog")] == 1 and counts[("fox", "fox")] == 1
     assert sum(counts.values()) == 4
 
-    acc = run["tables"]["per_class_accuracy_table"][-1]["data"]
+    acc = run.logged("per_class_accuracy")[-1].table.data
     assert acc == [["0", 1.0], ["1", 0.5], ["2", 0.25]]
 
-    matrix = run["tables"]["accuracy_matrix"][-1]
-    assert matrix["columns"] == ["trained_up_to", "exp_0", "exp_1"]
-    assert matrix["data"] == [[0, 0.9, None], [1, 0.6, 0.8]]
-    assert all(p.startswith("media/table/") for p in run["media"])
-    assert any("class_prior_table" in p for p in run["media"])
+    [matrix_row] = run.rows_with("accuracy_matrix")
+    assert matrix_row["global_step"] == 10  # the last step logged
+    matrix = matrix_row["accuracy_matrix"]
+    assert matrix.columns == ["trained_up_to", "exp_0", "exp_1"]
+    assert matrix.data == [[0, 0.9, None], [1, 0.6, 0.8]]
+    lines = matrix_row["accuracy_matrix_plot"]
+    assert isinstance(lines, wandb.plot.CustomChart) and "line" in lines.spec.spec_name
 
 
-def test_log_metrics_converts_every_avalanche_value_type(wandb_env):
+def test_log_metrics_converts_every_avalanche_value_type(wandb_env, fake_wandb):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from avalanche.evaluation.metric_results import (
-        AlternativeValues,
-        LoggingType,
-        MetricValue,
-        TensorImage,
-    )
     from PIL import Image
 
     fig = plt.figure(figsize=(1, 1))
@@ -202,22 +213,22 @@ def test_log_metrics_converts_every_avalanche_value_type(wandb_env):
     skipped = [w for w in caught if "cannot log metric" in str(w.message)]
     assert len(skipped) == 1  # once per unsupported type, not per value
 
-    history = read_offline_run(logger.run_dir)["history"]
+    history = fake_wandb.runs[-1].history
     assert len(history) == 2  # one row per x_plot
     first, second = history
     assert first["global_step"] == 3 and second["global_step"] == 7
     assert first["scalar"] == 0.5 and first["tensor_scalar"] == 2.0
     assert first["per_task/0"] == 0.1 and first["per_task/1"] == 0.2
-    assert first["cm"]["_type"] == "image-file"
-    assert second["tensor_image"]["_type"] == "image-file"
-    assert second["tensor_image"]["width"] == 4
-    assert second["figure"]["_type"] == "image-file"
-    assert second["weights"]["_type"] == "histogram"
+    assert isinstance(first["cm"], wandb.Image)  # the preferred alternative (the image)
+    assert isinstance(second["tensor_image"], wandb.Image)
+    assert second["tensor_image"].image.size == (4, 4)
+    assert isinstance(second["figure"], wandb.Image)
+    assert isinstance(second["weights"], wandb.Histogram)
     assert not any(k.startswith("WeightCheckpoint") for row in history for k in row)
 
 
-def test_explicit_offline_mode_is_silent_and_env_mode_wins_over_key(wandb_env, monkeypatch):
-    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)  # would mean "online"...
+def test_explicit_offline_mode_is_silent_and_env_mode_wins_over_key(wandb_env, fake_wandb, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)  # would mean "online"...
     monkeypatch.setenv("WANDB_MODE", "offline")  # ...but the env var wins
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -226,126 +237,110 @@ def test_explicit_offline_mode_is_silent_and_env_mode_wins_over_key(wandb_env, m
         explicit = WandBLogger(project="p", dir=wandb_env / "runs", mode="offline")
         explicit.finish()
     assert logger.mode == explicit.mode == "offline"
+    assert fake_wandb.init_modes == ["offline", "offline"]
     assert _offline_warnings(caught) == []  # chosen on purpose: no warning
     assert logger.run_dir != explicit.run_dir  # two runs, neither clobbered
 
 
-def test_disabled_mode_writes_nothing(wandb_env):
-    target = wandb_env / "runs"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        logger = WandBLogger(project="p", dir=target, mode="disabled", config={"a": 1})
-        logger.log_step_metrics(1, {"loss": 0.5})
-        logger.log_class_prior(1, [0.5, 0.5])
-        logger.log_confusion_matrix(1, [0, 1], [1, 1])
-        logger.summary({"x": 1})
-        logger.finish()
-    assert logger.mode == "disabled"
-    assert logger.run_dir is None and logger.sync_command is None
-    assert _offline_warnings(caught) == []
-    assert not target.exists()
-    assert [p for p in wandb_env.rglob("*") if p.is_file()] == []
-
-
-def test_failed_online_init_falls_back_to_offline(wandb_env, monkeypatch):
-    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)  # credentials -> tries online
-    real_init = wandb.init
-    modes = []
-
-    def flaky_init(*args, **kwargs):
-        modes.append(kwargs.get("mode"))
-        if kwargs.get("mode") == "online":
-            raise wandb.errors.CommError("dial tcp: no such host\nmore details")
-        return real_init(*args, **kwargs)
-
-    monkeypatch.setattr(wandb, "init", flaky_init)
+def test_failed_online_init_falls_back_to_offline(wandb_env, fake_wandb, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)  # credentials -> tries online
+    monkeypatch.setattr(wandb_logger, "_unreachable", lambda url: None)  # the server answers...
+    fake_wandb.fail_online = wandb.errors.CommError("dial tcp: no such host\nmore details")  # ...init fails
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         logger = WandBLogger(project="p", dir=wandb_env / "runs", id="wanted01")
     offline = _offline_warnings(caught)
-    assert modes == ["online", "offline"]
+    assert fake_wandb.init_modes == ["online", "offline"]
     assert logger.mode == "offline"
     assert len(offline) == 1
     message = str(offline[0].message)
     assert "no such host" in message and "more details" not in message
     assert "wanted01" in message and f"wandb sync {logger.run_dir}" in message
     # wandb-core keeps a failed id reserved, so the offline run gets a new one.
-    assert logger.run_id != "wanted01"
+    assert logger.run_id != "wanted01" and logger.run_id in message
 
     logger.log_step_metrics(3, {"loss": 0.25})
     logger.finish()
-    history = read_offline_run(logger.run_dir)["history"]
-    assert [(r["global_step"], r["loss"]) for r in _rows_with(history, "loss")] == [(3, 0.25)]
+    run = fake_wandb.runs[-1]
+    assert [(r["global_step"], r["loss"]) for r in run.rows_with("loss")] == [(3, 0.25)]
 
 
-def test_pickling_reopens_the_same_run(wandb_env):
+def test_online_start_without_network_is_decided_once(wandb_env, fake_wandb, monkeypatch):
+    """No server: no online wandb.init at all (it would retry for init_timeout), the run keeps
+    its id, the warning comes once, and the next runs of the process go straight offline."""
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_BASE_URL", UNREACHABLE)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.monotonic()
+        first = WandBLogger(project="p", dir=wandb_env / "runs", id="wanted02")
+        assert time.monotonic() - start < 2.0
+        monkeypatch.setattr(wandb_logger, "_unreachable", lambda url: pytest.fail("probed twice"))
+        second = WandBLogger(project="p", dir=wandb_env / "runs", mode="online")
+    assert fake_wandb.init_modes == ["offline", "offline"]
+    assert (first.mode, second.mode) == ("offline", "offline")
+    assert first.run_id == "wanted02"  # no online attempt reserved it
+    [warning] = _offline_warnings(caught)
+    assert f"{UNREACHABLE} does not answer" in str(warning.message)
+    assert "later runs" in str(warning.message) and first.sync_command in str(warning.message)
+
+
+@pytest.mark.parametrize("error, answers", [
+    (urllib.error.HTTPError("http://w/graphql", 401, "Unauthorized", {}, None), True),  # any status
+    (urllib.error.URLError(ssl.SSLCertVerificationError("self-signed")), True),  # wandb judges TLS
+    (ssl.SSLError("handshake"), True),
+    (urllib.error.URLError(ConnectionRefusedError("refused")), False),
+    (TimeoutError("timed out"), False),
+])
+def test_the_server_probe(monkeypatch, error, answers):
+    def urlopen(request, timeout):
+        assert (request.full_url, request.get_method(), timeout) == ("http://w/graphql", "HEAD", 5.0)
+        raise error
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    assert (wandb_logger._unreachable("http://w/") is None) == answers
+
+
+def test_online_start_that_works_stays_online(wandb_env, fake_wandb, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    monkeypatch.setattr(wandb_logger, "_unreachable", lambda url: None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logger = WandBLogger(project="p", dir=wandb_env / "runs", init_timeout=12.0)
+    assert logger.mode == "online" and logger.sync_command is None
+    assert _offline_warnings(caught) == []
+    assert fake_wandb.runs[0].init_kwargs["settings"].init_timeout == 12.0
+
+
+def test_resume_passes_the_run_id(wandb_env, fake_wandb):
+    logger = WandBLogger(project="p", dir=wandb_env / "runs", mode="offline", id="run00042", resume="allow")
+    assert logger.run_id == "run00042"
+    assert fake_wandb.runs[0].init_kwargs["resume"] == "allow"
+
+
+def test_pickled_logger_continues_its_run(wandb_env, fake_wandb):
     logger = WandBLogger(project="p", dir=wandb_env / "runs", mode="offline")
-    logger.log_step_metrics(1, {"loss": 1.0})
     state = pickle.dumps(logger)  # what an Avalanche checkpoint stores
     logger.finish()
     clone = pickle.loads(state)
-    try:
-        assert clone.run_id == logger.run_id
-        assert clone.mode == "offline"
-        clone.log_step_metrics(2, {"loss": 0.5})
-    finally:
-        clone.finish()
-    assert read_offline_run(clone.run_dir)["run_id"] == logger.run_id
+    clone.log_step_metrics(2, {"loss": 0.5})
+    clone.finish()
+    first, second = fake_wandb.runs
+    assert (second.id, second.resume, second.mode) == (first.id, "allow", "offline")
+    assert second.logged("loss") == [0.5]
 
 
-def test_arguments_are_validated_early(wandb_env):
+def test_finished_logger_and_bad_mode_are_clear_errors(wandb_env, fake_wandb):
     with pytest.raises(ValueError, match="not a W&B mode"):
         WandBLogger(project="p", mode="sometimes")
-    with pytest.raises(TypeError, match="tags must be a list"):
-        WandBLogger(project="p", tags="ce", mode="disabled")
-    with pytest.raises(TypeError, match="config must be a dict"):
-        WandBLogger(project="p", config=[1, 2], mode="disabled")
-    with pytest.raises(ValueError, match="init_kwargs repeats"):
-        WandBLogger(project="p", mode="disabled", init_kwargs={"group": "g"})
-
     logger = WandBLogger(project="p", mode="disabled")
-    with pytest.raises(TypeError, match="step must be an int"):
-        logger.log_step_metrics(1.5, {"a": 1})
-    with pytest.raises(ValueError, match="step must be >= 0"):
-        logger.log_step_metrics(-1, {"a": 1})
-    with pytest.raises(ValueError, match="step column"):
-        logger.log_step_metrics(1, {"global_step": 3})
-    with pytest.raises(ValueError, match="class_names has 2 entries but prior has 3"):
-        logger.log_class_prior(0, [0.2, 0.3, 0.5], class_names=["a", "b"])
-    with pytest.raises(ValueError, match="non-finite"):
-        logger.log_class_prior(0, [0.2, float("nan")])
-    with pytest.raises(ValueError, match="divide percentages by 100"):
-        logger.log_per_class_accuracy(0, [95.0, 80.0])
-    with pytest.raises(ValueError, match="aligned sample by sample"):
-        logger.log_confusion_matrix(0, [0, 1], [0])
-    with pytest.raises(ValueError, match="only 2 class_names"):
-        logger.log_confusion_matrix(0, [0, 2], [0, 1], class_names=["a", "b"])
-    with pytest.raises(TypeError, match="argmax"):
-        logger.log_confusion_matrix(0, [0, 1], [0.2, 0.8])
-    with pytest.raises(ValueError, match="2-D"):
-        logger.log_accuracy_matrix([0.1, 0.2])
-    with pytest.raises(ValueError, match="infinite"):
-        logger.log_accuracy_matrix([[0.1, math.inf]])
     logger.finish()
     with pytest.raises(RuntimeError, match="already been finished"):
         logger.log_step_metrics(0, {"a": 1})
 
 
-def test_read_offline_run_rejects_non_run_paths(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        read_offline_run(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match="exactly one run-<id>.wandb"):
-        read_offline_run(tmp_path)
-    bogus = tmp_path / "run-x.wandb"
-    bogus.write_bytes(b"not a wandb file")
-    with pytest.raises(ValueError, match="not a wandb run file"):
-        read_offline_run(bogus)
-
-
-# --------------------------------------------------------------------------- #
-# End-to-end with an Avalanche strategy
-# --------------------------------------------------------------------------- #
-def test_avalanche_naive_metrics_land_in_the_offline_run(wandb_env):
+def test_avalanche_naive_metrics_reach_wandb(wandb_env, fake_wandb):
     from avalanche.benchmarks import nc_benchmark
     from avalanche.benchmarks.utils.classification_dataset import (
         _make_taskaware_tensor_classification_dataset as make_dataset,
@@ -388,25 +383,137 @@ def test_avalanche_naive_metrics_land_in_the_offline_run(wandb_env):
         results.append(strategy.eval(benchmark.test_stream))
     logger.finish()
 
-    run = read_offline_run(logger.run_dir)
-    history = run["history"]
+    run = fake_wandb.runs[-1]
     acc_key = "Top1_Acc_Stream/eval_phase/test_stream/Task000"
     loss_key = "Loss_Stream/eval_phase/test_stream/Task000"
-    acc_rows = _rows_with(history, acc_key)
+    acc_rows = run.rows_with(acc_key)
     assert [r[acc_key] for r in acc_rows] == pytest.approx([r[acc_key] for r in results])
-    assert _rows_with(history, loss_key)[-1][loss_key] == pytest.approx(results[-1][loss_key])
+    assert run.logged(loss_key)[-1] == pytest.approx(results[-1][loss_key])
     # x-axis: Avalanche's x_plot (training iterations) on our step column.
     assert [r["global_step"] for r in acc_rows] == [strategy.clock.train_iterations // 2,
                                                     strategy.clock.train_iterations]
     exp_key = "Top1_Acc_Exp/eval_phase/test_stream/Task000/Exp001"
-    assert _rows_with(history, exp_key)[-1][exp_key] == pytest.approx(results[-1][exp_key])
-    assert [r["TrainingExperience"] for r in _rows_with(history, "TrainingExperience")] == [0, 1]
+    assert run.logged(exp_key)[-1] == pytest.approx(results[-1][exp_key])
+    assert run.logged("TrainingExperience") == [0, 1]
 
-    # Confusion matrix: Avalanche's image -> wandb.Image, W&B chart -> table.
+    # Confusion matrix: Avalanche's image -> wandb.Image, its W&B chart passed through.
     cm_key = "ConfusionMatrix_Stream/eval_phase/test_stream"
-    cm_rows = _rows_with(history, cm_key)
-    assert cm_rows and cm_rows[-1][cm_key]["_type"] == "image-file"
-    assert any(p.startswith("media/images/") for p in run["media"])
-    assert "W&BConfusionMatrix_Stream/eval_phase/test_stream" in run["charts"]
-    wb_cm = run["tables"]["W&BConfusionMatrix_Stream/eval_phase/test_stream_table"][-1]
-    assert sum(row[2] for row in wb_cm["data"]) == 32  # every test sample counted once
+    assert run.logged(cm_key) and isinstance(run.logged(cm_key)[-1], wandb.Image)
+    wb_cm = run.logged("W&BConfusionMatrix_Stream/eval_phase/test_stream")[-1]
+    assert isinstance(wb_cm, wandb.plot.CustomChart)
+    assert sum(row[2] for row in wb_cm.table.data) == 32  # every test sample counted once
+
+
+# --------------------------------------------------------------------------- #
+# The real wandb (offline, no network)
+# --------------------------------------------------------------------------- #
+def test_real_wandb_takes_every_helper_and_writes_an_offline_run(wandb_env):
+    from PIL import Image
+
+    logger = WandBLogger(project="bsce-test", group="g/naive", job_type="ce", tags=["ce"],
+                         config={"lr": 0.1}, dir=wandb_env / "runs", mode="offline")
+    logger.run.config.update({"seed": 0}, allow_val_change=True)
+    logger.log_metrics([
+        MetricValue(None, "scalar", 0.5, 3),
+        MetricValue(None, "cm", AlternativeValues(Image.new("RGB", (4, 4)), torch.eye(2)), 3),
+        MetricValue(None, "tensor_image", TensorImage(torch.rand(3, 4, 4)), 7),
+        MetricValue(None, "weights", torch.randn(50), 7, LoggingType.HISTOGRAM),
+    ])
+    logger.log_step_metrics(0, {"loss": torch.tensor(2.5), "acc": np.float32(0.25)})
+    logger.log_class_prior(1, [0.5, 0.3, 0.2])
+    logger.log_confusion_matrix(1, [0, 1, 2, 2], [0, 1, 1, 2])
+    logger.log_per_class_accuracy(1, [1.0, 0.5, 0.25])
+    logger.log_accuracy_matrix([[0.9, None], [0.6, 0.8]])
+    logger.summary({"final_acc": np.float64(0.7), "forgetting": torch.tensor(0.3)})
+    logger.finish()
+
+    assert logger.run_dir.parent == wandb_env / "runs" / "wandb"
+    assert logger.run_dir.name.startswith("offline-run-") and logger.run_dir.name.endswith(logger.run_id)
+    run_file = logger.run_dir / f"run-{logger.run_id}.wandb"
+    assert run_file.is_file() and run_file.stat().st_size > 0
+    assert logger.sync_command == f"wandb sync {logger.run_dir}"
+
+
+def test_real_wandb_pickled_logger_reopens_the_same_run(wandb_env):
+    logger = WandBLogger(project="p", dir=wandb_env / "runs", mode="offline")
+    logger.log_step_metrics(1, {"loss": 1.0})
+    state = pickle.dumps(logger)  # what an Avalanche checkpoint stores
+    logger.finish()
+    clone = pickle.loads(state)
+    try:
+        assert clone.run_id == logger.run_id and clone.mode == "offline"
+        clone.log_step_metrics(2, {"loss": 0.5})
+    finally:
+        clone.finish()
+    assert clone.run_dir != logger.run_dir and logger.run_id in clone.run_dir.name
+    assert (clone.run_dir / f"run-{logger.run_id}.wandb").is_file()
+
+
+def test_real_wandb_disabled_mode_writes_nothing(wandb_env):
+    target = wandb_env / "runs"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logger = WandBLogger(project="p", dir=target, mode="disabled", config={"a": 1})
+        logger.log_step_metrics(1, {"loss": 0.5})
+        logger.log_class_prior(1, [0.5, 0.5])
+        logger.log_confusion_matrix(1, [0, 1], [1, 1])
+        logger.summary({"x": 1})
+        logger.finish()
+    assert logger.mode == "disabled"
+    assert logger.run_dir is None and logger.sync_command is None
+    assert _offline_warnings(caught) == []
+    assert not target.exists()
+    assert [p for p in wandb_env.rglob("*") if p.is_file()] == []
+
+
+_START_SCRIPT = """
+import signal, sys, time, warnings
+from bsce_avalanche.runner.wandb_logger import WandBLogger
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # as the CLI does
+warnings.simplefilter("ignore")
+for i in range(2):
+    start = time.monotonic()
+    print("starting", flush=True)
+    logger = WandBLogger(project="p", dir=sys.argv[1])
+    print(f"started {logger.mode} {time.monotonic() - start:.2f}", flush=True)
+    logger.finish()
+"""
+
+
+def _start_online(wandb_env, base_url, **popen):
+    """A process that starts two online runs (WANDB_MODE=online, a key) against ``base_url``."""
+    env = dict(os.environ)  # wandb_env: wandb's folders in tmp_path
+    env.pop("WANDB_SERVICE", None)  # this process's wandb-core: the child starts its own
+    env.update(WANDB_MODE="online", WANDB_API_KEY=FAKE_KEY, WANDB_BASE_URL=base_url, WANDB_SILENT="true",
+               PYTHONPATH=os.pathsep.join([REPO, env.get("PYTHONPATH", "")]))
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(_START_SCRIPT), str(wandb_env / "runs")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch, Avalanche and wandb
+def test_real_wandb_online_start_without_network_is_quick(wandb_env):
+    proc = _start_online(wandb_env, UNREACHABLE)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    starts = [line.split() for line in out.splitlines() if line.startswith("started")]
+    assert [mode for _, mode, _ in starts] == ["offline", "offline"], out
+    assert all(float(seconds) < 5.0 for _, _, seconds in starts), out  # wandb alone: ~100 s each
+
+
+@pytest.mark.slow
+def test_real_wandb_online_start_obeys_sigterm(wandb_env):
+    """A server that accepts the connection and never answers: SIGTERM during the start ends
+    the process in seconds (wandb's own start would hold it until init_timeout, 30 to 90 s)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        proc = _start_online(wandb_env, f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert proc.stdout.readline().strip() == "starting"
+        time.sleep(1.0)
+        sent = time.monotonic()
+        proc.terminate()
+        out, _ = proc.communicate(timeout=120)
+        # about 1-3 s: the interpreter's shutdown with torch and Avalanche loaded, on a busy machine
+        assert time.monotonic() - sent < 10.0, out
+    assert proc.returncode == 128 + 15, out
+    assert "started" not in out

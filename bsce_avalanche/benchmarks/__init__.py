@@ -5,7 +5,9 @@
 :func:`split_imagenet_subset`, :func:`split_imagenet`; any ``B<k>`` protocol that
 splits its classes evenly), its classes, default model and input normalisation, and
 whether the fast batch augmentation (:class:`BatchAugmentPlugin` +
-:class:`InputNormalize`, see :mod:`bsce_avalanche.benchmarks.augment`) applies.
+:class:`InputNormalize`, see :mod:`bsce_avalanche.benchmarks.augment`) and the
+device-resident data path (:class:`DeviceDataPlugin`, see
+:mod:`bsce_avalanche.benchmarks.device_data`) apply.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from .common import (
     resolve_data_dir,
     resolve_protocol,
 )
+from .device_data import DeviceDataPlugin
 from .digits import load_digits_tensors, split_digits
 from .imagenet import (
     IMAGENET_SUBSET_NAMES,
@@ -72,6 +75,9 @@ class BenchmarkInfo:
     options: frozenset[str] = frozenset()
     #: default of ``fast_augment`` (when the benchmark has that option)
     fast_augment: bool = False
+    #: images held as in-memory tensors (with ``fast_augment`` on, where it is an option),
+    #: so that :class:`DeviceDataPlugin` can keep them on the training device
+    in_memory: bool = False
 
 
 _FILES = frozenset({"data_dir", "download", "fast_augment"})
@@ -80,10 +86,10 @@ _FILES = frozenset({"data_dir", "download", "fast_augment"})
 BENCHMARKS: dict[str, BenchmarkInfo] = {
     "digits": BenchmarkInfo(
         split_digits, "scikit-learn's 8x8 digits: offline, seconds on a CPU", 10, "small_cnn", None,
-        {"B0": (5,), "B4": (3,)}),
+        {"B0": (5,), "B4": (3,)}, in_memory=True),
     "cifar100": BenchmarkInfo(
         split_cifar100, "Split CIFAR-100 (local cifar100.npz or torchvision download)", 100, "resnet32",
-        "cifar100", {"B0": (5, 10, 20, 50), "B50": (5, 10, 25)}, _FILES, fast_augment=True),
+        "cifar100", {"B0": (5, 10, 20, 50), "B50": (5, 10, 25)}, _FILES, fast_augment=True, in_memory=True),
     "tiny_imagenet": BenchmarkInfo(
         split_tiny_imagenet, "Tiny-ImageNet, 64x64 (local folder or Avalanche download)", 200, "resnet18",
         "imagenet", {"B0": (10,)}, _FILES),
@@ -103,6 +109,7 @@ __all__ = [
     "CIFAR100_STD",
     "CLASS_ORDER_NAMES",
     "DATA_DIR_ENV",
+    "DeviceDataPlugin",
     "ICARL_MEMORY_SIZE",
     "ICARL_ORIGINAL_CIFAR100_ORDER",
     "IMAGENET_MEAN",

@@ -20,6 +20,8 @@ classic per-sample torchvision transforms and works with any model.
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,8 @@ from .common import (
     DATA_DIR_ENV,
     PILImageDataset,
     TensorImageDataset,
+    check_flags,
+    check_labels,
     make_class_incremental_benchmark,
     resolve_data_dir,
     resolve_protocol,
@@ -67,6 +71,8 @@ def load_cifar100_arrays(
 
     :raises FileNotFoundError: nothing found and no (successful) download; the
         message says where to put the file.
+    :raises ValueError: a file that is not a readable ``.npz`` of these arrays, or whose
+        images or labels are malformed (labels: integers in 0..99, every class present).
     """
     root = resolve_data_dir(data_dir)
     candidates = cifar100_npz_candidates(data_dir)
@@ -95,21 +101,29 @@ def load_cifar100_arrays(
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        missing = [k for k in _NPZ_KEYS if k not in data.files]
-        if missing:
-            raise ValueError(f"{path} lacks arrays {missing}; expected {list(_NPZ_KEYS)}")
-        arrays = {k: data[k] for k in _NPZ_KEYS}
+    fix = (f"replace it with a good copy (arrays {', '.join(_NPZ_KEYS)}), or move it away and pass "
+           "download=True to fetch CIFAR-100 with torchvision")
+    try:  # never unpickle: numpy's error would advise allow_pickle=True, an unsafe load
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in _NPZ_KEYS if k in data.files}
+    except (zipfile.BadZipFile, EOFError, zlib.error, ValueError, TypeError) as err:  # TypeError: a .npy
+        raise ValueError(f"{path} is not a readable .npz archive (corrupt, truncated or another format: "
+                         f"{type(err).__name__}): {fix}") from None
+    missing = [k for k in _NPZ_KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"{path} lacks arrays {missing}: {fix}")
+    return _check_arrays(arrays, str(path))
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], where: str) -> dict[str, np.ndarray]:
+    """The images' shape and dtype, and labels: integers in 0..99, one per image, every class."""
     for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        x = arrays[f"x_{split}"]
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3):
-            raise ValueError(
-                f"{path}: x_{split} must be uint8 of shape (N, 32, 32, 3) (HWC), "
-                f"got {x.dtype} {x.shape}"
-            )
+            raise ValueError(f"{where}: x_{split} must be uint8 of shape (N, 32, 32, 3) (HWC), got {x.dtype} {x.shape}")
+        y = arrays[f"y_{split}"] = check_labels(arrays[f"y_{split}"], f"{where}: y_{split}", CIFAR100_N_CLASSES)
         if len(x) != len(y):
-            raise ValueError(f"{path}: {len(x)} x_{split} images but {len(y)} labels")
-        arrays[f"y_{split}"] = y.astype(np.int64).reshape(-1)
+            raise ValueError(f"{where}: {len(x)} x_{split} images but {len(y)} labels")
     return arrays
 
 
@@ -118,12 +132,9 @@ def _load_torchvision(root: Path, download: bool) -> dict[str, np.ndarray]:
 
     train = CIFAR100(str(root), train=True, download=download)
     test = CIFAR100(str(root), train=False, download=download)
-    return {
-        "x_train": np.asarray(train.data, dtype=np.uint8),
-        "y_train": np.asarray(train.targets, dtype=np.int64),
-        "x_test": np.asarray(test.data, dtype=np.uint8),
-        "y_test": np.asarray(test.targets, dtype=np.int64),
-    }
+    arrays = {"x_train": np.asarray(train.data), "y_train": np.asarray(train.targets),
+              "x_test": np.asarray(test.data), "y_test": np.asarray(test.targets)}
+    return _check_arrays(arrays, str(root / "cifar-100-python"))
 
 
 def split_cifar100(
@@ -170,6 +181,7 @@ def split_cifar100(
         n_steps=n_steps,
         default_n_experiences=10,
     )
+    check_flags(download=download, fast_augment=fast_augment)
     arrays = load_cifar100_arrays(data_dir, download=download)
     if fast_augment:
         train = TensorImageDataset.from_hwc_uint8(arrays["x_train"], arrays["y_train"])

@@ -109,7 +109,10 @@ def _named_order(name: str, n_classes: int, seed: int | None) -> list[int]:
 
 
 def _validated_permutation(order: Sequence[int], n_classes: int) -> list[int]:
-    ids = [int(c) for c in order]
+    array = np.asarray(order)
+    if array.ndim != 1 or (array.dtype.kind not in "iu" and array.size):  # 1.5 is no class id (int() truncates)
+        raise TypeError(f"an explicit class order must be a list of integer class ids, got {list(order)[:5]}...")
+    ids = array.astype(int).tolist()
     if sorted(ids) != list(range(n_classes)):
         missing = sorted(set(range(n_classes)) - set(ids))[:5]
         extra = sorted(set(ids) - set(range(n_classes)))[:5]

@@ -3,6 +3,7 @@
 * where datasets live on disk (:func:`resolve_data_dir`),
 * the ``B<k>`` protocols of the class-incremental literature (B0, B50, ...;
   :func:`resolve_protocol`),
+* :func:`check_labels`, the one check of a dataset's labels (integers, in range, every class),
 * in-memory and on-disk image datasets: :class:`TensorImageDataset` (the fast
   batch-augmentation path keeps ``uint8`` images in it), :class:`PILImageDataset`
   and :class:`ImageFileDataset` (the classic per-sample transform path),
@@ -42,6 +43,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     The directory is not created here; only a download creates it.
     """
     if data_dir is not None:
+        if not isinstance(data_dir, (str, os.PathLike)):
+            raise TypeError(f"data_dir must be a path (str or os.PathLike), got {type(data_dir).__name__} {data_dir!r}")
         return Path(data_dir).expanduser()
     env = os.environ.get(DATA_DIR_ENV)
     if env:
@@ -84,6 +87,8 @@ def resolve_protocol(
     :raises ValueError: mixed descriptions, a malformed protocol, or class
         counts that do not divide evenly (the message names the valid choices).
     """
+    if n_steps is not None:
+        _check_int("n_steps", n_steps, 1)
     if n_experiences is None and protocol is None:
         n_experiences = default_n_experiences
     if protocol is not None:
@@ -127,6 +132,7 @@ def _check_split(n_classes: int, n_experiences: int, first_exp_classes: int | No
                 f"experiences; use one of {valid} or set first_exp_classes"
             )
         return
+    _check_int("first_exp_classes", first_exp_classes, 1)
     if not 0 < first_exp_classes <= n_classes:
         raise ValueError(
             f"first_exp_classes must be in 1..{n_classes}, got {first_exp_classes}"
@@ -148,9 +154,50 @@ def _check_split(n_classes: int, n_experiences: int, first_exp_classes: int | No
         )
 
 
+def _check_int(name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+def check_flags(**flags) -> None:
+    """Each flag is a bool (a string such as ``"no"`` would count as true)."""
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+
+
 # --------------------------------------------------------------------------
-# In-memory datasets
+# Labels and datasets
 # --------------------------------------------------------------------------
+
+
+def check_labels(labels, what: str = "targets", n_classes: int | None = None) -> np.ndarray:
+    """``labels`` as a 1-D int64 array of class ids ``>= 0``; with ``n_classes``, every one
+    below it and every class present. Shape ``(N, 1)`` (Keras's CIFAR files) is flattened.
+
+    :raises ValueError: naming ``what`` and the problem; fractional labels are an error, not truncated.
+    """
+    y = np.asarray(labels)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"{what} must be one class id per sample (shape (N,)), got shape {y.shape}")
+    if y.dtype.kind not in "iu" and y.size:
+        raise ValueError(f"{what} must be integer class ids, got dtype {y.dtype}"
+                         + (" with fractional values" if y.dtype.kind == "f" and (y != np.round(y)).any() else "")
+                         + "; store the labels as integers")
+    y = y.astype(np.int64)
+    outside = np.unique(y[(y < 0) | (y >= n_classes)] if n_classes else y[y < 0])
+    if outside.size:
+        where = f"outside 0..{n_classes - 1}" if n_classes else "below 0"
+        raise ValueError(f"{what} has labels {where}: {outside[:5].tolist()}")
+    absent = np.flatnonzero(np.bincount(y, minlength=n_classes)[:n_classes] == 0) if n_classes else []
+    if len(absent):
+        raise ValueError(f"{what} has no sample of {len(absent)} of the {n_classes} classes, "
+                         f"e.g. {absent[:5].tolist()}")
+    return y
 
 
 class TensorImageDataset(Dataset):
@@ -174,7 +221,7 @@ class TensorImageDataset(Dataset):
         if len(images) != len(targets):
             raise ValueError(f"{len(images)} images but {len(targets)} targets")
         self.images = images
-        self.targets = [int(t) for t in targets]  # Avalanche reads .targets
+        self.targets = check_labels(targets).tolist()  # Avalanche reads .targets
 
     @classmethod
     def from_hwc_uint8(cls, images: np.ndarray, targets: Sequence[int]) -> "TensorImageDataset":
@@ -209,7 +256,7 @@ class PILImageDataset(Dataset):
         if len(images) != len(targets):
             raise ValueError(f"{len(images)} images but {len(targets)} targets")
         self.images = images
-        self.targets = [int(t) for t in targets]
+        self.targets = check_labels(targets).tolist()
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -230,14 +277,17 @@ class ImageFileDataset(Dataset):
         if len(paths) != len(targets):
             raise ValueError(f"{len(paths)} paths but {len(targets)} targets")
         self.paths = [str(p) for p in paths]
-        self.targets = [int(t) for t in targets]
+        self.targets = check_labels(targets).tolist()
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, index: int):
-        with Image.open(self.paths[index]) as img:
-            return img.convert("RGB"), self.targets[index]
+        try:
+            with Image.open(self.paths[index]) as img:
+                return img.convert("RGB"), self.targets[index]
+        except OSError as err:  # PIL's message may lack the file: name it
+            raise OSError(f"cannot read image {self.paths[index]}: {err}") from err
 
 
 # --------------------------------------------------------------------------
@@ -268,6 +318,7 @@ def make_class_incremental_benchmark(
     reads ``benchmark.classes_order``, which follows the same convention.
     """
     _check_split(n_classes, n_experiences, first_exp_classes)
+    check_flags(remap_class_ids=remap_class_ids)
     order = get_class_order(class_order, n_classes=n_classes, seed=seed)
     per_exp_classes = None if first_exp_classes is None else {0: first_exp_classes}
     return nc_benchmark(

@@ -63,6 +63,8 @@ from .common import (
     DATA_DIR_ENV,
     ImageFileDataset,
     TensorImageDataset,
+    check_flags,
+    check_labels,
     make_class_incremental_benchmark,
     resolve_data_dir,
     resolve_protocol,
@@ -153,8 +155,11 @@ def _decode_uint8(paths: Sequence[Path], size: int) -> torch.Tensor:
     """Decode image files into one ``(N, 3, size, size)`` uint8 tensor (fast path)."""
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     for i, path in enumerate(paths):
-        with Image.open(path) as img:
-            arr = np.asarray(img.convert("RGB"))
+        try:
+            with Image.open(path) as img:
+                arr = np.asarray(img.convert("RGB"))
+        except OSError as err:  # not an image, truncated
+            raise ValueError(f"{path} cannot be decoded ({err}): replace or remove it") from None
         if arr.shape[:2] != (size, size):
             raise ValueError(f"{path} is {arr.shape[1]}x{arr.shape[0]}, expected {size}x{size}")
         out[i] = arr
@@ -361,6 +366,8 @@ def load_tiny_imagenet_files(
                 raise FileNotFoundError(f"{annotations} lists {filename}, but {path} is missing")
             val_paths.append(path)
             val_labels.append(label_of[wnid])
+    check_labels(train_labels, f"{root / 'train'} (class folders with images)", len(wnids))
+    check_labels(val_labels, str(annotations), len(wnids))
     return wnids, (train_paths, train_labels), (val_paths, val_labels)
 
 
@@ -394,6 +401,7 @@ def split_tiny_imagenet(
         seed, remap_class_ids: as for :func:`~.cifar.split_cifar100`
         (default 10 even experiences, ``"icarl"`` = seed-1993 permutation of 200).
     """
+    check_flags(download=download, fast_augment=fast_augment)
     tiny_root = _find_tiny_root(root, data_dir, download)
     wnids, (train_paths, train_labels), (val_paths, val_labels) = load_tiny_imagenet_files(tiny_root)
     n_experiences, first_exp_classes = resolve_protocol(

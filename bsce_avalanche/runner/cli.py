@@ -7,22 +7,30 @@
     torchrun --standalone --nproc_per_node=4 -m bsce_avalanche run --config ...   # DDP, see distributed.py
     wandb sweep experiments/sweeps/cifar100_b0_10steps.yaml; wandb agent ENTITY/PROJECT/SWEEP_ID  # see sweep.py
 
-Every config key is an option of run, grid and sweep-run (bsce-experiment run --help).
+Every config key is an option of run, grid and sweep-run (bsce-experiment run --help); an option
+replaces the config file's value and its grid over that key. A user error (config, command line,
+files, data) is one line on stderr and exit code 2 (--debug: the traceback); Ctrl-C exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import signal
 import sys
 import threading
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Optional, Sequence, Union, get_args, get_origin, get_type_hints
 
+import torch
+
 from . import distributed
 from .compare import compare
-from .config import CHOICES, ConfigError, ExperimentConfig, expand_grid, load_config, parse_value
+from .config import (CHOICES, RANGES, ConfigError, ExperimentConfig, combination_error, expand_grid, load_config,
+                     parse_value)
 from .experiment import run_experiment
 
 _KEYS = fields(ExperimentConfig)
@@ -40,6 +48,7 @@ def _key_help(f) -> str:
     """A config key's meaning, choices and default (argparse help text)."""
     default = f.default if f.default is not MISSING else f.default_factory()
     choices = f"; choices: {', '.join(CHOICES[f.name])}" if f.name in CHOICES else ""
+    choices += f"; range: {RANGES[f.name]}" if f.name in RANGES else ""
     return f"{f.metadata['help']}{choices} (default: {_shown(default)})".replace("%", "%%")
 
 
@@ -48,7 +57,26 @@ def _option_type(hint):
     if get_origin(hint) is Union:
         arms = [a for a in get_args(hint) if a is not type(None)]
         hint = arms[0] if len(arms) == 1 else None
-    return hint if hint in (int, float, str) else parse_value
+    return hint if hint in (int, float, str) else _yaml_value
+
+
+def _yaml_value(text: str):
+    """An option's value with YAML rules (argparse reports the error)."""
+    try:
+        return parse_value(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (the usage of ``run`` lists every config key)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_debug(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", help="on an error, show the full traceback (default: one line)")
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, resume: bool = True) -> None:
@@ -60,7 +88,9 @@ def _add_run_arguments(p: argparse.ArgumentParser, resume: bool = True) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key with a YAML value, e.g. --set lr_milestones=[80,120] "
                         "(repeatable; default: none)")
-    keys = p.add_argument_group("config keys", "each overrides the config file; the default applies when "
+    _add_debug(p)
+    keys = p.add_argument_group("config keys", "each replaces the config file's value and its grid over that "
+                                               "key (run --loss ce runs CE only); the default applies when "
                                                "neither sets the key")
     for f in _KEYS:
         flag, hint = "--" + f.name.replace("_", "-"), _HINTS[f.name]
@@ -71,17 +101,21 @@ def _add_run_arguments(p: argparse.ArgumentParser, resume: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bsce-experiment", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="bsce-experiment", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a config (all its grid combinations), then compare them")
     _add_run_arguments(run)
     grid = sub.add_parser("grid", help="run strategies x losses x seeds, then compare them")
     _add_run_arguments(grid)
+    for p in (run, grid):
+        p.add_argument("--jobs", type=int, default=1,
+                       help="runs at once, each in its own process (CPU cores, or sharing one GPU), with CPU cores "
+                            "// JOBS torch threads unless threads is set; no progress bars (default: 1)")
     for flag, key in _GRID_FLAGS.items():
         choices = f"; choices: {', '.join(CHOICES[key])}" if key in CHOICES else ""
         grid.add_argument(f"--{flag}", nargs="+", type=int if key == "seed" else str,
-                          help=f"grid over {key}{choices} (default: the config's {key})")
+                          help=f"grid over {key}{choices}; replaces the config's grid over {key}, combinations "
+                               f"that cannot run are skipped (default: the config's {key})")
     sweep_run = sub.add_parser("sweep-run", help="the program of a W&B sweep agent: one combination "
                                                  "(see bsce_avalanche/runner/sweep.py)",
                                description="Run the combination of the W&B sweep agent's run (its wandb.config) "
@@ -90,10 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(sweep_run, resume=False)
     validate = sub.add_parser("sweep-validate", help="check W&B sweep files offline: every combination's config")
     validate.add_argument("paths", nargs="+", help="sweep files, e.g. experiments/sweeps/*.yaml")
+    _add_debug(validate)
     cmp_ = sub.add_parser("compare", help="markdown table + plots from results.json files")
     cmp_.add_argument("paths", nargs="+", help="results.json files or directories holding them")
     cmp_.add_argument("--output", help="directory for comparison.md and PNGs (default: the first path, "
                                        "or its folder)")
+    _add_debug(cmp_)
     return parser
 
 
@@ -109,6 +145,10 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         key, value = item.split("=", 1)
         overrides[key.strip()] = parse_value(value)
     grid = {key: getattr(args, flag) for flag, key in _GRID_FLAGS.items() if getattr(args, flag, None)}
+    both = [(flag, key) for flag, key in _GRID_FLAGS.items() if key in grid and key in overrides]
+    if both:
+        flag, key = both[0]
+        raise ConfigError(f"--{flag} and --{key} (or --set {key}=...) both set {key}: give one of them.")
     cfg = load_config(args.config or _default_config_path(), {k: v for k, v in overrides.items() if k not in grid})
     grid = {**{k: v for k, v in cfg.grid.items() if k not in overrides}, **grid}
     return cfg.replace(grid=grid) if grid != cfg.grid else cfg
@@ -120,15 +160,30 @@ def _default_config_path() -> Optional[Path]:
     return candidate if candidate.is_file() else None
 
 
-def run_configs(cfg: ExperimentConfig, resume: bool = False) -> Optional[Path]:
-    """Run every combination of ``cfg`` into ``output_dir/<run name>/``, then compare them."""
+def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1) -> Optional[Path]:
+    """Run every combination of ``cfg`` into ``output_dir/<run name>/``, ``jobs`` at once, then
+    compare them."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}.")
+    if jobs > 1 and distributed.launched_distributed():
+        raise ConfigError("--jobs starts processes of its own: do not combine it with torchrun (use --jobs 1).")
     main = distributed.is_main_process()  # under torchrun every rank runs this; rank 0 reports
     say = print if main else (lambda *args, **kwargs: None)
-    runs = expand_grid(cfg)
-    out = Path(cfg.output_dir)
-    say(f"bsce-experiment: {len(runs)} run(s) -> {out}", flush=True)
-    for run_cfg in runs:
-        result = run_experiment(run_cfg, out / run_cfg.run_name, resume=resume)
+    runs, out = expand_grid(cfg), Path(cfg.output_dir)
+    skipped = {run.run_name: combination_error(run) for run in runs if combination_error(run)}
+    if len(skipped) == len(runs):
+        raise ConfigError(next(iter(skipped.values())) if len(runs) == 1 else
+                          f"no combination of the grid can run: {'; '.join(sorted(set(skipped.values())))}")
+    runs = [run for run in runs if run.run_name not in skipped]
+    jobs = min(jobs, len(runs))
+    say(f"bsce-experiment: {len(runs)} run(s) -> {out}" + (f", {jobs} at once" if jobs > 1 else ""), flush=True)
+    for name, reason in skipped.items():
+        say(f"  skipping {name}: {reason}", flush=True)
+    if jobs > 1:
+        results = _run_in_processes(runs, out, resume, jobs)
+    else:
+        results = ((run_cfg, run_experiment(run_cfg, out / run_cfg.run_name, resume=resume)) for run_cfg in runs)
+    for run_cfg, result in results:
         say(f"  {run_cfg.run_name}: average incremental accuracy {100 * result['average_incremental_accuracy']:.2f}%, "
             f"last {100 * result['last_accuracy']:.2f}%, {result['train_time_s']:.0f} s", flush=True)
         sync = (result.get("wandb") or {}).get("sync_command")
@@ -140,6 +195,29 @@ def run_configs(cfg: ExperimentConfig, resume: bool = False) -> Optional[Path]:
     print(f"comparison: {table}", flush=True)
     print(table.read_text().split("\n\n")[1], flush=True)
     return table
+
+
+def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int):
+    """Yield ``(config, results)`` of each run as it finishes, ``jobs`` fresh processes at a
+    time, each with ``cores // jobs`` torch threads unless its config sets ``threads``. A run
+    computes what it computes alone (same seed and threads: same numbers)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // jobs)
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool:
+        futures = {pool.submit(_run_one, run_cfg.replace(progress=False), out / run_cfg.run_name, resume, threads):
+                   run_cfg for run_cfg in runs}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # the runs under way finish (and are saved)
+            raise
+
+
+def _run_one(cfg: ExperimentConfig, out: Path, resume: bool, threads: int) -> dict:
+    torch.set_num_threads(cfg.threads or threads)
+    return run_experiment(cfg, out, resume=resume)
 
 
 def _exit_cleanly_on_sigterm() -> None:
@@ -155,7 +233,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finished, code = False, 0
     try:
         if args.command in ("run", "grid"):
-            run_configs(config_from_args(args), resume=args.resume)
+            run_configs(config_from_args(args), resume=args.resume, jobs=args.jobs)
         elif args.command in ("sweep-run", "sweep-validate"):
             from . import sweep  # sweep.py builds on this module
 
@@ -167,9 +245,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             first = Path(args.paths[0])
             print(compare(args.paths, args.output or (first if first.is_dir() else first.parent)).read_text())
         finished = True
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"bsce-experiment: error: {err}", file=sys.stderr)
+    except (ConfigError, OSError) as err:  # the user's to fix: config, command line, files, data
+        if args.debug:
+            raise
+        print(f"bsce-experiment: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        resume = " (--resume continues from the last finished step)" if args.command in ("run", "grid") else ""
+        print(f"bsce-experiment: interrupted{resume}", file=sys.stderr)
+        return 130
     finally:
         distributed.shutdown(wait=finished)  # leave the process group (torchrun), if one was joined
     return code

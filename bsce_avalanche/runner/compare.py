@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .config import method_label
+from .config import ConfigError, method_label
 from .fileio import write_text_atomic
 
 __all__ = ["format_mean_std", "run_label", "find_results", "load_results", "group_runs", "comparison_table",
@@ -193,7 +193,7 @@ def compare(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> P
     runs = load_results(paths)
     finished = [r for r in runs if r.get("finished")]
     if not finished:
-        raise ValueError("None of the runs has finished yet: nothing to compare.")
+        raise ConfigError("None of the runs has finished yet: nothing to compare.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = plot_comparison(finished, out_dir)

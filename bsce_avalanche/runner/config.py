@@ -1,16 +1,19 @@
 """Experiment configuration: one dataclass, loaded from YAML, overridden from the CLI.
 
 Every key carries its meaning next to its default (shown by ``bsce-experiment run --help``).
-Every key is checked: unknown keys, wrong types and unknown names are errors that name the
-closest valid choice; the names come from the library's registries (``BENCHMARKS``,
-``MODELS``, ``PRIOR_MODES``, ``ICARL_EVAL_MODES``) and the runner's ``STRATEGIES``.
+Every key is checked before anything is built: unknown keys, wrong types and unknown names are
+errors that name the closest valid choice (the names come from the library's registries
+``BENCHMARKS``, ``MODELS``, ``PRIOR_MODES``, ``ICARL_EVAL_MODES`` and the runner's
+``STRATEGIES``); numbers must be finite and in their :data:`RANGES`; a YAML file may not set a
+key twice, and its syntax errors name the file and line.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Mapping
+import math
+from collections.abc import Hashable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
@@ -20,12 +23,13 @@ import yaml
 from .._choices import check_choice, did_you_mean
 from ..benchmarks import BENCHMARKS, CLASS_ORDER_NAMES, get_class_order, resolve_protocol
 from ..icarl import ICARL_EVAL_MODES
-from ..models import MODELS
+from ..losses import MAX_TAU, _check_tau
+from ..models import AMP_DTYPES, MODELS
 from ..priors import PRIOR_MODES
 from .strategies import MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, uses_replay_option
 
 __all__ = ["ExperimentConfig", "ConfigError", "load_config", "expand_grid", "combination_error", "method_label",
-           "CHOICES"]
+           "CHOICES", "RANGES", "load_yaml"]
 
 #: Valid values of the name-like keys.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -38,7 +42,18 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "replay": tuple(REPLAY_PROTOCOLS),
     "memory_selection": tuple(MEMORY_SELECTIONS),
     "device": ("auto", "cpu", "cuda"),
+    "data_path": ("loader", "device"),
+    "amp": tuple(AMP_DTYPES),
     "wandb_mode": ("online", "offline", "disabled"),
+}
+#: Valid values of the numeric keys, as intervals (``--help`` shows them; null stays valid where allowed).
+RANGES: dict[str, str] = {
+    **dict.fromkeys(("n_steps", "width", "epochs", "batch_size", "eval_batch_size", "memory_per_class", "threads"),
+                    "[1, inf)"),
+    **dict.fromkeys(("memory_size", "bic_stage2_epochs", "weight_decay", "lwf_alpha", "num_workers"), "[0, inf)"),
+    **dict.fromkeys(("lr", "lwf_temperature"), "(0, inf)"),
+    "momentum": "[0, 1)", "lr_gamma": "(0, 1]", "bic_val_fraction": "(0, 1)",
+    "tau": f"[0, {MAX_TAU:g}]", "seed": f"[0, {2**32 - 1}]",
 }
 #: Keys a benchmark's builder may take (``BenchmarkInfo.options``).
 _BENCHMARK_OPTIONS = ("data_dir", "download", "fast_augment")
@@ -77,6 +92,10 @@ class ExperimentConfig:
     fast_augment: Optional[bool] = _key(
         None, f"uint8 images cropped and flipped in batches on the device ({_benchmarks_with('fast_augment')}); "
               f"null: the benchmark's default (on for {_benchmarks_with('fast_augment', default=True)})")
+    data_path: str = _key(
+        "loader", "how batches are fetched: loader (Avalanche's per-sample DataLoader) or device (images kept on "
+                  f"the training device, whole batches gathered there from the same sampler; "
+                  f"{', '.join(n for n, b in BENCHMARKS.items() if b.in_memory)}, num_workers 0)")
     # model and method
     model: str = _key("auto", "the network (auto: the benchmark's default)")
     width: int = _key(16, "base width of the CIFAR ResNets: stages of width, 2x, 4x channels (16 in the papers)")
@@ -103,7 +122,8 @@ class ExperimentConfig:
     # optimisation
     epochs: int = _key(10, "training epochs per step")
     batch_size: int = _key(32, "training mini-batch size (the global batch under torchrun)")
-    eval_batch_size: int = _key(256, "evaluation mini-batch size")
+    eval_batch_size: int = _key(256, "evaluation mini-batch size (thousands with data_path: device)")
+    amp: str = _key("none", "bf16: the feature extractor runs under bf16 autocast; logits and losses stay float32")
     lr: float = _key(0.05, "SGD learning rate")
     momentum: float = _key(0.9, "SGD momentum")
     weight_decay: float = _key(0.0, "SGD weight decay")
@@ -140,14 +160,32 @@ class ExperimentConfig:
             for key, valid in CHOICES.items():
                 if getattr(self, key) is not None:
                     check_choice(key, getattr(self, key), valid)
+            _check_tau(self.tau)  # the library's bound, with its reason
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        for key in ("n_steps", "epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}.")
+        for key in ("name", "output_dir", "wandb_project"):
+            if not getattr(self, key).strip():
+                raise ConfigError(f"{key} must not be empty.")
+        for key, interval in RANGES.items():
+            value = getattr(self, key)
+            if value is not None and not _in_interval(value, interval):
+                raise ConfigError(_range_error(key, value, interval))
+        milestones = self.lr_milestones
+        if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones) or \
+                any(a >= b for a, b in zip(milestones, milestones[1:])):
+            raise ConfigError(f"lr_milestones must be strictly increasing epochs >= 1, e.g. [80, 120], "
+                              f"got {milestones!r}.")
         self._validate_benchmark()
-        if self.memory_size < 0:
-            raise ConfigError(f"memory_size must be >= 0, got {self.memory_size}.")
+        if self.data_path == "device":
+            info = BENCHMARKS[self.benchmark]
+            if not info.in_memory or ("fast_augment" in info.options and not self.use_fast_augment):
+                in_memory = ", ".join(n for n, b in BENCHMARKS.items() if b.in_memory)
+                raise ConfigError(f"data_path: device needs images held in memory as tensors ({in_memory}; with "
+                                  f"fast_augment on), not benchmark {self.benchmark!r}"
+                                  + (" with fast_augment: false" if info.in_memory else "") + "; use data_path: loader.")
+            if self.num_workers:
+                raise ConfigError("data_path: device gathers batches on the device in the main process: "
+                                  "set num_workers: 0.")
         if STRATEGIES[self.strategy].memory and self.memory_size == 0 and not self.memory_per_class:
             raise ConfigError(f"strategy {self.strategy!r} needs a memory: set memory_size > 0.")
         if self.memory_selection == "herding" and self.memory_per_class and uses_replay_option(vars(self)):
@@ -155,15 +193,13 @@ class ExperimentConfig:
                               "not take memory_per_class: set memory_size instead, or use memory_selection: random.")
         if self.first_experience_cache == "":
             raise ConfigError("first_experience_cache must be true, false or a folder, got an empty string.")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}.")
-        if self.tau < 0:
-            raise ConfigError(f"tau must be >= 0, got {self.tau}.")
         for key, values in self.grid.items():
             if key not in _FIELD_NAMES or key == "grid":
                 raise ConfigError(f"grid key {key!r} is not a config key{did_you_mean(key, _FIELD_NAMES)}.")
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"grid.{key} must be a non-empty list, got {values!r}.")
+        if self.grid:
+            expand_grid(self)  # every combination's values, checked now rather than mid-grid
         return self
 
     def _validate_benchmark(self) -> None:
@@ -210,6 +246,19 @@ _FIELD_NAMES = [f.name for f in fields(ExperimentConfig)]
 _DEFAULTS = {f.name: f.default for f in fields(ExperimentConfig) if f.default is not MISSING}
 
 
+def _in_interval(value, interval: str) -> bool:
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
+    above = low < value if interval[0] == "(" else low <= value
+    below = value < high if interval[-1] == ")" else value <= high
+    return above and below
+
+
+def _range_error(key: str, value, interval: str) -> str:
+    low, high = interval[1:-1].split(", ")
+    valid = f"in {interval}" if high != "inf" else f">= {low}" if interval[0] == "[" else f"> {low}"
+    return f"{key} must be {valid}{' or null' if _DEFAULTS.get(key, 0) is None else ''}, got {value}."
+
+
 def method_label(config: Mapping) -> str:
     """What distinguishes a method from others in a comparison (not the seed), e.g.
     ``replay-bsce``, ``lwf+mem-ce-concat``, ``icarl-bsce-head``, ``replay-bsce-concat-prior_dataset``
@@ -247,9 +296,9 @@ def _coerce(name: str, value: Any, hint) -> Any:
                 errors.append(str(err))
         raise ConfigError(f"{name} has the wrong type: {errors[0]}" if errors else f"bad {name}")
     if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
-        raise ConfigError(f"{name} must be a number, got {type(value).__name__} {value!r}.")
+        raise ConfigError(f"{name} must be a finite number, got {type(value).__name__} {value!r}.")
     if hint in (int, str, bool, list, dict):
         if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
             return value
@@ -259,9 +308,43 @@ def _coerce(name: str, value: Any, hint) -> Any:
     return value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader refusing a key set twice in one mapping (PyYAML keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = None if key_node.tag == "tag:yaml.org,2002:merge" else self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable) or key is None:
+                continue  # merge keys, and unhashable keys that the base class refuses
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is set twice; keep one",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _parse_yaml(text: str | bytes, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as err:
+        mark, started = err.problem_mark or err.context_mark, err.context_mark
+        context = f" ({err.context} at line {started.line + 1})" if err.context and err.problem and started else ""
+        raise ConfigError(f"{where}, line {mark.line + 1}, column {mark.column + 1}: "
+                          f"{err.problem or err.context}{context}.") from None
+    except yaml.YAMLError as err:  # e.g. bytes that are not UTF-8
+        raise ConfigError(f"{where} is not a YAML text file: {getattr(err, 'reason', err)}.") from None
+
+
+def load_yaml(path: str | Path) -> Any:
+    """A YAML file's content; a syntax error or a key set twice is a one-line :class:`ConfigError`
+    naming the file and line."""
+    return _parse_yaml(Path(path).read_bytes(), str(path))
+
+
 def parse_value(text: str) -> Any:
     """Parse a command-line override value with YAML rules (``3``, ``0.1``, ``[1,2]``, ``null``)."""
-    return yaml.safe_load(text)
+    return _parse_yaml(text, f"YAML value {text!r}")
 
 
 def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = None) -> ExperimentConfig:
@@ -269,22 +352,34 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = N
 
     :raises ConfigError: unknown keys (with the closest key), wrong types, bad names.
     """
-    data: dict = {}
+    loaded, overrides = {}, overrides or {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"Config file {path} does not exist; see experiments/configs/ for examples.")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = load_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"Config file {path} must hold a mapping of keys to values.")
-        data.update(loaded)
-    data.update(overrides or {})
-    unknown = [k for k in data if k not in _FIELD_NAMES]
+    from_file = {k: v for k, v in loaded.items() if k not in overrides}  # what the file alone decides
+    unknown = [k for k in {**loaded, **overrides} if k not in _FIELD_NAMES]
     if unknown:
         key = unknown[0]
         raise ConfigError(f"Unknown config key {key!r}{did_you_mean(key, _FIELD_NAMES)}"
-                          + (f" in {path}" if path else "") + ".")
-    return ExperimentConfig(**data)
+                          + (f" in {path}" if key in from_file else "") + ".")
+    try:
+        return ExperimentConfig(**{**loaded, **overrides})
+    except ConfigError as err:
+        if from_file and _error_of(from_file) == str(err):  # the file's own value: name the file
+            raise ConfigError(f"{path}: {err}") from None
+        raise
+
+
+def _error_of(data: dict) -> Optional[str]:
+    try:
+        ExperimentConfig(**data)
+    except ConfigError as err:
+        return str(err)
+    return None
 
 
 def combination_error(config: ExperimentConfig) -> Optional[str]:
@@ -300,7 +395,15 @@ def combination_error(config: ExperimentConfig) -> Optional[str]:
 
 
 def expand_grid(config: ExperimentConfig) -> list[ExperimentConfig]:
-    """One config per combination of the ``grid`` values (the config itself if no grid)."""
-    keys = list(config.grid)
-    return [config.replace(grid={}, **dict(zip(keys, values)))
-            for values in itertools.product(*(config.grid[k] for k in keys))] if keys else [config]
+    """One config per combination of the ``grid`` values (the config itself if no grid).
+
+    :raises ConfigError: a combination with an invalid value, naming it.
+    """
+    keys, runs = list(config.grid), []
+    for values in itertools.product(*(config.grid[k] for k in keys)):
+        combination = dict(zip(keys, values))
+        try:
+            runs.append(config.replace(grid={}, **combination))
+        except ConfigError as err:
+            raise ConfigError(f"grid combination {combination}: {err}") from None
+    return runs if keys else [config]

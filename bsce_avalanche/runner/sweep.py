@@ -34,11 +34,10 @@ import sys
 from pathlib import Path
 
 import wandb
-import yaml
 
 from . import distributed
 from .cli import build_parser, config_from_args, run_configs
-from .config import ConfigError, ExperimentConfig, combination_error, load_config
+from .config import ConfigError, ExperimentConfig, combination_error, load_config, load_yaml
 
 __all__ = ["sweep_run", "sweep_config", "sweep_combinations", "sweep_validate"]
 
@@ -60,7 +59,9 @@ def sweep_run(base: ExperimentConfig) -> None:
         raise ConfigError("sweep-run is the program of a W&B sweep agent (wandb agent ENTITY/PROJECT/SWEEP_ID); "
                           "to run one combination here: bsce-experiment run --config ... --strategy ... --loss ...")
     # rank 0 joins the agent's run; other torchrun ranks only read its parameters
-    run = wandb.init(mode=None if distributed.is_main_process() else "disabled")
+    # bounded like the logger's start (wandb's default waits 90 s without network)
+    run = wandb.init(mode=None if distributed.is_main_process() else "disabled",
+                     settings=wandb.Settings(init_timeout=30.0))
     params = dict(run.config)
     cfg = sweep_config(base, params)
     if not cfg.wandb:
@@ -87,7 +88,7 @@ def sweep_combinations(path: str | os.PathLike) -> list[tuple[dict, ExperimentCo
 
     :raises ConfigError: naming the file and the first problem.
     """
-    sweep = yaml.safe_load(Path(path).read_text())
+    sweep = load_yaml(path)
     if not isinstance(sweep, dict) or sweep.get("method") != "grid":
         raise ConfigError(f"{path}: method must be grid (the sweep enumerates the experiment grid).")
     command = [str(token) for token in sweep.get("command") or []]
@@ -123,7 +124,7 @@ def sweep_validate(paths) -> int:
     for path in paths:
         try:
             combinations = sweep_combinations(path)
-        except (ConfigError, OSError, yaml.YAMLError) as err:
+        except (ConfigError, OSError) as err:
             print(f"{path}: INVALID: {err}", file=sys.stderr)
             status = 2
             continue

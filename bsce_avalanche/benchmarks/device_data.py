@@ -1,0 +1,272 @@
+"""Device-resident data path: tensor datasets gathered on the training device.
+
+Avalanche's loaders fetch mini-batches sample by sample: ``ConcatDataset`` ->
+``AvalancheDataset`` -> transform groups -> the leaf dataset, then ``collate``.  With
+images already in memory (:class:`~.common.TensorImageDataset`, CIFAR and digits) that
+Python work, not the network, limits a GPU.  :class:`DeviceDataPlugin` removes it and
+changes nothing else:
+
+* **Same sampling.**  The strategy's own loader (``TaskBalancedDataLoader``,
+  ``ReplayDataLoader``'s 50/50 batches, a plain shuffled loader over a concatenated
+  dataset, the evaluation loader...) still builds its batch sampler, draws the same
+  random numbers and decides which positions form each mini-batch.  The plugin only
+  replaces the per-sample *fetch*: the loader's ``_get_loader`` (where Avalanche's
+  multi-dataset loaders build, every epoch, their samplers and a PyTorch
+  ``DataLoader``) builds the same samplers and a ``DataLoader`` over a dataset with a
+  batched ``__getitems__``.  It also skips Avalanche's FFCV probe there, which walks
+  every sample of every dataset at every epoch (0.7 s per CIFAR epoch on a CPU core).
+* **Batched fetch on the device.**  Once per loader (once per experience), every
+  position of the loader's datasets is mapped to a row of an image tensor kept on the
+  device (:func:`device_images`, one copy per dataset and device) together with its
+  class and task label.  A mini-batch is then one host-to-device copy of the positions
+  and three gathers (``index_select``); no per-sample Python remains.
+* **Same data.**  Only datasets whose items are exactly ``(images[row], label, task)``
+  qualify: leaves that are :class:`~.common.TensorImageDataset` or ``TensorDataset``
+  (iCaRL's exemplar memory), no image transforms anywhere in the dataset tree (class
+  relabelling by Avalanche, which its ``targets`` follow, is fine).  Anything else is
+  refused with a message naming the offending dataset; the first and last item of
+  every dataset are also compared with the classic per-sample fetch.  Labels come from
+  the datasets' ``targets``, as the BSCE prior does.
+
+Augmentation (:class:`~.augment.BatchAugmentPlugin`, crop + flip of the whole batch on
+the device) and normalisation (the model's :class:`~.augment.InputNormalize`) are the
+same as on the per-sample path, so on a CPU both paths train bit for bit the same
+model.  Evaluation loaders are handled the same way (use large evaluation batches:
+``eval_mb_size`` costs nothing but device memory now).  Loader workers are pointless
+here: the plugin refuses ``num_workers > 0``.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+
+import torch
+from avalanche.benchmarks.utils.classification_dataset import lookup
+from avalanche.benchmarks.utils.data import AvalancheDataset
+from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader, MultiDatasetSampler
+from avalanche.benchmarks.utils.flat_data import FlatData, LazyIndices, LazyRange
+from avalanche.benchmarks.utils.transforms import TupleTransform
+from avalanche.core import SupervisedPlugin
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data.dataloader import default_collate
+
+from ..priors import dataset_labels
+from .common import TensorImageDataset
+
+__all__ = ["DeviceDataPlugin", "DeviceBatches", "device_images", "use_device_batches"]
+
+#: One copy of each leaf dataset's images per device, released with the dataset.
+_DEVICE_COPIES: "weakref.WeakKeyDictionary[Dataset, dict[str, Tensor]]" = weakref.WeakKeyDictionary()
+
+
+def _leaf_images(leaf) -> Tensor:
+    if isinstance(leaf, TensorImageDataset):
+        return leaf.images
+    if isinstance(leaf, TensorDataset):
+        return leaf.tensors[0]
+    raise TypeError(
+        f"The device data path needs tensor datasets (TensorImageDataset, TensorDataset), not "
+        f"{type(leaf).__name__}: use the per-sample loader (data_path: loader) for this benchmark."
+    )
+
+
+def device_images(leaf, device: torch.device | str) -> Tensor:
+    """The images of a tensor dataset on ``device`` (copied once, then cached)."""
+    copies = _DEVICE_COPIES.setdefault(leaf, {})
+    key = str(torch.device(device))
+    if key not in copies:
+        copies[key] = _leaf_images(leaf).to(device).contiguous()
+    return copies[key]
+
+
+# ---------------------------------------------------------------------- dataset trees
+def _index_tensor(indices) -> Tensor:
+    if isinstance(indices, LazyRange):  # LazyRange[i] == start + offset + i
+        return torch.arange(len(indices)) + (indices._start + indices._offset)
+    if isinstance(indices, LazyIndices):
+        indices._to_eager()
+        indices = indices._eager_list
+    return torch.as_tensor(indices, dtype=torch.long)
+
+
+def _only_relabels(transform) -> bool:
+    """True for no transform, or one that only maps labels the way ``targets`` records."""
+    if transform is None:
+        return True
+    if not isinstance(transform, TupleTransform):
+        return False
+    x_transform, *label_transforms = transform.transforms
+    return x_transform is None and all(
+        t is None or (isinstance(t, functools.partial) and t.func is lookup) for t in label_transforms
+    )
+
+
+def _leaf_rows(node, group: str) -> tuple[list, Tensor, Tensor]:
+    """``(leaves, leaf_index, row)`` of every position of a dataset tree: position ``i``
+    holds row ``row[i]`` of ``leaves[leaf_index[i]]``. Raises on image transforms."""
+    if isinstance(node, AvalancheDataset):
+        node = node._flat_data
+    if not isinstance(node, FlatData):
+        _leaf_images(node)  # raises for datasets that are not tensors
+        return [node], torch.zeros(len(node), dtype=torch.long), torch.arange(len(node))
+    for groups in (getattr(node, "_frozen_transform_groups", None), getattr(node, "_transform_groups", None)):
+        transform = None if groups is None else groups.transform_groups.get(group)
+        if not _only_relabels(transform):
+            raise ValueError(
+                f"The device data path applies no per-sample transforms, but a dataset has "
+                f"{transform!r} in its {group!r} group: build the benchmark without transforms "
+                "(augment batches with BatchAugmentPlugin) or use data_path: loader."
+            )
+    leaves, which, rows = [], [], []
+    for child in node._datasets:
+        child_leaves, child_which, child_rows = _leaf_rows(child, group)
+        which.append(child_which + len(leaves))
+        rows.append(child_rows)
+        leaves += child_leaves
+    which = torch.cat(which) if which else torch.zeros(0, dtype=torch.long)
+    rows = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long)
+    if node._indices is not None:
+        index = _index_tensor(node._indices)
+        which, rows = which[index], rows[index]
+    return leaves, which, rows
+
+
+def _task_labels(dataset) -> Tensor:
+    tasks = getattr(dataset, "targets_task_labels", None)
+    if tasks is None:
+        return torch.zeros(len(dataset), dtype=torch.long)
+    uniques = getattr(tasks, "uniques", None)
+    if uniques is not None and len(uniques) == 1:  # class-incremental: a single task
+        return torch.full((len(dataset),), int(next(iter(uniques))), dtype=torch.long)
+    return torch.as_tensor([int(t) for t in tasks], dtype=torch.long)
+
+
+# ---------------------------------------------------------------------- batched fetch
+class DeviceBatches(Dataset):
+    """The concatenation of a loader's datasets, fetched a whole mini-batch at a time.
+
+    ``batches.__getitems__(positions)`` returns ``[images, labels, task_labels]`` on the
+    device, what the per-sample path's ``collate`` returns for the same positions.
+    """
+
+    def __init__(self, images: Tensor, rows: Tensor, labels: Tensor, tasks: Tensor):
+        if not len(rows) == len(labels) == len(tasks):
+            raise ValueError(f"rows, labels and tasks differ in length: {len(rows)}, {len(labels)}, {len(tasks)}")
+        device = images.device
+        self.images, self.rows = images, rows.to(device)
+        self.labels, self.tasks = labels.to(device), tasks.to(device)
+
+    @classmethod
+    def from_datasets(cls, datasets, device: torch.device | str) -> "DeviceBatches":
+        """Map every position of ``ConcatDataset(datasets)`` to a row on ``device``."""
+        leaves, which, rows, labels, tasks = [], [], [], [], []
+        for data in datasets:
+            group = data._flat_data._transform_groups.current_group if isinstance(data, AvalancheDataset) else "train"
+            data_leaves, data_which, data_rows = _leaf_rows(data, group)
+            which.append(data_which + len(leaves))
+            rows.append(data_rows)
+            leaves += data_leaves
+            labels.append(dataset_labels(data))
+            tasks.append(_task_labels(data))
+        unique = list({id(leaf): leaf for leaf in leaves}.values())
+        position = {id(leaf): i for i, leaf in enumerate(unique)}
+        images = [device_images(leaf, device) for leaf in unique]
+        if len({(t.shape[1:], t.dtype) for t in images}) > 1:
+            raise ValueError(
+                "The datasets of one loader hold images of different shapes or dtypes: "
+                f"{sorted({(tuple(t.shape[1:]), str(t.dtype)) for t in images})}."
+            )
+        offsets = torch.tensor([0] + [len(t) for t in images]).cumsum(0)
+        leaf_offset = offsets[torch.tensor([position[id(leaf)] for leaf in leaves], dtype=torch.long)]
+        which, rows = torch.cat(which), torch.cat(rows)
+        batches = cls(
+            images[0] if len(images) == 1 else torch.cat(images),  # iCaRL: data + exemplars
+            rows + leaf_offset[which] if len(which) else rows,
+            torch.cat(labels),
+            torch.cat(tasks),
+        )
+        batches._check_against(datasets)
+        return batches
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitems__(self, positions) -> list:
+        index = torch.as_tensor(positions, dtype=torch.long).to(self.rows.device, non_blocking=True)
+        return [self.images.index_select(0, self.rows[index]), self.labels[index], self.tasks[index]]
+
+    def _check_against(self, datasets) -> None:
+        """Compare the first and last item of every dataset with the per-sample fetch."""
+        offset = 0
+        for data in datasets:
+            collate = getattr(data, "collate_fn", None) or default_collate
+            for i in {0, len(data) - 1} if len(data) else ():
+                expected = list(collate([data[i]]))
+                got = self.__getitems__([offset + i])
+                same = len(expected) == len(got) and all(
+                    isinstance(e, Tensor) and e.dtype == g.dtype and torch.equal(e.to(g.device), g)
+                    for e, g in zip(expected, got)
+                )
+                if not same:
+                    raise ValueError(
+                        f"The device data path would change item {i} of a {type(data).__name__} "
+                        "(its items are not (image, label, task) rows of tensor datasets): "
+                        "use data_path: loader."
+                    )
+            offset += len(data)
+
+
+def _batch_as_is(batch):
+    return batch
+
+
+def use_device_batches(loader, device: torch.device | str) -> None:
+    """Make an Avalanche multi-dataset ``loader`` fetch its batches on ``device``
+    (in place, idempotent); its batch sampler is untouched."""
+    if not isinstance(loader, MultiDatasetDataLoader):
+        raise TypeError(
+            f"The device data path works with Avalanche's multi-dataset loaders (task-balanced, "
+            f"replay, evaluation), not {type(loader).__name__}: use data_path: loader."
+        )
+    if "_get_loader" in vars(loader):
+        return
+    if loader.loader_kwargs.get("num_workers", 0) > 0:
+        raise ValueError(
+            "The device data path fetches batches on the device in the main process: "
+            "train and evaluate with num_workers=0."
+        )
+    batches = DeviceBatches.from_datasets(loader.datasets, device)
+    generator = loader.loader_kwargs.get("generator")
+
+    def get_loader():
+        # MultiDatasetDataLoader._get_loader with the loader's own samplers, minus its
+        # FFCV probe (which walks every sample of every dataset, every epoch)
+        samplers = loader._create_samplers(
+            loader.datasets, loader.batch_sizes, loader.distributed_sampling, loader.loader_kwargs
+        )
+        batch_sampler = MultiDatasetSampler(
+            loader.datasets, samplers, termination_dataset_idx=loader.termination_dataset,
+            oversample_small_datasets=loader.oversample_small_datasets, never_ending=loader.never_ending,
+        )
+        # a real DataLoader: its iterator draws the same base seed as the per-sample one
+        return DataLoader(batches, batch_sampler=batch_sampler, collate_fn=_batch_as_is, generator=generator)
+
+    loader._get_loader = get_loader
+
+
+class DeviceDataPlugin(SupervisedPlugin, supports_distributed=True):
+    """Gather training and evaluation mini-batches on the strategy's device.
+
+    ``Naive(model, ..., device="cuda", plugins=[DeviceDataPlugin(), BatchAugmentPlugin(), ...])``
+    with a benchmark of tensor datasets (``split_cifar100(fast_augment=True)``,
+    ``split_digits``).  See the module docstring for what it changes (the fetch) and
+    what it keeps (the sampling, the data).  Holds no state.
+    """
+
+    def before_training_epoch(self, strategy, **kwargs):
+        use_device_batches(strategy.dataloader, strategy.device)
+
+    def before_eval_exp(self, strategy, **kwargs):
+        use_device_batches(strategy.dataloader, strategy.device)
