@@ -105,7 +105,9 @@ def log_prior_adjustment(
         zeros (classes the model has units for but the data does not contain); counts
         longer than this are an error unless the extra entries are zero.
     :return: a float tensor of length ``num_classes``; zero-count classes get
-        :data:`ZERO_PRIOR_OFFSET` when ``tau > 0``.
+        :data:`ZERO_PRIOR_OFFSET` when ``tau > 0``. A prior uniform over the classes present
+        gives zeros for them: its log is a constant, which the softmax ignores, so BSCE is then
+        exactly (not only up to rounding) the cross-entropy over those classes.
     """
     counts = as_class_counts(class_counts)
     tau = _check_tau(tau)
@@ -133,6 +135,8 @@ def log_prior_adjustment(
             f"tau * log(prior) = {tau:g} * {smallest:.4g} for the rarest class falls below "
             f"{ZERO_PRIOR_OFFSET / 2:g}, where a class counts as absent: use a smaller tau or a less extreme prior."
         )
+    if bool((counts[present] == counts[present][0]).all()):  # uniform: a constant, i.e. nothing
+        log_prior = torch.zeros_like(log_prior)
     adjustment = torch.where(present, tau * log_prior, torch.full_like(log_prior, ZERO_PRIOR_OFFSET))
     return adjustment.to(device=device, dtype=dtype)
 

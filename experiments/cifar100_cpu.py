@@ -15,8 +15,10 @@ Runs, all with the same seeds and settings:
 
 Runs go to two worker processes (one torch thread each). Each run's ``results.json``
 lands in ``OUTPUT_DIR/<run>/``; a re-run skips finished runs and resumes interrupted
-ones. At the end the script writes ``OUTPUT_DIR.json`` (one entry per run and
-evaluation), ``OUTPUT_DIR/comparison.md`` and PNG plots.
+ones; runs of a seed share their first experience (``OUTPUT_DIR/first_experience/``).
+At the end the script writes ``OUTPUT_DIR.json`` (one entry per run and evaluation),
+``OUTPUT_DIR/comparison.md`` and PNG plots. ``run_plan`` is the machinery, for other
+plans of runs on this protocol (``cifar100_cpu_concat.py``).
 """
 
 from __future__ import annotations
@@ -27,13 +29,19 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Callable, NamedTuple, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 from bsce_avalanche.runner.compare import compare, load_results
 from bsce_avalanche.runner.config import load_config, method_label, parse_value
 from bsce_avalanche.runner.fileio import write_json_atomic
+from bsce_avalanche.runner.strategies import uses_replay_option
 
 CONFIG = ROOT / "experiments" / "configs" / "cifar100_cpu.yaml"
+#: ``--tiny``: digits, 1 epoch, 2 classes (balanced, as CIFAR-100's) then 2 steps of 4 (replaces the protocol's settings)
+TINY = {"benchmark": "digits", "model": "small_cnn", "width": 16, "protocol": "B2", "n_steps": 2, "epochs": 1,
+        "memory_size": 40, "lr": 0.05, "lr_milestones": [], "bic_stage2_epochs": 2,
+        "class_order": [1, 4, 0, 2, 3, 5, 6, 7, 8, 9], "progress": False}
 
 
 def planned_runs(seeds=(0, 1, 2)) -> list[dict]:
@@ -88,6 +96,8 @@ def summary_rows(runs: list[dict], base: Path) -> list[dict]:
                 "strategy": cfg["strategy"],
                 "loss": cfg["loss"],
                 "prior": cfg["prior"] if cfg["loss"] == "bsce" else None,
+                "tau": cfg["tau"] if cfg["loss"] == "bsce" else None,
+                "replay": cfg.get("replay", "half_batch") if uses_replay_option(cfg) else None,
                 "seed": cfg["seed"],
                 "average_incremental_accuracy": metrics["average_incremental_accuracy"],
                 "last_accuracy": metrics["last_accuracy"],
@@ -97,15 +107,38 @@ def summary_rows(runs: list[dict], base: Path) -> list[dict]:
                 "new_class_prediction_share_last_step": metrics["new_class_prediction_share"][-1],
                 "train_time_s": run["train_time_s"],
                 "step_times_s": run["step_times_s"],
+                "step0_accuracy": metrics["accuracy_matrix"][0][0],
+                # trained once per key and seed, shared by the runs with that key
+                "first_experience": {k: v for k, v in run["first_experience"].items() if k != "file"}
+                if run.get("first_experience") else None,
                 "path": str(Path(run["_path"]).resolve().relative_to(base.resolve())),
             })
     return rows
 
 
+class Plan(NamedTuple):
+    """A set of runs on the CPU protocol (``cifar100_cpu.yaml``) and what to report about them."""
+
+    #: seeds -> the config overrides of each run (longest first: better packing on two workers)
+    runs: Callable[[tuple], list[dict]]
+    #: the default output folder
+    output_dir: Path
+    #: overrides of the protocol for every run (before ``--set``; ``--tiny`` replaces them)
+    protocol: dict = {}
+    #: ``report(rows, output_dir)``: extra tables and plots, after comparison.md
+    report: Optional[Callable[[list, Path], None]] = None
+
+
 def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return run_plan(argv, Plan(planned_runs, ROOT / "experiments" / "results" / "cifar100_cpu"), __doc__)
+
+
+def run_plan(argv, plan: Plan, description: str) -> list[dict]:
+    """Parse the command line, run ``plan`` (resumable, ``--workers`` processes), write
+    ``OUTPUT_DIR.json``, ``comparison.md``, the plots and ``plan.report``'s; return the rows."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "cifar100"))
-    parser.add_argument("--output-dir", default=str(ROOT / "experiments" / "results" / "cifar100_cpu"))
+    parser.add_argument("--output-dir", default=str(plan.output_dir))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="+", metavar="RUN",
@@ -113,19 +146,18 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the CPU protocol for every run, e.g. --set epochs=3")
     parser.add_argument("--tiny", action="store_true",
-                        help="digits, 2 steps, 1 epoch, one seed: checks the script end to end in seconds")
+                        help="digits, 3 steps, 1 epoch, one seed: checks the script end to end in seconds")
     args = parser.parse_args(argv)
 
-    common = {"data_dir": args.data_dir}
+    common = {"data_dir": args.data_dir, **plan.protocol}
     if args.tiny:
-        common = {"benchmark": "digits", "model": "small_cnn", "width": 16, "n_steps": 2, "epochs": 1, "memory_size": 40, "lr": 0.05,
-                  "lr_milestones": [], "bic_stage2_epochs": 2, "class_order": "natural", "progress": False}
+        common = dict(TINY)
         args.seeds = args.seeds[:1]
     for item in args.set:
         key, _, value = item.partition("=")
         common[key.strip()] = parse_value(value)
     out = Path(args.output_dir)
-    jobs = [(str(CONFIG), {**common, **run}, str(out)) for run in planned_runs(tuple(args.seeds))]
+    jobs = [(str(CONFIG), {**common, **run}, str(out)) for run in plan.runs(tuple(args.seeds))]
     names = [load_config(CONFIG, overrides).run_name for _, overrides, _ in jobs]  # fails fast on a bad config
     if args.only:
         unknown = sorted(set(args.only) - set(names))
@@ -147,6 +179,8 @@ def main(argv=None) -> list[dict]:
     rows = summary_rows(runs, out.parent)
     write_json_atomic(out.with_suffix(".json"), rows)
     table = compare([out], out)
+    if plan.report is not None:
+        plan.report(rows, out)
     print(f"wall time {time.time() - started:.0f} s; {out.with_suffix('.json')}, {table}")
     if len(runs) < len(jobs):
         raise SystemExit(f"{len(jobs) - len(runs)} run(s) did not finish: see the messages above")

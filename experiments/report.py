@@ -3,12 +3,14 @@
     python experiments/report.py
 
 Reads ``experiments/results/cifar100_cpu.json`` (written by ``cifar100_cpu.py``),
+``experiments/results/cifar100_cpu_concat.json`` (``cifar100_cpu_concat.py``),
 ``experiments/results/cifar100_cpu_timing.json`` (``cifar100_cpu.py --only ... --workers 1``) and
 ``experiments/results/overhead.json`` (``overhead.py``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -40,15 +42,16 @@ def cifar_table(rows: list[dict]) -> str:
 
 
 def paired_differences(rows: list[dict], strategy="replay") -> str:
-    """BSCE - CE per seed (same seed, same data order at the start)."""
+    """BSCE - CE per seed (same seed, same data order at the start), within a rehearsal protocol."""
     by_seed = defaultdict(list)
     for r in rows:
         if r["strategy"] == strategy:
-            by_seed[r["seed"]].append(r)
+            by_seed[(r["seed"], r.get("replay") or "")].append(r)
     lines = []
-    for seed in sorted(by_seed):
-        ce = next((r for r in by_seed[seed] if r["loss"] == "ce"), None)
-        for run in sorted(by_seed[seed], key=lambda r: r["method"]):
+    for seed, protocol in sorted(by_seed):
+        group = by_seed[(seed, protocol)]
+        ce = next((r for r in group if r["loss"] == "ce"), None)
+        for run in sorted(group, key=lambda r: r["method"]):
             if ce is None or run is ce:
                 continue
             lines.append(
@@ -93,6 +96,20 @@ def main() -> None:
         print(cifar_table(rows))
         print("\n### Replay: BSCE minus CE, per seed\n")
         print(paired_differences(rows))
+    concat = RESULTS / "cifar100_cpu_concat.json"
+    if concat.exists():
+        rows = json.loads(concat.read_text())
+        spec = importlib.util.spec_from_file_location("cifar100_cpu_concat", Path(__file__).with_name("cifar100_cpu_concat.py"))
+        script = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(script)
+        print("\n## CIFAR-100, memory concatenated into the training set (longer CPU protocol)\n")
+        print(cifar_table(rows))
+        print("\n### Replay under both rehearsal protocols\n")
+        print(script.protocols_table(rows))
+        print("### Replay: BSCE minus CE, per seed and protocol\n")
+        print(paired_differences(rows))
+        print("\n### tau sweep (Replay + BSCE, concat)\n")
+        print(script.tau_table(script.tau_sweep(rows)))
     timing = RESULTS / "cifar100_cpu_timing.json"
     if timing.exists():
         print("\n## Training time on the idle machine (one run at a time)\n")

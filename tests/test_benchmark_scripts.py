@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,3 +46,29 @@ def test_overhead_benchmark_quick(tmp_path):
     assert on_disk["ratio_min"] <= on_disk["ratio_median"] <= on_disk["ratio_max"]
     assert on_disk["prior_time"]["imagenet"]["ms_median"] > 0
     assert result["rounds"] == 2
+
+
+@pytest.mark.slow
+def test_cifar100_cpu_concat_benchmark_tiny(tmp_path):
+    bench = load_script("cifar100_cpu_concat")
+    out = tmp_path / "cifar100_cpu_concat"
+    rows = bench.main(["--tiny", "--workers", "1", "--output-dir", str(out)])
+    assert len(rows) == len(bench.planned_runs(seeds=(0,))) + 2  # iCaRL: NME and head rows
+    assert json.loads(out.with_suffix(".json").read_text()) == json.loads(json.dumps(rows))
+    by_method = {r["method"]: r for r in rows}
+    assert {"replay-ce-concat", "replay-bsce-concat", "replay-bsce-concat-prior_dataset", "replay-bsce-concat-tau0",
+            "replay-bsce-concat-tau2", "lwf+mem-bsce-concat", "icarl-bsce-nme", "bic-ce", "er_ace-ce", "replay-ce",
+            "replay-bsce"} <= set(by_method)
+    assert by_method["replay-bsce-concat-tau0.5"]["tau"] == 0.5 and by_method["replay-ce-concat"]["tau"] is None
+    assert by_method["replay-bsce"]["replay"] == "half_batch" and by_method["bic-ce"]["replay"] is None
+    # under concatenation the dataset prior is the sampling prior; tau 0 is CE: the same runs
+    for a, b in (("replay-bsce-concat-prior_dataset", "replay-bsce-concat"), ("replay-bsce-concat-tau0", "replay-ce-concat")):
+        assert by_method[a]["average_incremental_accuracy"] == by_method[b]["average_incremental_accuracy"], a
+    # one first experience for the plain methods of the seed, trained once
+    plain = [r for r in rows if r["strategy"] in ("replay", "lwf")]
+    assert len({r["first_experience"]["key"] for r in plain}) == 1
+    assert sum(not r["first_experience"]["cached"] for r in plain) == 1
+    assert len({r["step0_accuracy"] for r in plain}) == 1
+    text = (out / "comparison.md").read_text()
+    assert "## First experience" in text and "## Rehearsal protocols side by side" in text and "## tau sweep" in text
+    assert (out / "tau_sweep.png").stat().st_size > 1000

@@ -94,7 +94,8 @@ def test_ddp_two_processes_match_one(tmp_path):
         assert len(runs) == 1, runs
         assert ddp["wandb"]["run_id"] in runs[0].name
     assert (out / "comparison.md").is_file()  # the CLI's comparison, written by rank 0
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["replay-bsce-prior_batch-seed0", "replay-bsce-seed0"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "first_experience", "replay-bsce-prior_batch-seed0", "replay-bsce-seed0"]
 
 
 EQUIVALENCE_SCRIPT = '''

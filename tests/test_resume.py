@@ -81,7 +81,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
     from bsce_avalanche.runner import checkpoint
 
-    cfg = ExperimentConfig(**{**BASE, "n_steps": 2}, strategy="replay", loss="bsce")
+    # no first-experience cache: the second torch.save is the second checkpoint's
+    cfg = ExperimentConfig(**{**BASE, "n_steps": 2}, strategy="replay", loss="bsce", first_experience_cache=False)
     real_save = torch.save
     calls = {"n": 0}
 

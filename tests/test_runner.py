@@ -191,7 +191,7 @@ def _readme_names_tables() -> str:
     for name, m in MODELS.items():
         lines.append(f"| `{name}` | {m.input_norm or '–'} | {m.description} |")
     lines += ["", "| key | choices |", "|---|---|"]
-    for key in ("loss", "prior", "icarl_eval", "device", "wandb_mode"):
+    for key in ("loss", "prior", "icarl_eval", "replay", "memory_selection", "device", "wandb_mode"):
         lines.append(f"| `{key}:` | {code(CHOICES[key])} |")
     lines.append(f"| `class_order:` | {code(CLASS_ORDER_NAMES)}, an int seed, or a list of class ids |")
     return "\n".join(lines) + "\n"

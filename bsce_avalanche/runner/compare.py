@@ -13,7 +13,8 @@ import numpy as np
 from .config import ConfigError, method_label
 from .fileio import write_text_atomic
 
-__all__ = ["format_mean_std", "run_label", "find_results", "load_results", "group_runs", "comparison_table", "plot_comparison", "compare"]
+__all__ = ["format_mean_std", "run_label", "find_results", "load_results", "group_runs", "comparison_table",
+           "first_experience_table", "plot_comparison", "compare"]
 
 
 def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -90,6 +91,26 @@ def comparison_table(runs: Sequence[dict]) -> str:
             )
         )
     return header + "\n".join(rows) + "\n"
+
+
+def first_experience_table(runs: Sequence[dict]) -> str:
+    """Markdown table of the step-0 accuracy, once per first-experience model: runs of a seed
+    whose first experience trains alike start from the same network (``first_experience`` in
+    ``results.json``); "" when no run records one."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for run in runs:
+        first, cfg = run.get("first_experience"), run["config"]
+        if first:
+            evaluation = f" ({cfg['icarl_eval']})" if cfg["strategy"] == "icarl" else ""
+            groups[(cfg["seed"], first["training"] + evaluation, first["key"])].append(run)
+    if not groups:
+        return ""
+    lines = ["| seed | first experience trained with | step-0 acc. (%) | runs starting from it |", "|---|---|---|---|"]
+    for (seed, training, _), group in sorted(groups.items()):
+        accuracy = sorted({100 * r["steps"][0]["accuracy_seen"] for r in group})
+        lines.append(f"| {seed} | {training} | {' / '.join(f'{a:.1f}' for a in accuracy)} | "
+                     f"{', '.join(sorted(run_label(r) for r in group))} |")
+    return "\n".join(lines) + "\n"
 
 
 def _mean_curve(group: Sequence[dict], getter) -> np.ndarray:
@@ -179,6 +200,11 @@ def compare(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> P
     table = comparison_table(finished)
     unfinished = [Path(r["_path"]).parent.name for r in runs if not r.get("finished")]
     note = f"\nLeft out, not finished: {', '.join(unfinished)}.\n" if unfinished else ""
-    text = "# Comparison\n\n" + table + note + "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n"
+    first = first_experience_table(finished)
+    if first:
+        first = ("\n## First experience\n\nStep-0 accuracy once per first-experience model: the runs of a row "
+                 "start from the same network (trained once, see first_experience_cache).\n\n" + first)
+    text = ("# Comparison\n\n" + table + note + first + "\n"
+            + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n")
     write_text_atomic(out_dir / "comparison.md", text)
     return out_dir / "comparison.md"

@@ -26,7 +26,7 @@ from ..icarl import ICARL_EVAL_MODES
 from ..losses import MAX_TAU, _check_tau
 from ..models import AMP_DTYPES, MODELS
 from ..priors import PRIOR_MODES
-from .strategies import STRATEGIES
+from .strategies import MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, uses_replay_option
 
 __all__ = ["ExperimentConfig", "ConfigError", "load_config", "expand_grid", "combination_error", "method_label",
            "CHOICES", "RANGES", "load_yaml"]
@@ -39,6 +39,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "prior": PRIOR_MODES,
     "model": ("auto", *MODELS),
     "icarl_eval": ICARL_EVAL_MODES,
+    "replay": tuple(REPLAY_PROTOCOLS),
+    "memory_selection": tuple(MEMORY_SELECTIONS),
     "device": ("auto", "cpu", "cuda"),
     "data_path": ("loader", "device"),
     "amp": tuple(AMP_DTYPES),
@@ -105,6 +107,11 @@ class ExperimentConfig:
     prior: str = _key("auto", "where BSCE's class prior comes from (see the README)")
     memory_size: int = _key(200, "replay memory, in samples, shared by all seen classes")
     memory_per_class: Optional[int] = _key(None, "memory per class instead of memory_size (B50 protocols: 20)")
+    replay: str = _key("half_batch", "rehearsal protocol of replay and of lwf with lwf_memory: "
+                       + "; ".join(f"{k}: {v}" for k, v in REPLAY_PROTOCOLS.items())
+                       + " (the other strategies have their own)")
+    memory_selection: str = _key("random", "how replay and lwf with lwf_memory choose their memory: "
+                                 + "; ".join(f"{k}: {v}" for k, v in MEMORY_SELECTIONS.items()))
     lwf_alpha: float = _key(1.0, "weight of LwF's distillation loss")
     lwf_temperature: float = _key(2.0, "temperature of LwF's distillation")
     lwf_memory: bool = _key(False, "LwF with a replay memory (memory_size)")
@@ -130,6 +137,10 @@ class ExperimentConfig:
     output_dir: str = _key("outputs/default", "where results, W&B files and the comparison go")
     progress: bool = _key(True, "show a progress bar")
     checkpoint: bool = _key(True, "write checkpoint.pt after every step (for --resume)")
+    first_experience_cache: Union[bool, str] = _key(
+        True, "train the first experience once per seed and start every run that would train it alike from it: "
+              "true: cached in first_experience/ beside the run folders (<output_dir>/first_experience/ for "
+              "run and grid), a folder: cached there, false: every run trains its own (same numbers, no cache)")
     # logging
     wandb: bool = _key(True, "log to Weights & Biases (offline without an API key)")
     wandb_project: str = _key("bsce-avalanche", "W&B project")
@@ -177,6 +188,11 @@ class ExperimentConfig:
                                   "set num_workers: 0.")
         if STRATEGIES[self.strategy].memory and self.memory_size == 0 and not self.memory_per_class:
             raise ConfigError(f"strategy {self.strategy!r} needs a memory: set memory_size > 0.")
+        if self.memory_selection == "herding" and self.memory_per_class and uses_replay_option(vars(self)):
+            raise ConfigError("memory_selection: herding shares memory_size among the classes seen so far; it does "
+                              "not take memory_per_class: set memory_size instead, or use memory_selection: random.")
+        if self.first_experience_cache == "":
+            raise ConfigError("first_experience_cache must be true, false or a folder, got an empty string.")
         for key, values in self.grid.items():
             if key not in _FIELD_NAMES or key == "grid":
                 raise ConfigError(f"grid key {key!r} is not a config key{did_you_mean(key, _FIELD_NAMES)}.")
@@ -245,7 +261,8 @@ def _range_error(key: str, value, interval: str) -> str:
 
 def method_label(config: Mapping) -> str:
     """What distinguishes a method from others in a comparison (not the seed), e.g.
-    ``replay-bsce``, ``lwf+mem-ce``, ``icarl-bsce-head``, ``replay-bsce-prior_dataset``.
+    ``replay-bsce``, ``lwf+mem-ce-concat``, ``icarl-bsce-head``, ``replay-bsce-concat-prior_dataset``
+    (settings at their default are left out).
 
     Takes a config dict, so that results written by other versions get labels too.
     """
@@ -253,6 +270,8 @@ def method_label(config: Mapping) -> str:
     parts = [c["strategy"] + ("+mem" if c["strategy"] == "lwf" and c["lwf_memory"] else ""), c["loss"]]
     if c["strategy"] == "icarl":
         parts.append(c["icarl_eval"])
+    if uses_replay_option(c):
+        parts += [c[k] for k in ("replay", "memory_selection") if c[k] != _DEFAULTS[k]]
     if c["loss"] == "bsce" and c["prior"] != "auto":
         parts.append(f"prior_{c['prior']}")
     if c["loss"] == "bsce" and c["tau"] != 1.0:

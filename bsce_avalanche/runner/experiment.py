@@ -28,6 +28,7 @@ from .checkpoint import load_checkpoint, restore_strategy, save_checkpoint
 from .config import ConfigError, ExperimentConfig, combination_error
 from .divergence import NonFiniteLossGuard, TrainingDiverged
 from .fileio import lock_run_dir, write_json_atomic
+from .first_experience import FirstExperiencePlugin, cache_dir
 from .metrics import evaluate_step, summarise
 from .strategies import build_strategy
 
@@ -171,8 +172,11 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     )
     recorder = _PredictionRecorder()
     bsce = BalancedSoftmaxPlugin(prior=cfg.prior, tau=cfg.tau) if cfg.loss == "bsce" else None
-    plugins = [DeviceDataPlugin()] if cfg.data_path == "device" else []
-    # the batch augmentation first: later plugins see the augmented batch
+    # first, the first experience's cache (its after_training_exp runs before the others'); the batch
+    # augmentation before the plugins that should see the augmented batch
+    first = None if checkpoint else FirstExperiencePlugin(cfg, n_classes, device, cache_dir(cfg, out))
+    plugins = [first] if first else []
+    plugins += [DeviceDataPlugin()] if cfg.data_path == "device" else []
     plugins += [BatchAugmentPlugin()] if cfg.use_fast_augment else []
     guard = NonFiniteLossGuard()
     plugins += [p for p in (bsce, recorder, guard) if p is not None]
@@ -217,6 +221,9 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
             start = time.perf_counter()
             strategy.train(experience, num_workers=cfg.num_workers)
             results["step_times_s"].append(time.perf_counter() - start)
+            if first is not None and t == 0:  # done: checkpoints hold the plugins of a resumed run
+                strategy.plugins.remove(first)
+                results["first_experience"] = first.info
             results["priors"].append(bsce.prior_history[-1] if bsce is not None else None)
 
             step_eval = _evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, cfg.num_workers)
@@ -271,7 +278,8 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
 
 
 #: Config keys that do not change what a run computes (may differ when resuming).
-_RUN_ONLY_KEYS = {"progress", "checkpoint", "num_workers", "threads", "output_dir", "wandb", "wandb_mode"}
+_RUN_ONLY_KEYS = {"progress", "checkpoint", "num_workers", "threads", "output_dir", "wandb", "wandb_mode",
+                  "first_experience_cache"}
 
 
 def _differing_keys(saved: dict, cfg: ExperimentConfig) -> list:

@@ -3,6 +3,7 @@ README's table come from :data:`STRATEGIES`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -15,8 +16,21 @@ from torch.optim import SGD
 
 from ..compat import apply_avalanche_fixes
 from ..icarl import set_icarl_eval
+from ..replay import ConcatReplayPlugin, herding_buffer
 
-__all__ = ["STRATEGIES", "StrategyInfo", "build_strategy"]
+__all__ = ["STRATEGIES", "StrategyInfo", "build_strategy", "REPLAY_PROTOCOLS", "MEMORY_SELECTIONS", "uses_replay_option"]
+
+#: The rehearsal protocols of ``replay`` and ``lwf`` with ``lwf_memory`` (config key ``replay``).
+REPLAY_PROTOCOLS = {
+    "half_batch": "Avalanche's ReplayPlugin: half of every mini-batch drawn from the memory, which is cycled",
+    "concat": "the paper's (and iCaRL's, PyCIL's, FACIL's): the memory concatenated into the training set, "
+              "each sample drawn once per epoch (ConcatReplayPlugin)",
+}
+#: How that memory is chosen (config key ``memory_selection``).
+MEMORY_SELECTIONS = {
+    "random": "class-balanced random samples (Avalanche's ClassBalancedBuffer)",
+    "herding": "iCaRL's herding on the features, class-balanced (bsce_avalanche.herding_buffer)",
+}
 
 
 @dataclass(frozen=True)
@@ -29,20 +43,38 @@ class StrategyInfo:
     memory: bool
     #: why it cannot train with ``loss: bsce``, or None
     without_bsce: Optional[str] = None
+    #: how it trains the first experience (empty memory, no old model): ``"plain"`` for the
+    #: strategies that then run Naive's loop on the experience's data (they share first-experience
+    #: models), else its own name
+    first_experience: str = "plain"
+    #: config keys its first experience depends on besides the common ones (the data, the model,
+    #: the optimisation, the loss), e.g. a memory filled or a validation split made before training
+    first_experience_keys: tuple[str, ...] = ()
+    #: its training loss with ``loss: ce`` (``loss: bsce`` is always a softmax cross-entropy)
+    ce_loss: str = "softmax_ce"
 
 
 def _memory_total(cfg, n_classes: int) -> int:
     return cfg.memory_per_class * n_classes if cfg.memory_per_class else cfg.memory_size
 
 
+def uses_replay_option(config: Mapping) -> bool:
+    """Whether ``replay`` and ``memory_selection`` apply (Replay, LwF with memory); the other
+    strategies keep a memory of their own kind, or none."""
+    return config["strategy"] == "replay" or (config["strategy"] == "lwf" and config["lwf_memory"])
+
+
 def _with_replay(cfg, n_classes: int, common: dict) -> dict:
-    """``common`` plus a ReplayPlugin over a class-balanced random memory."""
-    if cfg.memory_per_class:
+    """``common`` plus the rehearsal plugin of ``cfg.replay`` over a class-balanced memory."""
+    if cfg.memory_selection == "herding":
+        buffer = herding_buffer(cfg.memory_size)
+    elif cfg.memory_per_class:
         buffer = ClassBalancedBuffer(max_size=_memory_total(cfg, n_classes), adaptive_size=False,
                                      total_num_classes=n_classes)
     else:
         buffer = ClassBalancedBuffer(max_size=cfg.memory_size, adaptive_size=True)
-    return {**common, "plugins": common["plugins"] + [ReplayPlugin(mem_size=buffer.max_size, storage_policy=buffer)]}
+    replay = (ConcatReplayPlugin if cfg.replay == "concat" else ReplayPlugin)(buffer.max_size, storage_policy=buffer)
+    return {**common, "plugins": common["plugins"] + [replay]}
 
 
 def _naive(cfg, model, n_classes, common):
@@ -85,15 +117,21 @@ def _gdumb(cfg, model, n_classes, common):
 
 STRATEGIES: dict[str, StrategyInfo] = {
     "naive": StrategyInfo(_naive, "fine-tuning on each experience, no memory (Avalanche's Naive)", memory=False),
-    "replay": StrategyInfo(_replay, "Naive + ReplayPlugin, class-balanced random memory", memory=True),
-    "lwf": StrategyInfo(_lwf, "Learning without Forgetting (distillation); lwf_memory: true adds replay",
+    "replay": StrategyInfo(_replay, "Naive + a rehearsal memory (replay: its protocol)", memory=True),
+    "lwf": StrategyInfo(_lwf, "Learning without Forgetting (distillation); lwf_memory: true adds rehearsal",
                         memory=False),
-    "icarl": StrategyInfo(_icarl, "iCaRL: herding memory, distillation; evaluates with icarl_eval", memory=True),
+    # iCaRL's first mini-batch also runs an extra forward pass in train mode (BatchNorm statistics)
+    "icarl": StrategyInfo(_icarl, "iCaRL: herding memory, distillation; evaluates with icarl_eval", memory=True,
+                          first_experience="icarl", ce_loss="sigmoid_bce"),
+    # ER-ACE fills its memory before training (random draws); BiC holds out a validation split
     "er_ace": StrategyInfo(_er_ace, "ER-ACE: replay with an asymmetric cross-entropy", memory=True,
-                           without_bsce="ER-ACE uses its own loss"),
+                           without_bsce="ER-ACE uses its own loss", first_experience="er_ace",
+                           first_experience_keys=("memory_size", "memory_per_class")),
     "bic": StrategyInfo(_bic, "BiC: replay, then a bias-correction layer trained on held-out memory",
-                        memory=True),
-    "gdumb": StrategyInfo(_gdumb, "GDumb: trains from scratch on a class-balanced memory", memory=True),
+                        memory=True, first_experience="bic",
+                        first_experience_keys=("memory_size", "memory_per_class", "bic_val_fraction")),
+    "gdumb": StrategyInfo(_gdumb, "GDumb: trains from scratch on a class-balanced memory", memory=True,
+                          first_experience="gdumb", first_experience_keys=("memory_size", "memory_per_class")),
 }
 
 

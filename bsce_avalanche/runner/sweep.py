@@ -22,7 +22,8 @@ experiment's W&B logger continues that run. Under torchrun, give the command
   ``skip_reason`` in its summary, no results, exit code 0.
 * **Results** go to ``<output_dir>/sweep-<SWEEP_ID>/<RUN_ID>/<run name>/results.json`` on
   the machine that ran the combination (``bsce-experiment compare <output_dir>/sweep-<SWEEP_ID>``
-  compares them); a re-run of the same agent run resumes from its checkpoint.
+  compares them); a re-run of the same agent run resumes from its checkpoint. The sweep's runs
+  on one machine share their first experiences (``<output_dir>/sweep-<SWEEP_ID>/first_experience/``).
 """
 
 from __future__ import annotations
@@ -75,7 +76,10 @@ def sweep_run(base: ExperimentConfig) -> None:
     if reason:
         return
     print(f"sweep-run: {cfg.run_name} ({shown})", flush=True)
-    run_configs(cfg.replace(output_dir=str(Path(cfg.output_dir) / f"sweep-{run.sweep_id}" / run.id)), resume=True)
+    sweep_dir = Path(cfg.output_dir) / f"sweep-{run.sweep_id}"
+    # the sweep's runs on this machine share their first experiences
+    shared = {"first_experience_cache": str(sweep_dir / "first_experience")} if cfg.first_experience_cache is True else {}
+    run_configs(cfg.replace(output_dir=str(sweep_dir / run.id), **shared), resume=True)
 
 
 def sweep_combinations(path: str | os.PathLike) -> list[tuple[dict, ExperimentConfig, str | None]]:

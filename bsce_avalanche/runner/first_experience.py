@@ -1,0 +1,260 @@
+"""One first-experience model per key: train the first experience once, start every run from it.
+
+In the first experience the memory is empty and there is no old model, so Naive, Replay (either
+protocol) and LwF (with or without memory) run the same loop on the same data; and in B0
+protocols BSCE's prior is uniform, so its adjustment is zero (``log_prior_adjustment``) and CE
+and BSCE train the very same network. :func:`first_experience_key` says what determines the
+first experience's training (the data, the model, the optimisation, the strategy's own
+first-experience behaviour, the loss up to what cannot change it, the machine's numerics);
+:class:`FirstExperiencePlugin` trains it in the first run of a key and saves it to
+``<cache>/seed<seed>-<digest>.pt``, and every later run of that key loads it instead of
+training: one first experience per seed in a CE-vs-BSCE grid, the same step-0 accuracy for all
+its methods, and the same numbers as without the cache.
+
+The file (written atomically, so concurrent runs may race to fill it: the last rename wins, and
+both wrote the same training) holds the state at the end of the first experience's epochs,
+before any other plugin's ``after_training_exp``: the model, the optimizer, the clock, the LR
+scheduler, what the epochs leave in iCaRL's plugin and in a ``prior: batch`` BSCE plugin, and
+the RNG states. A run that loads it runs every callback of the first experience except the
+epochs, so its memory update, LwF's and iCaRL's old model, iCaRL's exemplars and class means
+and BiC's buffers come from the loaded weights exactly as in a run that trained them. An
+unreadable file, or one written for another key, is an error that names it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from avalanche.training.plugins import LRSchedulerPlugin, SupervisedPlugin
+from avalanche.training.plugins.clock import Clock
+from avalanche.training.supervised.icarl import _ICaRLPlugin
+from torch import Tensor
+
+from ..plugin import BalancedSoftmaxPlugin
+from ..priors import ClassPrior
+from . import distributed
+from .checkpoint import rng_state, set_rng_state
+from .config import ConfigError, ExperimentConfig
+from .fileio import atomic_write
+from .strategies import STRATEGIES
+
+__all__ = ["FirstExperiencePlugin", "FirstExperienceError", "first_experience_key", "first_experience_loss",
+           "key_digest", "cache_dir"]
+
+FORMAT_VERSION = 1
+#: Config keys left out of the key: the run's bookkeeping, evaluation, the settings that only act
+#: from the second experience on (the memory, distillation, BiC's second stage), the method
+#: (replaced by the strategy's ``first_experience`` and :func:`first_experience_loss`), and keys
+#: replaced by what they resolve to. Every other key, present or future, is in the key.
+NOT_IN_KEY = frozenset({
+    "name", "output_dir", "progress", "checkpoint", "wandb", "wandb_project", "wandb_entity", "wandb_mode", "grid",
+    "first_experience_cache", "eval_batch_size", "download", "icarl_eval",
+    "memory_size", "memory_per_class", "replay", "memory_selection", "lwf_alpha", "lwf_temperature", "lwf_memory",
+    "bic_stage2_epochs", "bic_val_fraction",
+    "strategy", "loss", "tau", "prior", "model", "fast_augment", "device", "threads",
+})
+
+
+class FirstExperienceError(ConfigError):
+    """A first-experience cache file that cannot be used."""
+
+
+def first_experience_loss(cfg: ExperimentConfig, counts: Optional[Tensor], n_classes: int) -> str:
+    """The first experience's training loss, up to what cannot change the training.
+
+    ``softmax_ce``, ``sigmoid_bce`` (iCaRL with CE), or ``bsce(tau=..., prior=...)``. BSCE adds
+    ``tau * log(prior)`` to the logits: with ``tau = 0``, or a prior uniform over the classes present
+    while the other output units are masked (``incremental_head``) or absent, that is zero and BSCE
+    trains exactly as the softmax cross-entropy (iCaRL with BSCE included: its classification term
+    is then softmax CE, and there is no distillation yet).
+
+    :param counts: the class counts of BSCE's prior in the first experience; None when it counts
+        the labels of each mini-batch (``prior: batch``). Unused with ``loss: ce``.
+    """
+    if cfg.loss == "ce":
+        return STRATEGIES[cfg.strategy].ce_loss
+    if cfg.tau == 0:
+        return "softmax_ce"
+    if counts is None:
+        return f"bsce(tau={cfg.tau:g}, prior=batch)"
+    present = counts[counts > 0]
+    if bool((present == present[0]).all()) and (cfg.incremental_head or present.numel() == n_classes):
+        return "softmax_ce"
+    frequencies = (counts[: int(torch.nonzero(counts).max()) + 1] / counts.sum()).double()
+    return f"bsce(tau={cfg.tau:g}, prior={hashlib.sha256(frequencies.numpy().tobytes()).hexdigest()[:12]})"
+
+
+@functools.cache
+def _source_digest() -> str:
+    """Digest of this package's source: a code change never reuses a cached first experience."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _environment(device: torch.device) -> dict:
+    """What else changes the numbers: the device, CPU threads, DDP processes, the code."""
+    from avalanche import __version__ as avalanche_version
+
+    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "threads": torch.get_num_threads() if device.type == "cpu" else None,
+            "world_size": distributed.world_size(), "torch": torch.__version__, "avalanche": avalanche_version,
+            "source": _source_digest()}
+
+
+def first_experience_key(cfg: ExperimentConfig, counts: Optional[Tensor], n_classes: int,
+                         device: torch.device = torch.device("cpu")) -> dict:
+    """Everything that determines the network at the end of the first experience's training.
+
+    Runs with equal keys train the first experience identically, bit for bit: every config key but
+    :data:`NOT_IN_KEY`, the strategy's ``first_experience`` (``plain`` for Naive, Replay, LwF) and
+    its ``first_experience_keys``, :func:`first_experience_loss`, and :func:`_environment`.
+    """
+    info = STRATEGIES[cfg.strategy]
+    key = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_KEY}
+    key.update({k: getattr(cfg, k) for k in info.first_experience_keys})
+    key.update(model=cfg.model_name, fast_augment=cfg.use_fast_augment, training=info.first_experience,
+               loss=first_experience_loss(cfg, counts, n_classes), environment=_environment(device),
+               format=FORMAT_VERSION)
+    return key
+
+
+def key_digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cache_dir(cfg: ExperimentConfig, run_dir: Path) -> Optional[Path]:
+    """The cache folder of ``first_experience_cache``: beside the run folders, a given one, or None."""
+    if cfg.first_experience_cache is False:
+        return None
+    return run_dir.parent / "first_experience" if cfg.first_experience_cache is True else Path(cfg.first_experience_cache)
+
+
+# ---------------------------------------------------------------------- what the epochs leave in plugins
+def _epoch_state(plugin) -> Optional[dict]:
+    if isinstance(plugin, Clock):
+        return dict(vars(plugin))
+    if isinstance(plugin, LRSchedulerPlugin):
+        return {"scheduler": plugin.scheduler.state_dict()}
+    if isinstance(plugin, _ICaRLPlugin):  # set on the first mini-batch, used for the class means
+        return {k: getattr(plugin, k) for k in ("input_size", "output_size", "embedding_size")}
+    if isinstance(plugin, BalancedSoftmaxPlugin) and plugin.class_prior.counts_batches:
+        return {"counts": plugin.class_prior.counts}
+    return None
+
+
+def _set_epoch_state(plugin, state: dict) -> None:
+    if isinstance(plugin, LRSchedulerPlugin):
+        plugin.scheduler.load_state_dict(state["scheduler"])
+    elif isinstance(plugin, BalancedSoftmaxPlugin):
+        plugin.class_prior.counts = state["counts"]
+    else:
+        vars(plugin).update(state)
+
+
+def _param_names(strategy) -> list:
+    names = {id(p): n for n, p in strategy.model.named_parameters()}
+    return [[names.get(id(p)) for p in group["params"]] for group in strategy.optimizer.param_groups]
+
+
+def _read(path: Path, key: dict) -> Optional[dict]:
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file
+        raise FirstExperienceError(f"First-experience cache file {path} cannot be read ({type(err).__name__}: "
+                                   f"{err}); delete it, and the next run trains its first experience again.") from None
+    if not isinstance(payload, dict) or payload.get("key") != key:
+        raise FirstExperienceError(f"First-experience cache file {path} was not written for this run's first "
+                                   "experience (its key differs); delete it, or set first_experience_cache to "
+                                   "another folder.")
+    return payload
+
+
+class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
+    """Train the first experience and cache it, or load it from the cache and skip its epochs.
+
+    Put it first in the strategy's plugins (its ``after_training_exp`` must run before the
+    others'); it acts in the first training experience only. ``info`` is what ``results.json``
+    records: the key's digest, the first experience's training, whether it came from the cache,
+    the file, and the seconds its training took.
+
+    :param cache: the cache folder, or None (no cache: the key is still computed and reported).
+    """
+
+    def __init__(self, cfg: ExperimentConfig, n_classes: int, device: torch.device, cache: Optional[Path]):
+        super().__init__()
+        self.cfg, self.n_classes, self.device, self.cache = cfg, n_classes, device, cache
+        self.info: Optional[dict] = None
+        self._key: Optional[dict] = None
+        self._payload: Optional[dict] = None
+        self._started = 0.0
+
+    def _first(self, strategy) -> bool:
+        return strategy.clock.train_exp_counter == 0
+
+    def before_training_exp(self, strategy, **kwargs):
+        self._started = time.perf_counter()
+
+    def before_training_epoch(self, strategy, **kwargs):
+        if not self._first(strategy) or strategy.clock.train_exp_epochs > 0:
+            return
+        counts = None
+        if self.cfg.loss == "bsce":  # the counts BalancedSoftmaxPlugin is about to compute
+            prior = ClassPrior(self.cfg.prior, self.cfg.tau)
+            prior.start_experience(strategy.dataloader)
+            counts = prior.counts
+        self._key = first_experience_key(self.cfg, counts, self.n_classes, self.device)
+        digest = key_digest(self._key)
+        path = self.cache / f"seed{self.cfg.seed}-{digest}.pt" if self.cache else None
+        self._payload = distributed.run_on_main(_read, path, self._key) if path else None
+        self.info = {"key": digest, "training": f"{self._key['training']}, {self._key['loss']}",
+                     "cached": self._payload is not None, "file": str(path) if path else None}
+        if self._payload is not None:
+            strategy.stop_training()  # after every plugin's before_training_epoch (BSCE's prior, checks)
+
+    def after_training_exp(self, strategy, **kwargs):
+        if not self._first(strategy) or self._key is None:
+            return
+        if self._payload is not None:
+            self._restore(strategy, self._payload)
+            self.info["train_time_s"] = self._payload["train_time_s"]
+        else:
+            self.info["train_time_s"] = time.perf_counter() - self._started
+            if self.info["file"] and distributed.is_main_process():
+                self._save(strategy, Path(self.info["file"]))
+        self._payload = None
+
+    def _save(self, strategy, path: Path) -> None:
+        payload: dict[str, Any] = {
+            "key": self._key,
+            "model": strategy.model.state_dict(),
+            "optimizer": strategy.optimizer.state_dict(),
+            "optimizer_param_names": _param_names(strategy),
+            "plugins": {type(p).__name__: s for p in strategy.plugins if (s := _epoch_state(p)) is not None},
+            "rng": rng_state(),
+            "train_time_s": self.info["train_time_s"],
+        }
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+    def _restore(self, strategy, payload: dict) -> None:
+        # the same modules at the same point: a plain load, in place (the optimizer keeps its parameters)
+        strategy.model.load_state_dict(payload["model"])
+        if _param_names(strategy) != payload["optimizer_param_names"]:
+            raise FirstExperienceError(f"First-experience cache file {self.info['file']} holds another optimizer's "
+                                       "state (its parameters differ); delete it.")
+        strategy.optimizer.load_state_dict(payload["optimizer"])
+        for plugin in strategy.plugins:
+            state = payload["plugins"].get(type(plugin).__name__)
+            if state is not None:
+                _set_epoch_state(plugin, state)
+        set_rng_state(payload["rng"])

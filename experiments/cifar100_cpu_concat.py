@@ -1,0 +1,163 @@
+"""CIFAR-100 evidence under the paper's rehearsal protocol (memory concatenated into the training set).
+
+    python experiments/cifar100_cpu_concat.py --data-dir ../shared/data/cifar100    # the grid (see RESULTS.md)
+    python experiments/cifar100_cpu_concat.py --tiny --output-dir /tmp/x             # seconds (tests)
+
+The longer CPU protocol (``cifar100_cpu.yaml`` with the full-width ResNet-8, 3 epochs per step,
+lr 0.1 then 0.01 for the last epoch): real CIFAR-100, B0 with 10 steps, memory 2000, class
+order "icarl". Runs, all with ``replay: concat`` where the strategy has that option:
+
+* Replay + CE vs Replay + BSCE (seeds 0, 1, 2);
+* Replay + BSCE with ``prior=dataset`` (one seed): under concatenation the loader draws each
+  sample once per epoch, so it is the same prior as ``auto`` and the same run;
+* a tau sweep of Replay + BSCE (0, 0.5, 1.5, 2; tau 1 is the main run, tau 0 adds a zero
+  vector: it is Replay + CE);
+* iCaRL (NME, and the trained head) CE vs BSCE; LwF + memory CE vs BSCE;
+* the peers BiC and ER-ACE, with their own memory protocols;
+* Replay + CE vs Replay + BSCE under Avalanche's ``half_batch`` protocol (seeds 0, 1, 2), for
+  the side-by-side table.
+
+The runs of a seed start from one first-experience model (trained once:
+``OUTPUT_DIR/first_experience/``). Two worker processes, one torch thread each; a re-run
+skips finished runs and resumes interrupted ones. Writes ``OUTPUT_DIR.json`` (the fields of
+``cifar100_cpu.json`` plus ``replay`` and ``tau``), ``OUTPUT_DIR/comparison.md`` (with the
+protocols side by side, BSCE - CE per seed and the tau sweep) and the plots, ``tau_sweep.png``
+included.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from bsce_avalanche.runner.compare import format_mean_std
+from bsce_avalanche.runner.fileio import write_text_atomic
+
+_spec = importlib.util.spec_from_file_location("cifar100_cpu", Path(__file__).with_name("cifar100_cpu.py"))
+cpu = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cpu)
+
+#: the longer CPU protocol (RESULTS.md section 1b)
+LONGER = {"width": 16, "epochs": 3, "lr_milestones": [2]}
+TAUS = (0.0, 0.5, 1.0, 1.5, 2.0)
+
+
+def planned_runs(seeds=(0, 1, 2)) -> list[dict]:
+    """Config overrides of every run. Longest first, and the first two of different
+    first-experience keys, so that the two workers do not both train the same one."""
+    first, concat = seeds[0], {"replay": "concat"}
+    runs = [{"strategy": "bic", "loss": "ce", "seed": first}]
+    runs += [{"strategy": "lwf", "lwf_memory": True, "loss": loss, "seed": first, **concat} for loss in ("ce", "bsce")]
+    runs += [{"strategy": "icarl", "loss": loss, "seed": first} for loss in ("ce", "bsce")]
+    for loss in ("ce", "bsce"):
+        runs += [{"strategy": "replay", "loss": loss, "seed": seed, **concat} for seed in seeds]
+    runs.append({"strategy": "replay", "loss": "bsce", "prior": "dataset", "seed": first, **concat})
+    runs += [{"strategy": "replay", "loss": "bsce", "tau": tau, "seed": first, **concat} for tau in TAUS if tau != 1]
+    for loss in ("ce", "bsce"):
+        runs += [{"strategy": "replay", "loss": loss, "seed": seed, "replay": "half_batch"} for seed in seeds]
+    runs.append({"strategy": "er_ace", "loss": "ce", "seed": first})
+    return runs
+
+
+def _replay_rows(rows: list[dict]) -> list[dict]:
+    """Replay with the default prior, by protocol, loss and seed (tau 1 for BSCE)."""
+    return [r for r in rows if r["strategy"] == "replay" and r["prior"] in (None, "auto") and r["tau"] in (None, 1.0)]
+
+
+def protocols_table(rows: list[dict]) -> str:
+    """Replay + CE / + BSCE under concat and half_batch, side by side, and BSCE - CE per seed."""
+    cell = {}
+    by_seed = defaultdict(dict)
+    for r in _replay_rows(rows):
+        cell.setdefault((r["replay"], r["loss"]), []).append(r)
+        by_seed[(r["replay"], r["seed"])][r["loss"]] = r
+    lines = ["| protocol | loss | seeds | avg. incremental acc. (%) | last acc. (%) | "
+             "predictions to newest classes, last step (%) | BSCE − CE, avg. inc. acc. (points) | "
+             "BSCE − CE, last acc. (points) |", "|---|---|---|---|---|---|---|---|"]
+    for protocol in ("concat", "half_batch"):
+        deltas = [(pair["bsce"]["average_incremental_accuracy"] - pair["ce"]["average_incremental_accuracy"],
+                   pair["bsce"]["last_accuracy"] - pair["ce"]["last_accuracy"])
+                  for (p, _), pair in by_seed.items() if p == protocol and len(pair) == 2]
+        for loss in ("ce", "bsce"):
+            group = cell.get((protocol, loss), [])
+            if not group:
+                continue
+            delta = ["–", "–"] if loss == "ce" or not deltas else \
+                [format_mean_std([d[i] for d in deltas]) for i in (0, 1)]
+            lines.append(f"| {protocol} | {loss} | {len(group)} | "
+                         f"{format_mean_std([r['average_incremental_accuracy'] for r in group])} | "
+                         f"{format_mean_std([r['last_accuracy'] for r in group])} | "
+                         f"{format_mean_std([r['new_class_prediction_share_last_step'] for r in group])} | "
+                         f"{delta[0]} | {delta[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def tau_sweep(rows: list[dict]) -> dict[float, list[dict]]:
+    """Replay + BSCE (concat, prior auto) by tau; tau 0 also from Replay + CE (the same run)."""
+    sweep = defaultdict(list)
+    for r in rows:
+        if r["strategy"] == "replay" and r["replay"] == "concat" and r["prior"] in (None, "auto"):
+            sweep[r["tau"] if r["loss"] == "bsce" else "ce"].append(r)
+    return dict(sweep)
+
+
+def tau_table(sweep: dict) -> str:
+    lines = ["| tau | seeds | avg. incremental acc. (%) | last acc. (%) | predictions to newest classes, last step (%) |",
+             "|---|---|---|---|---|"]
+    for tau in sorted((t for t in sweep if t != "ce"), key=float):
+        group = sweep[tau]
+        lines.append(f"| {tau:g} | {len(group)} | {format_mean_std([r['average_incremental_accuracy'] for r in group])} "
+                     f"| {format_mean_std([r['last_accuracy'] for r in group])} "
+                     f"| {format_mean_std([r['new_class_prediction_share_last_step'] for r in group])} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_tau_sweep(sweep: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    taus = sorted((t for t in sweep if t != "ce"), key=float)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label, marker in (("average_incremental_accuracy", "avg. incremental acc.", "o"),
+                               ("last_accuracy", "last acc.", "s")):
+        mean = [100 * np.mean([r[key] for r in sweep[t]]) for t in taus]
+        ax.plot(taus, mean, marker=marker, label=f"Replay + BSCE, {label}")
+        if "ce" in sweep:
+            ax.axhline(100 * np.mean([r[key] for r in sweep["ce"]]), ls="--", color=ax.lines[-1].get_color(),
+                       alpha=0.6, label=f"Replay + CE, {label}")
+    ax.set(xlabel="tau (logits + tau * log prior)", ylabel="accuracy (%)",
+           title="tau sweep, memory concatenated (seed 0 where one seed)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(rows: list[dict], out: Path) -> None:
+    """Append the protocols, BSCE - CE and tau tables to comparison.md; plot the tau sweep."""
+    sweep = tau_sweep(rows)
+    plot_tau_sweep(sweep, out / "tau_sweep.png")
+    text = (out / "comparison.md").read_text()
+    text += ("\n## Rehearsal protocols side by side (Replay)\n\nconcat: the memory concatenated into the "
+             "training set (the paper's); half_batch: half of every mini-batch from the memory (Avalanche's "
+             "ReplayPlugin). BSCE − CE: mean ± std over the seeds' paired differences.\n\n" + protocols_table(rows)
+             + "\n## tau sweep (Replay + BSCE, concat)\n\n" + tau_table(sweep) + "\n![tau_sweep](tau_sweep.png)\n")
+    write_text_atomic(out / "comparison.md", text)
+
+
+PLAN = cpu.Plan(planned_runs, cpu.ROOT / "experiments" / "results" / "cifar100_cpu_concat", protocol=LONGER,
+                report=report)
+
+
+def main(argv=None) -> list[dict]:
+    return cpu.run_plan(argv, PLAN, __doc__)
+
+
+if __name__ == "__main__":
+    main()
