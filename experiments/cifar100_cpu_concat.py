@@ -28,6 +28,7 @@ included.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from bsce_avalanche.runner.fileio import write_text_atomic
 
 _spec = importlib.util.spec_from_file_location("cifar100_cpu", Path(__file__).with_name("cifar100_cpu.py"))
 cpu = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = cpu  # the worker processes (spawn) unpickle cifar100_cpu._run_one by name
 _spec.loader.exec_module(cpu)
 
 #: the longer CPU protocol (RESULTS.md section 1b)

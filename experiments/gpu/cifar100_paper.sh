@@ -79,7 +79,7 @@ python - "$out" "$epochs" "$milestones" "$wall" <<'EOF'
 import json, sys
 from pathlib import Path
 out, epochs, milestones, wall = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
-runs = sorted(json.loads(p.read_text()) for p in out.glob("*/results.json"))
+runs = [json.loads(p.read_text()) for p in sorted(out.glob("*/results.json"))]
 env = runs[0]["environment"]
 device = env.get("gpu") or env.get("cpu")
 pct = lambda v: "-" if v is None else f"{100 * v:.1f}"
