@@ -3,7 +3,7 @@
 # on an H100-class GPU.
 #
 #   bash experiments/gpu/cifar100_paper.sh --data-dir DIR [--epochs N] [--output-dir DIR]
-#   bash experiments/gpu/cifar100_paper.sh --smoke [--output-dir DIR]   # CPU, synthetic data, ~1 minute
+#   bash experiments/gpu/cifar100_paper.sh --smoke [--output-dir DIR]   # synthetic data, ~1 minute on a CPU
 #
 # Protocol: experiments/configs/cifar100_b0_10steps.yaml, the paper's. Split CIFAR-100, B0 with 10
 # steps of 10 classes, class order "icarl" (numpy seed 1993), ResNet-32, a memory of 2000 samples
@@ -44,8 +44,9 @@ done
 
 args=(--strategies replay icarl --losses ce bsce --seeds 0 --data-path device --amp bf16 --jobs 4)
 if [[ $smoke == 1 ]]; then
-    # Same script path on a CPU in about a minute: synthetic CIFAR-shaped data (12 images per
-    # class), a narrow ResNet-8, 1 epoch, memory 200, two runs at a time.
+    # Same script path in about a minute on a CPU (or the GPU if there is one): synthetic
+    # CIFAR-shaped data (12 images per class), a narrow ResNet-8, 1 epoch, memory 200, two runs
+    # at a time.
     out=${out:-outputs/cifar100-paper-smoke}
     data_dir="$out/smoke-data"
     mkdir -p "$data_dir"
@@ -61,7 +62,7 @@ x_test, y_test = split(4)
 np.savez(sys.argv[1], x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 EOF
     epochs=1
-    args+=(--device cpu --model resnet8 --width 4 --memory-size 200 --eval-batch-size 400 --jobs 2)
+    args+=(--model resnet8 --width 4 --memory-size 200 --eval-batch-size 400 --jobs 2)
 else
     [[ -n "$data_dir" ]] || { echo "cifar100_paper.sh: give --data-dir DIR (holding cifar100.npz), or --smoke" >&2; exit 2; }
     out=${out:-outputs/cifar100-paper-${epochs}ep}
