@@ -156,3 +156,28 @@ def test_online_class_incremental_stream(blobs_benchmark):
     assert all(np.isfinite(recorder.train_losses))
     metrics = strategy.eval(blobs_benchmark.test_stream)
     assert metrics[ACC] > 1 / 6
+
+
+def test_icarl_herding_fix_picks_the_same_exemplars_with_one_sync_per_pick(blobs_benchmark, monkeypatch):
+    from avalanche.training.supervised import icarl
+
+    from bsce_avalanche import compat
+
+    def exemplars(construct):
+        monkeypatch.setattr(icarl._ICaRLPlugin, "construct_exemplar_set", construct)
+        torch.manual_seed(0)
+        strategy = make_icarl([], epochs=1)
+        train_all(strategy, blobs_benchmark)
+        plugin = next(p for p in strategy.plugins if isinstance(p, icarl._ICaRLPlugin))
+        return plugin.x_memory, plugin.order
+
+    avalanche_memory, avalanche_order = exemplars(icarl._ICaRLPlugin.construct_exemplar_set)
+    syncs = []
+    real_int = int
+    monkeypatch.setattr(compat, "int", lambda v: syncs.append(1) or real_int(v), raising=False)
+    fixed_memory, fixed_order = exemplars(compat._construct_exemplar_set)
+    assert len(fixed_memory) == len(avalanche_memory) == 6
+    for a, b, oa, ob in zip(avalanche_memory, fixed_memory, avalanche_order, fixed_order):
+        assert torch.equal(a, b) and torch.equal(oa, ob)
+    picks = sum(len(m) for m in fixed_memory)
+    assert picks <= len(syncs) <= picks + 60  # one per herding step (a few revisit a pick)

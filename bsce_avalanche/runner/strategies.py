@@ -106,7 +106,6 @@ def _er_ace(cfg, model, n_classes, common):
 
 
 def _bic(cfg, model, n_classes, common):
-    apply_avalanche_fixes()
     return BiC(model=model, criterion=CrossEntropyLoss(), mem_size=_memory_total(cfg, n_classes),
                val_percentage=cfg.bic_val_fraction, stage_2_epochs=cfg.bic_stage2_epochs, lr=cfg.lr, **common)
 
@@ -137,6 +136,7 @@ STRATEGIES: dict[str, StrategyInfo] = {
 
 def build_strategy(cfg, model, n_classes: int, device, plugins: list, evaluator):
     """The Avalanche strategy named by ``cfg.strategy`` (``plugins`` are added to it)."""
+    apply_avalanche_fixes()  # BiC on torch >= 2.2, iCaRL's herding on GPUs
     optimizer = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     plugins = list(plugins)
     if cfg.lr_milestones:
