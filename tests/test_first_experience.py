@@ -226,3 +226,15 @@ def test_a_run_resumed_past_its_first_step_needs_no_cache(tmp_path, monkeypatch)
     resumed = run_experiment(cfg, tmp_path / "grid" / "run", resume=True)
     assert resumed["accuracy_matrix"] == reference["accuracy_matrix"]
     assert resumed["first_experience"]["cached"] is False
+
+
+@pytest.mark.slow
+def test_runs_of_one_key_started_at_once_train_it_once(tmp_path):
+    """--jobs 2 over CE and BSCE: one run trains the first experience, the other waits and loads it."""
+    from bsce_avalanche.runner.cli import run_configs
+
+    cfg = ExperimentConfig(**DIGITS, strategy="replay", output_dir=str(tmp_path), grid={"loss": ["ce", "bsce"]})
+    run_configs(cfg, jobs=2)
+    runs = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/results.json"))]
+    assert sorted(r["first_experience"]["cached"] for r in runs) == [False, True]
+    assert runs[0]["accuracy_matrix"][0] == runs[1]["accuracy_matrix"][0]

@@ -11,8 +11,9 @@ first-experience behaviour, the loss up to what cannot change it, the machine's 
 training: one first experience per seed in a CE-vs-BSCE grid, the same step-0 accuracy for all
 its methods, and the same numbers as without the cache.
 
-The file (written atomically, so concurrent runs may race to fill it: the last rename wins, and
-both wrote the same training) holds the state at the end of the first experience's epochs,
+Runs of one key started at once (``--jobs``) take turns: the first holds an ``flock`` on
+``<file>.lock`` while it trains, the others wait for it and then load its file (a holder that
+dies releases the lock). The file (written atomically) holds the state at the end of the first experience's epochs,
 before any other plugin's ``after_training_exp``: the model, the optimizer, the clock, the LR
 scheduler, what the epochs leave in iCaRL's plugin and in a ``prior: batch`` BSCE plugin, and
 the RNG states. A run that loads it runs every callback of the first experience except the
@@ -23,6 +24,7 @@ unreadable file, or one written for another key, is an error that names it.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
@@ -165,6 +167,19 @@ def _param_names(strategy) -> list:
     return [[names.get(id(p)) for p in group["params"]] for group in strategy.optimizer.param_groups]
 
 
+def _hold_lock(path: Path):
+    """Wait for and hold the lock of ``path``'s key (the open file; closing it releases the lock)."""
+    lock = open(path.with_suffix(".lock"), "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"waiting for {path.name}: another run is training this first experience", flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    except OSError:  # a filesystem without locks: concurrent runs may both train it (same result)
+        pass
+    return lock
+
+
 def _read(path: Path, key: dict) -> Optional[dict]:
     if not path.is_file():
         return None
@@ -198,6 +213,7 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
         self._key: Optional[dict] = None
         self._payload: Optional[dict] = None
         self._started = 0.0
+        self._lock = None  # the cache file's lock while this run trains its first experience
 
     def _first(self, strategy) -> bool:
         return strategy.clock.train_exp_counter == 0
@@ -216,7 +232,12 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
         self._key = first_experience_key(self.cfg, counts, self.n_classes, self.device)
         digest = key_digest(self._key)
         path = self.cache / f"seed{self.cfg.seed}-{digest}.pt" if self.cache else None
+        if path and distributed.is_main_process():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = _hold_lock(path)  # held until this run's file is written, if it trains
         self._payload = distributed.run_on_main(_read, path, self._key) if path else None
+        if self._payload is not None:
+            self._release()
         self.info = {"key": digest, "training": f"{self._key['training']}, {self._key['loss']}",
                      "cached": self._payload is not None, "file": str(path) if path else None}
         if self._payload is not None:
@@ -233,6 +254,12 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
             if self.info["file"] and distributed.is_main_process():
                 self._save(strategy, Path(self.info["file"]))
         self._payload = None
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def _save(self, strategy, path: Path) -> None:
         payload: dict[str, Any] = {
