@@ -209,7 +209,9 @@ def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int, overwrite:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // jobs)
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
-    with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1) as pool:
+    # waiting workers ignore Ctrl-C (no tracebacks); a worker's run takes it like a single run
+    with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1,
+                             initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
         futures = {pool.submit(_run_one, run_cfg.replace(progress=False), out / run_cfg.run_name, resume, threads,
                                overwrite):
                    run_cfg for run_cfg in runs}
@@ -222,6 +224,7 @@ def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int, overwrite:
 
 
 def _run_one(cfg: ExperimentConfig, out: Path, resume: bool, threads: int, overwrite: bool = False) -> dict:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     torch.set_num_threads(cfg.threads or threads)
     return run_experiment(cfg, out, resume=resume, overwrite=overwrite)
 
