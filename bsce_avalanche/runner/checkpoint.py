@@ -35,7 +35,9 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 import torch
+from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from .config import ConfigError
 from .fileio import atomic_write
@@ -56,8 +58,6 @@ def _plugin_key(index: int, plugin) -> str:
 
 
 def _is_excluded(plugin, strategy, exclude: Iterable) -> bool:
-    from avalanche.training.plugins import EvaluationPlugin
-
     return plugin is strategy.evaluator or isinstance(plugin, EvaluationPlugin) or any(plugin is e for e in exclude)
 
 
@@ -70,8 +70,6 @@ class _SchedulerState:
 
 
 def _plugin_state(plugin) -> dict:
-    from torch.optim.lr_scheduler import LRScheduler
-
     return {
         k: _SchedulerState(v.state_dict()) if isinstance(v, LRScheduler) else v
         for k, v in plugin.__dict__.items()

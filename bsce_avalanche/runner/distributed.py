@@ -58,6 +58,7 @@ Tested with gloo on CPU (2 processes); the NCCL/GPU path uses the same code with
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import warnings
@@ -66,8 +67,15 @@ from typing import Any, Callable, Optional, TypeVar
 
 import torch
 import torch.distributed as dist
+from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader, SingleDatasetDataLoader
+from avalanche.distributed import DistributedHelper
+from avalanche.training import ER_ACE
+from avalanche.training.utils import cycle
+from torch.nn.parallel import DistributedDataParallel
 
 from ..compat import ReshufflingDistributedSampler, apply_avalanche_fixes
+from .checkpoint import rng_state, set_rng_state
+from .config import ConfigError
 
 __all__ = [
     "launched_distributed",
@@ -140,8 +148,6 @@ def setup(device: torch.device) -> torch.device:
     if use_cuda:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if local_rank >= torch.cuda.device_count():
-            from .config import ConfigError
-
             raise ConfigError(
                 f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPU(s) are visible: "
                 "use --nproc_per_node <= the number of GPUs."
@@ -164,8 +170,6 @@ def shutdown(wait: bool = True) -> None:
         may be stuck in a collective, so do not).
     """
     if is_distributed():
-        import gc
-
         gc.collect()  # free the DDP wrappers of finished runs (kept by reference cycles) first
         if wait:
             dist.barrier()
@@ -178,8 +182,6 @@ def _tell_avalanche(device: torch.device, use_cuda: bool) -> None:
     (``init_distributed`` uses GPU ``RANK``, which does not exist on a second node.)
     Avalanche's loaders only need ``torch.distributed`` to be initialised.
     """
-    from avalanche.distributed import DistributedHelper
-
     DistributedHelper.use_cuda = use_cuda
     DistributedHelper._dev_map = DistributedHelper._make_map(device)
 
@@ -188,8 +190,6 @@ def per_rank_batch_size(batch_size: int) -> int:
     """The training mini-batch of one rank: ``batch_size`` is the global one."""
     n = world_size()
     if batch_size % n:
-        from .config import ConfigError
-
         raise ConfigError(
             f"batch_size {batch_size} is the global mini-batch and must be divisible by the "
             f"number of processes ({n}); e.g. use batch_size {batch_size - batch_size % n or n}."
@@ -227,8 +227,6 @@ def sync_rng() -> None:
     """
     if not is_distributed():
         return
-    from .checkpoint import rng_state, set_rng_state
-
     state = [rng_state() if is_main_process() else None]
     dist.broadcast_object_list(state, src=0)
     if not is_main_process():
@@ -314,7 +312,6 @@ def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
     """
     if not is_distributed():
         return strategy
-    from torch.nn.parallel import DistributedDataParallel
 
     def wrap(module):
         ddp = DistributedDataParallel(  # broadcasts rank 0's weights and buffers
@@ -382,8 +379,6 @@ def _parameter_ids(module) -> tuple:
 
 
 def _unsharded(loader):
-    from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader, SingleDatasetDataLoader
-
     if isinstance(loader, SingleDatasetDataLoader) and loader.distributed_sampling:
         kwargs = dict(loader.loader_kwargs)
         return SingleDatasetDataLoader(
@@ -396,9 +391,6 @@ def _unsharded(loader):
 
 def _shard_er_ace_memory(strategy) -> None:
     """ER-ACE draws memory batches from a plain ``DataLoader`` (identical on all ranks)."""
-    from avalanche.training import ER_ACE
-    from avalanche.training.utils import cycle
-
     if not isinstance(strategy, ER_ACE) or strategy.replay_loader is None:
         return
     buffer = strategy.storage_policy.buffer

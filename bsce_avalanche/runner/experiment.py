@@ -14,14 +14,19 @@ import os
 import platform
 import random
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
+from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
+from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
+from tqdm.auto import tqdm
 
 from ..benchmarks import BENCHMARKS, BatchAugmentPlugin, DeviceDataPlugin
 from ..models import AMP_DTYPES, Autocast, make_model
+from ..icarl import set_icarl_eval
 from ..plugin import BalancedSoftmaxPlugin
 from . import distributed
 from .checkpoint import load_checkpoint, restore_strategy, save_checkpoint
@@ -95,29 +100,23 @@ def build_model(cfg: ExperimentConfig, n_classes: int, device: Optional[torch.de
     return model
 
 
-class _PredictionRecorder:
+class _PredictionRecorder(SupervisedPlugin, supports_distributed=True):  # evaluates the whole test set
     """Plugin collecting the predictions of ``strategy.eval`` (after all plugins ran)."""
 
-    def __new__(cls):
-        from avalanche.training.plugins import SupervisedPlugin
+    def __init__(self):
+        super().__init__()
+        self.y_true, self.y_pred = [], []
 
-        class PredictionRecorder(SupervisedPlugin, supports_distributed=True):  # evaluates the whole test set
-            def __init__(self):
-                super().__init__()
-                self.y_true, self.y_pred = [], []
+    def reset(self):
+        self.y_true, self.y_pred = [], []
 
-            def reset(self):
-                self.y_true, self.y_pred = [], []
+    # after_eval_iteration: BiC corrects mb_output in after_eval_forward
+    def after_eval_iteration(self, strategy, **kwargs):
+        self.y_true.append(strategy.mb_y.detach().cpu())
+        self.y_pred.append(strategy.mb_output.detach().argmax(1).cpu())
 
-            # after_eval_iteration: BiC corrects mb_output in after_eval_forward
-            def after_eval_iteration(self, strategy, **kwargs):
-                self.y_true.append(strategy.mb_y.detach().cpu())
-                self.y_pred.append(strategy.mb_output.detach().argmax(1).cpu())
-
-            def arrays(self):
-                return torch.cat(self.y_true).numpy(), torch.cat(self.y_pred).numpy()
-
-        return PredictionRecorder()
+    def arrays(self):
+        return torch.cat(self.y_true).numpy(), torch.cat(self.y_pred).numpy()
 
 
 # ---------------------------------------------------------------------- the run
@@ -148,9 +147,6 @@ def run_experiment(
 
 
 def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
-    from avalanche.training.plugins import EvaluationPlugin
-    from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
-    from tqdm.auto import tqdm
 
     main = distributed.is_main_process()
     if cfg.threads:
@@ -229,8 +225,6 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
             step_eval = _evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, cfg.num_workers)
             steps.append(step_eval)
             if cfg.strategy == "icarl":
-                from ..icarl import set_icarl_eval
-
                 other = "head" if cfg.icarl_eval == "nme" else "nme"
                 set_icarl_eval(strategy, other)
                 alt_steps.append(_evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, cfg.num_workers, quiet=True))
@@ -389,8 +383,6 @@ def _environment(device) -> dict:
 
 
 def _version(dist: str) -> Optional[str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(dist)
     except PackageNotFoundError:

@@ -34,6 +34,7 @@ from typing import Any, Optional
 
 import torch
 from avalanche.training.plugins import LRSchedulerPlugin, SupervisedPlugin
+from avalanche import __version__ as avalanche_version
 from avalanche.training.plugins.clock import Clock
 from avalanche.training.supervised.icarl import _ICaRLPlugin
 from torch import Tensor
@@ -104,7 +105,6 @@ def _source_digest() -> str:
 
 def _environment(device: torch.device) -> dict:
     """What else changes the numbers: the device, CPU threads, DDP processes, the code."""
-    from avalanche import __version__ as avalanche_version
 
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "threads": torch.get_num_threads() if device.type == "cpu" else None,
