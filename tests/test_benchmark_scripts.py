@@ -72,3 +72,27 @@ def test_cifar100_cpu_concat_benchmark_tiny(tmp_path):
     text = (out / "comparison.md").read_text()
     assert "## First experience" in text and "## Rehearsal protocols side by side" in text and "## tau sweep" in text
     assert (out / "tau_sweep.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_gpu_paper_script_smoke(tmp_path):
+    """experiments/gpu/cifar100_paper.sh --smoke: the same script path on synthetic data (CPU here)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "paper"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", str(ROOT / "experiments" / "gpu" / "cifar100_paper.sh"), "--smoke",
+                           "--output-dir", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = [json.loads(p.read_text()) for p in sorted(out.glob("*/results.json"))]
+    assert [(r["config"]["strategy"], r["config"]["loss"]) for r in runs] == \
+        [("icarl", "bsce"), ("icarl", "ce"), ("replay", "bsce"), ("replay", "ce")]
+    assert all(r["finished"] and r["config"]["replay"] == "concat" and r["config"]["data_path"] == "device"
+               and r["config"]["amp"] == "bf16" for r in runs)
+    summary = (out / "summary.md").read_text()
+    assert summary.count("\n| ") == 5 and "replay + BSCE" in summary  # header + 4 methods
+    bad = subprocess.run(["bash", str(ROOT / "experiments" / "gpu" / "cifar100_paper.sh"), "--epochs", "x"],
+                         env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "--epochs must be a positive integer" in bad.stderr
