@@ -45,14 +45,14 @@ import torch
 from avalanche.benchmarks.utils.classification_dataset import lookup
 from avalanche.benchmarks.utils.data import AvalancheDataset
 from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader, MultiDatasetSampler
-from avalanche.benchmarks.utils.flat_data import FlatData, LazyIndices, LazyRange
+from avalanche.benchmarks.utils.flat_data import FlatData
 from avalanche.benchmarks.utils.transforms import TupleTransform
 from avalanche.core import SupervisedPlugin
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torch.utils.data.dataloader import default_collate
 
-from ..priors import dataset_labels
+from ..priors import _index_tensor, dataset_labels
 from .common import TensorImageDataset
 
 __all__ = ["DeviceDataPlugin", "DeviceBatches", "device_images", "use_device_batches"]
@@ -82,15 +82,6 @@ def device_images(leaf, device: torch.device | str) -> Tensor:
 
 
 # ---------------------------------------------------------------------- dataset trees
-def _index_tensor(indices) -> Tensor:
-    if isinstance(indices, LazyRange):  # LazyRange[i] == start + offset + i
-        return torch.arange(len(indices)) + (indices._start + indices._offset)
-    if isinstance(indices, LazyIndices):
-        indices._to_eager()
-        indices = indices._eager_list
-    return torch.as_tensor(indices, dtype=torch.long)
-
-
 def _only_relabels(transform) -> bool:
     """True for no transform, or one that only maps labels the way ``targets`` records."""
     if transform is None:
