@@ -1,20 +1,10 @@
-"""Split CIFAR-100, the standard class-incremental benchmark.
-
-Data is read from a local ``cifar100.npz`` (arrays ``x_train`` ``(50000, 32, 32,
-3)`` uint8 HWC, ``y_train``, ``x_test``, ``y_test``) or, with
-``download=True``, fetched by torchvision.  Where the data is looked for: see
-:func:`load_cifar100_arrays`.
+"""Split CIFAR-100, from a local ``cifar100.npz`` or torchvision's download.
 
 Typical use (iCaRL class order, LUCIR/PODNet B50 protocol, 10 steps)::
 
     bench = split_cifar100(protocol="B50", n_steps=10)   # 11 experiences
     model = make_model("resnet32", num_classes=100)      # has InputNormalize
     strategy = Naive(model, ..., plugins=[BatchAugmentPlugin(), ...])
-
-``fast_augment=True`` (default) yields raw ``uint8`` images and needs
-:class:`~.augment.BatchAugmentPlugin` in the strategy plus a model whose first
-layer is :class:`~.augment.InputNormalize`; ``fast_augment=False`` applies the
-classic per-sample torchvision transforms and works with any model.
 """
 
 from __future__ import annotations
@@ -37,7 +27,7 @@ from .common import (
     check_labels,
     make_class_incremental_benchmark,
     resolve_data_dir,
-    resolve_protocol,
+    resolve_split,
 )
 
 CIFAR100_NPZ = "cifar100.npz"
@@ -61,13 +51,9 @@ def load_cifar100_arrays(
 ) -> dict[str, np.ndarray]:
     """CIFAR-100 as numpy arrays ``x_train, y_train, x_test, y_test`` (images HWC uint8).
 
-    The data directory is ``data_dir``, else ``$BSCE_DATA_DIR``, else
-    ``~/.cache/bsce_avalanche``.  In it, in order:
-
-    1. ``cifar100.npz`` or ``cifar100/cifar100.npz`` (the local copy);
-    2. torchvision's ``cifar-100-python/`` folder from an earlier download;
-    3. with ``download=True``, torchvision's ``CIFAR100(root, download=True)``
-       fetches that folder (needs internet access).
+    Looks in the data directory (:func:`~.common.resolve_data_dir`) for, in order,
+    ``cifar100.npz`` or ``cifar100/cifar100.npz``, then torchvision's ``cifar-100-python/``
+    folder; with ``download=True`` torchvision fetches that folder.
 
     :raises FileNotFoundError: nothing found and no (successful) download; the
         message says where to put the file.
@@ -173,13 +159,9 @@ def split_cifar100(
     :param remap_class_ids: renumber labels in arrival order (class
         ``classes_order[i]`` becomes ``i``); default keeps CIFAR-100's labels.
     """
-    n_experiences, first_exp_classes = resolve_protocol(
-        CIFAR100_N_CLASSES,
-        n_experiences=n_experiences,
-        first_exp_classes=first_exp_classes,
-        protocol=protocol,
-        n_steps=n_steps,
-        default_n_experiences=10,
+    split = resolve_split(
+        CIFAR100_N_CLASSES, 10, n_experiences=n_experiences, first_exp_classes=first_exp_classes,
+        protocol=protocol, n_steps=n_steps, class_order=class_order, seed=seed, remap_class_ids=remap_class_ids,
     )
     check_flags(download=download, fast_augment=fast_augment)
     arrays = load_cifar100_arrays(data_dir, download=download)
@@ -193,14 +175,5 @@ def split_cifar100(
         train_transform = classic_train_transform(32, 4, CIFAR100_MEAN, CIFAR100_STD)
         eval_transform = classic_eval_transform(CIFAR100_MEAN, CIFAR100_STD)
     return make_class_incremental_benchmark(
-        train,
-        test,
-        n_classes=CIFAR100_N_CLASSES,
-        n_experiences=n_experiences,
-        first_exp_classes=first_exp_classes,
-        class_order=class_order,
-        seed=seed,
-        remap_class_ids=remap_class_ids,
-        train_transform=train_transform,
-        eval_transform=eval_transform,
+        train, test, **split, train_transform=train_transform, eval_transform=eval_transform
     )

@@ -1,10 +1,5 @@
-"""Split Digits: a tiny offline class-incremental benchmark.
-
-scikit-learn ships the UCI handwritten digits (1797 images, 8x8, 10 classes)
-inside the package, so this benchmark needs no download and trains in seconds
-on a CPU.  It is the default for smoke tests, examples and CI; it is far too
-small to compare methods seriously (use CIFAR-100 for that).
-"""
+"""Split Digits: scikit-learn's bundled 8x8 digits (1797 images, 10 classes), offline and seconds
+on a CPU: for smoke tests, examples and CI, far too small to compare methods (use CIFAR-100)."""
 
 from __future__ import annotations
 
@@ -13,7 +8,7 @@ import torch
 from avalanche.benchmarks.scenarios.deprecated.new_classes.nc_scenario import NCScenario
 
 from .class_orders import ClassOrderSpec
-from .common import TensorImageDataset, make_class_incremental_benchmark, resolve_protocol
+from .common import TensorImageDataset, make_class_incremental_benchmark, resolve_split
 
 DIGITS_N_CLASSES = 10
 
@@ -68,22 +63,11 @@ def split_digits(
         ``class_order="random"``.
     :param test_fraction: fraction of each class held out for testing.
     """
-    n_experiences, first_exp_classes = resolve_protocol(
-        DIGITS_N_CLASSES,
-        n_experiences=n_experiences,
-        first_exp_classes=first_exp_classes,
-        protocol=protocol,
-        n_steps=n_steps,
-        default_n_experiences=5,
+    split = resolve_split(
+        DIGITS_N_CLASSES, 5, n_experiences=n_experiences, first_exp_classes=first_exp_classes,
+        protocol=protocol, n_steps=n_steps, class_order=class_order, seed=seed, remap_class_ids=remap_class_ids,
     )
     x_tr, y_tr, x_te, y_te = load_digits_tensors(test_fraction, seed)
     return make_class_incremental_benchmark(
-        TensorImageDataset(x_tr, y_tr.tolist()),
-        TensorImageDataset(x_te, y_te.tolist()),
-        n_classes=DIGITS_N_CLASSES,
-        n_experiences=n_experiences,
-        first_exp_classes=first_exp_classes,
-        class_order=class_order,
-        seed=seed,
-        remap_class_ids=remap_class_ids,
+        TensorImageDataset(x_tr, y_tr.tolist()), TensorImageDataset(x_te, y_te.tolist()), **split
     )
