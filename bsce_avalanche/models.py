@@ -1,22 +1,13 @@
-"""Networks used in the class-incremental literature, split into feature extractor + classifier.
+"""Networks of the class-incremental literature, each a :class:`FeatureClassifier`:
+``classifier(feature_extractor(x))``, because iCaRL takes the two parts separately and the head may
+be Avalanche's ``IncrementalClassifier``.
 
-Every model built here is a :class:`FeatureClassifier`: ``classifier(
-feature_extractor(x))``.  The split matters because iCaRL takes the two parts
-separately (its nearest-mean-of-exemplars classifier works on the features),
-and because the incremental head may be Avalanche's ``IncrementalClassifier``.
-
-:data:`MODELS` lists them. The CIFAR ResNets follow He et al. 2016, section 4.2: 3 stages
-of n basic blocks with 16/32/64 channels, global average pooling, 64-d features; shortcut
-``"A"`` (default; parameter-free: subsample + zero-pad channels, as in the paper's CIFAR
-networks and PyCIL) or ``"B"`` (1x1 convolution + BN). ``resnet18`` is torchvision's
-(``weights=None``) with ``fc`` removed, 512-d features.
-
-Input normalisation is part of the feature extractor (:class:`InputNormalize`
-as its first layer) so that the batch-augmentation fast path, where datasets
-yield raw ``uint8`` images, is correct on every path - including iCaRL's direct
-``feature_extractor`` calls on stored exemplars.  Float inputs (classic
-per-sample transforms) pass through it unchanged.  See
-:mod:`bsce_avalanche.benchmarks.augment`.
+The CIFAR ResNets follow He et al. 2016, section 4.2 (3 stages of n basic blocks, 16/32/64
+channels, 64-d features; shortcut ``"A"``, parameter-free as in the paper and PyCIL, or ``"B"``, a
+1x1 convolution); ``resnet18`` is torchvision's with ``fc`` removed (512-d features). The feature
+extractor starts with :class:`InputNormalize`, so that every path, iCaRL's direct
+``feature_extractor`` calls on exemplars included, sees the same input (see
+:mod:`bsce_avalanche.benchmarks.augment`).
 """
 
 from __future__ import annotations
@@ -77,11 +68,10 @@ AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat1
 class Autocast(nn.Module):
     """``module`` run under ``torch.autocast(dtype=bfloat16)``, returning float32.
 
-    Wrap the feature extractor (``model.feature_extractor = Autocast(...)``): every
-    caller of the network then runs it in bf16 - the training forward, evaluation,
-    iCaRL's herding and class means, the old-model copies of LwF / iCaRL / BiC (deep
-    copies keep the wrapper) - while the head, the logits and every loss (BSCE's
-    ``tau * log prior`` with its -1e30 for absent classes, distillation) stay float32.
+    Wrap the feature extractor (``model.feature_extractor = Autocast(...)``): every caller then
+    runs it in bf16 (training, evaluation, iCaRL's herding and class means, the deep-copied old
+    models of LwF / iCaRL / BiC) while the head, the logits and every loss (BSCE's
+    ``tau * log prior`` with its -1e30 for absent classes) stay float32.
     """
 
     def __init__(self, module: nn.Module, dtype: torch.dtype = torch.bfloat16):
@@ -98,9 +88,10 @@ class Autocast(nn.Module):
         return f"dtype={self.dtype}"
 
 
-# --------------------------------------------------------------------------
-# ResNet-32 for CIFAR
-# --------------------------------------------------------------------------
+def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    """3x3 convolution (stride 1, padding 1, no bias), BatchNorm, ReLU."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
 class _ShortcutA(nn.Module):
@@ -155,11 +146,7 @@ class CifarResNet(nn.Module):
         super().__init__()
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' (zero-padding) or 'B' (1x1 conv), got {shortcut!r}")
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(inplace=True),
-        )
+        self.stem = _conv_bn_relu(in_channels, widths[0])
         stages = []
         channels = widths[0]
         for i, width in enumerate(widths):
@@ -182,11 +169,6 @@ class CifarResNet(nn.Module):
         return torch.flatten(self.pool(self.stages(self.stem(x))), 1)
 
 
-# --------------------------------------------------------------------------
-# Other backbones
-# --------------------------------------------------------------------------
-
-
 def _resnet18_backbone(cifar_stem: bool) -> tuple[nn.Module, int]:
     net = tv_resnet18(weights=None)
     if cifar_stem:
@@ -205,16 +187,10 @@ class SmallCNN(nn.Module):
         super().__init__()
         c1, c2, c3 = widths
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(c1, c2, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c2),
-            nn.ReLU(inplace=True),
+            *_conv_bn_relu(in_channels, c1),
+            *_conv_bn_relu(c1, c2),
             nn.MaxPool2d(2),
-            nn.Conv2d(c2, c3, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c3),
-            nn.ReLU(inplace=True),
+            *_conv_bn_relu(c2, c3),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
@@ -222,11 +198,6 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
-
-
-# --------------------------------------------------------------------------
-# Builders
-# --------------------------------------------------------------------------
 
 
 def _canonical_name(name: str) -> str:
@@ -262,10 +233,8 @@ def make_backbone(name: str, **kwargs) -> tuple[nn.Module, int]:
         return net, net.out_dim
     if kwargs and name != "small_cnn":
         raise TypeError(f"{name} takes no extra arguments, got {sorted(kwargs)}")
-    if name == "resnet18":
-        return _resnet18_backbone(cifar_stem=False)
-    if name == "resnet18_cifar":
-        return _resnet18_backbone(cifar_stem=True)
+    if name in ("resnet18", "resnet18_cifar"):
+        return _resnet18_backbone(cifar_stem=name == "resnet18_cifar")
     net = SmallCNN(**kwargs)
     return net, net.out_dim
 
@@ -300,9 +269,7 @@ def make_model(
     if isinstance(input_norm, str) and input_norm == "auto":
         input_norm = MODELS[canonical].input_norm
     normalize = _input_normalize(input_norm)
-    layers: list[tuple[str, nn.Module]] = [("backbone", backbone)]
-    if normalize is not None:
-        layers.insert(0, ("normalize", normalize))
+    layers = {"backbone": backbone} if normalize is None else {"normalize": normalize, "backbone": backbone}
     feature_extractor = nn.Sequential(OrderedDict(layers))
     if incremental:
         classifier: nn.Module = IncrementalClassifier(feature_dim, initial_out_features=num_classes)
@@ -312,11 +279,8 @@ def make_model(
 
 
 def make_icarl_parts(name: str, num_classes: int, **kwargs) -> tuple[nn.Module, nn.Module]:
-    """``(feature_extractor, classifier)`` for ``avalanche.training.ICaRL``.
-
-    The feature extractor includes the :class:`InputNormalize` layer, so
-    iCaRL's herding and class means see the same inputs as training.
-    """
+    """``(feature_extractor, classifier)`` for ``avalanche.training.ICaRL``; the feature extractor
+    includes :class:`InputNormalize`, so iCaRL's herding and class means see the training inputs."""
     model = make_model(name, num_classes, **kwargs)
     return model.feature_extractor, model.classifier
 

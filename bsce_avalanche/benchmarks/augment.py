@@ -207,3 +207,10 @@ def classic_eval_transform(
 ) -> transforms.Compose:
     """``ToTensor + Normalize`` on PIL images."""
     return normalized_transform(mean=mean, std=std)
+
+
+def classic_transforms(size: int, mean: Sequence[float], std: Sequence[float]) -> dict:
+    """The classic path's ``train_transform`` (random crop ``size`` with padding 4, flip) and
+    ``eval_transform``, as keyword arguments of a benchmark."""
+    return {"train_transform": classic_train_transform(size, 4, mean, std),
+            "eval_transform": classic_eval_transform(mean, std)}

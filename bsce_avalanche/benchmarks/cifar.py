@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from avalanche.benchmarks.scenarios.deprecated.new_classes.nc_scenario import NCScenario
 
-from .augment import CIFAR100_MEAN, CIFAR100_STD, classic_eval_transform, classic_train_transform
+from .augment import CIFAR100_MEAN, CIFAR100_STD, classic_transforms
 from .class_orders import ClassOrderSpec
 from .common import (
     DATA_DIR_ENV,
@@ -165,15 +165,7 @@ def split_cifar100(
     )
     check_flags(download=download, fast_augment=fast_augment)
     arrays = load_cifar100_arrays(data_dir, download=download)
-    if fast_augment:
-        train = TensorImageDataset.from_hwc_uint8(arrays["x_train"], arrays["y_train"])
-        test = TensorImageDataset.from_hwc_uint8(arrays["x_test"], arrays["y_test"])
-        train_transform = eval_transform = None
-    else:
-        train = PILImageDataset(arrays["x_train"], arrays["y_train"])
-        test = PILImageDataset(arrays["x_test"], arrays["y_test"])
-        train_transform = classic_train_transform(32, 4, CIFAR100_MEAN, CIFAR100_STD)
-        eval_transform = classic_eval_transform(CIFAR100_MEAN, CIFAR100_STD)
-    return make_class_incremental_benchmark(
-        train, test, **split, train_transform=train_transform, eval_transform=eval_transform
-    )
+    images = TensorImageDataset.from_hwc_uint8 if fast_augment else PILImageDataset
+    train, test = (images(arrays[f"x_{part}"], arrays[f"y_{part}"]) for part in ("train", "test"))
+    transforms = {} if fast_augment else classic_transforms(32, CIFAR100_MEAN, CIFAR100_STD)
+    return make_class_incremental_benchmark(train, test, **split, **transforms)

@@ -97,27 +97,12 @@ def resolve_protocol(
 
 
 def resolve_split(
-    n_classes: int,
-    default_n_experiences: int,
-    *,
-    n_experiences: int | None,
-    first_exp_classes: int | None,
-    protocol: str | None,
-    n_steps: int | None,
-    class_order: ClassOrderSpec,
-    seed: int | None,
-    remap_class_ids: bool,
+    n_classes: int, default_n_experiences: int, *, class_order: ClassOrderSpec, seed: int | None,
+    remap_class_ids: bool, **split,
 ) -> dict:
-    """A builder's split arguments, checked before any data is read (:func:`resolve_protocol`),
-    as the keyword arguments of :func:`make_class_incremental_benchmark` (all but the data)."""
-    n_experiences, first_exp_classes = resolve_protocol(
-        n_classes,
-        n_experiences=n_experiences,
-        first_exp_classes=first_exp_classes,
-        protocol=protocol,
-        n_steps=n_steps,
-        default_n_experiences=default_n_experiences,
-    )
+    """A builder's split arguments (``split``: those of :func:`resolve_protocol`), checked before any
+    data is read, as the keyword arguments of :func:`make_class_incremental_benchmark` but the data."""
+    n_experiences, first_exp_classes = resolve_protocol(n_classes, default_n_experiences=default_n_experiences, **split)
     check_flags(remap_class_ids=remap_class_ids)
     return dict(n_classes=n_classes, n_experiences=n_experiences, first_exp_classes=first_exp_classes,
                 class_order=class_order, seed=seed, remap_class_ids=remap_class_ids)

@@ -30,13 +30,7 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from .augment import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    classic_eval_transform,
-    classic_train_transform,
-    normalized_transform,
-)
+from .augment import IMAGENET_MEAN, IMAGENET_STD, classic_transforms, normalized_transform
 from .class_orders import ICARL_SEED, ClassOrderSpec
 from .common import (
     DATA_DIR_ENV,
@@ -342,12 +336,6 @@ def split_tiny_imagenet(
     if fast_augment:
         train = TensorImageDataset(_decode_uint8(train_paths, 64), train_labels)
         test = TensorImageDataset(_decode_uint8(val_paths, 64), val_labels)
-        train_transform = eval_transform = None
-    else:
-        train = ImageFileDataset(train_paths, train_labels)
-        test = ImageFileDataset(val_paths, val_labels)
-        train_transform = classic_train_transform(64, 4, IMAGENET_MEAN, IMAGENET_STD)
-        eval_transform = classic_eval_transform(IMAGENET_MEAN, IMAGENET_STD)
-    return make_class_incremental_benchmark(
-        train, test, **split, train_transform=train_transform, eval_transform=eval_transform
-    )
+        return make_class_incremental_benchmark(train, test, **split)
+    train, test = ImageFileDataset(train_paths, train_labels), ImageFileDataset(val_paths, val_labels)
+    return make_class_incremental_benchmark(train, test, **split, **classic_transforms(64, IMAGENET_MEAN, IMAGENET_STD))

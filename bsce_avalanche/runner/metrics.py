@@ -1,8 +1,5 @@
-"""Class-incremental metrics computed from test-set predictions after each step.
-
-All accuracies are fractions in [0, 1]. ``classes_per_step[t]`` lists the classes
-introduced at step ``t``; the test samples of experience ``j`` are those whose label
-is in ``classes_per_step[j]``.
+"""Class-incremental metrics from test-set predictions after each step. Accuracies are fractions
+in [0, 1]; the test samples of experience ``j`` are those whose label is in ``classes_per_step[j]``.
 """
 
 from __future__ import annotations
@@ -19,8 +16,7 @@ class StepEvaluation(dict):
 
 
 def _accuracy(mask: np.ndarray, correct: np.ndarray) -> float:
-    n = int(mask.sum())
-    return float(correct[mask].mean()) if n else float("nan")
+    return float(correct[mask].mean()) if mask.any() else float("nan")
 
 
 def evaluate_step(
