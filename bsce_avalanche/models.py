@@ -1,12 +1,7 @@
-"""Networks of the class-incremental literature, each a :class:`FeatureClassifier`:
-``classifier(feature_extractor(x))``, because iCaRL takes the two parts separately and the head may
-be Avalanche's ``IncrementalClassifier``.
-
-The CIFAR ResNets follow He et al. 2016, section 4.2 (3 stages of n basic blocks, 16/32/64
-channels, 64-d features; shortcut ``"A"``, parameter-free as in the paper and PyCIL, or ``"B"``, a
-1x1 convolution); ``resnet18`` is torchvision's with ``fc`` removed (512-d features). The feature
-extractor starts with :class:`InputNormalize`, so that every path, iCaRL's direct
-``feature_extractor`` calls on exemplars included, sees the same input (see
+"""Networks of the class-incremental literature, each a :class:`FeatureClassifier`
+(``classifier(feature_extractor(x))``: iCaRL takes the two parts separately, and the head may be
+Avalanche's ``IncrementalClassifier``). The feature extractor starts with :class:`InputNormalize`,
+so every path, iCaRL's direct calls on exemplars included, sees the same input (see
 :mod:`bsce_avalanche.benchmarks.augment`).
 """
 
@@ -134,7 +129,8 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for 32x32 inputs; returns pooled features ``(N, widths[-1])``."""
+    """ResNet-(6n+2) for 32x32 inputs (He et al. 2016, section 4.2); returns pooled features
+    ``(N, widths[-1])``. Shortcut ``"A"`` is parameter-free, as in the paper and PyCIL; ``"B"`` a 1x1 conv."""
 
     def __init__(
         self,
@@ -205,9 +201,7 @@ def _canonical_name(name: str) -> str:
 
 
 def _input_normalize(spec) -> InputNormalize | None:
-    if spec is None:
-        return None
-    if isinstance(spec, InputNormalize):
+    if spec is None or isinstance(spec, InputNormalize):
         return spec
     if isinstance(spec, str):
         return InputNormalize.named(spec)

@@ -1,21 +1,17 @@
 """Image preprocessing: the fast batch path and the classic per-sample path.
 
-Fast path (``fast_augment=True``): datasets yield untransformed ``uint8`` tensors
-(:class:`~.common.TensorImageDataset`); :class:`BatchAugmentPlugin` crops (zero padding 4) and
-flips the whole training mini-batch on the device, still ``uint8``; the model's first layer,
-:class:`InputNormalize`, turns ``uint8`` into normalised floats. The normalisation lives in the
-model because some paths bypass the strategy's forward hooks: iCaRL's herding and class means call
-``model.feature_extractor`` on ``experience.dataset.eval()`` (and flipped copies), LwF and iCaRL
-run old models on ``strategy.mb_x``, and buffers hold raw items (which thus stay ``uint8``, 4x
-smaller). So: build the model with an ``input_norm`` (``make_model``'s default), put
-:class:`BatchAugmentPlugin` first among the plugins (so that others read the augmented
-``mb_x``), and give iCaRL ``buffer_transform=None`` (replayed exemplars are augmented in the batch).
+Fast path (``fast_augment=True``): datasets yield untransformed ``uint8`` tensors;
+:class:`BatchAugmentPlugin` crops and flips the whole training mini-batch on the device; the model's
+first layer, :class:`InputNormalize`, makes normalised floats. The normalisation lives in the model
+because some paths bypass the strategy's hooks: iCaRL's herding and class means call
+``model.feature_extractor`` on ``experience.dataset.eval()``, LwF and iCaRL run old models on
+``strategy.mb_x``, and buffers hold raw items (which thus stay ``uint8``, 4x smaller). So: give the
+model an ``input_norm`` (``make_model``'s default), put :class:`BatchAugmentPlugin` first among the
+plugins (others then read the augmented ``mb_x``), and give iCaRL ``buffer_transform=None``.
 
-Classic path (``fast_augment=False``): PIL images with the per-sample transforms
-(:func:`classic_train_transform`, :func:`classic_eval_transform`), which normalise;
-:class:`InputNormalize` passes float input through, so the same model serves both paths. iCaRL's
-exemplars are then normalised floats: :class:`RandomCropFlip` can be its ``buffer_transform`` (it
-pads with 0, the mean colour).
+Classic path (``fast_augment=False``): PIL images with per-sample transforms that normalise;
+:class:`InputNormalize` passes float input through, so one model serves both paths. iCaRL's
+exemplars are then normalised floats: :class:`RandomCropFlip` can be its ``buffer_transform``.
 """
 
 from __future__ import annotations
@@ -128,10 +124,8 @@ def random_crop_flip(
     n, device = images.shape[0], images.device
     top = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=device)
     left = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=device)
-    if flip:
-        flips = torch.rand(n, generator=generator, device=device) < 0.5
-    else:
-        flips = torch.zeros(n, dtype=torch.bool, device=device)
+    flips = (torch.rand(n, generator=generator, device=device) < 0.5 if flip
+             else torch.zeros(n, dtype=torch.bool, device=device))
     out = crop_flip(images, top, left, flips, padding)
     return out[0] if single else out
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from avalanche.benchmarks.scenarios.deprecated.new_classes.nc_scenario import NCScenario
+from torchvision.datasets import CIFAR100
 
 from .augment import CIFAR100_MEAN, CIFAR100_STD, classic_transforms
 from .class_orders import ClassOrderSpec
@@ -114,8 +115,6 @@ def _check_arrays(arrays: dict[str, np.ndarray], where: str) -> dict[str, np.nda
 
 
 def _load_torchvision(root: Path, download: bool) -> dict[str, np.ndarray]:
-    from torchvision.datasets import CIFAR100
-
     train = CIFAR100(str(root), train=True, download=download)
     test = CIFAR100(str(root), train=False, download=download)
     arrays = {"x_train": np.asarray(train.data), "y_train": np.asarray(train.targets),

@@ -39,7 +39,7 @@ ClassOrderSpec = str | int | Sequence[int]
 
 def icarl_order(n_classes: int = 100) -> list[int]:
     """``numpy.random.seed(1993); numpy.random.permutation(n_classes)``, leaving numpy's global RNG alone."""
-    return np.random.RandomState(ICARL_SEED).permutation(n_classes).tolist()
+    return random_order(n_classes, ICARL_SEED)
 
 
 def random_order(n_classes: int, seed: int) -> list[int]:

@@ -1,23 +1,13 @@
 """Device-resident data path: tensor datasets gathered on the training device.
 
-Avalanche's loaders fetch mini-batches sample by sample (``ConcatDataset`` -> ``AvalancheDataset``
--> transform groups -> leaf dataset, then ``collate``); with images in memory
-(:class:`~.common.TensorImageDataset`: CIFAR, digits) that Python work, not the network, limits a
-GPU. :class:`DeviceDataPlugin` replaces only the per-sample *fetch*:
-
-* **Same sampling.** The strategy's loader (task-balanced, replay's 50/50, evaluation...) keeps
-  its batch samplers and random draws; its ``_get_loader`` builds them as Avalanche does, minus
-  the FFCV probe that walks every sample at every epoch, and a ``DataLoader`` over a dataset with
-  a batched ``__getitems__``: one host-to-device copy of the positions and three gathers of the
-  images, labels and task labels kept on the device (:func:`device_images`, one copy per dataset
-  and device).
-* **Same data.** Only leaves that are :class:`~.common.TensorImageDataset` or ``TensorDataset``
-  (iCaRL's exemplars) with no image transforms qualify (Avalanche's relabelling is fine); anything
-  else is refused with a message, and the first and last item of every dataset are compared with
-  the per-sample fetch. So on a CPU both paths train bit for bit the same model.
-
-Use large evaluation batches (``eval_mb_size`` costs only device memory); ``num_workers > 0`` is
-refused (pointless here).
+With images in memory (:class:`~.common.TensorImageDataset`: CIFAR, digits), Avalanche's per-sample
+fetch (``AvalancheDataset`` -> transform groups -> leaf, then ``collate``), not the network, limits
+a GPU. :class:`DeviceDataPlugin` replaces only that fetch: the strategy's loader keeps its samplers
+and random draws (so on a CPU both paths train the same model bit for bit), minus Avalanche's FFCV
+probe that walks every sample at every epoch, and a mini-batch becomes three gathers from tensors
+kept on the device (:func:`device_images`). Only tensor leaves without image transforms qualify
+(Avalanche's relabelling is fine): anything else is refused with a message, and the first and last
+item of every dataset are checked against the per-sample fetch.
 """
 
 from __future__ import annotations
@@ -65,7 +55,6 @@ def device_images(leaf, device: torch.device | str) -> Tensor:
     return copies[key]
 
 
-# ---------------------------------------------------------------------- dataset trees
 def _only_relabels(transform) -> bool:
     """True for no transform, or one that only maps labels the way ``targets`` records."""
     if transform is None:
@@ -125,7 +114,6 @@ def _task_labels(dataset) -> Tensor:
     return torch.as_tensor([int(t) for t in tasks], dtype=torch.long)
 
 
-# ---------------------------------------------------------------------- batched fetch
 class DeviceBatches(Dataset):
     """The concatenation of a loader's datasets, fetched a whole mini-batch at a time.
 

@@ -25,13 +25,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from avalanche.benchmarks.datasets import TinyImagenet
+from avalanche.benchmarks.datasets.imagenet_data import IMAGENET_TORCHVISION_WNIDS
 from avalanche.benchmarks.scenarios.deprecated.new_classes.nc_scenario import NCScenario
 from PIL import Image
 from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .augment import IMAGENET_MEAN, IMAGENET_STD, classic_transforms, normalized_transform
-from .class_orders import ICARL_SEED, ClassOrderSpec
+from .class_orders import ClassOrderSpec, icarl_order
 from .common import (
     DATA_DIR_ENV,
     ImageFileDataset,
@@ -50,8 +52,6 @@ TINY_IMAGENET_DIRNAME = "tiny-imagenet-200"
 
 def imagenet_wnids() -> list[str]:
     """The 1000 ILSVRC-2012 wnids, sorted (= torchvision/ImageFolder label order)."""
-    from avalanche.benchmarks.datasets.imagenet_data import IMAGENET_TORCHVISION_WNIDS
-
     return sorted(IMAGENET_TORCHVISION_WNIDS)
 
 
@@ -66,8 +66,7 @@ def imagenet_subset_wnids(subset: str | os.PathLike | Sequence[str]) -> list[str
         all_wnids = imagenet_wnids()
         if subset == "first100":
             return all_wnids[:100]
-        picks = np.random.RandomState(ICARL_SEED).permutation(len(all_wnids))[:100]
-        return sorted(all_wnids[i] for i in picks)
+        return sorted(all_wnids[i] for i in icarl_order(len(all_wnids))[:100])
     if isinstance(subset, (str, os.PathLike)):
         path = Path(subset).expanduser()
         if not path.is_file():
@@ -227,8 +226,6 @@ def _find_tiny_root(root, data_dir, download: bool) -> Path:
     if download:
         download_root = base if root is not None else base / "tinyimagenet"
         try:
-            from avalanche.benchmarks.datasets import TinyImagenet
-
             TinyImagenet(root=download_root, train=True, download=True)
             found = download_root / TINY_IMAGENET_DIRNAME
             if (found / "train").is_dir():

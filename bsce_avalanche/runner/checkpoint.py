@@ -1,16 +1,11 @@
 """Checkpoints of a running Avalanche strategy, to resume an interrupted experiment.
 
-Avalanche 0.6's ``save_checkpoint`` dills the whole strategy, which fails on torch 2.14's
-optimizer state. Here one atomic ``torch.save`` holds the model's ``state_dict`` (loaded back into
-the same model object, which the optimizer and Avalanche keep pointing at), the optimizer's state
-with its parameters' names, every plugin's ``__dict__`` (buffers, exemplars, old models, clock,
-priors, LR schedulers; saved together so shared references survive), memory-holding strategy
-attributes, the RNG states and the caller's ``extra``.
-
-A memory is a subset of the benchmark's datasets: pickled as is, each buffer would carry the whole
-training set (154 MB for CIFAR-100). Given the ``benchmark``, what the plugins share with its
-datasets (image tensors, label sequences, datasets) is saved as references into the same benchmark
-rebuilt on resume, so a checkpoint's size follows model + memory.
+Avalanche 0.6's ``save_checkpoint`` dills the whole strategy, which fails on torch 2.14's optimizer
+state. Here one atomic ``torch.save`` holds the model's and the optimizer's state (loaded back into
+the same objects, which Avalanche keeps pointing at), every plugin's ``__dict__`` (saved together,
+so shared references survive), memory-holding strategy attributes, the RNG states and the caller's
+``extra``. Given the ``benchmark``, what the memory shares with its datasets is saved as references
+into the same benchmark rebuilt on resume: a buffer pickled as is would carry the whole training set.
 """
 
 from __future__ import annotations
@@ -89,7 +84,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# ---------------------------------------------------------------------- benchmark references
 #: The rebuilt benchmark's objects while a checkpoint's memory is unpickled.
 _RESTORING: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar("benchmark_objects", default=None)
 
@@ -167,7 +161,6 @@ def _loads(data: bytes, benchmark) -> Any:
         _RESTORING.reset(token)
 
 
-# ---------------------------------------------------------------------- save and restore
 def save_checkpoint(path: str | os.PathLike, strategy, *, extra: Any = None, exclude: Iterable = (),
                     benchmark=None) -> None:
     """Atomically write the training state of ``strategy`` (between experiences).

@@ -68,29 +68,27 @@ def format_mean_std(values: Sequence[float], scale: float = 100.0, digits: int =
     return f"{arr.mean():.{digits}f} ± {arr.std(ddof=1):.{digits}f}"
 
 
+#: The metric columns of :func:`comparison_table`: header, a run's value (a fraction, shown in %).
+_COLUMNS = (
+    ("avg. incremental acc. (%)", lambda r: r["average_incremental_accuracy"]),
+    ("last acc. (%)", lambda r: r["last_accuracy"]),
+    ("forgetting (%)", lambda r: r.get("forgetting")),
+    ("old acc. last step (%)", lambda r: r["old_new_accuracy"][-1]["old"]),
+    ("new acc. last step (%)", lambda r: r["old_new_accuracy"][-1]["new"]),
+    ("new-class prediction share, last step (%)", lambda r: r["new_class_prediction_share"][-1]),
+)
+
+
 def comparison_table(runs: Sequence[dict]) -> str:
     """Markdown table: one row per method, mean ± sample std over seeds (pass finished runs)."""
-    header = (
-        "| method | seeds | avg. incremental acc. (%) | last acc. (%) | forgetting (%) | "
-        "old acc. last step (%) | new acc. last step (%) | new-class prediction share, last step (%) | train time (s) |\n"
-        "|---|---|---|---|---|---|---|---|---|\n"
-    )
-    rows = []
-    for label, group in group_runs(runs).items():
-        rows.append(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-                label,
-                len(group),
-                format_mean_std([r["average_incremental_accuracy"] for r in group]),
-                format_mean_std([r["last_accuracy"] for r in group]),
-                format_mean_std([r.get("forgetting") for r in group]),
-                format_mean_std([r["old_new_accuracy"][-1]["old"] for r in group]),
-                format_mean_std([r["old_new_accuracy"][-1]["new"] for r in group]),
-                format_mean_std([r["new_class_prediction_share"][-1] for r in group]),
-                format_mean_std([r["train_time_s"] for r in group], scale=1.0, digits=0),
-            )
-        )
-    return header + "\n".join(rows) + "\n"
+    header = ["method", "seeds", *(name for name, _ in _COLUMNS), "train time (s)"]
+    rows = [
+        [label, str(len(group)), *(format_mean_std([value(r) for r in group]) for _, value in _COLUMNS),
+         format_mean_std([r["train_time_s"] for r in group], scale=1.0, digits=0)]
+        for label, group in group_runs(runs).items()
+    ]
+    lines = [f"| {' | '.join(header)} |", "|---" * len(header) + "|"] + [f"| {' | '.join(row)} |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def first_experience_table(runs: Sequence[dict]) -> str:

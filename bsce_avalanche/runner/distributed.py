@@ -1,33 +1,17 @@
-"""Data-parallel training of one experiment on several GPUs (or CPU processes) with DDP.
+"""Data-parallel training of one experiment with DDP, under ``torchrun`` (``WORLD_SIZE > 1``)::
 
-Launch the usual runner under ``torchrun`` (the config's ``batch_size`` is the *global* batch)::
-
-    torchrun --standalone --nproc_per_node=4 -m bsce_avalanche run --config ... --output-dir ...
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \\
-        --rdzv_endpoint=HOST0:29500 -m bsce_avalanche run --config ...   # and node_rank=1
+        --rdzv_endpoint=HOST0:29500 -m bsce_avalanche run --config ...   # node_rank=1 on the other
 
-``run_experiment`` sees ``WORLD_SIZE > 1`` and calls :func:`setup` (NCCL on GPU ``LOCAL_RANK``
-with CUDA, else gloo; ``BSCE_DIST_BACKEND`` overrides). Then:
-
-* **Training** runs the training forward pass through a DDP wrapper of ``strategy.model``
-  (gradients averaged over ranks), each rank loading ``batch_size / world_size`` samples (Avalanche
-  shards every training dataset, replay memory included). ``strategy.model`` stays the plain
-  module, so iCaRL's features and class means, old-model copies and checkpoints are unchanged.
-* **Everything else is replicated**: one seed, RNGs re-aligned from rank 0 before every step, so
-  buffers, exemplars and BiC's split and bias correction are the same on every rank; BatchNorm
-  buffers are broadcast from rank 0 after each epoch. The BSCE prior is identical on every rank
-  (``"batch"`` all-reduces its counts).
-* **Evaluation** runs on the whole test set on every rank with the plain model, so the metrics
-  equal a single process's for the same weights; rank 0 alone writes results, checkpoints and the
-  W&B run, and ``results.json`` gains a ``distributed`` entry (:func:`describe`).
-
-Avalanche 0.6 shards data once the process group exists, but wraps no model in DDP, picks GPU
-``RANK`` (wrong on a second node), reshuffles identically every epoch (fixed in
-:mod:`bsce_avalanche.compat`) and shards the test set with padding duplicates: this module fills
-those gaps (:func:`prepare_strategy`). Results match one process only statistically (each rank
-shuffles its shard, BatchNorm statistics per rank, float summation order; ER-ACE's memory batches
-come from a sharded buffer); without shuffling and BatchNorm, the same weights up to float error
-(``tests/test_distributed.py``, gloo on CPU).
+The config's ``batch_size`` is the global batch. Only the training forward pass goes through DDP
+(``strategy.model`` stays the plain module, for iCaRL, old-model copies and checkpoints); the rest
+(buffers, exemplars, BiC, the BSCE prior, evaluation on the whole test set) is replicated from one
+seed, with RNGs re-aligned from rank 0 before every step and ranks compared after it
+(:func:`consistency_digests`); rank 0 alone writes. Avalanche 0.6 shards data once the process
+group exists, but wraps no model in DDP, picks GPU ``RANK`` (wrong on a second node), reshuffles
+identically every epoch (fixed in :mod:`bsce_avalanche.compat`) and shards the test set with padding
+duplicates: :func:`setup` and :func:`prepare_strategy` fill those gaps. Results match one process
+statistically (per-rank shuffling and BatchNorm statistics, float summation order).
 """
 
 from __future__ import annotations
@@ -60,7 +44,6 @@ T = TypeVar("T")
 BACKEND_ENV = "BSCE_DIST_BACKEND"
 
 
-# ---------------------------------------------------------------------- who am I
 def launched_distributed() -> bool:
     """True when started by ``torchrun`` (or similar) with more than one process."""
     try:
@@ -91,7 +74,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-# ---------------------------------------------------------------------- set-up
 def setup(device: torch.device) -> torch.device:
     """Join the process group if launched with ``WORLD_SIZE > 1``; return this rank's device.
 
@@ -145,7 +127,6 @@ def per_rank_batch_size(batch_size: int) -> int:
     return batch_size // n
 
 
-# ---------------------------------------------------------------------- collectives
 def run_on_main(fn: Callable[..., T], *args, **kwargs) -> T:
     """``fn(*args, **kwargs)`` on rank 0; its result (or exception) is sent to every rank.
 
@@ -231,7 +212,6 @@ def describe(global_batch_size: int) -> Optional[dict]:
     }
 
 
-# ---------------------------------------------------------------------- the strategy
 def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
     """Make an Avalanche strategy train data-parallel; a no-op when not distributed.
 
