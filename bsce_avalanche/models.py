@@ -216,11 +216,8 @@ def _input_normalize(spec) -> InputNormalize | None:
 
 
 def make_backbone(name: str, **kwargs) -> tuple[nn.Module, int]:
-    """``(feature network, feature dimension)`` without normalisation or head.
-
-    ``kwargs``: ``shortcut`` for ``resnet32``; ``in_channels`` and ``widths``
-    for ``small_cnn``.
-    """
+    """``(feature network, feature dimension)`` without normalisation or head. ``kwargs``: ``shortcut``,
+    ``widths`` and ``in_channels`` for the CIFAR ResNets; ``in_channels`` and ``widths`` for ``small_cnn``."""
     name = _canonical_name(name)
     if MODELS[name].blocks_per_stage:
         net = CifarResNet(blocks_per_stage=MODELS[name].blocks_per_stage, **kwargs)
@@ -244,16 +241,12 @@ def make_model(
     """Build a :class:`FeatureClassifier`.
 
     :param name: one of :data:`MODELS` (``-`` and ``_`` are interchangeable).
-    :param num_classes: outputs of the fixed ``nn.Linear`` head (all classes of
-        the benchmark, e.g. 100 for CIFAR-100 with original labels); with
-        ``incremental=True``, the *initial* size of the
-        ``IncrementalClassifier``, which Avalanche grows to
-        ``max(label seen) + 1`` and whose not-yet-seen units are masked.
-    :param incremental: Avalanche ``IncrementalClassifier`` head instead of a
-        fixed ``nn.Linear`` over all classes.
-    :param input_norm: ``"auto"`` (the model's default, see
-        :data:`MODELS`), ``"cifar100"``, ``"imagenet"``,
-        ``(mean, std)``, or ``None`` (no normalisation layer).
+    :param num_classes: outputs of the fixed ``nn.Linear`` head (all classes of the benchmark, e.g.
+        100 for CIFAR-100 with original labels); with ``incremental=True``, the *initial* size of the
+        ``IncrementalClassifier``, which Avalanche grows to ``max(label seen) + 1`` (unseen units masked).
+    :param incremental: Avalanche ``IncrementalClassifier`` head instead of a fixed ``nn.Linear``.
+    :param input_norm: ``"auto"`` (the model's default, see :data:`MODELS`), ``"cifar100"``,
+        ``"imagenet"``, ``(mean, std)``, or ``None`` (no normalisation layer).
     :param backbone_kwargs: passed to :func:`make_backbone`.
     """
     canonical = _canonical_name(name)

@@ -171,9 +171,7 @@ class BatchAugmentPlugin(SupervisedPlugin):
 
     def augment(self, images: Tensor) -> Tensor:
         """Augment one batch (what ``before_forward`` applies to ``mbatch[0]``)."""
-        return random_crop_flip(
-            images, self.padding, self.flip, generator=self._generator_for(images.device)
-        )
+        return random_crop_flip(images, self.padding, self.flip, generator=self._generator_for(images.device))
 
     def before_forward(self, strategy, **kwargs):
         strategy.mbatch[0] = self.augment(strategy.mbatch[0])

@@ -56,10 +56,10 @@ def load_cifar100_arrays(
     ``cifar100.npz`` or ``cifar100/cifar100.npz``, then torchvision's ``cifar-100-python/``
     folder; with ``download=True`` torchvision fetches that folder.
 
-    :raises FileNotFoundError: nothing found and no (successful) download; the
-        message says where to put the file.
-    :raises ValueError: a file that is not a readable ``.npz`` of these arrays, or whose
-        images or labels are malformed (labels: integers in 0..99, every class present).
+    :raises FileNotFoundError: nothing found and no (successful) download; the message says where to
+        put the file.
+    :raises ValueError: a file that is not a readable ``.npz`` of these arrays, or whose images or
+        labels are malformed (labels: integers in 0..99, every class present).
     """
     root = resolve_data_dir(data_dir)
     candidates = cifar100_npz_candidates(data_dir)
@@ -137,26 +137,22 @@ def split_cifar100(
 ) -> NCScenario:
     """Class-incremental Split CIFAR-100 (an Avalanche ``NCScenario``).
 
-    :param n_experiences: number of experiences, all of them counted; default
-        10 when no ``protocol`` is given.
-    :param first_exp_classes: classes in the first experience (the rest split
-        evenly); ``None`` = even split.
-    :param protocol: ``"B0"`` (iCaRL: 5/10/20/50 steps) or ``"B50"`` (LUCIR,
-        PODNet: 50 base classes, then 5/10/25 steps), with ``n_steps``; an
-        alternative to ``n_experiences``/``first_exp_classes``.  ``"B50"`` with
-        ``n_steps=10`` gives 11 experiences.
-    :param class_order: ``"icarl"`` (default), ``"icarl-original"``,
-        ``"natural"``, ``"random"`` (with ``seed``), an int seed, or a list.
+    :param n_experiences: number of experiences, all of them counted; default 10 when no ``protocol``.
+    :param first_exp_classes: classes in the first experience (the rest split evenly); ``None`` = even.
+    :param protocol: ``"B0"`` (iCaRL: 5/10/20/50 steps) or ``"B50"`` (LUCIR, PODNet: 50 base classes,
+        then 5/10/25 steps), with ``n_steps``; instead of ``n_experiences``/``first_exp_classes``.
+        ``"B50"`` with ``n_steps=10`` gives 11 experiences.
+    :param class_order: ``"icarl"`` (default), ``"icarl-original"``, ``"natural"``, ``"random"`` (with
+        ``seed``), an int seed, or a list.
     :param seed: seed for ``class_order="random"``.
     :param data_dir: where to find/put the data (see :func:`load_cifar100_arrays`).
     :param download: allow torchvision to download CIFAR-100.
-    :param fast_augment: ``True``: experiences yield raw ``uint8`` ``(3, 32, 32)``
-        tensors; add :class:`~.augment.BatchAugmentPlugin` to the strategy and
-        use a model starting with :class:`~.augment.InputNormalize`.
-        ``False``: PIL images with the classic per-sample transforms
-        (random crop 32/pad 4, flip, ``ToTensor``, ``Normalize``).
-    :param remap_class_ids: renumber labels in arrival order (class
-        ``classes_order[i]`` becomes ``i``); default keeps CIFAR-100's labels.
+    :param fast_augment: ``True``: experiences yield raw ``uint8`` ``(3, 32, 32)`` tensors; add
+        :class:`~.augment.BatchAugmentPlugin` to the strategy and use a model starting with
+        :class:`~.augment.InputNormalize`. ``False``: PIL images with the classic per-sample
+        transforms (random crop 32/pad 4, flip, ``ToTensor``, ``Normalize``).
+    :param remap_class_ids: renumber labels in arrival order (class ``classes_order[i]`` becomes
+        ``i``); default keeps CIFAR-100's labels.
     """
     split = resolve_split(
         CIFAR100_N_CLASSES, 10, n_experiences=n_experiences, first_exp_classes=first_exp_classes,

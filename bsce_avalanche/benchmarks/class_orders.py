@@ -47,20 +47,17 @@ def random_order(n_classes: int, seed: int) -> list[int]:
     return np.random.RandomState(seed).permutation(n_classes).tolist()
 
 
-def get_class_order(
-    order: ClassOrderSpec, n_classes: int = 100, seed: int | None = None
-) -> list[int]:
+def get_class_order(order: ClassOrderSpec, n_classes: int = 100, seed: int | None = None) -> list[int]:
     """Resolve a class-order specification to a list of class ids.
 
-    :param order: one of :data:`CLASS_ORDER_NAMES`, an integer seed (a random
-        order drawn with that seed), or an explicit sequence that must be a
-        permutation of ``range(n_classes)``.
+    :param order: one of :data:`CLASS_ORDER_NAMES`, an integer seed (a random order drawn with that
+        seed), or an explicit sequence that must be a permutation of ``range(n_classes)``.
     :param n_classes: number of classes in the dataset.
-    :param seed: seed for ``order="random"``; required there so that runs are
-        reproducible, ignored by the other names.
-    :raises ValueError: unknown name (with the closest valid name suggested),
-        ``"random"`` without a seed, ``"icarl-original"`` for a dataset that is
-        not 100 classes, or a sequence that is not a permutation.
+    :param seed: seed for ``order="random"``; required there so that runs are reproducible, ignored
+        by the other names.
+    :raises ValueError: unknown name (with the closest valid name suggested), ``"random"`` without a
+        seed, ``"icarl-original"`` for a dataset that is not 100 classes, or a sequence that is not
+        a permutation.
     """
     if isinstance(order, bool):  # bool is an int subclass; True is no seed
         raise TypeError(f"class_order must be a name, an int seed or a list, got {order!r}")

@@ -123,9 +123,7 @@ def _check_split(n_classes: int, n_experiences: int, first_exp_classes: int | No
         return
     _check_int("first_exp_classes", first_exp_classes, 1)
     if not 0 < first_exp_classes <= n_classes:
-        raise ValueError(
-            f"first_exp_classes must be in 1..{n_classes}, got {first_exp_classes}"
-        )
+        raise ValueError(f"first_exp_classes must be in 1..{n_classes}, got {first_exp_classes}")
     rest, later = n_classes - first_exp_classes, n_experiences - 1
     if later == 0:
         if rest:
@@ -184,7 +182,19 @@ def check_labels(labels, what: str = "targets", n_classes: int | None = None) ->
     return y
 
 
-class TensorImageDataset(Dataset):
+class _LabelledDataset(Dataset):
+    """One item per target; ``targets`` (what Avalanche reads) checked once and kept as a list."""
+
+    def __init__(self, n_items: int, targets: Sequence[int], items: str = "images"):
+        if n_items != len(targets):
+            raise ValueError(f"{n_items} {items} but {len(targets)} targets")
+        self.targets = check_labels(targets).tolist()
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+class TensorImageDataset(_LabelledDataset):
     """Images kept as one tensor ``(N, C, H, W)``; items are ``(image, label)``.
 
     With ``uint8`` images (the fast path, see :mod:`.augment`) an item is a view into the tensor
@@ -198,61 +208,42 @@ class TensorImageDataset(Dataset):
                 f"images must be a tensor (N, C, H, W), got {type(images).__name__} "
                 f"{tuple(getattr(images, 'shape', ()))}"
             )
-        if len(images) != len(targets):
-            raise ValueError(f"{len(images)} images but {len(targets)} targets")
         self.images = images
-        self.targets = check_labels(targets).tolist()  # Avalanche reads .targets
+        super().__init__(len(images), targets)
 
     @classmethod
     def from_hwc_uint8(cls, images: np.ndarray, targets: Sequence[int]) -> "TensorImageDataset":
         """Build from a ``(N, H, W, C)`` uint8 array, as stored in ``cifar100.npz``."""
         if images.dtype != np.uint8 or images.ndim != 4:
-            raise ValueError(
-                f"expected a uint8 array (N, H, W, C), got {images.dtype} {images.shape}"
-            )
+            raise ValueError(f"expected a uint8 array (N, H, W, C), got {images.dtype} {images.shape}")
         chw = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
         return cls(chw, targets)
-
-    def __len__(self) -> int:
-        return len(self.targets)
 
     def __getitem__(self, index: int):
         return self.images[index], self.targets[index]
 
 
-class PILImageDataset(Dataset):
+class PILImageDataset(_LabelledDataset):
     """Images kept as a ``(N, H, W, C)`` uint8 array; items are ``(PIL.Image, label)``, as in
     torchvision's ``CIFAR100``, for the classic per-sample transforms (``fast_augment=False``)."""
 
     def __init__(self, images: np.ndarray, targets: Sequence[int]):
         if images.dtype != np.uint8 or images.ndim != 4:
-            raise ValueError(
-                f"images must be a uint8 array (N, H, W, C), got {images.dtype} {images.shape}"
-            )
-        if len(images) != len(targets):
-            raise ValueError(f"{len(images)} images but {len(targets)} targets")
+            raise ValueError(f"images must be a uint8 array (N, H, W, C), got {images.dtype} {images.shape}")
         self.images = images
-        self.targets = check_labels(targets).tolist()
-
-    def __len__(self) -> int:
-        return len(self.targets)
+        super().__init__(len(images), targets)
 
     def __getitem__(self, index: int):
         return Image.fromarray(self.images[index]), self.targets[index]
 
 
-class ImageFileDataset(Dataset):
+class ImageFileDataset(_LabelledDataset):
     """Image files on disk; items are ``(PIL.Image (RGB), label)``: torchvision's ``ImageFolder``
     for an explicit list of files (ImageNet subsets, Tiny-ImageNet's annotated validation split)."""
 
     def __init__(self, paths: Sequence[str | os.PathLike], targets: Sequence[int]):
-        if len(paths) != len(targets):
-            raise ValueError(f"{len(paths)} paths but {len(targets)} targets")
         self.paths = [str(p) for p in paths]
-        self.targets = check_labels(targets).tolist()
-
-    def __len__(self) -> int:
-        return len(self.targets)
+        super().__init__(len(paths), targets, "paths")
 
     def __getitem__(self, index: int):
         try:

@@ -49,18 +49,14 @@ def split_digits(
     test_fraction: float = 0.3,
     remap_class_ids: bool = False,
 ) -> NCScenario:
-    """Class-incremental split of scikit-learn's digits (an Avalanche ``NCScenario``).
-
-    Images are ready-to-use float tensors ``(1, 8, 8)`` in [0, 1]: no
-    augmentation, no normalisation layer needed (``make_model("small_cnn", 10)``).
+    """Class-incremental split of scikit-learn's digits (an Avalanche ``NCScenario``). Images are
+    float tensors ``(1, 8, 8)`` in [0, 1]: no augmentation or normalisation layer needed.
 
     :param n_experiences: default 5 (two classes each) when no ``protocol``.
-    :param first_exp_classes, protocol, n_steps: as for
+    :param first_exp_classes, protocol, n_steps, remap_class_ids: as for
         :func:`~.cifar.split_cifar100` (e.g. ``protocol="B4", n_steps=3``).
-    :param class_order: default ``"natural"`` (0..9); any spec accepted by
-        :func:`~.class_orders.get_class_order`.
-    :param seed: seed of the stratified train/test split and of
-        ``class_order="random"``.
+    :param class_order: default ``"natural"`` (0..9); any spec of :func:`~.class_orders.get_class_order`.
+    :param seed: seed of the stratified train/test split and of ``class_order="random"``.
     :param test_fraction: fraction of each class held out for testing.
     """
     split = resolve_split(

@@ -23,9 +23,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import avalanche.benchmarks.datasets as avalanche_datasets
 import numpy as np
 import torch
-from avalanche.benchmarks.datasets import TinyImagenet
 from avalanche.benchmarks.datasets.imagenet_data import IMAGENET_TORCHVISION_WNIDS
 from avalanche.benchmarks.scenarios.deprecated.new_classes.nc_scenario import NCScenario
 from PIL import Image
@@ -142,12 +142,9 @@ def _resolve_imagenet_root(root, data_dir) -> Path:
     base = Path(root).expanduser() if root is not None else resolve_data_dir(data_dir) / "imagenet"
     missing = [d for d in ("train", "val") if not (base / d).is_dir()]
     if missing:
-        how = (
-            ""
-            if root is not None
-            else f" (root defaults to <data dir>/imagenet, the data dir being data_dir=, "
-            f"${DATA_DIR_ENV} or ~/.cache/bsce_avalanche)"
-        )
+        how = "" if root is not None else (
+            f" (root defaults to <data dir>/imagenet, the data dir being data_dir=, ${DATA_DIR_ENV} or "
+            "~/.cache/bsce_avalanche)")
         raise FileNotFoundError(
             f"ImageNet not found: {base} lacks {' and '.join(d + '/' for d in missing)}{how}. "
             "ImageNet is never downloaded; pass root= pointing at a folder with "
@@ -174,13 +171,12 @@ def split_imagenet(
 ) -> NCScenario:
     """Class-incremental ImageNet-1k (``subset=None``) or a subset, from a local folder.
 
-    :param root: folder with ``train/<wnid>/`` and ``val/<wnid>/``; default
-        ``<data dir>/imagenet``.  It may hold only the subset's folders.
-    :param subset: ``None`` (all 1000 classes), ``"seed1993"``, ``"first100"``,
-        a list of wnids or a wnid file; see the module docstring.
-    :param n_experiences, first_exp_classes, protocol, n_steps: the split, as
-        for :func:`~.cifar.split_cifar100` (default 10 even experiences).
-    :param class_order: default ``"icarl"`` (seed-1993 permutation of the labels).
+    :param root: folder with ``train/<wnid>/`` and ``val/<wnid>/`` (only the subset's are needed);
+        default ``<data dir>/imagenet``.
+    :param subset: ``None`` (all 1000 classes), ``"seed1993"``, ``"first100"``, a list of wnids or a
+        wnid file; see the module docstring.
+    :param n_experiences, first_exp_classes, protocol, n_steps, class_order, seed, remap_class_ids: as
+        for :func:`~.cifar.split_cifar100` (default 10 even experiences, ``"icarl"`` order).
     :param train_transform, eval_transform: override the per-sample transforms
         (default :func:`imagenet_train_transform` / :func:`imagenet_eval_transform`).
     """
@@ -226,7 +222,7 @@ def _find_tiny_root(root, data_dir, download: bool) -> Path:
     if download:
         download_root = base if root is not None else base / "tinyimagenet"
         try:
-            TinyImagenet(root=download_root, train=True, download=True)
+            avalanche_datasets.TinyImagenet(root=download_root, train=True, download=True)
             found = download_root / TINY_IMAGENET_DIRNAME
             if (found / "train").is_dir():
                 return found
@@ -271,9 +267,7 @@ def load_tiny_imagenet_files(
 
     annotations = root / "val" / "val_annotations.txt"
     if not annotations.is_file():
-        raise FileNotFoundError(
-            f"missing {annotations} (tab-separated '<file> <wnid> <x> <y> <w> <h>' lines)"
-        )
+        raise FileNotFoundError(f"missing {annotations} (tab-separated '<file> <wnid> <x> <y> <w> <h>' lines)")
     val_paths: list[Path] = []
     val_labels: list[int] = []
     with open(annotations, newline="") as fh:
@@ -309,19 +303,15 @@ def split_tiny_imagenet(
 ) -> NCScenario:
     """Class-incremental Tiny-ImageNet (200 classes, 64x64) from a local folder.
 
-    :param root: the ``tiny-imagenet-200`` folder or its parent; default
-        ``<data dir>/tiny-imagenet-200`` (or Avalanche's download location
-        ``<data dir>/tinyimagenet/tiny-imagenet-200``).
+    :param root: the ``tiny-imagenet-200`` folder or its parent; default ``<data dir>/tiny-imagenet-200``
+        (or Avalanche's download location ``<data dir>/tinyimagenet/tiny-imagenet-200``).
     :param download: fetch the archive with Avalanche's ``TinyImagenet`` if absent.
-    :param fast_augment: decode all images once into ``uint8`` tensors (about
-        1.2 GB, tens of seconds) and use the batch path
-        (:class:`~.augment.BatchAugmentPlugin` + a model with ImageNet
-        :class:`~.augment.InputNormalize`, e.g. ``make_model("resnet18", ...)``).
-        Default ``False``: per-sample transforms on the files (random crop 64
-        with padding 4, flip, ``ToTensor``, ImageNet ``Normalize``).
-    :param n_experiences, first_exp_classes, protocol, n_steps, class_order,
-        seed, remap_class_ids: as for :func:`~.cifar.split_cifar100`
-        (default 10 even experiences, ``"icarl"`` = seed-1993 permutation of 200).
+    :param fast_augment: decode all images once into ``uint8`` tensors (about 1.2 GB, tens of
+        seconds) for the batch path (:class:`~.augment.BatchAugmentPlugin` + a model with ImageNet
+        :class:`~.augment.InputNormalize`, e.g. ``make_model("resnet18", ...)``). Default ``False``:
+        per-sample transforms on the files (random crop 64 with padding 4, flip, ImageNet ``Normalize``).
+    :param n_experiences, first_exp_classes, protocol, n_steps, class_order, seed, remap_class_ids: as
+        for :func:`~.cifar.split_cifar100` (default 10 even experiences, ``"icarl"`` order).
     """
     check_flags(download=download, fast_augment=fast_augment)
     tiny_root = _find_tiny_root(root, data_dir, download)

@@ -190,12 +190,8 @@ def consistency_digests(model: torch.nn.Module, prior_history: Optional[list]) -
     models, priors = [g[0] for g in gathered], [g[1] for g in gathered]
     consistent = len(set(models)) == 1 and len(set(priors)) == 1
     if not consistent and is_main_process():
-        warnings.warn(
-            f"Ranks diverged: model digests {models}, prior digests {priors}. Results are "
-            "those of rank 0.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        warnings.warn(f"Ranks diverged: model digests {models}, prior digests {priors}. Results are those of rank 0.",
+                      RuntimeWarning, stacklevel=2)
     return {"model": models, "prior": priors, "consistent": consistent}
 
 
@@ -248,26 +244,21 @@ def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
                 strategy.model = ddp.module
         return original_forward()
 
-    original_make_eval = strategy.make_eval_dataloader
+    original_make_eval, original_after_epoch = strategy.make_eval_dataloader, strategy._after_training_epoch
+    original_before_exp, original_after_exp = strategy._before_training_exp, strategy._after_training_exp
 
     def make_eval_dataloader(**kwargs):
         original_make_eval(**kwargs)
         strategy.dataloader = _unsharded(strategy.dataloader)
-
-    original_after_epoch = strategy._after_training_epoch
 
     def _after_training_epoch(**kwargs):
         for buf in strategy.model.buffers():
             dist.broadcast(buf, src=0)
         return original_after_epoch(**kwargs)
 
-    original_before_exp = strategy._before_training_exp
-
     def _before_training_exp(**kwargs):
         original_before_exp(**kwargs)
         _shard_er_ace_memory(strategy)
-
-    original_after_exp = strategy._after_training_exp
 
     def _after_training_exp(**kwargs):
         per_rank, strategy.train_mb_size = strategy.train_mb_size, global_batch_size
@@ -294,10 +285,8 @@ def _parameter_ids(module) -> tuple:
 
 def _unsharded(loader):
     if isinstance(loader, SingleDatasetDataLoader) and loader.distributed_sampling:
-        kwargs = dict(loader.loader_kwargs)
-        return SingleDatasetDataLoader(
-            loader.datasets[0], batch_size=loader.batch_sizes[0], distributed_sampling=False, **kwargs
-        )
+        return SingleDatasetDataLoader(loader.datasets[0], batch_size=loader.batch_sizes[0],
+                                       distributed_sampling=False, **loader.loader_kwargs)
     if isinstance(loader, MultiDatasetDataLoader) and loader.distributed_sampling:
         warnings.warn(f"Evaluation loader {type(loader).__name__} is sharded across ranks.", stacklevel=3)
     return loader

@@ -84,10 +84,7 @@ def summarise(steps: Sequence[StepEvaluation]) -> dict:
         raise ValueError("summarise needs at least one step.")
     matrix = [s["accuracy_per_experience"] for s in steps]
     last = len(steps) - 1
-    drops = [
-        max(matrix[t][j] for t in range(j, last)) - matrix[last][j]
-        for j in range(last)
-    ]
+    drops = [max(matrix[t][j] for t in range(j, last)) - matrix[last][j] for j in range(last)]
     return {
         "accuracy_matrix": matrix,
         "average_incremental_accuracy": float(np.mean([s["accuracy_seen"] for s in steps])),
