@@ -27,6 +27,7 @@ from .common import (
     check_flags,
     check_labels,
     make_class_incremental_benchmark,
+    raise_not_found,
     resolve_data_dir,
     resolve_split,
 )
@@ -75,16 +76,14 @@ def load_cifar100_arrays(
             download_error = err
 
     looked = ", ".join(str(p) for p in candidates)
-    msg = (
+    raise_not_found(
         f"CIFAR-100 not found: looked for {looked} and for torchvision's "
         f"'cifar-100-python' folder in {root}. Put a cifar100.npz there (arrays "
         f"x_train (N,32,32,3) uint8, y_train, x_test, y_test), point data_dir= or "
         f"${DATA_DIR_ENV} to the folder holding it, or pass download=True to fetch "
-        f"CIFAR-100 with torchvision."
+        f"CIFAR-100 with torchvision.",
+        download_error, "The torchvision load/download failed",
     )
-    if download_error is not None:
-        msg += f" The torchvision load/download failed: {download_error}"
-    raise FileNotFoundError(msg) from download_error
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:

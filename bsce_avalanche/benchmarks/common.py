@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -146,6 +147,13 @@ def _check_int(name: str, value, low: int) -> None:
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+def raise_not_found(message: str, download_error: Exception | None, failed: str = "The download failed") -> NoReturn:
+    """``FileNotFoundError(message)``, plus why the download, if one was tried, failed."""
+    if download_error is not None:
+        message += f" {failed}: {download_error}"
+    raise FileNotFoundError(message) from download_error
 
 
 def check_flags(**flags) -> None:

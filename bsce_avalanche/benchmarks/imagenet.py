@@ -41,6 +41,7 @@ from .common import (
     check_flags,
     check_labels,
     make_class_incremental_benchmark,
+    raise_not_found,
     resolve_data_dir,
     resolve_split,
 )
@@ -229,14 +230,12 @@ def _find_tiny_root(root, data_dir, download: bool) -> Path:
         except Exception as err:  # network or archive errors of any kind
             error = err
     looked = ", ".join(str(c) for c in candidates)
-    msg = (
+    raise_not_found(
         f"Tiny-ImageNet not found: looked in {looked}. Unzip tiny-imagenet-200.zip there "
         f"(it must contain train/<wnid>/images/ and val/val_annotations.txt), pass "
-        f"root= or data_dir= (or set ${DATA_DIR_ENV}), or pass download=True."
+        f"root= or data_dir= (or set ${DATA_DIR_ENV}), or pass download=True.",
+        error,
     )
-    if error is not None:
-        msg += f" The download failed: {error}"
-    raise FileNotFoundError(msg) from error
 
 
 def load_tiny_imagenet_files(
