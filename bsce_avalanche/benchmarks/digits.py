@@ -16,10 +16,7 @@ DIGITS_N_CLASSES = 10
 def load_digits_tensors(
     test_fraction: float = 0.3, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``x_train, y_train, x_test, y_test``; images float32 ``(N, 1, 8, 8)`` in [0, 1].
-
-    The split is stratified, so every class keeps the same train/test ratio.
-    """
+    """``x_train, y_train, x_test, y_test``, images float32 ``(N, 1, 8, 8)`` in [0, 1], split stratified by class."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -30,12 +27,7 @@ def load_digits_tensors(
     x_tr, x_te, y_tr, y_te = train_test_split(
         images, digits.target, test_size=test_fraction, stratify=digits.target, random_state=seed
     )
-    return (
-        torch.from_numpy(x_tr),
-        torch.from_numpy(y_tr.astype(np.int64)),
-        torch.from_numpy(x_te),
-        torch.from_numpy(y_te.astype(np.int64)),
-    )
+    return tuple(torch.from_numpy(a) for a in (x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64)))
 
 
 def split_digits(
