@@ -1,22 +1,8 @@
-"""Networks used in the class-incremental literature, split into feature extractor + classifier.
-
-Every model built here is a :class:`FeatureClassifier`: ``classifier(
-feature_extractor(x))``.  The split matters because iCaRL takes the two parts
-separately (its nearest-mean-of-exemplars classifier works on the features),
-and because the incremental head may be Avalanche's ``IncrementalClassifier``.
-
-:data:`MODELS` lists them. The CIFAR ResNets follow He et al. 2016, section 4.2: 3 stages
-of n basic blocks with 16/32/64 channels, global average pooling, 64-d features; shortcut
-``"A"`` (default; parameter-free: subsample + zero-pad channels, as in the paper's CIFAR
-networks and PyCIL) or ``"B"`` (1x1 convolution + BN). ``resnet18`` is torchvision's
-(``weights=None``) with ``fc`` removed, 512-d features.
-
-Input normalisation is part of the feature extractor (:class:`InputNormalize`
-as its first layer) so that the batch-augmentation fast path, where datasets
-yield raw ``uint8`` images, is correct on every path - including iCaRL's direct
-``feature_extractor`` calls on stored exemplars.  Float inputs (classic
-per-sample transforms) pass through it unchanged.  See
-:mod:`bsce_avalanche.benchmarks.augment`.
+"""Networks of the class-incremental literature, each a :class:`FeatureClassifier`
+(``classifier(feature_extractor(x))``: iCaRL takes the two parts separately, and the head may be
+Avalanche's ``IncrementalClassifier``). The feature extractor starts with :class:`InputNormalize`,
+so every path, iCaRL's direct calls on exemplars included, sees the same input (see
+:mod:`bsce_avalanche.benchmarks.augment`).
 """
 
 from __future__ import annotations
@@ -77,11 +63,10 @@ AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat1
 class Autocast(nn.Module):
     """``module`` run under ``torch.autocast(dtype=bfloat16)``, returning float32.
 
-    Wrap the feature extractor (``model.feature_extractor = Autocast(...)``): every
-    caller of the network then runs it in bf16 - the training forward, evaluation,
-    iCaRL's herding and class means, the old-model copies of LwF / iCaRL / BiC (deep
-    copies keep the wrapper) - while the head, the logits and every loss (BSCE's
-    ``tau * log prior`` with its -1e30 for absent classes, distillation) stay float32.
+    Wrap the feature extractor (``model.feature_extractor = Autocast(...)``): every caller then
+    runs it in bf16 (training, evaluation, iCaRL's herding and class means, the deep-copied old
+    models of LwF / iCaRL / BiC) while the head, the logits and every loss (BSCE's
+    ``tau * log prior`` with its -1e30 for absent classes) stay float32.
     """
 
     def __init__(self, module: nn.Module, dtype: torch.dtype = torch.bfloat16):
@@ -98,9 +83,10 @@ class Autocast(nn.Module):
         return f"dtype={self.dtype}"
 
 
-# --------------------------------------------------------------------------
-# ResNet-32 for CIFAR
-# --------------------------------------------------------------------------
+def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
+    """3x3 convolution (stride 1, padding 1, no bias), BatchNorm, ReLU."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
 class _ShortcutA(nn.Module):
@@ -143,7 +129,8 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for 32x32 inputs; returns pooled features ``(N, widths[-1])``."""
+    """ResNet-(6n+2) for 32x32 inputs (He et al. 2016, section 4.2); returns pooled features
+    ``(N, widths[-1])``. Shortcut ``"A"`` is parameter-free, as in the paper and PyCIL; ``"B"`` a 1x1 conv."""
 
     def __init__(
         self,
@@ -155,11 +142,7 @@ class CifarResNet(nn.Module):
         super().__init__()
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' (zero-padding) or 'B' (1x1 conv), got {shortcut!r}")
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False),
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(inplace=True),
-        )
+        self.stem = _conv_bn_relu(in_channels, widths[0])
         stages = []
         channels = widths[0]
         for i, width in enumerate(widths):
@@ -182,11 +165,6 @@ class CifarResNet(nn.Module):
         return torch.flatten(self.pool(self.stages(self.stem(x))), 1)
 
 
-# --------------------------------------------------------------------------
-# Other backbones
-# --------------------------------------------------------------------------
-
-
 def _resnet18_backbone(cifar_stem: bool) -> tuple[nn.Module, int]:
     net = tv_resnet18(weights=None)
     if cifar_stem:
@@ -205,16 +183,10 @@ class SmallCNN(nn.Module):
         super().__init__()
         c1, c2, c3 = widths
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, c1, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(c1, c2, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c2),
-            nn.ReLU(inplace=True),
+            *_conv_bn_relu(in_channels, c1),
+            *_conv_bn_relu(c1, c2),
             nn.MaxPool2d(2),
-            nn.Conv2d(c2, c3, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c3),
-            nn.ReLU(inplace=True),
+            *_conv_bn_relu(c2, c3),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
@@ -224,19 +196,12 @@ class SmallCNN(nn.Module):
         return self.body(x)
 
 
-# --------------------------------------------------------------------------
-# Builders
-# --------------------------------------------------------------------------
-
-
 def _canonical_name(name: str) -> str:
     return check_choice("model", str(name).strip().lower().replace("-", "_"), MODELS)
 
 
 def _input_normalize(spec) -> InputNormalize | None:
-    if spec is None:
-        return None
-    if isinstance(spec, InputNormalize):
+    if spec is None or isinstance(spec, InputNormalize):
         return spec
     if isinstance(spec, str):
         return InputNormalize.named(spec)
@@ -251,21 +216,16 @@ def _input_normalize(spec) -> InputNormalize | None:
 
 
 def make_backbone(name: str, **kwargs) -> tuple[nn.Module, int]:
-    """``(feature network, feature dimension)`` without normalisation or head.
-
-    ``kwargs``: ``shortcut`` for ``resnet32``; ``in_channels`` and ``widths``
-    for ``small_cnn``.
-    """
+    """``(feature network, feature dimension)`` without normalisation or head. ``kwargs``: ``shortcut``,
+    ``widths`` and ``in_channels`` for the CIFAR ResNets; ``in_channels`` and ``widths`` for ``small_cnn``."""
     name = _canonical_name(name)
     if MODELS[name].blocks_per_stage:
         net = CifarResNet(blocks_per_stage=MODELS[name].blocks_per_stage, **kwargs)
         return net, net.out_dim
     if kwargs and name != "small_cnn":
         raise TypeError(f"{name} takes no extra arguments, got {sorted(kwargs)}")
-    if name == "resnet18":
-        return _resnet18_backbone(cifar_stem=False)
-    if name == "resnet18_cifar":
-        return _resnet18_backbone(cifar_stem=True)
+    if name in ("resnet18", "resnet18_cifar"):
+        return _resnet18_backbone(cifar_stem=name == "resnet18_cifar")
     net = SmallCNN(**kwargs)
     return net, net.out_dim
 
@@ -281,16 +241,12 @@ def make_model(
     """Build a :class:`FeatureClassifier`.
 
     :param name: one of :data:`MODELS` (``-`` and ``_`` are interchangeable).
-    :param num_classes: outputs of the fixed ``nn.Linear`` head (all classes of
-        the benchmark, e.g. 100 for CIFAR-100 with original labels); with
-        ``incremental=True``, the *initial* size of the
-        ``IncrementalClassifier``, which Avalanche grows to
-        ``max(label seen) + 1`` and whose not-yet-seen units are masked.
-    :param incremental: Avalanche ``IncrementalClassifier`` head instead of a
-        fixed ``nn.Linear`` over all classes.
-    :param input_norm: ``"auto"`` (the model's default, see
-        :data:`MODELS`), ``"cifar100"``, ``"imagenet"``,
-        ``(mean, std)``, or ``None`` (no normalisation layer).
+    :param num_classes: outputs of the fixed ``nn.Linear`` head (all classes of the benchmark, e.g.
+        100 for CIFAR-100 with original labels); with ``incremental=True``, the *initial* size of the
+        ``IncrementalClassifier``, which Avalanche grows to ``max(label seen) + 1`` (unseen units masked).
+    :param incremental: Avalanche ``IncrementalClassifier`` head instead of a fixed ``nn.Linear``.
+    :param input_norm: ``"auto"`` (the model's default, see :data:`MODELS`), ``"cifar100"``,
+        ``"imagenet"``, ``(mean, std)``, or ``None`` (no normalisation layer).
     :param backbone_kwargs: passed to :func:`make_backbone`.
     """
     canonical = _canonical_name(name)
@@ -300,9 +256,7 @@ def make_model(
     if isinstance(input_norm, str) and input_norm == "auto":
         input_norm = MODELS[canonical].input_norm
     normalize = _input_normalize(input_norm)
-    layers: list[tuple[str, nn.Module]] = [("backbone", backbone)]
-    if normalize is not None:
-        layers.insert(0, ("normalize", normalize))
+    layers = {"backbone": backbone} if normalize is None else {"normalize": normalize, "backbone": backbone}
     feature_extractor = nn.Sequential(OrderedDict(layers))
     if incremental:
         classifier: nn.Module = IncrementalClassifier(feature_dim, initial_out_features=num_classes)
@@ -312,11 +266,8 @@ def make_model(
 
 
 def make_icarl_parts(name: str, num_classes: int, **kwargs) -> tuple[nn.Module, nn.Module]:
-    """``(feature_extractor, classifier)`` for ``avalanche.training.ICaRL``.
-
-    The feature extractor includes the :class:`InputNormalize` layer, so
-    iCaRL's herding and class means see the same inputs as training.
-    """
+    """``(feature_extractor, classifier)`` for ``avalanche.training.ICaRL``; the feature extractor
+    includes :class:`InputNormalize`, so iCaRL's herding and class means see the training inputs."""
     model = make_model(name, num_classes, **kwargs)
     return model.feature_extractor, model.classifier
 

@@ -23,7 +23,8 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
-from avalanche.benchmarks.utils.flat_data import ConstantSequence, FlatData
+from avalanche.benchmarks.utils.data_attribute import DataAttribute
+from avalanche.benchmarks.utils.flat_data import ConstantSequence, FlatData, LazyIndices, LazyRange
 
 from ._choices import check_choice
 from .losses import _check_tau, as_class_counts, check_targets_have_prior, log_prior_adjustment
@@ -40,18 +41,31 @@ __all__ = [
 ]
 
 
+def _index_tensor(indices) -> Tensor:
+    """An Avalanche ``FlatData``'s index list (a list, ``LazyIndices`` or ``LazyRange``) as a tensor."""
+    if isinstance(indices, LazyRange):  # LazyRange[i] == start + offset + i (its __getitem__ asserts)
+        return torch.arange(len(indices)) + (indices._start + indices._offset)
+    if isinstance(indices, LazyIndices):
+        indices._to_eager()  # fills _eager_list in place, returns None
+        indices = indices._eager_list
+    return torch.as_tensor(np.asarray(indices, dtype=np.int64))
+
+
 def _flat_data_labels(flat) -> Optional[Tensor]:
     """Vectorised read of an Avalanche ``FlatData`` of labels (concat + subset tree).
 
     Indexing a ``FlatData`` element by element costs ~0.6 us per label in Python;
-    ImageNet has 1.28M. Its leaves are plain sequences/tensors and its (optional)
-    index list maps positions to the concatenated leaves, so we gather with tensors.
+    ImageNet has 1.28M. Its leaves are plain sequences/tensors (or the ``DataAttribute``s
+    of concatenated datasets) and its (optional) index list maps positions to the
+    concatenated leaves, so we gather with tensors.
     Returns ``None`` if the structure is not the one we know (caller falls back).
     """
     leaves = []
     for leaf in getattr(flat, "_datasets", ()):
+        if isinstance(leaf, DataAttribute):
+            leaf = leaf.data
         if isinstance(leaf, ConstantSequence):
-            leaves.append(torch.full((len(leaf),), int(leaf[0]), dtype=torch.long))
+            leaves.append(torch.full((len(leaf),), int(leaf._constant_value), dtype=torch.long))
         elif isinstance(leaf, FlatData):
             sub = _flat_data_labels(leaf)
             if sub is None:
@@ -66,9 +80,7 @@ def _flat_data_labels(flat) -> Optional[Tensor]:
     labels = torch.cat(leaves)
     indices = getattr(flat, "_indices", None)
     if indices is not None:
-        if hasattr(indices, "_to_eager"):
-            indices = indices._to_eager()
-        labels = labels[torch.as_tensor(np.asarray(indices, dtype=np.int64))]
+        labels = labels[_index_tensor(indices)]
     return labels
 
 

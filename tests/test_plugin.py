@@ -416,3 +416,23 @@ def test_prior_computed_once_per_experience_and_pickled_state_is_small(blobs_ben
     restored = BalancedSoftmaxPlugin()
     restored.__dict__.update(pickle.loads(state))
     assert restored.prior_history == bsce.prior_history and restored.tau == 1.0
+
+
+def test_dataset_labels_gathers_concatenated_and_subset_datasets_vectorised(blobs_benchmark):
+    """Replay memories and buffers are subsets and concatenations of the experiences: their
+    labels are gathered with tensors (``LazyIndices`` / ``LazyRange`` index lists included),
+    equal to reading ``targets`` one by one."""
+    from avalanche.benchmarks.utils.flat_data import LazyIndices
+
+    from bsce_avalanche.priors import _flat_data_labels, dataset_labels
+
+    first, second = (exp.dataset for exp in blobs_benchmark.train_stream[:2])
+    datasets = [first, first.subset([5, 0, 3]), first.concat(second),
+                first.subset([0, 2]).concat(second.subset([5, 1])),
+                first.concat(second).subset(list(range(0, len(first) + len(second), 7)))]
+    assert any(isinstance(d.targets.data._indices, LazyIndices) for d in datasets)
+    for dataset in datasets:
+        expected = [int(t) for t in dataset.targets]
+        fast = _flat_data_labels(dataset.targets.data)
+        assert fast is not None and fast.tolist() == expected
+        assert dataset_labels(dataset).tolist() == expected

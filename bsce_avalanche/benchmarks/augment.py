@@ -1,49 +1,17 @@
 """Image preprocessing: the fast batch path and the classic per-sample path.
 
-Fast path (``fast_augment=True``, small images such as CIFAR)
-------------------------------------------------------------
-Per-sample PIL transforms dominate the cost of a CIFAR epoch on a small
-machine.  The fast path moves all of it to whole mini-batches:
+Fast path (``fast_augment=True``): datasets yield untransformed ``uint8`` tensors;
+:class:`BatchAugmentPlugin` crops and flips the whole training mini-batch on the device; the model's
+first layer, :class:`InputNormalize`, makes normalised floats. The normalisation lives in the model
+because some paths bypass the strategy's hooks: iCaRL's herding and class means call
+``model.feature_extractor`` on ``experience.dataset.eval()``, LwF and iCaRL run old models on
+``strategy.mb_x``, and buffers hold raw items (which thus stay ``uint8``, 4x smaller). So: give the
+model an ``input_norm`` (``make_model``'s default), put :class:`BatchAugmentPlugin` first among the
+plugins (others then read the augmented ``mb_x``), and give iCaRL ``buffer_transform=None``.
 
-1. The dataset stores every image in one ``uint8`` tensor and yields ``uint8``
-   ``(3, 32, 32)`` tensors, untransformed (:class:`~.common.TensorImageDataset`).
-   Train and eval data are identical at this stage.
-2. :class:`BatchAugmentPlugin` (training only, ``before_forward``) replaces
-   ``strategy.mbatch[0]`` with a random crop (zero padding of 4 px) + random
-   horizontal flip of the whole batch, on the training device, still ``uint8``.
-3. The model's first layer is :class:`InputNormalize`: ``uint8`` input is
-   converted to float in [0, 1] and normalised with the dataset mean/std.
-
-Why the normalisation lives in the model rather than in the plugin: several
-strategies feed inputs to the network without going through the strategy's
-forward hooks.  iCaRL builds its exemplar set from
-``experience.dataset.eval()`` with its own ``DataLoader`` and calls
-``model.feature_extractor`` on those tensors directly (also on flipped copies
-when computing class means); LwF and iCaRL's distillation run a frozen copy of
-the old model on ``strategy.mb_x``; Replay/iCaRL buffers hold raw dataset items.
-With the normalisation inside the network, *every* path sees the same
-preprocessing (raw ``uint8`` in, normalised floats inside), and exemplar
-buffers stay ``uint8`` (4x less memory).  Nothing is needed at eval time.
-
-Consequences for users:
-
-* build the model with ``make_model(..., input_norm="cifar100")`` (the default
-  for ``resnet32``), and for iCaRL use that model's ``feature_extractor``
-  (which contains the :class:`InputNormalize` layer);
-* put :class:`BatchAugmentPlugin` first in the plugin list, so that plugins
-  reading ``strategy.mb_x`` in their own ``before_forward`` (iCaRL's
-  distillation target) see the augmented batch;
-* for iCaRL pass ``buffer_transform=None``: replayed exemplars are part of the
-  mini-batch and get augmented by the plugin like everything else.
-
-Classic path (``fast_augment=False``)
--------------------------------------
-The dataset yields PIL images and Avalanche applies the standard per-sample
-transforms (:func:`classic_train_transform`, :func:`classic_eval_transform`),
-which already normalise.  :class:`InputNormalize` passes floating-point input
-through unchanged, so the same model works on both paths.  For iCaRL on this
-path, exemplars are normalised float tensors; :class:`RandomCropFlip` can serve
-as its ``buffer_transform`` (it pads with 0, i.e. the mean colour, not black).
+Classic path (``fast_augment=False``): PIL images with per-sample transforms that normalise;
+:class:`InputNormalize` passes float input through, so one model serves both paths. iCaRL's
+exemplars are then normalised floats: :class:`RandomCropFlip` can be its ``buffer_transform``.
 """
 
 from __future__ import annotations
@@ -72,16 +40,11 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 
 
 class InputNormalize(nn.Module):
-    """First layer of a network: raw ``uint8`` pixels -> normalised floats.
+    """First layer of a network: ``uint8`` pixels (the fast path) -> ``(x / 255 - mean) / std``;
+    float input (the classic path, already normalised per sample) is returned as is.
 
-    * ``uint8`` input (the fast path) is divided by 255 and normalised with
-      ``(x - mean) / std`` per channel;
-    * floating-point input is taken to be already preprocessed (the classic
-      path, where ``transforms.Normalize`` ran per sample) and returned as is.
-
-    The dtype decides because it is unambiguous: a ``uint8`` tensor can only
-    hold raw pixels.  A model without this layer fed ``uint8`` input fails
-    loudly in its first convolution rather than training on wrong inputs.
+    The dtype decides because a ``uint8`` tensor can only hold raw pixels; a model without this
+    layer fails loudly on ``uint8`` input in its first convolution.
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
@@ -116,19 +79,10 @@ class InputNormalize(nn.Module):
         return f"mean=({mean}), std=({std}), uint8 only"
 
 
-# --------------------------------------------------------------------------
-# Batch crop + flip
-# --------------------------------------------------------------------------
-
-
 def crop_flip(images: Tensor, top: Tensor, left: Tensor, flip: Tensor, padding: int) -> Tensor:
-    """Deterministic batched crop + flip with explicit per-image parameters.
-
-    Equivalent, image by image, to torchvision's ``RandomCrop(size,
-    padding=padding)`` (zero padding) choosing offsets ``(top[i], left[i])`` in
-    the padded image, followed by ``RandomHorizontalFlip`` when ``flip[i]``.
-    Both steps are a single gather on the padded batch, so the cost does not
-    depend on the batch composition and it runs on any device and dtype.
+    """Deterministic batched crop + flip: image by image, torchvision's ``RandomCrop(size,
+    padding=padding)`` at offsets ``(top[i], left[i])`` of the padded image, then a horizontal
+    flip where ``flip[i]``. One gather on the padded batch, on any device and dtype.
 
     :param images: ``(N, C, H, W)``, any dtype.
     :param top, left: ``(N,)`` integer offsets in ``[0, 2 * padding]``.
@@ -155,13 +109,10 @@ def random_crop_flip(
     flip: bool = True,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Random crop (zero padding ``padding``) + horizontal flip, batched.
+    """Random crop (zero padding ``padding``) + horizontal flip of ``(N, C, H, W)`` or ``(C, H, W)``.
 
-    Accepts ``(N, C, H, W)`` or a single ``(C, H, W)`` image.  Random numbers
-    come from ``generator`` (which must live on ``images.device``) or, if
-    ``None``, from torch's global RNG, so ``torch.manual_seed`` /
-    ``avalanche.training.determinism.rng_manager.set_random_seeds`` make it
-    reproducible.
+    Random numbers come from ``generator`` (on ``images.device``) or torch's global RNG (seeded
+    by ``torch.manual_seed`` or Avalanche's ``set_random_seeds``).
     """
     if padding < 0:
         raise ValueError(f"padding must be >= 0, got {padding}")
@@ -173,20 +124,15 @@ def random_crop_flip(
     n, device = images.shape[0], images.device
     top = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=device)
     left = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=device)
-    if flip:
-        flips = torch.rand(n, generator=generator, device=device) < 0.5
-    else:
-        flips = torch.zeros(n, dtype=torch.bool, device=device)
+    flips = (torch.rand(n, generator=generator, device=device) < 0.5 if flip
+             else torch.zeros(n, dtype=torch.bool, device=device))
     out = crop_flip(images, top, left, flips, padding)
     return out[0] if single else out
 
 
 class RandomCropFlip:
-    """Callable ``random_crop_flip`` with fixed settings (per-sample or batched).
-
-    Usable as a tensor-level transform, e.g. iCaRL's ``buffer_transform`` on the
-    classic path.  Uses torch's global RNG.
-    """
+    """:func:`random_crop_flip` with fixed settings as a tensor transform (torch's global RNG),
+    e.g. iCaRL's ``buffer_transform`` on the classic path."""
 
     def __init__(self, padding: int = 4, flip: bool = True):
         self.padding, self.flip = padding, flip
@@ -199,13 +145,9 @@ class RandomCropFlip:
 
 
 class BatchAugmentPlugin(SupervisedPlugin):
-    """Crop + flip the whole training mini-batch on the device (fast path).
-
-    Runs in ``before_forward``, i.e. after the strategy has moved the batch to
-    its device and before the model sees it; evaluation batches are left
-    untouched (the model's :class:`InputNormalize` does the only eval-time
-    preprocessing).  Put it first in the strategy's plugin list.  See the
-    module docstring for why this is correct for Replay, LwF and iCaRL.
+    """Crop + flip the whole training mini-batch on the device (fast path), in ``before_forward``;
+    evaluation batches are left untouched. Put it first in the strategy's plugin list (see the
+    module docstring).
 
     :param padding: zero padding before the random crop (4 for CIFAR).
     :param flip: random horizontal flips.
@@ -229,17 +171,15 @@ class BatchAugmentPlugin(SupervisedPlugin):
 
     def augment(self, images: Tensor) -> Tensor:
         """Augment one batch (what ``before_forward`` applies to ``mbatch[0]``)."""
-        return random_crop_flip(
-            images, self.padding, self.flip, generator=self._generator_for(images.device)
-        )
+        return random_crop_flip(images, self.padding, self.flip, generator=self._generator_for(images.device))
 
     def before_forward(self, strategy, **kwargs):
         strategy.mbatch[0] = self.augment(strategy.mbatch[0])
 
 
-# --------------------------------------------------------------------------
-# Classic per-sample transforms
-# --------------------------------------------------------------------------
+def normalized_transform(*steps, mean: Sequence[float], std: Sequence[float]) -> transforms.Compose:
+    """``steps`` on a PIL image, then ``ToTensor + Normalize(mean, std)``."""
+    return transforms.Compose([*steps, transforms.ToTensor(), transforms.Normalize(mean, std)])
 
 
 def classic_train_transform(
@@ -249,13 +189,8 @@ def classic_train_transform(
     std: Sequence[float] = CIFAR100_STD,
 ) -> transforms.Compose:
     """``RandomCrop(size, padding) + RandomHorizontalFlip + ToTensor + Normalize`` on PIL images."""
-    return transforms.Compose(
-        [
-            transforms.RandomCrop(size, padding=padding),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(mean, std),
-        ]
+    return normalized_transform(
+        transforms.RandomCrop(size, padding=padding), transforms.RandomHorizontalFlip(), mean=mean, std=std
     )
 
 
@@ -263,4 +198,11 @@ def classic_eval_transform(
     mean: Sequence[float] = CIFAR100_MEAN, std: Sequence[float] = CIFAR100_STD
 ) -> transforms.Compose:
     """``ToTensor + Normalize`` on PIL images."""
-    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    return normalized_transform(mean=mean, std=std)
+
+
+def classic_transforms(size: int, mean: Sequence[float], std: Sequence[float]) -> dict:
+    """The classic path's ``train_transform`` (random crop ``size`` with padding 4, flip) and
+    ``eval_transform``, as keyword arguments of a benchmark."""
+    return {"train_transform": classic_train_transform(size, 4, mean, std),
+            "eval_transform": classic_eval_transform(mean, std)}

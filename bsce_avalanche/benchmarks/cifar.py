@@ -1,20 +1,10 @@
-"""Split CIFAR-100, the standard class-incremental benchmark.
-
-Data is read from a local ``cifar100.npz`` (arrays ``x_train`` ``(50000, 32, 32,
-3)`` uint8 HWC, ``y_train``, ``x_test``, ``y_test``) or, with
-``download=True``, fetched by torchvision.  Where the data is looked for: see
-:func:`load_cifar100_arrays`.
+"""Split CIFAR-100, from a local ``cifar100.npz`` or torchvision's download.
 
 Typical use (iCaRL class order, LUCIR/PODNet B50 protocol, 10 steps)::
 
     bench = split_cifar100(protocol="B50", n_steps=10)   # 11 experiences
     model = make_model("resnet32", num_classes=100)      # has InputNormalize
     strategy = Naive(model, ..., plugins=[BatchAugmentPlugin(), ...])
-
-``fast_augment=True`` (default) yields raw ``uint8`` images and needs
-:class:`~.augment.BatchAugmentPlugin` in the strategy plus a model whose first
-layer is :class:`~.augment.InputNormalize`; ``fast_augment=False`` applies the
-classic per-sample torchvision transforms and works with any model.
 """
 
 from __future__ import annotations
@@ -26,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 from avalanche.benchmarks.scenarios.deprecated.new_classes.nc_scenario import NCScenario
+from torchvision.datasets import CIFAR100
 
-from .augment import CIFAR100_MEAN, CIFAR100_STD, classic_eval_transform, classic_train_transform
+from .augment import CIFAR100_MEAN, CIFAR100_STD, classic_transforms
 from .class_orders import ClassOrderSpec
 from .common import (
     DATA_DIR_ENV,
@@ -36,8 +27,9 @@ from .common import (
     check_flags,
     check_labels,
     make_class_incremental_benchmark,
+    raise_not_found,
     resolve_data_dir,
-    resolve_protocol,
+    resolve_split,
 )
 
 CIFAR100_NPZ = "cifar100.npz"
@@ -61,18 +53,14 @@ def load_cifar100_arrays(
 ) -> dict[str, np.ndarray]:
     """CIFAR-100 as numpy arrays ``x_train, y_train, x_test, y_test`` (images HWC uint8).
 
-    The data directory is ``data_dir``, else ``$BSCE_DATA_DIR``, else
-    ``~/.cache/bsce_avalanche``.  In it, in order:
+    Looks in the data directory (:func:`~.common.resolve_data_dir`) for, in order,
+    ``cifar100.npz`` or ``cifar100/cifar100.npz``, then torchvision's ``cifar-100-python/``
+    folder; with ``download=True`` torchvision fetches that folder.
 
-    1. ``cifar100.npz`` or ``cifar100/cifar100.npz`` (the local copy);
-    2. torchvision's ``cifar-100-python/`` folder from an earlier download;
-    3. with ``download=True``, torchvision's ``CIFAR100(root, download=True)``
-       fetches that folder (needs internet access).
-
-    :raises FileNotFoundError: nothing found and no (successful) download; the
-        message says where to put the file.
-    :raises ValueError: a file that is not a readable ``.npz`` of these arrays, or whose
-        images or labels are malformed (labels: integers in 0..99, every class present).
+    :raises FileNotFoundError: nothing found and no (successful) download; the message says where to
+        put the file.
+    :raises ValueError: a file that is not a readable ``.npz`` of these arrays, or whose images or
+        labels are malformed (labels: integers in 0..99, every class present).
     """
     root = resolve_data_dir(data_dir)
     candidates = cifar100_npz_candidates(data_dir)
@@ -88,16 +76,14 @@ def load_cifar100_arrays(
             download_error = err
 
     looked = ", ".join(str(p) for p in candidates)
-    msg = (
+    raise_not_found(
         f"CIFAR-100 not found: looked for {looked} and for torchvision's "
         f"'cifar-100-python' folder in {root}. Put a cifar100.npz there (arrays "
         f"x_train (N,32,32,3) uint8, y_train, x_test, y_test), point data_dir= or "
         f"${DATA_DIR_ENV} to the folder holding it, or pass download=True to fetch "
-        f"CIFAR-100 with torchvision."
+        f"CIFAR-100 with torchvision.",
+        download_error, "The torchvision load/download failed",
     )
-    if download_error is not None:
-        msg += f" The torchvision load/download failed: {download_error}"
-    raise FileNotFoundError(msg) from download_error
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -128,8 +114,6 @@ def _check_arrays(arrays: dict[str, np.ndarray], where: str) -> dict[str, np.nda
 
 
 def _load_torchvision(root: Path, download: bool) -> dict[str, np.ndarray]:
-    from torchvision.datasets import CIFAR100
-
     train = CIFAR100(str(root), train=True, download=download)
     test = CIFAR100(str(root), train=False, download=download)
     arrays = {"x_train": np.asarray(train.data), "y_train": np.asarray(train.targets),
@@ -152,55 +136,30 @@ def split_cifar100(
 ) -> NCScenario:
     """Class-incremental Split CIFAR-100 (an Avalanche ``NCScenario``).
 
-    :param n_experiences: number of experiences, all of them counted; default
-        10 when no ``protocol`` is given.
-    :param first_exp_classes: classes in the first experience (the rest split
-        evenly); ``None`` = even split.
-    :param protocol: ``"B0"`` (iCaRL: 5/10/20/50 steps) or ``"B50"`` (LUCIR,
-        PODNet: 50 base classes, then 5/10/25 steps), with ``n_steps``; an
-        alternative to ``n_experiences``/``first_exp_classes``.  ``"B50"`` with
-        ``n_steps=10`` gives 11 experiences.
-    :param class_order: ``"icarl"`` (default), ``"icarl-original"``,
-        ``"natural"``, ``"random"`` (with ``seed``), an int seed, or a list.
+    :param n_experiences: number of experiences, all of them counted; default 10 when no ``protocol``.
+    :param first_exp_classes: classes in the first experience (the rest split evenly); ``None`` = even.
+    :param protocol: ``"B0"`` (iCaRL: 5/10/20/50 steps) or ``"B50"`` (LUCIR, PODNet: 50 base classes,
+        then 5/10/25 steps), with ``n_steps``; instead of ``n_experiences``/``first_exp_classes``.
+        ``"B50"`` with ``n_steps=10`` gives 11 experiences.
+    :param class_order: ``"icarl"`` (default), ``"icarl-original"``, ``"natural"``, ``"random"`` (with
+        ``seed``), an int seed, or a list.
     :param seed: seed for ``class_order="random"``.
     :param data_dir: where to find/put the data (see :func:`load_cifar100_arrays`).
     :param download: allow torchvision to download CIFAR-100.
-    :param fast_augment: ``True``: experiences yield raw ``uint8`` ``(3, 32, 32)``
-        tensors; add :class:`~.augment.BatchAugmentPlugin` to the strategy and
-        use a model starting with :class:`~.augment.InputNormalize`.
-        ``False``: PIL images with the classic per-sample transforms
-        (random crop 32/pad 4, flip, ``ToTensor``, ``Normalize``).
-    :param remap_class_ids: renumber labels in arrival order (class
-        ``classes_order[i]`` becomes ``i``); default keeps CIFAR-100's labels.
+    :param fast_augment: ``True``: experiences yield raw ``uint8`` ``(3, 32, 32)`` tensors; add
+        :class:`~.augment.BatchAugmentPlugin` to the strategy and use a model starting with
+        :class:`~.augment.InputNormalize`. ``False``: PIL images with the classic per-sample
+        transforms (random crop 32/pad 4, flip, ``ToTensor``, ``Normalize``).
+    :param remap_class_ids: renumber labels in arrival order (class ``classes_order[i]`` becomes
+        ``i``); default keeps CIFAR-100's labels.
     """
-    n_experiences, first_exp_classes = resolve_protocol(
-        CIFAR100_N_CLASSES,
-        n_experiences=n_experiences,
-        first_exp_classes=first_exp_classes,
-        protocol=protocol,
-        n_steps=n_steps,
-        default_n_experiences=10,
+    split = resolve_split(
+        CIFAR100_N_CLASSES, 10, n_experiences=n_experiences, first_exp_classes=first_exp_classes,
+        protocol=protocol, n_steps=n_steps, class_order=class_order, seed=seed, remap_class_ids=remap_class_ids,
     )
     check_flags(download=download, fast_augment=fast_augment)
     arrays = load_cifar100_arrays(data_dir, download=download)
-    if fast_augment:
-        train = TensorImageDataset.from_hwc_uint8(arrays["x_train"], arrays["y_train"])
-        test = TensorImageDataset.from_hwc_uint8(arrays["x_test"], arrays["y_test"])
-        train_transform = eval_transform = None
-    else:
-        train = PILImageDataset(arrays["x_train"], arrays["y_train"])
-        test = PILImageDataset(arrays["x_test"], arrays["y_test"])
-        train_transform = classic_train_transform(32, 4, CIFAR100_MEAN, CIFAR100_STD)
-        eval_transform = classic_eval_transform(CIFAR100_MEAN, CIFAR100_STD)
-    return make_class_incremental_benchmark(
-        train,
-        test,
-        n_classes=CIFAR100_N_CLASSES,
-        n_experiences=n_experiences,
-        first_exp_classes=first_exp_classes,
-        class_order=class_order,
-        seed=seed,
-        remap_class_ids=remap_class_ids,
-        train_transform=train_transform,
-        eval_transform=eval_transform,
-    )
+    images = TensorImageDataset.from_hwc_uint8 if fast_augment else PILImageDataset
+    train, test = (images(arrays[f"x_{part}"], arrays[f"y_{part}"]) for part in ("train", "test"))
+    transforms = {} if fast_augment else classic_transforms(32, CIFAR100_MEAN, CIFAR100_STD)
+    return make_class_incremental_benchmark(train, test, **split, **transforms)

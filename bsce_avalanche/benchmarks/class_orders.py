@@ -1,24 +1,13 @@
-"""Named class orders for class-incremental benchmarks.
+"""Named class orders. The order in which classes arrive changes the numbers, so papers fix it;
+the two common CIFAR-100 orders differ, hence both names:
 
-In class-incremental learning the order in which classes arrive changes the
-numbers a method reports, so papers fix it.  Two orders dominate CIFAR-100
-results and they are *not* the same, which is why both are exposed by name:
-
-``"icarl"``
-    ``numpy.random.seed(1993); numpy.random.permutation(n_classes)``.  This is
-    what PyCIL and FACIL call the iCaRL order (seed 1993 is the one from the
-    iCaRL paper); LUCIR and PODNet shuffle ``arange(100)`` with the same seed,
-    which gives the same permutation, also for ImageNet-Subset.  For CIFAR-100
-    it starts ``68, 56, 78, 8``.
-``"icarl-original"``
-    The order hard-coded in the original iCaRL (Theano) code, reused by PODNet
-    for CIFAR-100 and by Avalanche's ``continual-learning-baselines`` iCaRL
-    experiment.  CIFAR-100 only; it starts ``87, 0, 52, 58``.
-``"natural"``
-    ``0, 1, ..., n_classes - 1``.
-``"random"``
-    A seeded random permutation (``numpy.random.RandomState(seed)``); an
-    integer passed instead of a name means the same thing.
+* ``"icarl"``: ``numpy.random.seed(1993); numpy.random.permutation(n_classes)``, the iCaRL order
+  of PyCIL and FACIL; LUCIR and PODNet shuffle ``arange(100)`` with that seed, the same
+  permutation (also for ImageNet-Subset). CIFAR-100: ``68, 56, 78, 8, ...``.
+* ``"icarl-original"``: hard-coded in the original iCaRL (Theano) code, reused by PODNet and by
+  Avalanche's ``continual-learning-baselines``; CIFAR-100 only: ``87, 0, 52, 58, ...``.
+* ``"natural"``: ``0, 1, ..., n_classes - 1``; ``"random"``: ``numpy.random.RandomState(seed)``'s
+  permutation (an integer instead of a name means the same).
 """
 
 from __future__ import annotations
@@ -49,12 +38,8 @@ ClassOrderSpec = str | int | Sequence[int]
 
 
 def icarl_order(n_classes: int = 100) -> list[int]:
-    """``numpy.random.seed(1993); numpy.random.permutation(n_classes)``.
-
-    A private ``RandomState`` is used so that the global numpy RNG is left
-    untouched; it produces exactly the same permutation.
-    """
-    return np.random.RandomState(ICARL_SEED).permutation(n_classes).tolist()
+    """``numpy.random.seed(1993); numpy.random.permutation(n_classes)``, leaving numpy's global RNG alone."""
+    return random_order(n_classes, ICARL_SEED)
 
 
 def random_order(n_classes: int, seed: int) -> list[int]:
@@ -62,20 +47,17 @@ def random_order(n_classes: int, seed: int) -> list[int]:
     return np.random.RandomState(seed).permutation(n_classes).tolist()
 
 
-def get_class_order(
-    order: ClassOrderSpec, n_classes: int = 100, seed: int | None = None
-) -> list[int]:
+def get_class_order(order: ClassOrderSpec, n_classes: int = 100, seed: int | None = None) -> list[int]:
     """Resolve a class-order specification to a list of class ids.
 
-    :param order: one of :data:`CLASS_ORDER_NAMES`, an integer seed (a random
-        order drawn with that seed), or an explicit sequence that must be a
-        permutation of ``range(n_classes)``.
+    :param order: one of :data:`CLASS_ORDER_NAMES`, an integer seed (a random order drawn with that
+        seed), or an explicit sequence that must be a permutation of ``range(n_classes)``.
     :param n_classes: number of classes in the dataset.
-    :param seed: seed for ``order="random"``; required there so that runs are
-        reproducible, ignored by the other names.
-    :raises ValueError: unknown name (with the closest valid name suggested),
-        ``"random"`` without a seed, ``"icarl-original"`` for a dataset that is
-        not 100 classes, or a sequence that is not a permutation.
+    :param seed: seed for ``order="random"``; required there so that runs are reproducible, ignored
+        by the other names.
+    :raises ValueError: unknown name (with the closest valid name suggested), ``"random"`` without a
+        seed, ``"icarl-original"`` for a dataset that is not 100 classes, or a sequence that is not
+        a permutation.
     """
     if isinstance(order, bool):  # bool is an int subclass; True is no seed
         raise TypeError(f"class_order must be a name, an int seed or a list, got {order!r}")

@@ -1,16 +1,7 @@
-"""Pieces shared by the benchmark builders.
-
-* where datasets live on disk (:func:`resolve_data_dir`),
-* the ``B<k>`` protocols of the class-incremental literature (B0, B50, ...;
-  :func:`resolve_protocol`),
-* :func:`check_labels`, the one check of a dataset's labels (integers, in range, every class),
-* in-memory and on-disk image datasets: :class:`TensorImageDataset` (the fast
-  batch-augmentation path keeps ``uint8`` images in it), :class:`PILImageDataset`
-  and :class:`ImageFileDataset` (the classic per-sample transform path),
-* :func:`make_class_incremental_benchmark`, the single place that calls
-  Avalanche's ``nc_benchmark`` so that every builder produces the same kind of
-  scenario (``NCScenario``; iCaRL reads its ``classes_order`` and
-  ``n_classes_per_exp``).
+"""What the benchmark builders share: the data directory, the ``B<k>`` protocols, the one label
+check, the image datasets (``uint8`` tensors for the fast path; PIL images or files for the
+classic per-sample path) and the one call of Avalanche's ``nc_benchmark``, so that every builder
+yields the same kind of ``NCScenario`` (iCaRL reads its ``classes_order`` and ``n_classes_per_exp``).
 """
 
 from __future__ import annotations
@@ -19,6 +10,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -36,25 +28,19 @@ DEFAULT_DATA_DIR = Path("~/.cache/bsce_avalanche")
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """Directory to read (and, for downloads, write) datasets.
-
-    Resolution order: the explicit ``data_dir`` argument, then the
-    ``BSCE_DATA_DIR`` environment variable, then ``~/.cache/bsce_avalanche``.
-    The directory is not created here; only a download creates it.
-    """
+    """Where datasets are read (and downloaded): ``data_dir``, else ``$BSCE_DATA_DIR``, else
+    ``~/.cache/bsce_avalanche``. Not created here; only a download creates it."""
     if data_dir is not None:
         if not isinstance(data_dir, (str, os.PathLike)):
-            raise TypeError(f"data_dir must be a path (str or os.PathLike), got {type(data_dir).__name__} {data_dir!r}")
+            raise TypeError(
+                f"data_dir must be a path (str or os.PathLike), got {type(data_dir).__name__} {data_dir!r}"
+            )
         return Path(data_dir).expanduser()
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         return Path(env).expanduser()
     return DEFAULT_DATA_DIR.expanduser()
 
-
-# --------------------------------------------------------------------------
-# Protocols
-# --------------------------------------------------------------------------
 
 _PROTOCOL_RE = re.compile(r"^B(\d+)$", re.IGNORECASE)
 
@@ -68,21 +54,13 @@ def resolve_protocol(
     n_steps: int | None = None,
     default_n_experiences: int | None = None,
 ) -> tuple[int, int | None]:
-    """Turn either description of a class split into ``(n_experiences, first_exp_classes)``.
+    """Turn either description of a class split, not both, into ``(n_experiences, first_exp_classes)``.
 
-    Two equivalent ways to describe a split are accepted, but not mixed:
-
-    * ``n_experiences`` (+ optional ``first_exp_classes``): the Avalanche view,
-      counting every experience including the first one.
-    * ``protocol="B<k>"`` + ``n_steps``: the paper view, for any ``k``.  ``"B0"``
-      (iCaRL) splits all classes evenly into ``n_steps`` experiences; ``"B50"``
-      (LUCIR, PODNet) trains a base experience with 50 classes and then
-      ``n_steps`` incremental steps over the rest, i.e. ``n_steps + 1`` experiences.  For CIFAR-100,
-      B0 uses 5/10/20/50 steps and B50 uses 5/10/25 steps in the literature.
-
-    ``first_exp_classes=None`` means an even split over all experiences.
-    ``default_n_experiences`` is used when neither description is given (each
-    benchmark's usual split).
+    ``n_experiences`` (+ optional ``first_exp_classes``; ``None``: an even split) is Avalanche's
+    view, counting every experience. ``protocol="B<k>"`` + ``n_steps`` is the papers' view, for any
+    ``k``: ``"B0"`` (iCaRL) splits all classes evenly into ``n_steps`` experiences; ``"B50"`` (LUCIR,
+    PODNet) trains 50 base classes, then ``n_steps`` steps over the rest (``n_steps + 1``
+    experiences). ``default_n_experiences`` applies when neither is given.
 
     :raises ValueError: mixed descriptions, a malformed protocol, or class
         counts that do not divide evenly (the message names the valid choices).
@@ -119,6 +97,18 @@ def resolve_protocol(
     return n_experiences, first_exp_classes
 
 
+def resolve_split(
+    n_classes: int, default_n_experiences: int, *, class_order: ClassOrderSpec, seed: int | None,
+    remap_class_ids: bool, **split,
+) -> dict:
+    """A builder's split arguments (``split``: those of :func:`resolve_protocol`), checked before any
+    data is read, as the keyword arguments of :func:`make_class_incremental_benchmark` but the data."""
+    n_experiences, first_exp_classes = resolve_protocol(n_classes, default_n_experiences=default_n_experiences, **split)
+    check_flags(remap_class_ids=remap_class_ids)
+    return dict(n_classes=n_classes, n_experiences=n_experiences, first_exp_classes=first_exp_classes,
+                class_order=class_order, seed=seed, remap_class_ids=remap_class_ids)
+
+
 def _check_split(n_classes: int, n_experiences: int, first_exp_classes: int | None) -> None:
     if isinstance(n_experiences, bool) or not isinstance(n_experiences, (int, np.integer)):
         raise TypeError(f"the number of experiences must be an int, got {n_experiences!r}")
@@ -134,9 +124,7 @@ def _check_split(n_classes: int, n_experiences: int, first_exp_classes: int | No
         return
     _check_int("first_exp_classes", first_exp_classes, 1)
     if not 0 < first_exp_classes <= n_classes:
-        raise ValueError(
-            f"first_exp_classes must be in 1..{n_classes}, got {first_exp_classes}"
-        )
+        raise ValueError(f"first_exp_classes must be in 1..{n_classes}, got {first_exp_classes}")
     rest, later = n_classes - first_exp_classes, n_experiences - 1
     if later == 0:
         if rest:
@@ -161,16 +149,18 @@ def _check_int(name: str, value, low: int) -> None:
         raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
+def raise_not_found(message: str, download_error: Exception | None, failed: str = "The download failed") -> NoReturn:
+    """``FileNotFoundError(message)``, plus why the download, if one was tried, failed."""
+    if download_error is not None:
+        message += f" {failed}: {download_error}"
+    raise FileNotFoundError(message) from download_error
+
+
 def check_flags(**flags) -> None:
     """Each flag is a bool (a string such as ``"no"`` would count as true)."""
     for name, value in flags.items():
         if not isinstance(value, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-
-
-# --------------------------------------------------------------------------
-# Labels and datasets
-# --------------------------------------------------------------------------
 
 
 def check_labels(labels, what: str = "targets", n_classes: int | None = None) -> np.ndarray:
@@ -185,9 +175,9 @@ def check_labels(labels, what: str = "targets", n_classes: int | None = None) ->
     if y.ndim != 1:
         raise ValueError(f"{what} must be one class id per sample (shape (N,)), got shape {y.shape}")
     if y.dtype.kind not in "iu" and y.size:
-        raise ValueError(f"{what} must be integer class ids, got dtype {y.dtype}"
-                         + (" with fractional values" if y.dtype.kind == "f" and (y != np.round(y)).any() else "")
-                         + "; store the labels as integers")
+        fractional = " with fractional values" if y.dtype.kind == "f" and (y != np.round(y)).any() else ""
+        raise ValueError(f"{what} must be integer class ids, got dtype {y.dtype}{fractional}; "
+                         "store the labels as integers")
     y = y.astype(np.int64)
     outside = np.unique(y[(y < 0) | (y >= n_classes)] if n_classes else y[y < 0])
     if outside.size:
@@ -200,16 +190,24 @@ def check_labels(labels, what: str = "targets", n_classes: int | None = None) ->
     return y
 
 
-class TensorImageDataset(Dataset):
+class _LabelledDataset(Dataset):
+    """One item per target; ``targets`` (what Avalanche reads) checked once and kept as a list."""
+
+    def __init__(self, n_items: int, targets: Sequence[int], items: str = "images"):
+        if n_items != len(targets):
+            raise ValueError(f"{n_items} {items} but {len(targets)} targets")
+        self.targets = check_labels(targets).tolist()
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+class TensorImageDataset(_LabelledDataset):
     """Images kept as one tensor ``(N, C, H, W)``; items are ``(image, label)``.
 
-    Used with ``uint8`` images for the fast path (see :mod:`.augment`): an item
-    is a view into the big tensor, so loading costs almost nothing, and a
-    mini-batch stays ``uint8`` (4x smaller than float) until it reaches the
-    training device, where :class:`~.augment.BatchAugmentPlugin` crops and
-    flips the whole batch and the model's :class:`~.augment.InputNormalize`
-    layer turns it into normalised floats.  Also used with ready-made float
-    images (scikit-learn digits).
+    With ``uint8`` images (the fast path, see :mod:`.augment`) an item is a view into the tensor
+    and a mini-batch stays ``uint8`` (4x smaller than float) until it reaches the training device.
+    Also used with ready-made float images (scikit-learn digits).
     """
 
     def __init__(self, images: torch.Tensor, targets: Sequence[int]):
@@ -218,69 +216,42 @@ class TensorImageDataset(Dataset):
                 f"images must be a tensor (N, C, H, W), got {type(images).__name__} "
                 f"{tuple(getattr(images, 'shape', ()))}"
             )
-        if len(images) != len(targets):
-            raise ValueError(f"{len(images)} images but {len(targets)} targets")
         self.images = images
-        self.targets = check_labels(targets).tolist()  # Avalanche reads .targets
+        super().__init__(len(images), targets)
 
     @classmethod
     def from_hwc_uint8(cls, images: np.ndarray, targets: Sequence[int]) -> "TensorImageDataset":
         """Build from a ``(N, H, W, C)`` uint8 array, as stored in ``cifar100.npz``."""
         if images.dtype != np.uint8 or images.ndim != 4:
-            raise ValueError(
-                f"expected a uint8 array (N, H, W, C), got {images.dtype} {images.shape}"
-            )
+            raise ValueError(f"expected a uint8 array (N, H, W, C), got {images.dtype} {images.shape}")
         chw = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous()
         return cls(chw, targets)
-
-    def __len__(self) -> int:
-        return len(self.targets)
 
     def __getitem__(self, index: int):
         return self.images[index], self.targets[index]
 
 
-class PILImageDataset(Dataset):
-    """Images kept as a ``(N, H, W, C)`` uint8 array; items are ``(PIL.Image, label)``.
-
-    Same behaviour as torchvision's ``CIFAR100`` dataset, so Avalanche applies
-    the usual per-sample torchvision transforms to it (the classic path,
-    ``fast_augment=False``).
-    """
+class PILImageDataset(_LabelledDataset):
+    """Images kept as a ``(N, H, W, C)`` uint8 array; items are ``(PIL.Image, label)``, as in
+    torchvision's ``CIFAR100``, for the classic per-sample transforms (``fast_augment=False``)."""
 
     def __init__(self, images: np.ndarray, targets: Sequence[int]):
         if images.dtype != np.uint8 or images.ndim != 4:
-            raise ValueError(
-                f"images must be a uint8 array (N, H, W, C), got {images.dtype} {images.shape}"
-            )
-        if len(images) != len(targets):
-            raise ValueError(f"{len(images)} images but {len(targets)} targets")
+            raise ValueError(f"images must be a uint8 array (N, H, W, C), got {images.dtype} {images.shape}")
         self.images = images
-        self.targets = check_labels(targets).tolist()
-
-    def __len__(self) -> int:
-        return len(self.targets)
+        super().__init__(len(images), targets)
 
     def __getitem__(self, index: int):
         return Image.fromarray(self.images[index]), self.targets[index]
 
 
-class ImageFileDataset(Dataset):
-    """Image files on disk; items are ``(PIL.Image (RGB), label)``.
-
-    The equivalent of torchvision's ``ImageFolder`` for an explicit list of
-    files, so that the caller decides which classes and files belong to it
-    (ImageNet subsets, Tiny-ImageNet's annotation-file validation split).
-    """
+class ImageFileDataset(_LabelledDataset):
+    """Image files on disk; items are ``(PIL.Image (RGB), label)``: torchvision's ``ImageFolder``
+    for an explicit list of files (ImageNet subsets, Tiny-ImageNet's annotated validation split)."""
 
     def __init__(self, paths: Sequence[str | os.PathLike], targets: Sequence[int]):
-        if len(paths) != len(targets):
-            raise ValueError(f"{len(paths)} paths but {len(targets)} targets")
         self.paths = [str(p) for p in paths]
-        self.targets = check_labels(targets).tolist()
-
-    def __len__(self) -> int:
-        return len(self.targets)
+        super().__init__(len(paths), targets, "paths")
 
     def __getitem__(self, index: int):
         try:
@@ -288,11 +259,6 @@ class ImageFileDataset(Dataset):
                 return img.convert("RGB"), self.targets[index]
         except OSError as err:  # PIL's message may lack the file: name it
             raise OSError(f"cannot read image {self.paths[index]}: {err}") from err
-
-
-# --------------------------------------------------------------------------
-# Benchmark construction
-# --------------------------------------------------------------------------
 
 
 def make_class_incremental_benchmark(
@@ -308,14 +274,10 @@ def make_class_incremental_benchmark(
     train_transform=None,
     eval_transform=None,
 ) -> NCScenario:
-    """Build a class-incremental ``NCScenario`` with Avalanche's ``nc_benchmark``.
+    """A single-task class-incremental ``NCScenario`` with a fixed class order (Avalanche's ``nc_benchmark``).
 
-    Always single-task (``task_labels=False``) with a fixed class order, so the
-    scenario is fully determined by the arguments.  Labels keep their original
-    dataset ids unless ``remap_class_ids`` is set, in which case they are
-    renumbered in order of arrival (``class_ids_from_zero_from_first_exp``), as
-    LUCIR/PODNet do internally; both work with Avalanche's iCaRL because it
-    reads ``benchmark.classes_order``, which follows the same convention.
+    Labels keep their dataset ids unless ``remap_class_ids``: then they are renumbered in order of
+    arrival, as LUCIR/PODNet do; Avalanche's iCaRL works with both (it reads ``classes_order``).
     """
     _check_split(n_classes, n_experiences, first_exp_classes)
     check_flags(remap_class_ids=remap_class_ids)

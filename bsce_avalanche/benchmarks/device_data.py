@@ -1,39 +1,13 @@
 """Device-resident data path: tensor datasets gathered on the training device.
 
-Avalanche's loaders fetch mini-batches sample by sample: ``ConcatDataset`` ->
-``AvalancheDataset`` -> transform groups -> the leaf dataset, then ``collate``.  With
-images already in memory (:class:`~.common.TensorImageDataset`, CIFAR and digits) that
-Python work, not the network, limits a GPU.  :class:`DeviceDataPlugin` removes it and
-changes nothing else:
-
-* **Same sampling.**  The strategy's own loader (``TaskBalancedDataLoader``,
-  ``ReplayDataLoader``'s 50/50 batches, a plain shuffled loader over a concatenated
-  dataset, the evaluation loader...) still builds its batch sampler, draws the same
-  random numbers and decides which positions form each mini-batch.  The plugin only
-  replaces the per-sample *fetch*: the loader's ``_get_loader`` (where Avalanche's
-  multi-dataset loaders build, every epoch, their samplers and a PyTorch
-  ``DataLoader``) builds the same samplers and a ``DataLoader`` over a dataset with a
-  batched ``__getitems__``.  It also skips Avalanche's FFCV probe there, which walks
-  every sample of every dataset at every epoch (0.7 s per CIFAR epoch on a CPU core).
-* **Batched fetch on the device.**  Once per loader (once per experience), every
-  position of the loader's datasets is mapped to a row of an image tensor kept on the
-  device (:func:`device_images`, one copy per dataset and device) together with its
-  class and task label.  A mini-batch is then one host-to-device copy of the positions
-  and three gathers (``index_select``); no per-sample Python remains.
-* **Same data.**  Only datasets whose items are exactly ``(images[row], label, task)``
-  qualify: leaves that are :class:`~.common.TensorImageDataset` or ``TensorDataset``
-  (iCaRL's exemplar memory), no image transforms anywhere in the dataset tree (class
-  relabelling by Avalanche, which its ``targets`` follow, is fine).  Anything else is
-  refused with a message naming the offending dataset; the first and last item of
-  every dataset are also compared with the classic per-sample fetch.  Labels come from
-  the datasets' ``targets``, as the BSCE prior does.
-
-Augmentation (:class:`~.augment.BatchAugmentPlugin`, crop + flip of the whole batch on
-the device) and normalisation (the model's :class:`~.augment.InputNormalize`) are the
-same as on the per-sample path, so on a CPU both paths train bit for bit the same
-model.  Evaluation loaders are handled the same way (use large evaluation batches:
-``eval_mb_size`` costs nothing but device memory now).  Loader workers are pointless
-here: the plugin refuses ``num_workers > 0``.
+With images in memory (:class:`~.common.TensorImageDataset`: CIFAR, digits), Avalanche's per-sample
+fetch (``AvalancheDataset`` -> transform groups -> leaf, then ``collate``), not the network, limits
+a GPU. :class:`DeviceDataPlugin` replaces only that fetch: the strategy's loader keeps its samplers
+and random draws (so on a CPU both paths train the same model bit for bit), minus Avalanche's FFCV
+probe that walks every sample at every epoch, and a mini-batch becomes three gathers from tensors
+kept on the device (:func:`device_images`). Only tensor leaves without image transforms qualify
+(Avalanche's relabelling is fine): anything else is refused with a message, and the first and last
+item of every dataset are checked against the per-sample fetch.
 """
 
 from __future__ import annotations
@@ -45,14 +19,14 @@ import torch
 from avalanche.benchmarks.utils.classification_dataset import lookup
 from avalanche.benchmarks.utils.data import AvalancheDataset
 from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader, MultiDatasetSampler
-from avalanche.benchmarks.utils.flat_data import FlatData, LazyIndices, LazyRange
+from avalanche.benchmarks.utils.flat_data import FlatData
 from avalanche.benchmarks.utils.transforms import TupleTransform
 from avalanche.core import SupervisedPlugin
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torch.utils.data.dataloader import default_collate
 
-from ..priors import dataset_labels
+from ..priors import _index_tensor, dataset_labels
 from .common import TensorImageDataset
 
 __all__ = ["DeviceDataPlugin", "DeviceBatches", "device_images", "use_device_batches"]
@@ -79,16 +53,6 @@ def device_images(leaf, device: torch.device | str) -> Tensor:
     if key not in copies:
         copies[key] = _leaf_images(leaf).to(device).contiguous()
     return copies[key]
-
-
-# ---------------------------------------------------------------------- dataset trees
-def _index_tensor(indices) -> Tensor:
-    if isinstance(indices, LazyRange):  # LazyRange[i] == start + offset + i
-        return torch.arange(len(indices)) + (indices._start + indices._offset)
-    if isinstance(indices, LazyIndices):
-        indices._to_eager()
-        indices = indices._eager_list
-    return torch.as_tensor(indices, dtype=torch.long)
 
 
 def _only_relabels(transform) -> bool:
@@ -119,18 +83,25 @@ def _leaf_rows(node, group: str) -> tuple[list, Tensor, Tensor]:
                 f"{transform!r} in its {group!r} group: build the benchmark without transforms "
                 "(augment batches with BatchAugmentPlugin) or use data_path: loader."
             )
-    leaves, which, rows = [], [], []
-    for child in node._datasets:
-        child_leaves, child_which, child_rows = _leaf_rows(child, group)
-        which.append(child_which + len(leaves))
-        rows.append(child_rows)
-        leaves += child_leaves
-    which = torch.cat(which) if which else torch.zeros(0, dtype=torch.long)
-    rows = torch.cat(rows) if rows else torch.zeros(0, dtype=torch.long)
+    leaves, which, rows = _concat_rows([_leaf_rows(child, group) for child in node._datasets])
     if node._indices is not None:
         index = _index_tensor(node._indices)
         which, rows = which[index], rows[index]
     return leaves, which, rows
+
+
+def _concat_rows(parts: list) -> tuple[list, Tensor, Tensor]:
+    """The ``(leaves, leaf_index, row)`` of concatenated datasets from those of each."""
+    leaves, which, rows = [], [torch.zeros(0, dtype=torch.long)], [torch.zeros(0, dtype=torch.long)]
+    for part_leaves, part_which, part_rows in parts:
+        which.append(part_which + len(leaves))
+        rows.append(part_rows)
+        leaves += part_leaves
+    return leaves, torch.cat(which), torch.cat(rows)
+
+
+def _current_group(data) -> str:
+    return data._flat_data._transform_groups.current_group if isinstance(data, AvalancheDataset) else "train"
 
 
 def _task_labels(dataset) -> Tensor:
@@ -143,7 +114,6 @@ def _task_labels(dataset) -> Tensor:
     return torch.as_tensor([int(t) for t in tasks], dtype=torch.long)
 
 
-# ---------------------------------------------------------------------- batched fetch
 class DeviceBatches(Dataset):
     """The concatenation of a loader's datasets, fetched a whole mini-batch at a time.
 
@@ -161,15 +131,9 @@ class DeviceBatches(Dataset):
     @classmethod
     def from_datasets(cls, datasets, device: torch.device | str) -> "DeviceBatches":
         """Map every position of ``ConcatDataset(datasets)`` to a row on ``device``."""
-        leaves, which, rows, labels, tasks = [], [], [], [], []
-        for data in datasets:
-            group = data._flat_data._transform_groups.current_group if isinstance(data, AvalancheDataset) else "train"
-            data_leaves, data_which, data_rows = _leaf_rows(data, group)
-            which.append(data_which + len(leaves))
-            rows.append(data_rows)
-            leaves += data_leaves
-            labels.append(dataset_labels(data))
-            tasks.append(_task_labels(data))
+        leaves, which, rows = _concat_rows([_leaf_rows(data, _current_group(data)) for data in datasets])
+        labels = torch.cat([dataset_labels(data) for data in datasets])
+        tasks = torch.cat([_task_labels(data) for data in datasets])
         unique = list({id(leaf): leaf for leaf in leaves}.values())
         position = {id(leaf): i for i, leaf in enumerate(unique)}
         images = [device_images(leaf, device) for leaf in unique]
@@ -180,13 +144,8 @@ class DeviceBatches(Dataset):
             )
         offsets = torch.tensor([0] + [len(t) for t in images]).cumsum(0)
         leaf_offset = offsets[torch.tensor([position[id(leaf)] for leaf in leaves], dtype=torch.long)]
-        which, rows = torch.cat(which), torch.cat(rows)
-        batches = cls(
-            images[0] if len(images) == 1 else torch.cat(images),  # iCaRL: data + exemplars
-            rows + leaf_offset[which] if len(which) else rows,
-            torch.cat(labels),
-            torch.cat(tasks),
-        )
+        images = images[0] if len(images) == 1 else torch.cat(images)  # iCaRL: data + exemplars
+        batches = cls(images, rows + leaf_offset[which] if len(which) else rows, labels, tasks)
         batches._check_against(datasets)
         return batches
 

@@ -1,10 +1,5 @@
-"""Split Digits: a tiny offline class-incremental benchmark.
-
-scikit-learn ships the UCI handwritten digits (1797 images, 8x8, 10 classes)
-inside the package, so this benchmark needs no download and trains in seconds
-on a CPU.  It is the default for smoke tests, examples and CI; it is far too
-small to compare methods seriously (use CIFAR-100 for that).
-"""
+"""Split Digits: scikit-learn's bundled 8x8 digits (1797 images, 10 classes), offline and seconds
+on a CPU: for smoke tests, examples and CI, far too small to compare methods (use CIFAR-100)."""
 
 from __future__ import annotations
 
@@ -13,7 +8,7 @@ import torch
 from avalanche.benchmarks.scenarios.deprecated.new_classes.nc_scenario import NCScenario
 
 from .class_orders import ClassOrderSpec
-from .common import TensorImageDataset, make_class_incremental_benchmark, resolve_protocol
+from .common import TensorImageDataset, make_class_incremental_benchmark, resolve_split
 
 DIGITS_N_CLASSES = 10
 
@@ -21,10 +16,7 @@ DIGITS_N_CLASSES = 10
 def load_digits_tensors(
     test_fraction: float = 0.3, seed: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``x_train, y_train, x_test, y_test``; images float32 ``(N, 1, 8, 8)`` in [0, 1].
-
-    The split is stratified, so every class keeps the same train/test ratio.
-    """
+    """``x_train, y_train, x_test, y_test``, images float32 ``(N, 1, 8, 8)`` in [0, 1], split stratified by class."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -35,12 +27,7 @@ def load_digits_tensors(
     x_tr, x_te, y_tr, y_te = train_test_split(
         images, digits.target, test_size=test_fraction, stratify=digits.target, random_state=seed
     )
-    return (
-        torch.from_numpy(x_tr),
-        torch.from_numpy(y_tr.astype(np.int64)),
-        torch.from_numpy(x_te),
-        torch.from_numpy(y_te.astype(np.int64)),
-    )
+    return tuple(torch.from_numpy(a) for a in (x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64)))
 
 
 def split_digits(
@@ -54,36 +41,21 @@ def split_digits(
     test_fraction: float = 0.3,
     remap_class_ids: bool = False,
 ) -> NCScenario:
-    """Class-incremental split of scikit-learn's digits (an Avalanche ``NCScenario``).
-
-    Images are ready-to-use float tensors ``(1, 8, 8)`` in [0, 1]: no
-    augmentation, no normalisation layer needed (``make_model("small_cnn", 10)``).
+    """Class-incremental split of scikit-learn's digits (an Avalanche ``NCScenario``). Images are
+    float tensors ``(1, 8, 8)`` in [0, 1]: no augmentation or normalisation layer needed.
 
     :param n_experiences: default 5 (two classes each) when no ``protocol``.
-    :param first_exp_classes, protocol, n_steps: as for
+    :param first_exp_classes, protocol, n_steps, remap_class_ids: as for
         :func:`~.cifar.split_cifar100` (e.g. ``protocol="B4", n_steps=3``).
-    :param class_order: default ``"natural"`` (0..9); any spec accepted by
-        :func:`~.class_orders.get_class_order`.
-    :param seed: seed of the stratified train/test split and of
-        ``class_order="random"``.
+    :param class_order: default ``"natural"`` (0..9); any spec of :func:`~.class_orders.get_class_order`.
+    :param seed: seed of the stratified train/test split and of ``class_order="random"``.
     :param test_fraction: fraction of each class held out for testing.
     """
-    n_experiences, first_exp_classes = resolve_protocol(
-        DIGITS_N_CLASSES,
-        n_experiences=n_experiences,
-        first_exp_classes=first_exp_classes,
-        protocol=protocol,
-        n_steps=n_steps,
-        default_n_experiences=5,
+    split = resolve_split(
+        DIGITS_N_CLASSES, 5, n_experiences=n_experiences, first_exp_classes=first_exp_classes,
+        protocol=protocol, n_steps=n_steps, class_order=class_order, seed=seed, remap_class_ids=remap_class_ids,
     )
     x_tr, y_tr, x_te, y_te = load_digits_tensors(test_fraction, seed)
     return make_class_incremental_benchmark(
-        TensorImageDataset(x_tr, y_tr.tolist()),
-        TensorImageDataset(x_te, y_te.tolist()),
-        n_classes=DIGITS_N_CLASSES,
-        n_experiences=n_experiences,
-        first_exp_classes=first_exp_classes,
-        class_order=class_order,
-        seed=seed,
-        remap_class_ids=remap_class_ids,
+        TensorImageDataset(x_tr, y_tr.tolist()), TensorImageDataset(x_te, y_te.tolist()), **split
     )

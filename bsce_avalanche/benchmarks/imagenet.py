@@ -1,46 +1,19 @@
 """ImageNet-1k, ImageNet-Subset (100 classes) and Tiny-ImageNet from local folders.
 
-Nothing here downloads ImageNet (it needs a licence); Tiny-ImageNet can be
-fetched through Avalanche's ``TinyImagenet`` with ``download=True``.
+ImageNet is never downloaded (it needs a licence); Tiny-ImageNet can be, by Avalanche's
+``TinyImagenet``. Layouts (a label is the index of its wnid among the sorted wnids, as in
+torchvision's ``ImageFolder``)::
 
-Folder layouts
---------------
-ImageNet (``root`` or ``<data dir>/imagenet``; the torchvision ``ImageFolder``
-layout)::
+    imagenet/train/<wnid>/*.JPEG, imagenet/val/<wnid>/*.JPEG    # val sorted into class folders
+    tiny-imagenet-200/wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG,
+    tiny-imagenet-200/val/val_annotations.txt    # "<file>\\t<wnid>\\t<x>\\t<y>\\t<w>\\t<h>"
 
-    root/train/<wnid>/*.JPEG
-    root/val/<wnid>/*.JPEG       # validation images sorted into class folders
-
-Tiny-ImageNet (``root`` or ``<data dir>/tiny-imagenet-200``, i.e. the unzipped
-``tiny-imagenet-200.zip``)::
-
-    tiny-imagenet-200/wnids.txt
-    tiny-imagenet-200/train/<wnid>/images/*.JPEG
-    tiny-imagenet-200/val/images/*.JPEG
-    tiny-imagenet-200/val/val_annotations.txt   # "<file>\\t<wnid>\\t<x>\\t<y>\\t<w>\\t<h>"
-
-Labels follow ``ImageFolder``: the index of the class's wnid in the sorted
-list of the benchmark's wnids.
-
-ImageNet-Subset
----------------
-The 100-class ImageNet-Subset of LUCIR (Hou et al., CVPR 2019) is produced by
-their ``imagenet-class-incremental/gen_imagenet_subset.py``::
-
-    classes = ImageFolder("train").classes          # 1000 sorted wnids
-    np.random.seed(1993)
-    subset = np.random.choice(classes, 100, replace=False)
-
-numpy's legacy ``choice(..., replace=False)`` is ``permutation(1000)[:100]``,
-so ``subset="seed1993"`` here is the first 100 entries of the seed-1993
-permutation of the 1000 sorted wnids (computed, not stored).  Caveats found
-while checking sources: the widely shared list file ``imagenet100_s1993.txt``
-(e.g. in the ``essentials_for_CIL`` repository) shares only 12 of its 100 wnids
-with that computed subset, and PODNet's ``imagenet_split/*_100.txt`` files
-use the *first 100 sorted* wnids (``subset="first100"``).  To match a specific
-paper exactly, pass its wnid list (a sequence, or the path of a text file with
-one wnid per line).  The class *order* over the subset is ``"icarl"`` by
-default (seed-1993 permutation of the 100 labels, as in LUCIR and PODNet).
+LUCIR's ImageNet-Subset (``gen_imagenet_subset.py``: ``np.random.seed(1993);
+np.random.choice(sorted_wnids, 100, replace=False)``) is the first 100 of the seed-1993
+permutation of the 1000 sorted wnids: ``subset="seed1993"``, computed, not stored. Beware: the
+widely shared ``imagenet100_s1993.txt`` shares only 12 of its wnids with it, and PODNet's split
+files use the first 100 sorted wnids (``subset="first100"``); to match a paper exactly, pass its
+wnid list. The class order over the subset defaults to ``"icarl"``, as in LUCIR and PODNet.
 """
 
 from __future__ import annotations
@@ -50,15 +23,17 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import avalanche.benchmarks.datasets as avalanche_datasets
 import numpy as np
 import torch
+from avalanche.benchmarks.datasets.imagenet_data import IMAGENET_TORCHVISION_WNIDS
 from avalanche.benchmarks.scenarios.deprecated.new_classes.nc_scenario import NCScenario
 from PIL import Image
 from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from .augment import IMAGENET_MEAN, IMAGENET_STD, classic_eval_transform, classic_train_transform
-from .class_orders import ICARL_SEED, ClassOrderSpec
+from .augment import IMAGENET_MEAN, IMAGENET_STD, classic_transforms, normalized_transform
+from .class_orders import ClassOrderSpec, icarl_order
 from .common import (
     DATA_DIR_ENV,
     ImageFileDataset,
@@ -66,8 +41,9 @@ from .common import (
     check_flags,
     check_labels,
     make_class_incremental_benchmark,
+    raise_not_found,
     resolve_data_dir,
-    resolve_protocol,
+    resolve_split,
 )
 
 #: Names accepted by :func:`imagenet_subset_wnids`.
@@ -75,15 +51,8 @@ IMAGENET_SUBSET_NAMES: tuple[str, ...] = ("seed1993", "first100")
 TINY_IMAGENET_DIRNAME = "tiny-imagenet-200"
 
 
-# --------------------------------------------------------------------------
-# Class lists
-# --------------------------------------------------------------------------
-
-
 def imagenet_wnids() -> list[str]:
     """The 1000 ILSVRC-2012 wnids, sorted (= torchvision/ImageFolder label order)."""
-    from avalanche.benchmarks.datasets.imagenet_data import IMAGENET_TORCHVISION_WNIDS
-
     return sorted(IMAGENET_TORCHVISION_WNIDS)
 
 
@@ -98,8 +67,7 @@ def imagenet_subset_wnids(subset: str | os.PathLike | Sequence[str]) -> list[str
         all_wnids = imagenet_wnids()
         if subset == "first100":
             return all_wnids[:100]
-        picks = np.random.RandomState(ICARL_SEED).permutation(len(all_wnids))[:100]
-        return sorted(all_wnids[i] for i in picks)
+        return sorted(all_wnids[i] for i in icarl_order(len(all_wnids))[:100])
     if isinstance(subset, (str, os.PathLike)):
         path = Path(subset).expanduser()
         if not path.is_file():
@@ -119,17 +87,8 @@ def imagenet_subset_wnids(subset: str | os.PathLike | Sequence[str]) -> list[str
     return sorted(wnids)
 
 
-# --------------------------------------------------------------------------
-# Folder scanning
-# --------------------------------------------------------------------------
-
-
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMG_EXTENSIONS)
-
-
 def _list_images(folder: Path) -> list[Path]:
-    return sorted(folder / e.name for e in os.scandir(folder) if e.is_file() and _is_image(e.name))
+    return sorted(Path(f.path) for f in os.scandir(folder) if f.is_file() and f.name.lower().endswith(IMG_EXTENSIONS))
 
 
 def _scan_class_folders(split_dir: Path, wnids: Sequence[str]) -> tuple[list[Path], list[int]]:
@@ -166,32 +125,17 @@ def _decode_uint8(paths: Sequence[Path], size: int) -> torch.Tensor:
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-# --------------------------------------------------------------------------
-# ImageNet
-# --------------------------------------------------------------------------
-
-
 def imagenet_train_transform() -> transforms.Compose:
     """``RandomResizedCrop(224) + RandomHorizontalFlip + ToTensor + Normalize`` (LUCIR, PODNet)."""
-    return transforms.Compose(
-        [
-            transforms.RandomResizedCrop(224),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
+    return normalized_transform(
+        transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), mean=IMAGENET_MEAN, std=IMAGENET_STD
     )
 
 
 def imagenet_eval_transform() -> transforms.Compose:
     """``Resize(256) + CenterCrop(224) + ToTensor + Normalize``."""
-    return transforms.Compose(
-        [
-            transforms.Resize(256),
-            transforms.CenterCrop(224),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
+    return normalized_transform(
+        transforms.Resize(256), transforms.CenterCrop(224), mean=IMAGENET_MEAN, std=IMAGENET_STD
     )
 
 
@@ -199,12 +143,9 @@ def _resolve_imagenet_root(root, data_dir) -> Path:
     base = Path(root).expanduser() if root is not None else resolve_data_dir(data_dir) / "imagenet"
     missing = [d for d in ("train", "val") if not (base / d).is_dir()]
     if missing:
-        how = (
-            ""
-            if root is not None
-            else f" (root defaults to <data dir>/imagenet, the data dir being data_dir=, "
-            f"${DATA_DIR_ENV} or ~/.cache/bsce_avalanche)"
-        )
+        how = "" if root is not None else (
+            f" (root defaults to <data dir>/imagenet, the data dir being data_dir=, ${DATA_DIR_ENV} or "
+            "~/.cache/bsce_avalanche)")
         raise FileNotFoundError(
             f"ImageNet not found: {base} lacks {' and '.join(d + '/' for d in missing)}{how}. "
             "ImageNet is never downloaded; pass root= pointing at a folder with "
@@ -231,37 +172,25 @@ def split_imagenet(
 ) -> NCScenario:
     """Class-incremental ImageNet-1k (``subset=None``) or a subset, from a local folder.
 
-    :param root: folder with ``train/<wnid>/`` and ``val/<wnid>/``; default
-        ``<data dir>/imagenet``.  It may hold only the subset's folders.
-    :param subset: ``None`` (all 1000 classes), ``"seed1993"``, ``"first100"``,
-        a list of wnids or a wnid file; see the module docstring.
-    :param n_experiences, first_exp_classes, protocol, n_steps: the split, as
-        for :func:`~.cifar.split_cifar100` (default 10 even experiences).
-    :param class_order: default ``"icarl"`` (seed-1993 permutation of the labels).
+    :param root: folder with ``train/<wnid>/`` and ``val/<wnid>/`` (only the subset's are needed);
+        default ``<data dir>/imagenet``.
+    :param subset: ``None`` (all 1000 classes), ``"seed1993"``, ``"first100"``, a list of wnids or a
+        wnid file; see the module docstring.
+    :param n_experiences, first_exp_classes, protocol, n_steps, class_order, seed, remap_class_ids: as
+        for :func:`~.cifar.split_cifar100` (default 10 even experiences, ``"icarl"`` order).
     :param train_transform, eval_transform: override the per-sample transforms
         (default :func:`imagenet_train_transform` / :func:`imagenet_eval_transform`).
     """
     wnids = imagenet_wnids() if subset is None else imagenet_subset_wnids(subset)
-    n_experiences, first_exp_classes = resolve_protocol(
-        len(wnids),
-        n_experiences=n_experiences,
-        first_exp_classes=first_exp_classes,
-        protocol=protocol,
-        n_steps=n_steps,
-        default_n_experiences=10,
+    split = resolve_split(
+        len(wnids), 10, n_experiences=n_experiences, first_exp_classes=first_exp_classes,
+        protocol=protocol, n_steps=n_steps, class_order=class_order, seed=seed, remap_class_ids=remap_class_ids,
     )
     base = _resolve_imagenet_root(root, data_dir)
-    train = ImageFileDataset(*_scan_class_folders(base / "train", wnids))
-    test = ImageFileDataset(*_scan_class_folders(base / "val", wnids))
     return make_class_incremental_benchmark(
-        train,
-        test,
-        n_classes=len(wnids),
-        n_experiences=n_experiences,
-        first_exp_classes=first_exp_classes,
-        class_order=class_order,
-        seed=seed,
-        remap_class_ids=remap_class_ids,
+        ImageFileDataset(*_scan_class_folders(base / "train", wnids)),
+        ImageFileDataset(*_scan_class_folders(base / "val", wnids)),
+        **split,
         train_transform=imagenet_train_transform() if train_transform is None else train_transform,
         eval_transform=imagenet_eval_transform() if eval_transform is None else eval_transform,
     )
@@ -273,17 +202,9 @@ def split_imagenet_subset(
     subset: str | os.PathLike | Sequence[str] = "seed1993",
     **kwargs,
 ) -> NCScenario:
-    """ImageNet-Subset (100 classes): :func:`split_imagenet` with ``subset="seed1993"``.
-
-    The usual protocols are ``protocol="B50", n_steps=5|10|25`` (LUCIR,
-    PODNet) and ``protocol="B0", n_steps=10``.
-    """
+    """ImageNet-Subset (100 classes): :func:`split_imagenet` with ``subset="seed1993"``; usually
+    ``protocol="B50", n_steps=5|10|25`` (LUCIR, PODNet) or ``protocol="B0", n_steps=10``."""
     return split_imagenet(root, subset=subset, **kwargs)
-
-
-# --------------------------------------------------------------------------
-# Tiny-ImageNet
-# --------------------------------------------------------------------------
 
 
 def _find_tiny_root(root, data_dir, download: bool) -> Path:
@@ -302,23 +223,19 @@ def _find_tiny_root(root, data_dir, download: bool) -> Path:
     if download:
         download_root = base if root is not None else base / "tinyimagenet"
         try:
-            from avalanche.benchmarks.datasets import TinyImagenet
-
-            TinyImagenet(root=download_root, train=True, download=True)
+            avalanche_datasets.TinyImagenet(root=download_root, train=True, download=True)
             found = download_root / TINY_IMAGENET_DIRNAME
             if (found / "train").is_dir():
                 return found
         except Exception as err:  # network or archive errors of any kind
             error = err
     looked = ", ".join(str(c) for c in candidates)
-    msg = (
+    raise_not_found(
         f"Tiny-ImageNet not found: looked in {looked}. Unzip tiny-imagenet-200.zip there "
         f"(it must contain train/<wnid>/images/ and val/val_annotations.txt), pass "
-        f"root= or data_dir= (or set ${DATA_DIR_ENV}), or pass download=True."
+        f"root= or data_dir= (or set ${DATA_DIR_ENV}), or pass download=True.",
+        error,
     )
-    if error is not None:
-        msg += f" The download failed: {error}"
-    raise FileNotFoundError(msg) from error
 
 
 def load_tiny_imagenet_files(
@@ -349,9 +266,7 @@ def load_tiny_imagenet_files(
 
     annotations = root / "val" / "val_annotations.txt"
     if not annotations.is_file():
-        raise FileNotFoundError(
-            f"missing {annotations} (tab-separated '<file> <wnid> <x> <y> <w> <h>' lines)"
-        )
+        raise FileNotFoundError(f"missing {annotations} (tab-separated '<file> <wnid> <x> <y> <w> <h>' lines)")
     val_paths: list[Path] = []
     val_labels: list[int] = []
     with open(annotations, newline="") as fh:
@@ -387,49 +302,26 @@ def split_tiny_imagenet(
 ) -> NCScenario:
     """Class-incremental Tiny-ImageNet (200 classes, 64x64) from a local folder.
 
-    :param root: the ``tiny-imagenet-200`` folder or its parent; default
-        ``<data dir>/tiny-imagenet-200`` (or Avalanche's download location
-        ``<data dir>/tinyimagenet/tiny-imagenet-200``).
+    :param root: the ``tiny-imagenet-200`` folder or its parent; default ``<data dir>/tiny-imagenet-200``
+        (or Avalanche's download location ``<data dir>/tinyimagenet/tiny-imagenet-200``).
     :param download: fetch the archive with Avalanche's ``TinyImagenet`` if absent.
-    :param fast_augment: decode all images once into ``uint8`` tensors (about
-        1.2 GB, tens of seconds) and use the batch path
-        (:class:`~.augment.BatchAugmentPlugin` + a model with ImageNet
-        :class:`~.augment.InputNormalize`, e.g. ``make_model("resnet18", ...)``).
-        Default ``False``: per-sample transforms on the files (random crop 64
-        with padding 4, flip, ``ToTensor``, ImageNet ``Normalize``).
-    :param n_experiences, first_exp_classes, protocol, n_steps, class_order,
-        seed, remap_class_ids: as for :func:`~.cifar.split_cifar100`
-        (default 10 even experiences, ``"icarl"`` = seed-1993 permutation of 200).
+    :param fast_augment: decode all images once into ``uint8`` tensors (about 1.2 GB, tens of
+        seconds) for the batch path (:class:`~.augment.BatchAugmentPlugin` + a model with ImageNet
+        :class:`~.augment.InputNormalize`, e.g. ``make_model("resnet18", ...)``). Default ``False``:
+        per-sample transforms on the files (random crop 64 with padding 4, flip, ImageNet ``Normalize``).
+    :param n_experiences, first_exp_classes, protocol, n_steps, class_order, seed, remap_class_ids: as
+        for :func:`~.cifar.split_cifar100` (default 10 even experiences, ``"icarl"`` order).
     """
     check_flags(download=download, fast_augment=fast_augment)
     tiny_root = _find_tiny_root(root, data_dir, download)
     wnids, (train_paths, train_labels), (val_paths, val_labels) = load_tiny_imagenet_files(tiny_root)
-    n_experiences, first_exp_classes = resolve_protocol(
-        len(wnids),
-        n_experiences=n_experiences,
-        first_exp_classes=first_exp_classes,
-        protocol=protocol,
-        n_steps=n_steps,
-        default_n_experiences=10,
+    split = resolve_split(
+        len(wnids), 10, n_experiences=n_experiences, first_exp_classes=first_exp_classes,
+        protocol=protocol, n_steps=n_steps, class_order=class_order, seed=seed, remap_class_ids=remap_class_ids,
     )
     if fast_augment:
         train = TensorImageDataset(_decode_uint8(train_paths, 64), train_labels)
         test = TensorImageDataset(_decode_uint8(val_paths, 64), val_labels)
-        train_transform = eval_transform = None
-    else:
-        train = ImageFileDataset(train_paths, train_labels)
-        test = ImageFileDataset(val_paths, val_labels)
-        train_transform = classic_train_transform(64, 4, IMAGENET_MEAN, IMAGENET_STD)
-        eval_transform = classic_eval_transform(IMAGENET_MEAN, IMAGENET_STD)
-    return make_class_incremental_benchmark(
-        train,
-        test,
-        n_classes=len(wnids),
-        n_experiences=n_experiences,
-        first_exp_classes=first_exp_classes,
-        class_order=class_order,
-        seed=seed,
-        remap_class_ids=remap_class_ids,
-        train_transform=train_transform,
-        eval_transform=eval_transform,
-    )
+        return make_class_incremental_benchmark(train, test, **split)
+    train, test = ImageFileDataset(train_paths, train_labels), ImageFileDataset(val_paths, val_labels)
+    return make_class_incremental_benchmark(train, test, **split, **classic_transforms(64, IMAGENET_MEAN, IMAGENET_STD))

@@ -1,26 +1,11 @@
 """Checkpoints of a running Avalanche strategy, to resume an interrupted experiment.
 
-Avalanche 0.6.0's ``save_checkpoint`` pickles the whole strategy with dill, which fails
-on torch 2.14's optimizer state. Here the checkpoint is one ``torch.save`` of:
-
-* the model's ``state_dict`` (loaded back into the same model object, so the optimizer
-  and Avalanche's parameter bookkeeping keep pointing at it);
-* the optimizer's ``state_dict`` plus the name of every parameter it optimises;
-* the state (``__dict__``) of every plugin that holds one: replay buffers, iCaRL's
-  exemplars and class means, LwF / iCaRL / BiC old models, the clock, the BSCE
-  priors, LR schedulers — saved together so shared references survive;
-* strategy attributes that hold memory (ER-ACE's ``storage_policy``);
-* the Python, NumPy and torch RNG states, and the caller's ``extra`` (results so far).
-
-A memory is an Avalanche subset of the benchmark's datasets: pickled as is, each buffer
-would carry the whole training set (154 MB for CIFAR-100). Given the ``benchmark``, every
-object that the plugins share with the benchmark's datasets (the image tensors, the label
-sequences, the datasets themselves) is saved as a reference, resolved against the same
-benchmark rebuilt on resume; the checkpoint then holds the model, the optimizer and the
-memory's own indices (and iCaRL's exemplar tensors): its size follows model + memory.
-
-It is written to a temporary file and renamed, so a crash while writing never
-corrupts the previous checkpoint.
+Avalanche 0.6's ``save_checkpoint`` dills the whole strategy, which fails on torch 2.14's optimizer
+state. Here one atomic ``torch.save`` holds the model's and the optimizer's state (loaded back into
+the same objects, which Avalanche keeps pointing at), every plugin's ``__dict__`` (saved together,
+so shared references survive), memory-holding strategy attributes, the RNG states and the caller's
+``extra``. Given the ``benchmark``, what the memory shares with its datasets is saved as references
+into the same benchmark rebuilt on resume: a buffer pickled as is would carry the whole training set.
 """
 
 from __future__ import annotations
@@ -53,12 +38,12 @@ class CheckpointError(ConfigError, RuntimeError):
     """A checkpoint that cannot be read, or restored into this strategy."""
 
 
-def _plugin_key(index: int, plugin) -> str:
-    return f"{index}:{type(plugin).__name__}"
-
-
-def _is_excluded(plugin, strategy, exclude: Iterable) -> bool:
-    return plugin is strategy.evaluator or isinstance(plugin, EvaluationPlugin) or any(plugin is e for e in exclude)
+def _saved_plugins(strategy, exclude: Iterable) -> dict:
+    """The plugins whose state a checkpoint holds (not the evaluator, not ``exclude``), by position and class."""
+    return {
+        f"{i}:{type(p).__name__}": p for i, p in enumerate(strategy.plugins)
+        if not (p is strategy.evaluator or isinstance(p, EvaluationPlugin) or any(p is e for e in exclude))
+    }
 
 
 class _SchedulerState:
@@ -99,7 +84,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# ---------------------------------------------------------------------- benchmark references
 #: The rebuilt benchmark's objects while a checkpoint's memory is unpickled.
 _RESTORING: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar("benchmark_objects", default=None)
 
@@ -177,7 +161,6 @@ def _loads(data: bytes, benchmark) -> Any:
         _RESTORING.reset(token)
 
 
-# ---------------------------------------------------------------------- save and restore
 def save_checkpoint(path: str | os.PathLike, strategy, *, extra: Any = None, exclude: Iterable = (),
                     benchmark=None) -> None:
     """Atomically write the training state of ``strategy`` (between experiences).
@@ -187,11 +170,7 @@ def save_checkpoint(path: str | os.PathLike, strategy, *, extra: Any = None, exc
     """
     names = {id(p): n for n, p in strategy.model.named_parameters()}
     memory = {
-        "plugins": {
-            _plugin_key(i, p): _plugin_state(p)
-            for i, p in enumerate(strategy.plugins)
-            if not _is_excluded(p, strategy, exclude)
-        },
+        "plugins": {key: _plugin_state(p) for key, p in _saved_plugins(strategy, exclude).items()},
         "strategy": {a: getattr(strategy, a) for a in _STRATEGY_ATTRIBUTES if hasattr(strategy, a)},
     }
     payload = {
@@ -274,9 +253,7 @@ def restore_strategy(strategy, payload: dict, exclude: Iterable = (), benchmark=
         # Avalanche resets the optimizer state on the first experience only; we are past it.
         strategy.optimized_param_id = params
 
-    current = {
-        _plugin_key(i, p): p for i, p in enumerate(strategy.plugins) if not _is_excluded(p, strategy, exclude)
-    }
+    current = _saved_plugins(strategy, exclude)
     if set(current) != set(memory["plugins"]):
         raise CheckpointError(
             "The checkpoint was written by a strategy with other plugins "

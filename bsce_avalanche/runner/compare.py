@@ -68,29 +68,27 @@ def format_mean_std(values: Sequence[float], scale: float = 100.0, digits: int =
     return f"{arr.mean():.{digits}f} ± {arr.std(ddof=1):.{digits}f}"
 
 
+#: The metric columns of :func:`comparison_table`: header, a run's value (a fraction, shown in %).
+_COLUMNS = (
+    ("avg. incremental acc. (%)", lambda r: r["average_incremental_accuracy"]),
+    ("last acc. (%)", lambda r: r["last_accuracy"]),
+    ("forgetting (%)", lambda r: r.get("forgetting")),
+    ("old acc. last step (%)", lambda r: r["old_new_accuracy"][-1]["old"]),
+    ("new acc. last step (%)", lambda r: r["old_new_accuracy"][-1]["new"]),
+    ("new-class prediction share, last step (%)", lambda r: r["new_class_prediction_share"][-1]),
+)
+
+
 def comparison_table(runs: Sequence[dict]) -> str:
     """Markdown table: one row per method, mean ± sample std over seeds (pass finished runs)."""
-    header = (
-        "| method | seeds | avg. incremental acc. (%) | last acc. (%) | forgetting (%) | "
-        "old acc. last step (%) | new acc. last step (%) | new-class prediction share, last step (%) | train time (s) |\n"
-        "|---|---|---|---|---|---|---|---|---|\n"
-    )
-    rows = []
-    for label, group in group_runs(runs).items():
-        rows.append(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
-                label,
-                len(group),
-                format_mean_std([r["average_incremental_accuracy"] for r in group]),
-                format_mean_std([r["last_accuracy"] for r in group]),
-                format_mean_std([r.get("forgetting") for r in group]),
-                format_mean_std([r["old_new_accuracy"][-1]["old"] for r in group]),
-                format_mean_std([r["old_new_accuracy"][-1]["new"] for r in group]),
-                format_mean_std([r["new_class_prediction_share"][-1] for r in group]),
-                format_mean_std([r["train_time_s"] for r in group], scale=1.0, digits=0),
-            )
-        )
-    return header + "\n".join(rows) + "\n"
+    header = ["method", "seeds", *(name for name, _ in _COLUMNS), "train time (s)"]
+    rows = [
+        [label, str(len(group)), *(format_mean_std([value(r) for r in group]) for _, value in _COLUMNS),
+         format_mean_std([r["train_time_s"] for r in group], scale=1.0, digits=0)]
+        for label, group in group_runs(runs).items()
+    ]
+    lines = [f"| {' | '.join(header)} |", "|---" * len(header) + "|"] + [f"| {' | '.join(row)} |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def first_experience_table(runs: Sequence[dict]) -> str:
@@ -136,55 +134,46 @@ def plot_comparison(runs: Sequence[dict], out_dir: str | os.PathLike) -> list[Pa
     # enough distinct colours for a full grid (the default cycle repeats after 10)
     plt.rcParams["axes.prop_cycle"] = plt.cycler(color=plt.get_cmap("tab20").colors)
 
-    def save(fig, name):
-        path = out_dir / name
+    def per_step(ax, getter):  # one curve per method: the mean over its runs, in percent
+        for label, group in groups.items():
+            curve = _mean_curve(group, getter)
+            ax.plot(range(1, len(curve) + 1), 100 * curve, marker="o", label=label)
+
+    def save(fig, axes, name):
+        for ax in axes:
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        fig.savefig(out_dir / name, dpi=110)
         plt.close(fig)
-        written.append(path)
+        written.append(out_dir / name)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label, group in groups.items():
-        acc = _mean_curve(group, lambda r: [s["accuracy_seen"] for s in r["steps"]])
-        ax.plot(range(1, len(acc) + 1), 100 * acc, marker="o", label=label)
+    per_step(ax, lambda r: [s["accuracy_seen"] for s in r["steps"]])
     ax.set(xlabel="step", ylabel="accuracy on seen classes (%)", title="Accuracy after each step")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    save(fig, "accuracy_per_step.png")
+    save(fig, [ax], "accuracy_per_step.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for label, group in groups.items():
-        for ax, part in zip(axes, ("old", "new")):
-            curve = _mean_curve(group, lambda r: [s[part] for s in r["old_new_accuracy"]])
-            ax.plot(range(1, len(curve) + 1), 100 * curve, marker="o", label=label)
     for ax, part in zip(axes, ("old", "new")):
+        per_step(ax, lambda r: [s[part] for s in r["old_new_accuracy"]])
         ax.set(xlabel="step", title=f"Accuracy on {part} classes (%)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    save(fig, "old_new_accuracy.png")
+    save(fig, axes, "old_new_accuracy.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for label, group in groups.items():
-        share = _mean_curve(group, lambda r: r["new_class_prediction_share"])
-        ax.plot(range(1, len(share) + 1), 100 * share, marker="o", label=label)
+    per_step(ax, lambda r: r["new_class_prediction_share"])
     first = next(iter(runs))
     fair = [100 * len(c) / sum(len(x) for x in first["classes_per_step"][: i + 1])
             for i, c in enumerate(first["classes_per_step"])]
     ax.plot(range(1, len(fair) + 1), fair, "k--", label="unbiased (class share)")
     ax.set(xlabel="step", ylabel="% of test predictions", title="Predictions given to the newest classes")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    save(fig, "new_class_prediction_share.png")
+    save(fig, [ax], "new_class_prediction_share.png")
 
     fig, ax = plt.subplots(figsize=(9, 4))
     for label, group in groups.items():
-        order = group[0]["class_order"]
         per_class = _mean_curve(group, lambda r: [r["per_class_accuracy"][c] for c in r["class_order"]])
-        ax.plot(range(len(order)), 100 * per_class, label=label, alpha=0.8)
+        ax.plot(range(len(group[0]["class_order"])), 100 * per_class, label=label, alpha=0.8)
     ax.set(xlabel="class, in order of arrival", ylabel="accuracy (%)", title="Per-class accuracy after the last step")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    save(fig, "per_class_accuracy.png")
+    save(fig, [ax], "per_class_accuracy.png")
     return written
 
 

@@ -1,59 +1,17 @@
-"""Data-parallel training of one experiment on several GPUs (or CPU processes) with DDP.
+"""Data-parallel training of one experiment with DDP, under ``torchrun`` (``WORLD_SIZE > 1``)::
 
-Launch the usual runner under ``torchrun``; nothing else changes::
+    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \\
+        --rdzv_endpoint=HOST0:29500 -m bsce_avalanche run --config ...   # node_rank=1 on the other
 
-    # one machine, 4 GPUs (NCCL): the config's batch_size is the *global* batch
-    torchrun --standalone --nproc_per_node=4 -m bsce_avalanche run \\
-        --config experiments/configs/cifar100_b0_10steps.yaml --output-dir runs/c100-ddp
-
-    # two machines with 8 GPUs each (run on both; node_rank 0 and 1)
-    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 \\
-        --rdzv_backend=c10d --rdzv_endpoint=HOST0:29500 -m bsce_avalanche run --config ...
-
-    # CPU only (gloo), e.g. to test: 2 processes
-    torchrun --standalone --nproc_per_node=2 -m bsce_avalanche run --device cpu --no-wandb
-
-``run_experiment`` notices ``WORLD_SIZE > 1`` (set by torchrun) and calls :func:`setup`,
-which initialises the process group (NCCL when the run uses CUDA, each process on GPU
-``LOCAL_RANK``; gloo on CPU; ``BSCE_DIST_BACKEND`` overrides). What happens then:
-
-* **Training** goes through ``torch.nn.parallel.DistributedDataParallel``: the forward
-  pass of the training mini-batch runs through a DDP wrapper of ``strategy.model``, so
-  gradients are averaged over ranks during ``backward``. Each rank loads ``batch_size /
-  world_size`` samples per step (Avalanche's loaders shard every training dataset,
-  replay memory included, with a ``DistributedSampler``), so the global mini-batch and
-  the learning rate mean the same as in a single-process run. ``strategy.model`` itself
-  stays the plain module, so everything that reads it (iCaRL's feature extractor and
-  class means, LwF / iCaRL / BiC old-model copies, checkpoints) works unchanged.
-* **Everything else is replicated.** All ranks start from the same seed and re-align
-  their RNGs from rank 0 before every step, so replay buffers, iCaRL exemplars, BiC's
-  validation split and stage-2 bias correction (at the global batch size) are identical
-  on every rank. BatchNorm statistics are broadcast from rank 0 after each epoch (DDP's
-  own convention).
-* **The BSCE prior is identical on every rank.** ``prior="auto"``/``"sampling"`` derive it
-  from the labels of the whole datasets and the loader's (sharded) sampling; ``"batch"``
-  all-reduces the mini-batch label counts (:class:`~bsce_avalanche.priors.ClassPrior`).
-* **Evaluation** runs on the *whole* test set on every rank with the plain model (no
-  sharding, no padding duplicates), so the metrics equal those of a single process
-  evaluating the same weights; only rank 0 writes ``results.json``, checkpoints and the
-  W&B run. ``results.json`` gains a ``distributed`` entry: world size, backend, per-rank
-  batch size and, per step, whether the model and prior were identical on all ranks.
-
-Avalanche 0.6 itself only goes part of the way (see its source): ``DistributedHelper`` and its
-loaders shard data once the process group exists, but no strategy wraps its model in
-DDP, ``DistributedHelper.init_distributed`` picks GPU ``RANK`` (wrong on a second node),
-its ``DistributedSampler`` reshuffles identically every epoch (seed 0, epoch 0: fixed in
-:mod:`bsce_avalanche.compat`), and its evaluation loaders shard the test set (with padding
-duplicates). This module fills those gaps; see :func:`prepare_strategy`.
-
-What differs from a single process (why results match only statistically): the data
-order (each rank shuffles its shard), BatchNorm batch statistics computed per rank over
-``batch_size / world_size`` samples, and float summation order. ER-ACE draws its memory
-mini-batches from a sharded buffer too. Without shuffling and BatchNorm, DDP and one
-process give the same weights up to float error (``tests/test_distributed.py``).
-
-Tested with gloo on CPU (2 processes); the NCCL/GPU path uses the same code with
-``device_ids=[LOCAL_RANK]``.
+The config's ``batch_size`` is the global batch. Only the training forward pass goes through DDP
+(``strategy.model`` stays the plain module, for iCaRL, old-model copies and checkpoints); the rest
+(buffers, exemplars, BiC, the BSCE prior, evaluation on the whole test set) is replicated from one
+seed, with RNGs re-aligned from rank 0 before every step and ranks compared after it
+(:func:`consistency_digests`); rank 0 alone writes. Avalanche 0.6 shards data once the process
+group exists, but wraps no model in DDP, picks GPU ``RANK`` (wrong on a second node), reshuffles
+identically every epoch (fixed in :mod:`bsce_avalanche.compat`) and shards the test set with padding
+duplicates: :func:`setup` and :func:`prepare_strategy` fill those gaps. Results match one process
+statistically (per-rank shuffling and BatchNorm statistics, float summation order).
 """
 
 from __future__ import annotations
@@ -62,7 +20,6 @@ import gc
 import hashlib
 import os
 import warnings
-from contextlib import contextmanager
 from typing import Any, Callable, Optional, TypeVar
 
 import torch
@@ -77,22 +34,9 @@ from ..compat import ReshufflingDistributedSampler, apply_avalanche_fixes
 from .checkpoint import rng_state, set_rng_state
 from .config import ConfigError
 
-__all__ = [
-    "launched_distributed",
-    "is_distributed",
-    "is_main_process",
-    "rank",
-    "world_size",
-    "setup",
-    "shutdown",
-    "barrier",
-    "run_on_main",
-    "sync_rng",
-    "per_rank_batch_size",
-    "prepare_strategy",
-    "consistency_digests",
-    "describe",
-]
+__all__ = ["launched_distributed", "is_distributed", "is_main_process", "rank", "world_size", "setup", "shutdown",
+           "barrier", "run_on_main", "sync_rng", "per_rank_batch_size", "prepare_strategy", "consistency_digests",
+           "describe"]
 
 T = TypeVar("T")
 
@@ -100,7 +44,6 @@ T = TypeVar("T")
 BACKEND_ENV = "BSCE_DIST_BACKEND"
 
 
-# ---------------------------------------------------------------------- who am I
 def launched_distributed() -> bool:
     """True when started by ``torchrun`` (or similar) with more than one process."""
     try:
@@ -114,15 +57,11 @@ def is_distributed() -> bool:
 
 
 def rank() -> int:
-    if is_distributed():
-        return dist.get_rank()
-    return int(os.environ.get("RANK", "0") or 0)
+    return dist.get_rank() if is_distributed() else int(os.environ.get("RANK", "0") or 0)
 
 
 def world_size() -> int:
-    if is_distributed():
-        return dist.get_world_size()
-    return 1
+    return dist.get_world_size() if is_distributed() else 1
 
 
 def is_main_process() -> bool:
@@ -135,7 +74,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-# ---------------------------------------------------------------------- set-up
 def setup(device: torch.device) -> torch.device:
     """Join the process group if launched with ``WORLD_SIZE > 1``; return this rank's device.
 
@@ -158,7 +96,9 @@ def setup(device: torch.device) -> torch.device:
         backend = os.environ.get(BACKEND_ENV) or ("nccl" if use_cuda else "gloo")
         kwargs = {"device_id": device} if backend == "nccl" else {}
         dist.init_process_group(backend=backend, **kwargs)
-        _tell_avalanche(device, use_cuda)
+        # what DistributedHelper.init_distributed sets, with GPU LOCAL_RANK rather than RANK
+        DistributedHelper.use_cuda = use_cuda
+        DistributedHelper._dev_map = DistributedHelper._make_map(device)
         apply_avalanche_fixes()  # Avalanche's loaders must reshuffle every epoch
     return device
 
@@ -176,16 +116,6 @@ def shutdown(wait: bool = True) -> None:
         dist.destroy_process_group()
 
 
-def _tell_avalanche(device: torch.device, use_cuda: bool) -> None:
-    """What ``DistributedHelper.init_distributed`` would set, with the right GPU.
-
-    (``init_distributed`` uses GPU ``RANK``, which does not exist on a second node.)
-    Avalanche's loaders only need ``torch.distributed`` to be initialised.
-    """
-    DistributedHelper.use_cuda = use_cuda
-    DistributedHelper._dev_map = DistributedHelper._make_map(device)
-
-
 def per_rank_batch_size(batch_size: int) -> int:
     """The training mini-batch of one rank: ``batch_size`` is the global one."""
     n = world_size()
@@ -197,7 +127,6 @@ def per_rank_batch_size(batch_size: int) -> int:
     return batch_size // n
 
 
-# ---------------------------------------------------------------------- collectives
 def run_on_main(fn: Callable[..., T], *args, **kwargs) -> T:
     """``fn(*args, **kwargs)`` on rank 0; its result (or exception) is sent to every rank.
 
@@ -261,12 +190,8 @@ def consistency_digests(model: torch.nn.Module, prior_history: Optional[list]) -
     models, priors = [g[0] for g in gathered], [g[1] for g in gathered]
     consistent = len(set(models)) == 1 and len(set(priors)) == 1
     if not consistent and is_main_process():
-        warnings.warn(
-            f"Ranks diverged: model digests {models}, prior digests {priors}. Results are "
-            "those of rank 0.",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+        warnings.warn(f"Ranks diverged: model digests {models}, prior digests {priors}. Results are those of rank 0.",
+                      RuntimeWarning, stacklevel=2)
     return {"model": models, "prior": priors, "consistent": consistent}
 
 
@@ -283,32 +208,14 @@ def describe(global_batch_size: int) -> Optional[dict]:
     }
 
 
-# ---------------------------------------------------------------------- the strategy
-@contextmanager
-def _swapped_model(strategy, model):
-    module = strategy.model
-    strategy.model = model
-    try:
-        yield
-    finally:
-        strategy.model = module
-
-
 def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
     """Make an Avalanche strategy train data-parallel; a no-op when not distributed.
 
-    Patches the *instance* (never Avalanche's classes):
-
-    * ``forward``: the training forward pass (grad enabled) runs through a
-      ``DistributedDataParallel`` wrapper of ``strategy.model``; other forward passes
-      (evaluation, old models, BiC stage 2, ER-ACE's memory batch, which shares the
-      same backward) use the plain module;
-    * ``make_eval_dataloader``: evaluation loaders are not sharded (every rank evaluates
-      the whole test set, so the metrics are exact);
-    * ``_after_training_epoch``: BatchNorm buffers are broadcast from rank 0;
-    * ``_before_training_exp``: ER-ACE's memory loader is sharded like the others;
-    * ``_after_training_exp``: ``train_mb_size`` is the global batch size while plugins
-      run replicated training on full datasets (BiC's bias correction).
+    Patches the *instance*, never Avalanche's classes: ``forward`` (the training forward pass with
+    grad runs through DDP; evaluation, old models, BiC stage 2 and ER-ACE's memory batch use the
+    plain module), ``make_eval_dataloader`` (unsharded), ``_after_training_epoch`` (BatchNorm
+    buffers from rank 0), ``_before_training_exp`` (ER-ACE's memory loader sharded) and
+    ``_after_training_exp`` (``train_mb_size`` global while plugins train on full datasets: BiC).
     """
     if not is_distributed():
         return strategy
@@ -330,30 +237,28 @@ def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
             if ddp.module is not strategy.model or params != _parameter_ids(strategy.model):
                 wrapped[0] = wrap(strategy.model)
                 ddp = wrapped[0][0]
-            with _swapped_model(strategy, ddp):
+            strategy.model = ddp
+            try:
                 return original_forward()
+            finally:
+                strategy.model = ddp.module
         return original_forward()
 
-    original_make_eval = strategy.make_eval_dataloader
+    original_make_eval, original_after_epoch = strategy.make_eval_dataloader, strategy._after_training_epoch
+    original_before_exp, original_after_exp = strategy._before_training_exp, strategy._after_training_exp
 
     def make_eval_dataloader(**kwargs):
         original_make_eval(**kwargs)
         strategy.dataloader = _unsharded(strategy.dataloader)
-
-    original_after_epoch = strategy._after_training_epoch
 
     def _after_training_epoch(**kwargs):
         for buf in strategy.model.buffers():
             dist.broadcast(buf, src=0)
         return original_after_epoch(**kwargs)
 
-    original_before_exp = strategy._before_training_exp
-
     def _before_training_exp(**kwargs):
         original_before_exp(**kwargs)
         _shard_er_ace_memory(strategy)
-
-    original_after_exp = strategy._after_training_exp
 
     def _after_training_exp(**kwargs):
         per_rank, strategy.train_mb_size = strategy.train_mb_size, global_batch_size
@@ -380,10 +285,8 @@ def _parameter_ids(module) -> tuple:
 
 def _unsharded(loader):
     if isinstance(loader, SingleDatasetDataLoader) and loader.distributed_sampling:
-        kwargs = dict(loader.loader_kwargs)
-        return SingleDatasetDataLoader(
-            loader.datasets[0], batch_size=loader.batch_sizes[0], distributed_sampling=False, **kwargs
-        )
+        return SingleDatasetDataLoader(loader.datasets[0], batch_size=loader.batch_sizes[0],
+                                       distributed_sampling=False, **loader.loader_kwargs)
     if isinstance(loader, MultiDatasetDataLoader) and loader.distributed_sampling:
         warnings.warn(f"Evaluation loader {type(loader).__name__} is sharded across ranks.", stacklevel=3)
     return loader

@@ -1,8 +1,5 @@
-"""Class-incremental metrics computed from test-set predictions after each step.
-
-All accuracies are fractions in [0, 1]. ``classes_per_step[t]`` lists the classes
-introduced at step ``t``; the test samples of experience ``j`` are those whose label
-is in ``classes_per_step[j]``.
+"""Class-incremental metrics from test-set predictions after each step. Accuracies are fractions
+in [0, 1]; the test samples of experience ``j`` are those whose label is in ``classes_per_step[j]``.
 """
 
 from __future__ import annotations
@@ -19,8 +16,7 @@ class StepEvaluation(dict):
 
 
 def _accuracy(mask: np.ndarray, correct: np.ndarray) -> float:
-    n = int(mask.sum())
-    return float(correct[mask].mean()) if n else float("nan")
+    return float(correct[mask].mean()) if mask.any() else float("nan")
 
 
 def evaluate_step(
@@ -88,10 +84,7 @@ def summarise(steps: Sequence[StepEvaluation]) -> dict:
         raise ValueError("summarise needs at least one step.")
     matrix = [s["accuracy_per_experience"] for s in steps]
     last = len(steps) - 1
-    drops = [
-        max(matrix[t][j] for t in range(j, last)) - matrix[last][j]
-        for j in range(last)
-    ]
+    drops = [max(matrix[t][j] for t in range(j, last)) - matrix[last][j] for j in range(last)]
     return {
         "accuracy_matrix": matrix,
         "average_incremental_accuracy": float(np.mean([s["accuracy_seen"] for s in steps])),
