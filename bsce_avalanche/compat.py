@@ -1,9 +1,8 @@
 """Compatibility fixes for avalanche-lib 0.6.0 on current PyTorch, in one place.
 
-Each fix patches a name *inside an Avalanche module at run time* (never the installed
-files) and keeps the algorithm exactly as Avalanche implements it. Call
-:func:`apply_avalanche_fixes` once before building the affected strategies (and, under
-DDP, after joining the process group); it is idempotent.
+Each fix patches a name inside an Avalanche module at run time (never the installed files) and keeps
+Avalanche's algorithm. :func:`apply_avalanche_fixes` (idempotent) goes before building the affected
+strategies (under DDP, after joining the process group).
 """
 
 from __future__ import annotations
@@ -24,11 +23,8 @@ __all__ = ["apply_avalanche_fixes", "ReshufflingDistributedSampler"]
 
 
 class _MultiStepLRWithoutVerbose(MultiStepLR):
-    """``MultiStepLR`` accepting (and ignoring) ``verbose``, which torch 2.x removed.
-
-    Avalanche 0.6.0's BiC calls ``MultiStepLR(..., verbose=False)`` in its
-    bias-correction stage and crashes at the end of the second experience.
-    """
+    """``MultiStepLR`` ignoring ``verbose``, which torch 2.x removed: Avalanche 0.6.0's BiC passes it
+    in its bias-correction stage (a crash at the end of the second experience)."""
 
     def __init__(self, *args, verbose=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -37,10 +33,9 @@ class _MultiStepLRWithoutVerbose(MultiStepLR):
 class ReshufflingDistributedSampler(DistributedSampler):
     """``DistributedSampler`` that draws a new permutation every time it is iterated.
 
-    Avalanche 0.6 builds a fresh ``DistributedSampler`` (seed 0, epoch 0) for every epoch,
-    so without this every epoch and every experience would see the same order under DDP.
-    The seed is drawn from the global torch RNG, which the runner aligns across ranks, so
-    all ranks agree on the permutation (and therefore on the sharding).
+    Avalanche 0.6 builds a fresh ``DistributedSampler`` (seed 0, epoch 0) for every epoch: every
+    epoch would see the same order under DDP. The seed comes from the global torch RNG, which the
+    runner aligns across ranks, so all ranks agree on the permutation (and the sharding).
     """
 
     def __init__(self, *args, seed: Optional[int] = None, shuffle: bool = True, **kwargs):
@@ -56,13 +51,9 @@ class ReshufflingDistributedSampler(DistributedSampler):
 
 
 def _construct_exemplar_set(self, strategy) -> None:
-    """Avalanche 0.6.0's iCaRL herding (``_ICaRLPlugin.construct_exemplar_set``), same maths and
-    same picks, with one host sync per pick instead of one per already-picked exemplar.
-
-    Avalanche tests ``ind_max not in selected`` with ``ind_max`` a device tensor: each of up to
-    200 comparisons per pick is a GPU sync. Measured on an H100 with four runs sharing it, the
-    first step of iCaRL (200 exemplars for each of 10 classes) spent about 240 s there.
-    """
+    """Avalanche 0.6.0's iCaRL herding (``_ICaRLPlugin.construct_exemplar_set``), same picks, with one
+    host sync per pick: Avalanche's ``ind_max not in selected`` on a device tensor syncs once per
+    picked exemplar (on an H100 shared by four runs, about 240 s in iCaRL's first step of 10 x 200)."""
     tid = strategy.clock.train_exp_counter
     benchmark = strategy.experience.benchmark
     nb_cl = benchmark.n_classes_per_exp[tid]

@@ -1,10 +1,8 @@
-"""Evaluate Avalanche's iCaRL with its trained head or with nearest-mean-of-exemplars.
+"""Evaluate Avalanche's iCaRL with its trained head or with nearest-mean-of-exemplars (NME).
 
-Avalanche's ``ICaRL`` evaluates with a nearest-mean-of-exemplars (NME) classifier. With
-BSCE the trained linear head is itself balanced, so it is worth evaluating too. This
-module swaps iCaRL's eval classifier for a switch holding both, without touching
-iCaRL's exemplar logic (which keeps updating the class means through
-``replace_class_means_dict``).
+With BSCE the trained linear head is itself balanced, so it is worth evaluating too: iCaRL's eval
+classifier becomes a switch holding both; iCaRL keeps updating the class means
+(``replace_class_means_dict``).
 """
 
 from __future__ import annotations
@@ -21,9 +19,7 @@ class HeadOrNMEClassifier(nn.Module):
 
     def __init__(self, nme: nn.Module, head: nn.Module, mode: str = "nme"):
         super().__init__()
-        self.nme = nme
-        self.head = head
-        self.mode = mode
+        self.nme, self.head, self.mode = nme, head, mode
 
     @property
     def mode(self) -> str:
@@ -43,17 +39,12 @@ class HeadOrNMEClassifier(nn.Module):
 
 
 def set_icarl_eval(strategy_or_model, mode: str) -> None:
-    """Make an ``ICaRL`` strategy (or its ``TrainEvalModel``) evaluate with ``mode``.
-
-    ``"nme"`` (iCaRL's default) or ``"head"`` (the trained, BSCE-balanced linear head).
-    Can be called at any time, e.g. to evaluate the same weights both ways.
-    """
+    """Make an ``ICaRL`` strategy (or its ``TrainEvalModel``) evaluate with ``mode``: ``"nme"`` (iCaRL's
+    default) or ``"head"`` (the trained linear head); at any time, e.g. the same weights both ways."""
     model = getattr(strategy_or_model, "model", strategy_or_model)
     if not (hasattr(model, "eval_classifier") and hasattr(model, "train_classifier")):
-        raise TypeError(
-            "set_icarl_eval expects an Avalanche ICaRL strategy or its TrainEvalModel "
-            f"(with eval_classifier/train_classifier), got {type(model).__name__}."
-        )
+        raise TypeError("set_icarl_eval expects an Avalanche ICaRL strategy or its TrainEvalModel (with "
+                        f"eval_classifier/train_classifier), got {type(model).__name__}.")
     if not isinstance(model.eval_classifier, HeadOrNMEClassifier):
         model.eval_classifier = HeadOrNMEClassifier(model.eval_classifier, model.train_classifier)
     model.eval_classifier.mode = mode

@@ -1,20 +1,10 @@
 """The Balanced Softmax Cross-Entropy (BSCE) as a pure function and a thin module.
 
-BSCE (Jodelet, Liu & Murata, ICANN 2021 / CVIU 2022) trains with
-
-    cross_entropy(logits + tau * log(prior), targets)
-
-where ``prior[j]`` is the frequency of class ``j`` in the training data, and predicts
-with the plain ``logits``. Adding the log-prior during training is the same as
-training the "balanced" classifier ``logits`` under the label distribution the data
-was drawn from, so the bias toward frequent (new) classes stays in the adjustment and
-out of the weights. ``tau`` generalises it to logit adjustment (``tau=0`` is plain
-cross-entropy, ``tau=1`` is BSCE).
-
-Classes whose count is zero are removed from the softmax (their probability under
-the prior is 0): their logits receive a large finite negative offset instead of
-``-inf``, so neither the loss nor the gradients can become NaN or inf, and those
-units get exactly zero gradient.
+BSCE (Jodelet, Liu & Murata, ICANN 2021 / CVIU 2022) trains with ``cross_entropy(logits +
+tau * log(prior), targets)``, ``prior[j]`` the frequency of class ``j`` in the training data, and
+predicts with the plain ``logits``: the bias toward frequent (new) classes stays in the adjustment,
+out of the weights (``tau=0``: plain cross-entropy, ``tau=1``: BSCE). Classes with a zero count get
+a large finite negative offset instead of ``-inf``: no NaN or inf, and exactly zero gradient.
 """
 
 from __future__ import annotations
@@ -25,15 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = [
-    "ZERO_PRIOR_OFFSET",
-    "MAX_TAU",
-    "as_class_counts",
-    "log_prior_adjustment",
-    "check_targets_have_prior",
-    "balanced_softmax_cross_entropy",
-    "BalancedSoftmaxCrossEntropyLoss",
-]
+__all__ = ["ZERO_PRIOR_OFFSET", "MAX_TAU", "as_class_counts", "log_prior_adjustment", "check_targets_have_prior",
+           "balanced_softmax_cross_entropy", "BalancedSoftmaxCrossEntropyLoss"]
 
 #: Offset added to the logits of classes with zero prior. Finite (unlike log(0)) so that
 #: no NaN/inf can appear, and far below any real logit so their softmax mass is exactly 0.
@@ -48,22 +31,15 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 def as_class_counts(counts: CountsLike, name: str = "class_counts") -> Tensor:
-    """Validate class counts (or frequencies) and return them as a 1-D float64 tensor.
-
-    Counts need not sum to one; only their ratios matter.
-    """
+    """Class counts (or frequencies: only their ratios matter), checked, as a 1-D float64 tensor."""
     try:
         tensor = torch.as_tensor(counts, dtype=torch.float64).detach().cpu()
     except (TypeError, ValueError, RuntimeError) as err:
-        raise TypeError(
-            f"{name} must be a 1-D sequence or tensor of non-negative numbers, got "
-            f"{type(counts).__name__}: {err}"
-        ) from None
+        raise TypeError(f"{name} must be a 1-D sequence or tensor of non-negative numbers, got "
+                        f"{type(counts).__name__}: {err}") from None
     if tensor.dim() != 1 or tensor.numel() == 0:
-        raise ValueError(
-            f"{name} must be a non-empty 1-D sequence (one entry per class), got shape "
-            f"{tuple(tensor.shape)}."
-        )
+        raise ValueError(f"{name} must be a non-empty 1-D sequence (one entry per class), got shape "
+                         f"{tuple(tensor.shape)}.")
     if not torch.isfinite(tensor).all():
         bad = torch.nonzero(~torch.isfinite(tensor)).flatten().tolist()
         raise ValueError(f"{name} contains NaN or inf at classes {bad[:10]}; pass finite counts.")
@@ -71,9 +47,7 @@ def as_class_counts(counts: CountsLike, name: str = "class_counts") -> Tensor:
         bad = torch.nonzero(tensor < 0).flatten().tolist()
         raise ValueError(f"{name} contains negative values at classes {bad[:10]}; counts must be >= 0.")
     if tensor.sum() <= 0:
-        raise ValueError(
-            f"{name} is all zeros: at least one class needs a positive count to define a prior."
-        )
+        raise ValueError(f"{name} is all zeros: at least one class needs a positive count to define a prior.")
     return tensor
 
 
@@ -81,33 +55,24 @@ def _check_tau(tau: float) -> float:
     if isinstance(tau, bool) or not isinstance(tau, (int, float)):
         raise TypeError(f"tau must be a real number, got {type(tau).__name__}.")
     if not 0 <= tau <= MAX_TAU:  # NaN fails too
-        raise ValueError(
-            f"tau must be finite and >= 0, at most {MAX_TAU:g} (0 = plain cross-entropy, 1 = BSCE), got {tau}: "
-            f"for priors down to 2**-31, tau * log(prior) must stay above {ZERO_PRIOR_OFFSET / 2:g}, half the "
-            "offset that removes absent classes from the softmax (in float32, and bf16, training)."
-        )
+        raise ValueError(f"tau must be finite and >= 0, at most {MAX_TAU:g} (0 = plain cross-entropy, 1 = BSCE), "
+                         f"got {tau}: for priors down to 2**-31, tau * log(prior) must stay above "
+                         f"{ZERO_PRIOR_OFFSET / 2:g}, half the offset that removes absent classes from the softmax "
+                         "(in float32, and bf16, training).")
     return float(tau)
 
 
-def log_prior_adjustment(
-    class_counts: CountsLike,
-    tau: float = 1.0,
-    num_classes: int | None = None,
-    *,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
+def log_prior_adjustment(class_counts: CountsLike, tau: float = 1.0, num_classes: int | None = None, *,
+                         device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
     """The vector ``tau * log(prior)`` that BSCE adds to the logits.
 
     :param class_counts: number (or frequency) of training samples per class.
     :param tau: strength of the adjustment; ``0`` gives a zero vector (plain CE).
-    :param num_classes: length of the result. Counts shorter than this are padded with
-        zeros (classes the model has units for but the data does not contain); counts
-        longer than this are an error unless the extra entries are zero.
-    :return: a float tensor of length ``num_classes``; zero-count classes get
-        :data:`ZERO_PRIOR_OFFSET` when ``tau > 0``. A prior uniform over the classes present
-        gives zeros for them: its log is a constant, which the softmax ignores, so BSCE is then
-        exactly (not only up to rounding) the cross-entropy over those classes.
+    :param num_classes: length of the result: shorter counts are padded with zeros, longer ones
+        are an error unless the extra entries are zero.
+    :return: zero-count classes get :data:`ZERO_PRIOR_OFFSET` when ``tau > 0``. A prior uniform over
+        the classes present gives zeros for them (a constant, which the softmax ignores), so BSCE is
+        then exactly, not only up to rounding, the cross-entropy over those classes.
     """
     counts = as_class_counts(class_counts)
     tau = _check_tau(tau)
@@ -117,11 +82,9 @@ def log_prior_adjustment(
         if counts.numel() > num_classes:
             if counts[num_classes:].any():
                 last = int(torch.nonzero(counts).max())
-                raise ValueError(
-                    f"The prior has samples of class {last} but the model has only "
-                    f"{num_classes} output units: give the model at least {last + 1} "
-                    "outputs (or use an IncrementalClassifier that grows with the data)."
-                )
+                raise ValueError(f"The prior has samples of class {last} but the model has only {num_classes} "
+                                 f"output units: give the model at least {last + 1} outputs (or use an "
+                                 "IncrementalClassifier that grows with the data).")
             counts = counts[:num_classes]
         elif counts.numel() < num_classes:
             counts = torch.cat([counts, counts.new_zeros(num_classes - counts.numel())])
@@ -131,10 +94,9 @@ def log_prior_adjustment(
     log_prior = torch.log(counts.clamp_min(1e-300) / counts.sum())
     smallest = float(log_prior[present].min())
     if tau * smallest <= ZERO_PRIOR_OFFSET / 2:  # only extreme given priors get here (tau <= MAX_TAU)
-        raise ValueError(
-            f"tau * log(prior) = {tau:g} * {smallest:.4g} for the rarest class falls below "
-            f"{ZERO_PRIOR_OFFSET / 2:g}, where a class counts as absent: use a smaller tau or a less extreme prior."
-        )
+        raise ValueError(f"tau * log(prior) = {tau:g} * {smallest:.4g} for the rarest class falls below "
+                         f"{ZERO_PRIOR_OFFSET / 2:g}, where a class counts as absent: use a smaller tau or a less "
+                         "extreme prior.")
     if bool((counts[present] == counts[present][0]).all()):  # uniform: a constant, i.e. nothing
         log_prior = torch.zeros_like(log_prior)
     adjustment = torch.where(present, tau * log_prior, torch.full_like(log_prior, ZERO_PRIOR_OFFSET))
@@ -142,69 +104,55 @@ def log_prior_adjustment(
 
 
 def check_targets_have_prior(targets: Tensor, adjustment: Tensor) -> None:
-    """Raise if a target class lies outside the logits or has zero prior.
-
-    Costs one host-device sync, so the plugin calls it only where the prior does not
-    come from the very labels being trained on (a fixed, user-given prior).
-    """
+    """Raise if a target class lies outside the logits or has zero prior (one host-device sync)."""
     num_classes = adjustment.numel()
     if targets.numel() == 0:
         return
     lo, hi = int(targets.min()), int(targets.max())
     if lo < 0 or hi >= num_classes:
-        raise ValueError(
-            f"Target class {hi if hi >= num_classes else lo} is outside the model's "
-            f"{num_classes} output units: labels must lie in [0, {num_classes - 1}]."
-        )
+        raise ValueError(f"Target class {hi if hi >= num_classes else lo} is outside the model's {num_classes} "
+                         f"output units: labels must lie in [0, {num_classes - 1}].")
     zero = adjustment[targets] <= ZERO_PRIOR_OFFSET / 2
     if zero.any():
         classes = sorted(set(targets[zero].tolist()))
-        raise ValueError(
-            f"Targets of classes {classes[:10]} have a zero count in the prior, so BSCE "
-            "cannot train on them (their probability under the prior is 0). Give these "
-            "classes a positive count, or use a prior computed from the training data "
-            "(prior='auto')."
-        )
+        raise ValueError(f"Targets of classes {classes[:10]} have a zero count in the prior, so BSCE cannot train "
+                         "on them (their probability under the prior is 0). Give these classes a positive count, "
+                         "or use a prior computed from the training data (prior='auto').")
+
+
+def _check_reduction(reduction: str) -> str:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
+    return reduction
 
 
 def _class_indices(targets: Tensor) -> Tensor:
     """``targets`` as ``long`` class indices; float targets are refused, as by ``F.cross_entropy``."""
     if targets.is_floating_point() or targets.is_complex():
-        raise TypeError(
-            f"targets must be integer class indices, got dtype {targets.dtype}: convert whole-number "
-            "labels with targets.long() (class-probability targets are not supported)."
-        )
+        raise TypeError(f"targets must be integer class indices, got dtype {targets.dtype}: convert whole-number "
+                        "labels with targets.long() (class-probability targets are not supported).")
     return targets.long()
 
 
-def balanced_softmax_cross_entropy(
-    logits: Tensor,
-    targets: Tensor,
-    class_counts: CountsLike,
-    tau: float = 1.0,
-    reduction: str = "mean",
-) -> Tensor:
+def balanced_softmax_cross_entropy(logits: Tensor, targets: Tensor, class_counts: CountsLike, tau: float = 1.0,
+                                   reduction: str = "mean") -> Tensor:
     """Balanced Softmax Cross-Entropy: ``cross_entropy(logits + tau * log(prior), targets)``.
 
     Validates everything, targets included (one host sync); the module form does not.
 
     :param logits: ``(N, C)`` unnormalised scores.
     :param targets: ``(N,)`` integer class indices.
-    :param class_counts: ``(C,)`` number (or frequency) of training samples per class;
-        classes with zero count are excluded from the softmax.
+    :param class_counts: ``(C,)`` samples (or frequency) per class; zero-count classes leave the softmax.
     :param tau: adjustment strength (``0`` = plain CE, ``1`` = BSCE).
     :param reduction: ``"mean"``, ``"sum"`` or ``"none"``, as in ``F.cross_entropy``.
     """
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
+    _check_reduction(reduction)
     if logits.dim() != 2:
         raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}.")
     counts = as_class_counts(class_counts)
     if counts.numel() != logits.shape[1]:
-        raise ValueError(
-            f"class_counts has {counts.numel()} entries but logits have {logits.shape[1]} "
-            "classes: pass one count per output unit."
-        )
+        raise ValueError(f"class_counts has {counts.numel()} entries but logits have {logits.shape[1]} classes: "
+                         "pass one count per output unit.")
     # in at least float32, as the module: fp16 cannot hold tau * log(prior) nor ZERO_PRIOR_OFFSET
     adjustment = log_prior_adjustment(counts, tau, device=logits.device,
                                       dtype=torch.promote_types(logits.dtype, torch.float32))
@@ -216,22 +164,16 @@ def balanced_softmax_cross_entropy(
 class BalancedSoftmaxCrossEntropyLoss(nn.Module):
     """Module form of :func:`balanced_softmax_cross_entropy` holding the class counts.
 
-    ``class_counts`` (and ``tau``) may be set after construction, e.g. once per
-    experience: they are validated and the log-prior is computed when they are set, and
-    moved to the logits' device and dtype once; a call is then ``F.cross_entropy(logits +
-    adjustment, targets)``, without host syncs. ``reduction`` is a plain attribute that
-    strategies may toggle.
-
-    A target whose class has a zero count is an error, as in the functional form; the
-    check (one host sync) runs only when some count is zero, so the usual call has none.
-    The adjustment is applied in at least float32, also to bf16/fp16 logits.
+    ``class_counts`` (and ``tau``) may be set after construction, e.g. once per experience: they are
+    validated and the log-prior computed when set, and moved to the logits' device and dtype once; a
+    call is then ``F.cross_entropy(logits + adjustment, targets)`` without host syncs. A target of a
+    zero-count class is an error; that check (one host sync) runs only when some count is zero. The
+    adjustment is applied in at least float32. ``reduction`` is a plain attribute strategies may toggle.
     """
 
     def __init__(self, class_counts: CountsLike | None = None, tau: float = 1.0, reduction: str = "mean"):
         super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
-        self.reduction = reduction
+        self.reduction = _check_reduction(reduction)
         self.register_buffer("_counts", None)
         self._tau = _check_tau(tau)
         self._adjustment: Tensor | None = None  # tau * log prior, float64 on the CPU
@@ -274,16 +216,12 @@ class BalancedSoftmaxCrossEntropyLoss(nn.Module):
         dtype = torch.promote_types(logits.dtype, torch.float32)
         if adjustment is None or adjustment.device != logits.device or adjustment.dtype != dtype:
             if self._adjustment is None:
-                raise RuntimeError(
-                    "BalancedSoftmaxCrossEntropyLoss has no class counts yet: set "
-                    "`loss.class_counts = counts` before calling it."
-                )
+                raise RuntimeError("BalancedSoftmaxCrossEntropyLoss has no class counts yet: set "
+                                   "`loss.class_counts = counts` before calling it.")
             adjustment = self._cast = self._adjustment.to(device=logits.device, dtype=dtype)
         if logits.dim() != 2 or logits.shape[1] != adjustment.numel():
-            raise ValueError(
-                f"logits of shape {tuple(logits.shape)} do not match the {adjustment.numel()} class "
-                "counts: pass (N, C) logits with one count per output unit."
-            )
+            raise ValueError(f"logits of shape {tuple(logits.shape)} do not match the {adjustment.numel()} class "
+                             "counts: pass (N, C) logits with one count per output unit.")
         targets = _class_indices(targets)
         if self._has_zero_counts:
             check_targets_have_prior(targets, adjustment)

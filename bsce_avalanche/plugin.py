@@ -1,19 +1,9 @@
 """``BalancedSoftmaxPlugin``: train any softmax-CE Avalanche strategy with BSCE.
 
-A thin plugin in the shape of Avalanche's ``LwFPlugin``: the maths live in a
-:class:`~bsce_avalanche.priors.ClassPrior`, which the callbacks drive:
-
-* ``before_training``: check the strategy, wrap its criterion;
-* ``before_training_epoch``: ``start_experience`` when the strategy's training loader
-  changes (once per experience: the class counts, from label tensors);
-* ``after_training_exp``: ``end_experience`` (records the prior in ``prior_history``);
-* ``after_training``: give the strategy its original criterion back.
-
-The wrapped criterion adds ``tau * log(prior)`` to the logits only for the training
-mini-batch's own loss (``criterion(strategy.mb_output, ...)`` while training).
-``strategy.mb_output`` itself is never changed, so evaluation outputs, eval loss,
-metrics and the inputs of other loss terms (LwF / iCaRL distillation, BiC, GEM's
-reference gradients) all see the plain logits.
+A thin plugin in the shape of Avalanche's ``LwFPlugin``: its callbacks drive a
+:class:`~bsce_avalanche.priors.ClassPrior`, and the criterion it wraps adds ``tau * log(prior)`` to
+the logits only for the training mini-batch's own loss. ``strategy.mb_output`` is never changed, so
+evaluation, metrics and other loss terms (LwF / iCaRL distillation, BiC, GEM) see the plain logits.
 """
 
 from __future__ import annotations
@@ -35,13 +25,13 @@ __all__ = ["BalancedSoftmaxPlugin", "PRIOR_MODES"]
 
 #: Strategies whose training loss never goes through ``strategy._criterion``.
 _INCOMPATIBLE_STRATEGIES = {
-    ER_ACE: "ER-ACE replaces the criterion with its own asymmetric loss (ACECriterion) "
-    "from the second experience on, and already protects old classes by masking "
-    "new-class logits; use ER_ACE without BalancedSoftmaxPlugin.",
-    ER_AML: "ER-AML trains with its own metric-learning loss (AMLCriterion) from the "
-    "second experience on, not the criterion; use ER_AML without the plugin.",
-    DER: "DER computes its classification losses with F.cross_entropy directly, not "
-    "through the criterion; use DER without the plugin.",
+    ER_ACE: "ER-ACE replaces the criterion with its own asymmetric loss (ACECriterion) from the second experience "
+            "on, and already protects old classes by masking new-class logits; use ER_ACE without "
+            "BalancedSoftmaxPlugin.",
+    ER_AML: "ER-AML trains with its own metric-learning loss (AMLCriterion) from the second experience on, not the "
+            "criterion; use ER_AML without the plugin.",
+    DER: "DER computes its classification losses with F.cross_entropy directly, not through the criterion; use DER "
+         "without the plugin.",
 }
 
 
@@ -49,9 +39,7 @@ class _BalancedCriterion:
     """Base of the criterion wrappers installed by the plugin."""
 
     def __init__(self, original, strategy, plugin: "BalancedSoftmaxPlugin"):
-        self.original = original
-        self.strategy = strategy
-        self.plugin = plugin
+        self.original, self.strategy, self.plugin = original, strategy, plugin
 
     def _is_training_loss(self, logits: Tensor) -> bool:
         return self.strategy.is_training and logits is self.strategy.mb_output
@@ -81,12 +69,10 @@ class _SoftmaxCECriterion(_BalancedCriterion):
 class _ICaRLCriterion(_BalancedCriterion):
     """iCaRL's loss with its classification term replaced by BSCE.
 
-    iCaRL trains with a sigmoid BCE whose targets are one-hot for the label and the old
-    model's sigmoid outputs for old classes (distillation). We keep that distillation
-    term (BCE between the new and old sigmoid outputs on old classes, averaged over
-    elements as iCaRL does) and replace the one-hot classification part with BSCE.
-    ``ICaRLLossPlugin`` stores the old model's logits in ``before_forward`` and expects
-    its ``__call__`` to consume them; we consume them here, so no stale logits remain.
+    iCaRL's sigmoid BCE has one-hot targets for the label and the old model's sigmoid outputs for
+    old classes (distillation): the distillation term stays (averaged over elements, as iCaRL's), the
+    one-hot part becomes BSCE. ``ICaRLLossPlugin`` stores the old model's logits in ``before_forward``
+    for its ``__call__`` to consume; they are consumed here, so no stale logits remain.
     """
 
     def __call__(self, logits: Tensor, targets: Tensor) -> Tensor:
@@ -97,9 +83,7 @@ class _ICaRLCriterion(_BalancedCriterion):
         loss = F.cross_entropy(logits + self.plugin.class_prior.adjustment(logits, targets), targets.long())
         if old_logits is not None and len(icarl.old_classes) > 0:
             old = list(icarl.old_classes)
-            loss = loss + F.binary_cross_entropy_with_logits(
-                logits[:, old], torch.sigmoid(old_logits[:, old])
-            )
+            loss = loss + F.binary_cross_entropy_with_logits(logits[:, old], torch.sigmoid(old_logits[:, old]))
         return loss
 
     @property
@@ -116,25 +100,21 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
 
     ``Replay(model, opt, CrossEntropyLoss(), mem_size=2000, plugins=[BalancedSoftmaxPlugin()])``
 
-    :param prior: where the class prior comes from, recomputed for every training
-        experience:
+    :param prior: where the class prior comes from, recomputed for every training experience:
 
-        * ``"auto"`` (default): the label distribution the training loader really draws
-          (``"sampling"``) when its sampling is known (PyTorch ``DataLoader`` with a
-          random/sequential sampler, Avalanche's task-balanced and replay loaders),
-          otherwise the running label counts of the mini-batches (``"batch"``).
-        * ``"sampling"``: the loader's effective label distribution; an error for
+        * ``"auto"`` (default): ``"sampling"`` when the loader's sampling is known (PyTorch
+          ``DataLoader`` with a random/sequential sampler, Avalanche's task-balanced and replay
+          loaders), otherwise ``"batch"``.
+        * ``"sampling"``: the label distribution the training loader really draws; an error for
           loaders whose sampling is unknown.
-        * ``"dataset"``: the class counts of all the data trained on in the experience
-          (new data + memory), as in the paper. With Avalanche's ``ReplayDataLoader``
-          (half of each mini-batch from memory) this over-corrects: see the README.
-        * ``"batch"``: the label counts of the mini-batches drawn so far in the
-          experience (costs a ``bincount`` and a ``log`` per mini-batch).
+        * ``"dataset"``: the class counts of all the data trained on in the experience (new data +
+          memory), as in the paper; over-corrects with Avalanche's ``ReplayDataLoader`` (README).
+        * ``"batch"``: the label counts of the mini-batches drawn so far in the experience (a
+          ``bincount`` and a ``log`` per mini-batch).
         * a sequence or tensor of per-class counts or frequencies, used as is.
     :param tau: strength of the logit adjustment (``0`` = plain CE, ``1`` = BSCE).
 
-    After training, ``plugin.prior_history`` holds the prior (frequencies) used in each
-    experience, and ``plugin.prior`` the current one.
+    ``prior_history``: the prior (frequencies) of each experience trained; ``prior``: the current one.
     """
 
     def __init__(self, prior: Union[str, Sequence[float], Tensor] = "auto", tau: float = 1.0):
@@ -156,7 +136,6 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
     def tau(self) -> float:
         return self.class_prior.tau
 
-    # ------------------------------------------------------------------ callbacks
     def before_training(self, strategy, **kwargs):
         self._check_strategy(strategy)
         criterion = strategy._criterion
@@ -180,43 +159,30 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
             strategy._criterion = self._wrapper.original
         self._wrapper = None
 
-    # ------------------------------------------------------------------ checks
     def _check_strategy(self, strategy) -> None:
         mine = [p for p in strategy.plugins if isinstance(p, BalancedSoftmaxPlugin)]
         if len(mine) > 1:
-            raise ValueError(
-                f"BalancedSoftmaxPlugin is attached {len(mine)} times to "
-                f"{type(strategy).__name__}; the log-prior would be added more than once. "
-                "Keep a single instance in `plugins=[...]`."
-            )
+            raise ValueError(f"BalancedSoftmaxPlugin is attached {len(mine)} times to {type(strategy).__name__}; the "
+                             "log-prior would be added more than once. Keep a single instance in `plugins=[...]`.")
         for cls, why in _INCOMPATIBLE_STRATEGIES.items():
             if isinstance(strategy, cls):
                 raise TypeError(f"BalancedSoftmaxPlugin cannot balance {cls.__name__}: {why}")
 
     def _make_wrapper(self, criterion, strategy) -> _BalancedCriterion:
         if isinstance(criterion, _BalancedCriterion):
-            raise ValueError(
-                "The strategy's criterion is already wrapped by another "
-                "BalancedSoftmaxPlugin; attach the plugin once."
-            )
+            raise ValueError("The strategy's criterion is already wrapped by another BalancedSoftmaxPlugin; attach "
+                             "the plugin once.")
         if isinstance(criterion, BalancedSoftmaxCrossEntropyLoss):
-            raise ValueError(
-                "The strategy's criterion is already a BalancedSoftmaxCrossEntropyLoss; "
-                "BSCE would be applied twice. Use CrossEntropyLoss() with the plugin, or "
-                "the loss without the plugin."
-            )
+            raise ValueError("The strategy's criterion is already a BalancedSoftmaxCrossEntropyLoss; BSCE would be "
+                             "applied twice. Use CrossEntropyLoss() with the plugin, or the loss without the plugin.")
         if isinstance(criterion, ICaRLLossPlugin):
             return _ICaRLCriterion(criterion, strategy, self)
         if isinstance(criterion, nn.CrossEntropyLoss) or criterion is F.cross_entropy:
             if getattr(criterion, "label_smoothing", 0.0) > 0:
-                raise ValueError(
-                    "BalancedSoftmaxPlugin does not support CrossEntropyLoss(label_smoothing>0): "
-                    "smoothing would put target mass on classes the prior excludes. "
-                    "Use label_smoothing=0."
-                )
+                raise ValueError("BalancedSoftmaxPlugin does not support CrossEntropyLoss(label_smoothing>0): "
+                                 "smoothing would put target mass on classes the prior excludes. "
+                                 "Use label_smoothing=0.")
             return _SoftmaxCECriterion(criterion, strategy, self)
-        raise TypeError(
-            f"BalancedSoftmaxPlugin cannot balance the criterion {criterion!r}: BSCE adds "
-            "the log-prior to the logits of a softmax cross-entropy. Build the strategy "
-            "with criterion=torch.nn.CrossEntropyLoss() (or Avalanche's iCaRL)."
-        )
+        raise TypeError(f"BalancedSoftmaxPlugin cannot balance the criterion {criterion!r}: BSCE adds the log-prior "
+                        "to the logits of a softmax cross-entropy. Build the strategy with "
+                        "criterion=torch.nn.CrossEntropyLoss() (or Avalanche's iCaRL).")

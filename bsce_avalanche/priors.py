@@ -1,15 +1,10 @@
 """Class priors for BSCE, computed from label tensors, never from images.
 
-The prior BSCE needs is the label distribution of the mini-batches the model is
-actually trained on. For a plain data loader that is the class frequency of the
-training set. Replay loaders change it: Avalanche's ``ReplayDataLoader`` draws half of
-every mini-batch from the memory buffer and cycles the buffer, so old classes are
-drawn far more often than their share of "experience + buffer" samples.
-:func:`loader_class_counts` derives that effective distribution exactly, in
-expectation, from the loader's datasets and batch sizes; for loaders whose sampling we
-do not know, the fallback is the running label counts of the mini-batches.
-:class:`ClassPrior` holds the policy (which of these, per experience) and the cached
-log-adjustment that :class:`~bsce_avalanche.BalancedSoftmaxPlugin` adds to the logits.
+BSCE's prior is the label distribution of the mini-batches actually trained on: for a plain loader
+the training set's class frequency; Avalanche's ``ReplayDataLoader`` (half of every mini-batch from
+the cycled memory) draws old classes far more often. :func:`loader_class_counts` derives it exactly,
+in expectation, from the loader's datasets and batch sizes (else: the mini-batches' running label
+counts). :class:`ClassPrior` holds the policy and the cached log-adjustment.
 """
 
 from __future__ import annotations
@@ -32,13 +27,7 @@ from .losses import _check_tau, as_class_counts, check_targets_have_prior, log_p
 #: Prior modes accepted by ``BalancedSoftmaxPlugin(prior=...)`` and :class:`ClassPrior`.
 PRIOR_MODES = ("auto", "sampling", "dataset", "batch")
 
-__all__ = [
-    "dataset_labels",
-    "class_counts",
-    "loader_class_counts",
-    "ClassPrior",
-    "PRIOR_MODES",
-]
+__all__ = ["dataset_labels", "class_counts", "loader_class_counts", "ClassPrior", "PRIOR_MODES"]
 
 
 def _index_tensor(indices) -> Tensor:
@@ -52,14 +41,8 @@ def _index_tensor(indices) -> Tensor:
 
 
 def _flat_data_labels(flat) -> Optional[Tensor]:
-    """Vectorised read of an Avalanche ``FlatData`` of labels (concat + subset tree).
-
-    Indexing a ``FlatData`` element by element costs ~0.6 us per label in Python;
-    ImageNet has 1.28M. Its leaves are plain sequences/tensors (or the ``DataAttribute``s
-    of concatenated datasets) and its (optional) index list maps positions to the
-    concatenated leaves, so we gather with tensors.
-    Returns ``None`` if the structure is not the one we know (caller falls back).
-    """
+    """Vectorised read of an Avalanche ``FlatData`` of labels (concat + subset tree), or None for
+    a structure we do not know. Element by element costs ~0.6 us per label (ImageNet: 1.28M)."""
     leaves = []
     for leaf in getattr(flat, "_datasets", ()):
         if isinstance(leaf, DataAttribute):
@@ -85,19 +68,12 @@ def _flat_data_labels(flat) -> Optional[Tensor]:
 
 
 def dataset_labels(dataset) -> Tensor:
-    """The class label of every sample of ``dataset``, as a 1-D ``long`` tensor.
-
-    Reads ``dataset.targets`` (Avalanche datasets, torchvision datasets, or any dataset
-    exposing its labels); never loads a sample.
-    """
+    """The class label of every sample of ``dataset`` (its ``targets``; no sample is loaded), 1-D ``long``."""
     targets = getattr(dataset, "targets", None)
     if targets is None:
-        raise ValueError(
-            f"Cannot compute a class prior: the training dataset ({type(dataset).__name__}) "
-            "has no `targets` attribute. Build it with labels (e.g. an Avalanche "
-            "classification dataset, or set `dataset.targets`), or pass a fixed "
-            "prior=[...] / prior='batch' to BalancedSoftmaxPlugin."
-        )
+        raise ValueError(f"Cannot compute a class prior: the training dataset ({type(dataset).__name__}) has no "
+                         "`targets` attribute. Build it with labels (e.g. an Avalanche classification dataset, or set "
+                         "`dataset.targets`), or pass a fixed prior=[...] / prior='batch' to BalancedSoftmaxPlugin.")
     labels = None
     data = getattr(targets, "data", None)  # Avalanche DataAttribute -> FlatData
     if isinstance(data, FlatData):
@@ -118,13 +94,11 @@ def dataset_labels(dataset) -> Tensor:
 
 def class_counts(labels_or_dataset, num_classes: int | None = None) -> Tensor:
     """Number of samples per class (float64), from a label tensor or a dataset."""
-    labels = (
-        labels_or_dataset.long().flatten().cpu()
-        if isinstance(labels_or_dataset, Tensor)
-        else dataset_labels(labels_or_dataset)
-    )
-    minlength = num_classes or 0
-    return torch.bincount(labels, minlength=minlength).double()
+    if isinstance(labels_or_dataset, Tensor):
+        labels = labels_or_dataset.long().flatten().cpu()
+    else:
+        labels = dataset_labels(labels_or_dataset)
+    return torch.bincount(labels, minlength=num_classes or 0).double()
 
 
 def _add(total: Optional[Tensor], counts: Tensor) -> Tensor:
@@ -149,10 +123,8 @@ def _samples_drawn(n: int, batch: int, n_batches: int, drop_last: bool) -> float
 
 
 def _shard_size(loader, n: int, drop_last: bool) -> int:
-    """Samples per process of a dataset of size ``n``: ``n``, or under distributed
-    sampling (DDP) the size of one rank's ``DistributedSampler`` shard. Every rank draws
-    its batches from its shard, so the cycling of small datasets (replay memory) depends
-    on the shard size and the per-rank batch size."""
+    """Samples per process of a dataset of size ``n``: under distributed sampling (DDP) one rank's
+    shard, which sets how often a small dataset (replay memory) cycles."""
     if not getattr(loader, "distributed_sampling", False) or not torch.distributed.is_initialized():
         return n
     replicas = torch.distributed.get_world_size()
@@ -185,25 +157,19 @@ def _multi_dataset_counts(loader, weighting: str) -> Optional[Tensor]:
 def loader_class_counts(loader, weighting: str = "sampling") -> Optional[Tensor]:
     """Expected number of samples per class that one epoch of ``loader`` yields.
 
-    :param weighting: ``"sampling"``: what the loader really draws (a cycled replay
-        buffer counts as often as it is drawn); ``"dataset"``: the plain class counts of
-        all the data the loader draws from (new data + memory, the paper's ``n_j``).
-    :return: a float64 tensor, or ``None`` when the loader's sampling is unknown
-        (custom samplers, infinite loaders, loaders without datasets).
+    :param weighting: ``"sampling"``: what the loader really draws (a cycled replay buffer counts as
+        often as it is drawn); ``"dataset"``: the class counts of all the data it draws from (new
+        data + memory, the paper's ``n_j``).
+    :return: float64, or None when the loader's sampling is unknown (custom samplers, infinite loaders).
     """
     if weighting not in ("sampling", "dataset"):
         raise ValueError(f"weighting must be 'sampling' or 'dataset', got {weighting!r}.")
-    if isinstance(loader, MultiDatasetDataLoader):
-        # Covers TaskBalancedDataLoader, GroupBalancedDataLoader and ReplayDataLoader.
+    if isinstance(loader, MultiDatasetDataLoader):  # task-balanced, group-balanced and replay loaders
         return _multi_dataset_counts(loader, weighting)
     if isinstance(loader, DataLoader):
         sampler = loader.batch_sampler.sampler if isinstance(loader.batch_sampler, BatchSampler) else None
-        uniform = isinstance(sampler, SequentialSampler) or (
-            isinstance(sampler, RandomSampler)
-            and not sampler.replacement
-            and sampler.num_samples == len(loader.dataset)
-        )
-        if uniform:
+        if isinstance(sampler, SequentialSampler) or (isinstance(sampler, RandomSampler) and not sampler.replacement
+                                                      and sampler.num_samples == len(loader.dataset)):
             return class_counts(loader.dataset)
     return None
 
@@ -211,13 +177,12 @@ def loader_class_counts(loader, weighting: str = "sampling") -> Optional[Tensor]
 class ClassPrior:
     """BSCE's class prior, one training experience at a time, and its log-adjustment.
 
-    The maths behind :class:`~bsce_avalanche.BalancedSoftmaxPlugin`, which drives it
-    from its callbacks as Avalanche's ``LwFPlugin`` drives ``LearningWithoutForgetting``:
-    :meth:`start_experience` when training on a new loader starts, :meth:`adjustment` for
-    every training mini-batch, :meth:`end_experience` at the end of the experience.
+    The maths behind :class:`~bsce_avalanche.BalancedSoftmaxPlugin`, which drives it as ``LwFPlugin``
+    drives ``LearningWithoutForgetting``: :meth:`start_experience` on a new training loader,
+    :meth:`adjustment` for every training mini-batch, :meth:`end_experience` at the experience's end.
 
-    :param mode: ``"auto"``, ``"sampling"``, ``"dataset"`` or ``"batch"`` (see
-        ``BalancedSoftmaxPlugin``), or per-class counts (or frequencies) used as they are.
+    :param mode: one of :data:`PRIOR_MODES` (see ``BalancedSoftmaxPlugin``), or per-class counts
+        (or frequencies) used as they are.
     :param tau: strength of the adjustment (``0`` = plain CE, ``1`` = BSCE).
     """
 
@@ -250,11 +215,9 @@ class ClassPrior:
         else:
             self.counts = loader_class_counts(loader, "dataset" if self.mode == "dataset" else "sampling")
             if self.counts is None and self.mode != "auto":
-                raise ValueError(
-                    f"prior={self.mode!r} cannot be derived for the training loader "
-                    f"{type(loader).__name__} (unknown sampling); use prior='auto' or "
-                    "'batch' (counts the labels of the mini-batches), or a fixed prior."
-                )
+                raise ValueError(f"prior={self.mode!r} cannot be derived for the training loader "
+                                 f"{type(loader).__name__} (unknown sampling); use prior='auto' or 'batch' (counts "
+                                 "the labels of the mini-batches), or a fixed prior.")
         self.counts_batches = self.counts is None
 
     def adjustment(self, logits: Tensor, targets: Tensor) -> Tensor:

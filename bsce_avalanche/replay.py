@@ -1,19 +1,10 @@
 """``ConcatReplayPlugin``: rehearsal by concatenating the memory into the training set.
 
-The rehearsal protocol of the paper (and of iCaRL, PyCIL, FACIL): the exemplar memory is
-appended to the experience's training data, and the strategy's ordinary shuffled loader
-draws every new and every memory sample exactly once per epoch. Old classes thus stay
-heavily under-represented (20 memory samples against 500 new ones per class in CIFAR-100
-B0-10), which is the imbalance BSCE corrects. Avalanche's ``ReplayPlugin`` instead fills
-half of every mini-batch from the memory and cycles it, which already rebalances half of
-each batch.
-
-The plugin adapts two callbacks, as ``ReplayPlugin`` does, to any Avalanche storage policy:
-
-* ``after_train_dataset_adaptation``: ``adapted_dataset = adapted_dataset + memory``, so the
-  strategy's own ``make_train_dataloader`` builds the loader (and ``BalancedSoftmaxPlugin``'s
-  prior is the label frequency of the concatenated dataset, whatever the plugin order);
-* ``after_training_exp``: update the memory from the experience's data.
+The rehearsal protocol of the paper (and of iCaRL, PyCIL, FACIL): the strategy's ordinary shuffled
+loader draws every new and every memory sample once per epoch, so old classes stay heavily
+under-represented (20 memory samples against 500 new ones per class in CIFAR-100 B0-10): the
+imbalance BSCE corrects. Avalanche's ``ReplayPlugin`` instead fills half of every mini-batch from
+the cycled memory, which already rebalances half of each batch.
 """
 
 from __future__ import annotations
@@ -23,12 +14,8 @@ from typing import Optional
 import torch
 from avalanche.training import ICaRL
 from avalanche.training.plugins import SupervisedPlugin
-from avalanche.training.storage_policy import (
-    ClassBalancedBuffer,
-    ExemplarsBuffer,
-    HerdingSelectionStrategy,
-    ParametricBuffer,
-)
+from avalanche.training.storage_policy import (ClassBalancedBuffer, ExemplarsBuffer, HerdingSelectionStrategy,
+                                               ParametricBuffer)
 from torch.utils.data import DataLoader
 
 from .priors import class_counts, loader_class_counts
@@ -46,24 +33,20 @@ class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
 
     ``Naive(model, opt, CrossEntropyLoss(), plugins=[ConcatReplayPlugin(2000), BalancedSoftmaxPlugin()])``
 
-    Each epoch draws every sample of the experience and of the memory exactly once (in the
-    strategy's ordinary shuffled mini-batches), unlike Avalanche's ``ReplayPlugin``, whose
-    loader draws half of every mini-batch from the memory. Under it, ``BalancedSoftmaxPlugin``'s
-    ``"sampling"``, ``"dataset"`` and ``"auto"`` priors are the same: the class counts of
-    experience + memory. The memory is updated after each experience and saved by the
-    runner's checkpoints (the policy lives in the plugin's ``__dict__``).
+    The memory joins ``adapted_dataset`` in ``after_train_dataset_adaptation``, so the strategy's
+    own loader draws it, and ``BalancedSoftmaxPlugin``'s ``"sampling"``, ``"dataset"`` and ``"auto"``
+    priors (in any plugin order) are the class counts of experience + memory. The memory is updated
+    after each experience and saved by the runner's checkpoints (the policy is in ``__dict__``).
 
     :param mem_size: total number of exemplars kept in memory.
     :param storage_policy: the Avalanche ``ExemplarsBuffer`` that selects the exemplars, with
-        ``max_size == mem_size``. Default: ``ClassBalancedBuffer(mem_size)``, a random memory
-        split equally over the classes seen so far. For iCaRL's herding:
-        ``storage_policy=herding_buffer(mem_size)``.
+        ``max_size == mem_size``. Default: ``ClassBalancedBuffer(mem_size)``, random and split equally
+        over the classes seen so far; iCaRL's herding: ``herding_buffer(mem_size)``.
 
-    Composes with strategies that train on ``strategy.adapted_dataset`` with their default
-    loader (``Naive``, ``LwF``, ...) and with ``BalancedSoftmaxPlugin`` in any order; refuses
-    strategies or plugins with a replay memory of their own (``Replay``/``ReplayPlugin``,
-    iCaRL, BiC, ER-ACE, GDumb, ...) and training loaders that would not draw each sample once
-    per epoch (e.g. a task-balanced loader over several task labels: use it class-incrementally).
+    Composes with strategies that train on ``strategy.adapted_dataset`` with their default loader
+    (``Naive``, ``LwF``, ...); refuses strategies or plugins with a replay memory of their own
+    (``ReplayPlugin``, iCaRL, BiC, ER-ACE, GDumb, ...) and training loaders that would not draw each
+    sample once per epoch (e.g. a task-balanced loader over several task labels).
     """
 
     def __init__(self, mem_size: int = 2000, storage_policy: Optional[ExemplarsBuffer] = None):
@@ -72,19 +55,13 @@ class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
         if storage_policy is None:
             storage_policy = ClassBalancedBuffer(max_size=mem_size, adaptive_size=True)
         elif not isinstance(storage_policy, ExemplarsBuffer):
-            raise TypeError(
-                f"storage_policy must be an Avalanche ExemplarsBuffer (e.g. ClassBalancedBuffer, "
-                f"ParametricBuffer), got {type(storage_policy).__name__}."
-            )
+            raise TypeError(f"storage_policy must be an Avalanche ExemplarsBuffer (e.g. ClassBalancedBuffer, "
+                            f"ParametricBuffer), got {type(storage_policy).__name__}.")
         elif storage_policy.max_size != mem_size:
-            raise ValueError(
-                f"storage_policy.max_size ({storage_policy.max_size}) differs from mem_size "
-                f"({mem_size}); build the policy with max_size=mem_size."
-            )
-        self.mem_size = mem_size
-        self.storage_policy = storage_policy
+            raise ValueError(f"storage_policy.max_size ({storage_policy.max_size}) differs from mem_size "
+                             f"({mem_size}); build the policy with max_size=mem_size.")
+        self.mem_size, self.storage_policy = mem_size, storage_policy
 
-    # ------------------------------------------------------------------ callbacks
     def before_training(self, strategy, **kwargs):
         self._check_strategy(strategy)
         check = getattr(getattr(self.storage_policy, "selection_strategy", None), "check_model", None)
@@ -104,19 +81,15 @@ class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
     def after_training_exp(self, strategy, **kwargs):
         self.storage_policy.post_adapt(strategy, strategy.experience)
 
-    # ------------------------------------------------------------------ checks
     def _check_strategy(self, strategy) -> None:
         for owner in (strategy, *strategy.plugins):
             if owner is self:
                 continue
-            if isinstance(owner, (ConcatReplayPlugin, ICaRL)) or any(
-                isinstance(value, ExemplarsBuffer) for value in vars(owner).values()
-            ):
-                raise ValueError(
-                    f"ConcatReplayPlugin cannot be combined with {type(owner).__name__}, which keeps "
-                    "a replay memory of its own (old samples would be replayed twice); use one "
-                    "memory, e.g. Naive or LwF with plugins=[ConcatReplayPlugin(mem_size)]."
-                )
+            if isinstance(owner, (ConcatReplayPlugin, ICaRL)) or any(isinstance(value, ExemplarsBuffer)
+                                                                     for value in vars(owner).values()):
+                raise ValueError(f"ConcatReplayPlugin cannot be combined with {type(owner).__name__}, which keeps a "
+                                 "replay memory of its own (old samples would be replayed twice); use one memory, "
+                                 "e.g. Naive or LwF with plugins=[ConcatReplayPlugin(mem_size)].")
 
     @staticmethod
     def _check_loader(strategy) -> None:
@@ -125,23 +98,19 @@ class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
         drawn = loader_class_counts(strategy.dataloader, "sampling")
         data = class_counts(strategy.adapted_dataset)
         if drawn is None or drawn.shape != data.shape or not torch.allclose(drawn / drawn.sum(), data / data.sum()):
-            raise ValueError(
-                f"ConcatReplayPlugin needs a training loader that draws each sample of the "
-                f"experience + memory once per epoch, but {type(strategy.dataloader).__name__} does "
-                "not (another plugin replaced it, or it balances several task labels); use a "
-                "class-incremental benchmark and a strategy with its default loader."
-            )
+            raise ValueError(f"ConcatReplayPlugin needs a training loader that draws each sample of the experience + "
+                             f"memory once per epoch, but {type(strategy.dataloader).__name__} does not (another "
+                             "plugin replaced it, or it balances several task labels); use a class-incremental "
+                             "benchmark and a strategy with its default loader.")
 
 
 class ModelHerdingSelectionStrategy(HerdingSelectionStrategy):
     """iCaRL's herding on the L2-normalised features of ``strategy.model`` at ``layer_name``.
 
-    Avalanche's ``HerdingSelectionStrategy(model, layer_name)`` binds one model at
-    construction with a permanent forward hook (a local function, so its memory cannot be
-    pickled into a checkpoint) and leaves the model in eval mode. This one takes the
-    strategy's current model at each selection, hooks the layer only while computing the
-    features (on the data's eval transforms, without augmentation), restores every module's
-    train/eval mode, and keeps Avalanche's herding (``make_sorted_indices_from_features``).
+    Avalanche's ``HerdingSelectionStrategy(model, layer_name)`` binds one model with a permanent
+    forward hook (a local function: its memory cannot be pickled into a checkpoint) and leaves the
+    model in eval mode. This one hooks the strategy's current model only while computing the features
+    (eval transforms), restores every module's mode, and keeps Avalanche's herding.
     """
 
     def __init__(self, layer_name: str = "feature_extractor"):
@@ -153,18 +122,15 @@ class ModelHerdingSelectionStrategy(HerdingSelectionStrategy):
         try:
             return model.get_submodule(self.layer_name)
         except AttributeError:
-            raise ValueError(
-                f"Herding layer {self.layer_name!r} is not a module of {type(model).__name__}; use "
-                f"one of its named_modules(), e.g. {[n for n, _ in model.named_children()]}."
-            ) from None
+            raise ValueError(f"Herding layer {self.layer_name!r} is not a module of {type(model).__name__}; use one of "
+                             f"its named_modules(), e.g. {[n for n, _ in model.named_children()]}.") from None
 
     @torch.no_grad()
     def make_sorted_indices(self, strategy, data):
         model = strategy.model
         features = []
-        hook = self.check_model(model).register_forward_hook(
-            lambda module, inputs, output: features.append(output.detach().flatten(1))
-        )
+        layer = self.check_model(model)
+        hook = layer.register_forward_hook(lambda module, inputs, output: features.append(output.detach().flatten(1)))
         modes = {module: module.training for module in model.modules()}
         model.eval()
         try:
@@ -180,10 +146,8 @@ class ModelHerdingSelectionStrategy(HerdingSelectionStrategy):
 
 
 def herding_buffer(mem_size: int, layer_name: str = "feature_extractor") -> ParametricBuffer:
-    """A class-balanced memory of ``mem_size`` exemplars chosen by iCaRL's herding on the
-    features of the model's ``layer_name`` module: ``ConcatReplayPlugin(m, herding_buffer(m))``.
-
-    Avalanche's ``ParametricBuffer`` re-runs the herding on each class's kept exemplars, with
-    the current model, whenever the memory shrinks (iCaRL keeps the first selection's order)."""
+    """A class-balanced memory of ``mem_size`` exemplars chosen by iCaRL's herding on the features of
+    the model's ``layer_name`` module. Avalanche's ``ParametricBuffer`` re-runs the herding on each
+    class's kept exemplars whenever the memory shrinks (iCaRL keeps the first selection's order)."""
     _check_mem_size(mem_size)
     return ParametricBuffer(mem_size, groupby="class", selection_strategy=ModelHerdingSelectionStrategy(layer_name))

@@ -138,10 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    """The config file (or the default one) with the options' overrides.
-
-    A key set by an option leaves the config file's grid: ``run --loss ce`` runs CE only.
-    """
+    """The config file (or the default one) with the options' overrides; a key set by an option leaves
+    the config file's grid (``run --loss ce`` runs CE only)."""
     overrides = {f.name: getattr(args, f.name) for f in _KEYS if getattr(args, f.name) is not None}
     for item in args.set:
         if "=" not in item:
@@ -165,8 +163,7 @@ def _default_config_path() -> Optional[Path]:
 
 
 def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1, overwrite: bool = False) -> Optional[Path]:
-    """Run every combination of ``cfg`` into ``output_dir/<run name>/``, ``jobs`` at once, then
-    compare them."""
+    """Run every combination of ``cfg`` into ``output_dir/<run name>/``, ``jobs`` at once, then compare them."""
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}.")
     if jobs > 1 and distributed.launched_distributed():
@@ -203,9 +200,8 @@ def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1, over
 
 
 def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int, overwrite: bool = False):
-    """Yield ``(config, results)`` of each run as it finishes, ``jobs`` fresh processes at a
-    time, each with ``cores // jobs`` torch threads unless its config sets ``threads``. A run
-    computes what it computes alone (same seed and threads: same numbers)."""
+    """Yield ``(config, results)`` of each run as it finishes, ``jobs`` fresh processes at a time, each
+    with ``cores // jobs`` torch threads unless its config sets ``threads`` (same numbers as alone)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // jobs)
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
@@ -230,8 +226,8 @@ def _run_one(cfg: ExperimentConfig, out: Path, resume: bool, threads: int, overw
 
 
 def _exit_cleanly_on_sigterm() -> None:
-    """SIGTERM (e.g. a cluster pre-empting the job, or a W&B agent stopping a run) unwinds
-    like Ctrl-C, so the W&B run is closed; the last checkpoint is complete either way."""
+    """SIGTERM (a cluster pre-empting the job, a W&B agent stopping a run) unwinds like Ctrl-C, so the
+    W&B run is closed; the last checkpoint is complete either way."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
@@ -254,22 +250,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             first = Path(args.paths[0])
             print(compare(args.paths, args.output or (first if first.is_dir() else first.parent)).read_text())
         finished = True
-    except (ConfigError, OSError) as err:  # the user's to fix: config, command line, files, data
+    except (ConfigError, OSError, TrainingDiverged, KeyboardInterrupt) as err:
         if args.debug:
             raise
-        print(f"bsce-experiment: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as err:  # recorded in the run's results.json
-        if args.debug:
-            raise
-        print(f"bsce-experiment: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        if args.debug:
-            raise
-        resume = " (--resume continues from the last finished step)" if args.command in ("run", "grid") else ""
-        print(f"bsce-experiment: interrupted{resume}", file=sys.stderr)
-        return 130
+        if isinstance(err, KeyboardInterrupt):
+            resume = " (--resume continues from the last finished step)" if args.command in ("run", "grid") else ""
+            print(f"bsce-experiment: interrupted{resume}", file=sys.stderr)
+            return 130
+        # exit 1: a divergence, recorded in the run's results.json; 2: the user's to fix (config, files, data)
+        diverged = isinstance(err, TrainingDiverged)
+        print(f"bsce-experiment: error: {err if diverged else ' '.join(str(err).split())}", file=sys.stderr)
+        return 1 if diverged else 2
     finally:
         distributed.shutdown(wait=finished)  # leave the process group (torchrun), if one was joined
     return code

@@ -1,11 +1,8 @@
 """Experiment configuration: one dataclass, loaded from YAML, overridden from the CLI.
 
-Every key carries its meaning next to its default (shown by ``bsce-experiment run --help``).
-Every key is checked before anything is built: unknown keys, wrong types and unknown names are
-errors that name the closest valid choice (the names come from the library's registries
-``BENCHMARKS``, ``MODELS``, ``PRIOR_MODES``, ``ICARL_EVAL_MODES`` and the runner's
-``STRATEGIES``); numbers must be finite and in their :data:`RANGES`; a YAML file may not set a
-key twice, and its syntax errors name the file and line.
+Every key carries its meaning next to its default (``bsce-experiment run --help``) and is checked
+before anything is built: types, names (from the registries, naming the closest), :data:`RANGES`;
+a YAML file may not set a key twice, and its syntax errors name the file and line.
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ from ..priors import PRIOR_MODES
 from .strategies import MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, uses_replay_option
 
 __all__ = ["ExperimentConfig", "ConfigError", "load_config", "expand_grid", "combination_error", "method_label",
-           "CHOICES", "RANGES", "load_yaml"]
+           "CHOICES", "RANGES", "load_yaml", "parse_value"]
 
 #: Valid values of the name-like keys.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -151,7 +148,6 @@ class ExperimentConfig:
     def __post_init__(self):
         self.validate()
 
-    # ------------------------------------------------------------------ validation
     def validate(self) -> "ExperimentConfig":
         hints = get_type_hints(type(self))
         for f in fields(self):
@@ -182,7 +178,8 @@ class ExperimentConfig:
                 in_memory = ", ".join(n for n, b in BENCHMARKS.items() if b.in_memory)
                 raise ConfigError(f"data_path: device needs images held in memory as tensors ({in_memory}; with "
                                   f"fast_augment on), not benchmark {self.benchmark!r}"
-                                  + (" with fast_augment: false" if info.in_memory else "") + "; use data_path: loader.")
+                                  + (" with fast_augment: false" if info.in_memory else "")
+                                  + "; use data_path: loader.")
             if self.num_workers:
                 raise ConfigError("data_path: device gathers batches on the device in the main process: "
                                   "set num_workers: 0.")
@@ -260,12 +257,9 @@ def _range_error(key: str, value, interval: str) -> str:
 
 
 def method_label(config: Mapping) -> str:
-    """What distinguishes a method from others in a comparison (not the seed), e.g.
-    ``replay-bsce``, ``lwf+mem-ce-concat``, ``icarl-bsce-head``, ``replay-bsce-concat-prior_dataset``
-    (settings at their default are left out).
-
-    Takes a config dict, so that results written by other versions get labels too.
-    """
+    """What distinguishes a method from others in a comparison (not the seed; settings at their
+    default left out), e.g. ``replay-bsce``, ``lwf+mem-ce-concat``, ``icarl-bsce-head``. Takes a
+    config dict, so that results written by other versions get labels too."""
     c = {**_DEFAULTS, **config}
     parts = [c["strategy"] + ("+mem" if c["strategy"] == "lwf" and c["lwf_memory"] else ""), c["loss"]]
     if c["strategy"] == "icarl":
@@ -302,9 +296,7 @@ def _coerce(name: str, value: Any, hint) -> Any:
     if hint in (int, str, bool, list, dict):
         if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
             return value
-        raise ConfigError(
-            f"{name} must be of type {hint.__name__}, got {type(value).__name__} {value!r}."
-        )
+        raise ConfigError(f"{name} must be of type {hint.__name__}, got {type(value).__name__} {value!r}.")
     return value
 
 
@@ -337,8 +329,7 @@ def _parse_yaml(text: str | bytes, where: str) -> Any:
 
 
 def load_yaml(path: str | Path) -> Any:
-    """A YAML file's content; a syntax error or a key set twice is a one-line :class:`ConfigError`
-    naming the file and line."""
+    """A YAML file's content; a syntax error or a key set twice: a :class:`ConfigError` naming the line."""
     return _parse_yaml(Path(path).read_bytes(), str(path))
 
 
@@ -348,10 +339,7 @@ def parse_value(text: str) -> Any:
 
 
 def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = None) -> ExperimentConfig:
-    """Load a YAML config (or the defaults) and apply ``overrides``.
-
-    :raises ConfigError: unknown keys (with the closest key), wrong types, bad names.
-    """
+    """Load a YAML config (or the defaults) and apply ``overrides``; bad keys or values: :class:`ConfigError`."""
     loaded, overrides = {}, overrides or {}
     if path is not None:
         path = Path(path)
@@ -383,11 +371,9 @@ def _error_of(data: dict) -> Optional[str]:
 
 
 def combination_error(config: ExperimentConfig) -> Optional[str]:
-    """Why this combination of (individually valid) settings cannot run, or None.
-
-    Kept out of :meth:`ExperimentConfig.validate` so that a grid over strategies and
-    losses can still be written down; the runner refuses such runs, a W&B sweep skips them.
-    """
+    """Why this combination of (individually valid) settings cannot run, or None: not an error of
+    :meth:`ExperimentConfig.validate`, so that a grid over strategies and losses can be written down
+    (the runner refuses such runs, a W&B sweep skips them)."""
     reason = STRATEGIES[config.strategy].without_bsce
     if config.loss == "bsce" and reason:
         return f"{config.strategy} cannot be combined with loss: bsce ({reason}); use loss: ce."
@@ -395,10 +381,8 @@ def combination_error(config: ExperimentConfig) -> Optional[str]:
 
 
 def expand_grid(config: ExperimentConfig) -> list[ExperimentConfig]:
-    """One config per combination of the ``grid`` values (the config itself if no grid).
-
-    :raises ConfigError: a combination with an invalid value, naming it.
-    """
+    """One config per combination of the ``grid`` values (the config itself if no grid); an invalid
+    combination is a :class:`ConfigError` naming it."""
     keys, runs = list(config.grid), []
     for values in itertools.product(*(config.grid[k] for k in keys)):
         combination = dict(zip(keys, values))

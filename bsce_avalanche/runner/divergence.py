@@ -1,9 +1,5 @@
-"""Stop a run at its first non-finite training loss, naming the step, iteration and likely cause.
-
-A NaN or inf loss poisons the weights at the next update, and evaluating such a model still
-gives (meaningless) accuracies. :class:`NonFiniteLossGuard` checks every training loss and
-raises :class:`TrainingDiverged`; the runner then records the failure in ``results.json``.
-"""
+"""Stop a run at its first non-finite training loss, naming the step, iteration and likely cause
+(a NaN or inf loss poisons the weights, whose evaluation still gives meaningless accuracies)."""
 
 from __future__ import annotations
 
@@ -32,10 +28,8 @@ class TrainingDiverged(RuntimeError):
 
     def __init__(self, step: int, epoch: int, iteration: int, reason: str):
         self.record = {"step": step, "epoch": epoch, "iteration": iteration, "reason": reason}
-        super().__init__(
-            f"training diverged at step {step}, epoch {epoch}, iteration {iteration} (all counted from 0; "
-            f"iterations within the step): {reason}"
-        )
+        super().__init__(f"training diverged at step {step}, epoch {epoch}, iteration {iteration} (all counted "
+                         f"from 0; iterations within the step): {reason}")
 
     def __reduce__(self):  # pickled across processes (run --jobs, DDP)
         return type(self), tuple(self.record.values())
@@ -44,12 +38,10 @@ class TrainingDiverged(RuntimeError):
 class NonFiniteLossGuard(SupervisedPlugin, supports_distributed=True):
     """Raise :class:`TrainingDiverged` at the first non-finite training loss.
 
-    Each iteration's loss and input are checked on their device, without a host sync, into
-    a running "first bad iteration"; it is read after every iteration on the CPU, every
-    ``DEVICE_CHECK_EVERY`` iterations on an accelerator, and at the end of every epoch (before
-    anything is evaluated or saved), so the iteration reported is the first bad one. The
-    weights are checked at the end of every epoch (a last update can overflow them after a
-    finite loss). Under DDP the ranks agree on the earliest bad iteration.
+    Each iteration's loss and input are checked on their device, without a host sync, into a running
+    "first bad iteration", read after every iteration on the CPU, every ``DEVICE_CHECK_EVERY`` on an
+    accelerator, and at every epoch's end (before anything is evaluated or saved), with the weights (a
+    last update can overflow them after a finite loss). Under DDP the ranks agree on the earliest.
     """
 
     def __init__(self):
@@ -91,17 +83,13 @@ class NonFiniteLossGuard(SupervisedPlugin, supports_distributed=True):
             iteration, nan, input_ok = code // 4, code % 4 >= 2, code % 2 == 1
             if iteration == self._iteration - 1:  # the bad mini-batch is still there
                 input_ok = input_ok and bool(_finite(strategy.mb_x))
-            self._fail(strategy, iteration, f"the loss is {'nan' if nan else 'inf'}; {self._cause(strategy, input_ok)}")
+            # (BSCE's tau is no cause: it is bounded, MAX_TAU, so that tau * log(prior) stays finite)
+            cause = self._lr_cause(strategy) if input_ok else \
+                "the mini-batch holds non-finite input values: check the data and its transforms."
+            self._fail(strategy, iteration, f"the loss is {'nan' if nan else 'inf'}; {cause}")
 
     def _fail(self, strategy, iteration: int, reason: str):
         raise TrainingDiverged(strategy.experience.current_experience, self._epoch, iteration, reason)
-
-    @classmethod
-    def _cause(cls, strategy, input_ok: bool) -> str:
-        # (BSCE's tau is no cause: it is bounded, MAX_TAU, so that tau * log(prior) stays finite)
-        if not input_ok:
-            return "the mini-batch holds non-finite input values: check the data and its transforms."
-        return cls._lr_cause(strategy)
 
     @staticmethod
     def _lr_cause(strategy) -> str:

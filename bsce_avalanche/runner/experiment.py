@@ -1,10 +1,6 @@
-"""Run one class-incremental experiment from an :class:`ExperimentConfig`.
-
-``run_experiment(config)`` builds the benchmark, the model and the Avalanche strategy
-(with ``BalancedSoftmaxPlugin`` when ``loss: bsce``), trains step by step, evaluates
-on the whole test set after every step, and writes ``results.json`` (atomically,
-after every step) and a W&B run.
-"""
+"""Run one class-incremental experiment from an :class:`ExperimentConfig`: build the benchmark, the
+model and the Avalanche strategy, train step by step, evaluate on the test set after every step, and
+write ``results.json`` (atomically, after every step) and a W&B run."""
 
 from __future__ import annotations
 
@@ -14,12 +10,12 @@ import os
 import platform
 import random
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
+from avalanche import __version__ as avalanche_version
 from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
 from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 from tqdm.auto import tqdm
@@ -43,7 +39,6 @@ RESULTS_FILE = "results.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-# ---------------------------------------------------------------------- helpers
 def _nan_to_none(value):
     """JSON has no NaN: metrics that do not exist (no old classes yet) become null."""
     if isinstance(value, float) and not np.isfinite(value):
@@ -70,7 +65,6 @@ def seed_everything(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
-# ---------------------------------------------------------------------- building blocks
 def build_benchmark(cfg: ExperimentConfig):
     """The Avalanche benchmark of ``cfg`` (an ``nc_benchmark``-style scenario)."""
     info = BENCHMARKS[cfg.benchmark]
@@ -85,10 +79,9 @@ def build_benchmark(cfg: ExperimentConfig):
 
 
 def build_model(cfg: ExperimentConfig, n_classes: int, device: Optional[torch.device] = None):
-    """The network, normalising its input as the benchmark needs (a no-op on float input:
-    only the fast path's uint8 batches are normalised by the model); with ``amp: bf16`` its
-    feature extractor runs under autocast; with ``data_path: device`` on CUDA it is
-    channels_last with cuDNN autotuning (on a CPU it is left as on ``data_path: loader``)."""
+    """The network, normalising the fast path's uint8 input as the benchmark needs (float input passes);
+    ``amp: bf16``: its feature extractor under autocast; ``data_path: device`` on CUDA: channels_last
+    with cuDNN autotuning."""
     widths = {"widths": (cfg.width, 2 * cfg.width, 4 * cfg.width)} if cfg.width != 16 else {}
     model = make_model(cfg.model_name, n_classes, input_norm=BENCHMARKS[cfg.benchmark].input_norm,
                        incremental=cfg.incremental_head, **widths)
@@ -119,18 +112,14 @@ class _PredictionRecorder(SupervisedPlugin, supports_distributed=True):  # evalu
         return torch.cat(self.y_true).numpy(), torch.cat(self.y_pred).numpy()
 
 
-# ---------------------------------------------------------------------- the run
-def run_experiment(
-    cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike] = None, resume: bool = False,
-    overwrite: bool = False,
-) -> dict:
+def run_experiment(cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike] = None, resume: bool = False,
+                   overwrite: bool = False) -> dict:
     """Train and evaluate one configuration; return (and write) its results.
 
-    After every step the results so far and a checkpoint (``checkpoint.pt``) are
-    written atomically. With ``resume=True`` a run whose directory holds a checkpoint
-    continues from the last finished step (and its W&B run continues too); a finished
-    run is returned as is. A directory that holds a run (finished or not) is refused
-    unless resuming it or ``overwrite=True``; one process at a time writes to it.
+    After every step the results so far and ``checkpoint.pt`` are written atomically. ``resume=True``
+    continues a run from its checkpoint's last finished step (its W&B run too), or returns a finished
+    one as is. A directory holding a run is refused unless resuming it or ``overwrite=True``; one
+    process at a time writes to it.
 
     :raises TrainingDiverged: a non-finite training loss (recorded in ``results.json``).
     """
@@ -142,12 +131,11 @@ def run_experiment(
     with contextlib.ExitStack() as lock:
         checkpoint = distributed.run_on_main(_claim_run_dir, lock, cfg, out, resume, overwrite)
         if checkpoint == "finished":
-            return distributed.run_on_main(_read_json, out / RESULTS_FILE)
+            return distributed.run_on_main(lambda: json.loads((out / RESULTS_FILE).read_text()))
         return _run(cfg, out, device, checkpoint)
 
 
 def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
-
     main = distributed.is_main_process()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -182,15 +170,9 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     distributed.prepare_strategy(strategy, device, cfg.batch_size)
 
     results: dict = {
-        "config": cfg.to_dict(),
-        "finished": False,
-        "n_classes": n_classes,
-        "class_order": list(map(int, benchmark.classes_order)),
-        "classes_per_step": classes_per_step,
-        "environment": _environment(device),
-        "steps": [],
-        "priors": [],
-        "step_times_s": [],
+        "config": cfg.to_dict(), "finished": False, "n_classes": n_classes,
+        "class_order": list(map(int, benchmark.classes_order)), "classes_per_step": classes_per_step,
+        "environment": _environment(device), "steps": [], "priors": [], "step_times_s": [],
     }
     if distributed.is_distributed():
         results["distributed"] = distributed.describe(cfg.batch_size)
@@ -222,12 +204,13 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
                 results["first_experience"] = first.info
             results["priors"].append(bsce.prior_history[-1] if bsce is not None else None)
 
-            step_eval = _evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, cfg.num_workers)
+            evaluation = (strategy, recorder, benchmark, classes_per_step, t, n_classes, cfg.num_workers)
+            step_eval = _evaluate(*evaluation)
             steps.append(step_eval)
             if cfg.strategy == "icarl":
                 other = "head" if cfg.icarl_eval == "nme" else "nme"
                 set_icarl_eval(strategy, other)
-                alt_steps.append(_evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, cfg.num_workers, quiet=True))
+                alt_steps.append(_evaluate(*evaluation, quiet=True))
                 set_icarl_eval(strategy, cfg.icarl_eval)
                 results["icarl_" + other] = summarise(alt_steps)
             results.update(summarise(steps))
@@ -281,23 +264,12 @@ def _differing_keys(saved: dict, cfg: ExperimentConfig) -> list:
     return sorted(k for k in set(saved) | set(now) if k not in _RUN_ONLY_KEYS and saved.get(k) != now.get(k))
 
 
-def _read_json(path: Path):
-    with open(path) as fh:
-        return json.load(fh)
-
-
 def _claim_run_dir(lock: contextlib.ExitStack, cfg: ExperimentConfig, out: Path, resume: bool, overwrite: bool):
-    """Lock ``out`` (held until ``lock`` closes), then :func:`_resume_point`."""
-    lock.enter_context(lock_run_dir(out))
-    return _resume_point(cfg, out, resume, overwrite)
-
-
-def _resume_point(cfg: ExperimentConfig, out: Path, resume: bool = True, overwrite: bool = False):
-    """The checkpoint to resume from, ``"finished"``, or None (start afresh).
-
-    Refuses (ConfigError) to replace a run's files, finished or not, unless ``overwrite``;
-    ``resume`` continues an unfinished run of the same config, or returns a finished one.
+    """Lock ``out`` (held until ``lock`` closes); return the checkpoint to resume from, ``"finished"``,
+    or None (start afresh). Refuses (ConfigError) to replace a run's files, finished or not, unless
+    ``overwrite``; ``resume`` continues an unfinished run of the same config, or returns a finished one.
     """
+    lock.enter_context(lock_run_dir(out))
     results_path, ckpt_path = out / RESULTS_FILE, out / CHECKPOINT_FILE
     if overwrite:
         ckpt_path.unlink(missing_ok=True)  # results.json is replaced after the first step
@@ -305,21 +277,17 @@ def _resume_point(cfg: ExperimentConfig, out: Path, resume: bool = True, overwri
     done = None  # what results.json says was done
     if results_path.exists():
         try:
-            results = _read_json(results_path)
+            results = json.loads(results_path.read_text())
             diff = _differing_keys(results["config"], cfg)
             failed = results.get("failed") and f", failed: {results['failed']['reason'].rstrip('.')}"
             done = f"{len(results['steps'])} step(s) done{failed or ''}"
         except (ValueError, KeyError, TypeError) as err:
             fix = "--resume continues from checkpoint.pt" if ckpt_path.exists() else "the run starts afresh"
-            raise ConfigError(
-                f"{results_path} is unreadable (truncated or corrupt: {type(err).__name__}): delete it "
-                f"({fix}), or use --overwrite."
-            ) from None
+            raise ConfigError(f"{results_path} is unreadable (truncated or corrupt: {type(err).__name__}): delete "
+                              f"it ({fix}), or use --overwrite.") from None
         if diff:
-            raise ConfigError(
-                f"{results_path} was written with a different config (keys {diff} differ): use --overwrite "
-                "to replace it, or another --output-dir."
-            )
+            raise ConfigError(f"{results_path} was written with a different config (keys {diff} differ): use "
+                              "--overwrite to replace it, or another --output-dir.")
         if results.get("finished"):
             if resume:
                 return "finished"
@@ -335,25 +303,20 @@ def _resume_point(cfg: ExperimentConfig, out: Path, resume: bool = True, overwri
     checkpoint = load_checkpoint(ckpt_path)
     diff = _differing_keys(checkpoint["extra"]["config"], cfg)
     if diff:
-        raise ConfigError(
-            f"{ckpt_path} was written with a different config (keys {diff} differ): resume with "
-            "the same config and overrides, or use another --output-dir."
-        )
+        raise ConfigError(f"{ckpt_path} was written with a different config (keys {diff} differ): resume with the "
+                          "same config and overrides, or use another --output-dir.")
     return checkpoint
 
 
 def _evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, num_workers, quiet=False):
     recorder.reset()
+    evaluator, plugins = strategy.evaluator, strategy.plugins
     if quiet:  # second eval pass (iCaRL's other classifier): keep it out of the metric logs
-        evaluator, strategy.evaluator = strategy.evaluator, _NullEvaluator()
-        plugins = strategy.plugins
-        strategy.plugins = [p for p in plugins if p is not evaluator]
-        try:
-            strategy.eval(benchmark.test_stream[: t + 1], num_workers=num_workers)
-        finally:
-            strategy.evaluator, strategy.plugins = evaluator, plugins
-    else:  # experiences not seen yet are not evaluated (their accuracy is null)
+        strategy.evaluator, strategy.plugins = _NullEvaluator(), [p for p in plugins if p is not evaluator]
+    try:  # experiences not seen yet are not evaluated (their accuracy is null)
         strategy.eval(benchmark.test_stream[: t + 1], num_workers=num_workers)
+    finally:
+        strategy.evaluator, strategy.plugins = evaluator, plugins
     y_true, y_pred = recorder.arrays()
     return evaluate_step(y_true, y_pred, classes_per_step, t, n_classes)
 
@@ -370,26 +333,11 @@ def _environment(device) -> dict:
             cpu = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), cpu)
     except OSError:
         pass
-    return {
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "avalanche": _version("avalanche-lib"),
-    }
+    return {"device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
+            "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__, "avalanche": avalanche_version}
 
 
-def _version(dist: str) -> Optional[str]:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return None
-
-
-# ---------------------------------------------------------------------- W&B
 def _make_wandb_logger(cfg: ExperimentConfig, out: Path, run_id: Optional[str] = None):
     if not cfg.wandb:
         return None
@@ -404,16 +352,10 @@ def _make_wandb_logger(cfg: ExperimentConfig, out: Path, run_id: Optional[str] =
 
 
 def _log_step(logger, t, step_eval, results):
-    metrics = {
-        "step/accuracy_seen": step_eval["accuracy_seen"],
-        "step/new_accuracy": step_eval["new_accuracy"],
-        "step/new_class_prediction_share": step_eval["new_class_prediction_share"],
-        "step/train_time_s": results["step_times_s"][-1],
-        "step/average_incremental_accuracy": results["average_incremental_accuracy"],
-    }
-    if step_eval["old_accuracy"] is not None:
-        metrics["step/old_accuracy"] = step_eval["old_accuracy"]
-    logger.log_step_metrics(t, {k: v for k, v in metrics.items() if v is not None and np.isfinite(v)})
+    metrics = {k: step_eval[k] for k in ("accuracy_seen", "new_accuracy", "old_accuracy", "new_class_prediction_share")}
+    metrics.update(train_time_s=results["step_times_s"][-1],
+                   average_incremental_accuracy=results["average_incremental_accuracy"])
+    logger.log_step_metrics(t, {f"step/{k}": v for k, v in metrics.items() if v is not None and np.isfinite(v)})
     if results["priors"][-1] is not None:
         logger.log_class_prior(t, results["priors"][-1])
 
@@ -426,10 +368,6 @@ def _log_final(logger, results):
     # the labels back from the matrix: the pair (i, j) repeated cm[i][j] times
     y_true, y_pred = np.repeat(np.indices(cm.shape).reshape(2, -1), cm.ravel(), axis=1)
     logger.log_confusion_matrix(last, y_true, y_pred, class_names=range(cm.shape[0]))
-    logger.summary({
-        "average_incremental_accuracy": results["average_incremental_accuracy"],
-        "last_accuracy": results["last_accuracy"],
-        "forgetting": results["forgetting"],
-        "train_time_s": results["train_time_s"],
-    })
+    logger.summary({k: results[k] for k in ("average_incremental_accuracy", "last_accuracy", "forgetting",
+                                            "train_time_s")})
     logger.finish()

@@ -54,8 +54,7 @@ def _json_default(value):
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     """JSON (no NaN allowed: use null) written atomically."""
-    text = json.dumps(data, indent=1, allow_nan=False, default=_json_default)
-    write_text_atomic(path, text)
+    write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False, default=_json_default))
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -66,11 +65,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def lock_run_dir(directory: str | os.PathLike) -> Iterator[Path]:
     """Create ``directory`` if needed and hold an exclusive lock on it while in the block.
 
-    A second writer (another process, or another open in this one) gets a
-    :class:`ConfigError` naming the holder's pid. The lock is an ``flock`` on
-    ``directory/.lock``, which the kernel releases when its holder dies, so the file that a
-    killed run leaves behind never blocks. Creating it also proves the directory writable
-    before any training.
+    A second writer (another process, or another open in this one) gets a :class:`ConfigError`
+    naming the holder's pid. The lock is an ``flock`` on ``directory/.lock``, which the kernel
+    releases when its holder dies (a killed run's file never blocks); it proves the directory
+    writable before any training.
     """
     directory = Path(directory)
     lock = directory / LOCK_FILE
@@ -87,10 +85,8 @@ def lock_run_dir(directory: str | os.PathLike) -> Iterator[Path]:
                     break
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
-                raise ConfigError(
-                    f"{directory} is in use by another run (pid {holder}): wait for it to end, "
-                    "or use another --output-dir."
-                ) from None
+                raise ConfigError(f"{directory} is in use by another run (pid {holder}): wait for it to end, or use "
+                                  "another --output-dir.") from None
             try:  # a holder ending between our open and our lock removed that file: lock the new one
                 if os.stat(lock).st_ino == os.fstat(fd).st_ino:
                     break
@@ -101,10 +97,8 @@ def lock_run_dir(directory: str | os.PathLike) -> Iterator[Path]:
         os.write(fd, f"{os.getpid()}\n".encode())
     except OSError as err:
         why = "it is a file" if directory.is_file() else err.strerror
-        raise ConfigError(
-            f"cannot write to the output directory {directory} ({why}): choose another "
-            "--output-dir or fix its permissions."
-        ) from None
+        raise ConfigError(f"cannot write to the output directory {directory} ({why}): choose another --output-dir "
+                          "or fix its permissions.") from None
     try:
         yield directory
     finally:

@@ -1,25 +1,15 @@
 """One first-experience model per key: train the first experience once, start every run from it.
 
-In the first experience the memory is empty and there is no old model, so Naive, Replay (either
-protocol) and LwF (with or without memory) run the same loop on the same data; and in B0
-protocols BSCE's prior is uniform, so its adjustment is zero (``log_prior_adjustment``) and CE
-and BSCE train the very same network. :func:`first_experience_key` says what determines the
-first experience's training (the data, the model, the optimisation, the strategy's own
-first-experience behaviour, the loss up to what cannot change it, the machine's numerics);
-:class:`FirstExperiencePlugin` trains it in the first run of a key and saves it to
-``<cache>/seed<seed>-<digest>.pt``, and every later run of that key loads it instead of
-training: one first experience per seed in a CE-vs-BSCE grid, the same step-0 accuracy for all
-its methods, and the same numbers as without the cache.
-
-Runs of one key started at once (``--jobs``) take turns: the first holds an ``flock`` on
-``<file>.lock`` while it trains, the others wait for it and then load its file (a holder that
-dies releases the lock). The file (written atomically) holds the state at the end of the first experience's epochs,
-before any other plugin's ``after_training_exp``: the model, the optimizer, the clock, the LR
-scheduler, what the epochs leave in iCaRL's plugin and in a ``prior: batch`` BSCE plugin, and
-the RNG states. A run that loads it runs every callback of the first experience except the
-epochs, so its memory update, LwF's and iCaRL's old model, iCaRL's exemplars and class means
-and BiC's buffers come from the loaded weights exactly as in a run that trained them. An
-unreadable file, or one written for another key, is an error that names it.
+In the first experience the memory is empty and there is no old model, so Naive, Replay and LwF run
+the same loop; in B0 protocols BSCE's prior is uniform, so CE and BSCE train the very same network.
+:func:`first_experience_key` is what determines that training; :class:`FirstExperiencePlugin`
+trains it in the first run of a key and saves ``<cache>/seed<seed>-<digest>.pt`` (atomically; runs
+started at once take turns on an ``flock`` of ``<file>.lock``), and later runs of that key load it:
+the state at the end of the epochs, before any other plugin's ``after_training_exp`` (model,
+optimizer, clock, LR scheduler, what the epochs leave in iCaRL's and a ``prior: batch`` BSCE
+plugin, RNG states). They run every other callback of the first experience (memory update, old
+model, exemplars, BiC's buffers) on the loaded weights, so the numbers are those of a run that
+trained it. An unreadable file, or one written for another key, is an error that names it.
 """
 
 from __future__ import annotations
@@ -51,10 +41,9 @@ __all__ = ["FirstExperiencePlugin", "FirstExperienceError", "first_experience_ke
            "key_digest", "cache_dir"]
 
 FORMAT_VERSION = 1
-#: Config keys left out of the key: the run's bookkeeping, evaluation, the settings that only act
-#: from the second experience on (the memory, distillation, BiC's second stage), the method
-#: (replaced by the strategy's ``first_experience`` and :func:`first_experience_loss`), and keys
-#: replaced by what they resolve to. Every other key, present or future, is in the key.
+#: Config keys left out of the key: bookkeeping, evaluation, settings acting from the second experience
+#: on, the method (replaced by the strategy's ``first_experience`` and :func:`first_experience_loss`)
+#: and keys replaced by what they resolve to. Every other key, present or future, is in the key.
 NOT_IN_KEY = frozenset({
     "name", "output_dir", "progress", "checkpoint", "wandb", "wandb_project", "wandb_entity", "wandb_mode", "grid",
     "first_experience_cache", "eval_batch_size", "download", "icarl_eval",
@@ -69,16 +58,12 @@ class FirstExperienceError(ConfigError):
 
 
 def first_experience_loss(cfg: ExperimentConfig, counts: Optional[Tensor], n_classes: int) -> str:
-    """The first experience's training loss, up to what cannot change the training.
+    """The first experience's training loss, up to what cannot change the training: ``softmax_ce``,
+    ``sigmoid_bce`` (iCaRL with CE), or ``bsce(tau=..., prior=...)``. With ``tau = 0``, or a prior
+    uniform over the classes present while the other units are masked (``incremental_head``) or
+    absent, BSCE's adjustment is zero: softmax CE exactly (iCaRL too: no distillation yet).
 
-    ``softmax_ce``, ``sigmoid_bce`` (iCaRL with CE), or ``bsce(tau=..., prior=...)``. BSCE adds
-    ``tau * log(prior)`` to the logits: with ``tau = 0``, or a prior uniform over the classes present
-    while the other output units are masked (``incremental_head``) or absent, that is zero and BSCE
-    trains exactly as the softmax cross-entropy (iCaRL with BSCE included: its classification term
-    is then softmax CE, and there is no distillation yet).
-
-    :param counts: the class counts of BSCE's prior in the first experience; None when it counts
-        the labels of each mini-batch (``prior: batch``). Unused with ``loss: ce``.
+    :param counts: the class counts of BSCE's prior; None with ``prior: batch``; unused with ``loss: ce``.
     """
     if cfg.loss == "ce":
         return STRATEGIES[cfg.strategy].ce_loss
@@ -105,7 +90,6 @@ def _source_digest() -> str:
 
 def _environment(device: torch.device) -> dict:
     """What else changes the numbers: the device, CPU threads, DDP processes, the code."""
-
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "threads": torch.get_num_threads() if device.type == "cpu" else None,
             "world_size": distributed.world_size(), "torch": torch.__version__, "avalanche": avalanche_version,
@@ -114,12 +98,9 @@ def _environment(device: torch.device) -> dict:
 
 def first_experience_key(cfg: ExperimentConfig, counts: Optional[Tensor], n_classes: int,
                          device: torch.device = torch.device("cpu")) -> dict:
-    """Everything that determines the network at the end of the first experience's training.
-
-    Runs with equal keys train the first experience identically, bit for bit: every config key but
-    :data:`NOT_IN_KEY`, the strategy's ``first_experience`` (``plain`` for Naive, Replay, LwF) and
-    its ``first_experience_keys``, :func:`first_experience_loss`, and :func:`_environment`.
-    """
+    """Everything that determines the network at the end of the first experience's training (equal
+    keys: the same training, bit for bit): every config key but :data:`NOT_IN_KEY`, the strategy's
+    ``first_experience`` and ``first_experience_keys``, :func:`first_experience_loss`, :func:`_environment`."""
     info = STRATEGIES[cfg.strategy]
     key = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_KEY}
     key.update({k: getattr(cfg, k) for k in info.first_experience_keys})
@@ -137,7 +118,9 @@ def cache_dir(cfg: ExperimentConfig, run_dir: Path) -> Optional[Path]:
     """The cache folder of ``first_experience_cache``: beside the run folders, a given one, or None."""
     if cfg.first_experience_cache is False:
         return None
-    return run_dir.parent / "first_experience" if cfg.first_experience_cache is True else Path(cfg.first_experience_cache)
+    if cfg.first_experience_cache is True:
+        return run_dir.parent / "first_experience"
+    return Path(cfg.first_experience_cache)
 
 
 # ---------------------------------------------------------------------- what the epochs leave in plugins
@@ -186,8 +169,8 @@ def _read(path: Path, key: dict) -> Optional[dict]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # a truncated or foreign file
-        raise FirstExperienceError(f"First-experience cache file {path} cannot be read ({type(err).__name__}: "
-                                   f"{err}); delete it, and the next run trains its first experience again.") from None
+        raise FirstExperienceError(f"First-experience cache file {path} cannot be read ({type(err).__name__}: {err}); "
+                                   "delete it, and the next run trains its first experience again.") from None
     if not isinstance(payload, dict) or payload.get("key") != key:
         raise FirstExperienceError(f"First-experience cache file {path} was not written for this run's first "
                                    "experience (its key differs); delete it, or set first_experience_cache to "
@@ -198,10 +181,9 @@ def _read(path: Path, key: dict) -> Optional[dict]:
 class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
     """Train the first experience and cache it, or load it from the cache and skip its epochs.
 
-    Put it first in the strategy's plugins (its ``after_training_exp`` must run before the
-    others'); it acts in the first training experience only. ``info`` is what ``results.json``
-    records: the key's digest, the first experience's training, whether it came from the cache,
-    the file, and the seconds its training took.
+    Put it first in the strategy's plugins (its ``after_training_exp`` must run before the others').
+    ``info`` is what ``results.json`` records: the key's digest, the training, whether it came from
+    the cache, the file, and the seconds its training took.
 
     :param cache: the cache folder, or None (no cache: the key is still computed and reported).
     """
@@ -210,10 +192,9 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
         super().__init__()
         self.cfg, self.n_classes, self.device, self.cache = cfg, n_classes, device, cache
         self.info: Optional[dict] = None
-        self._key: Optional[dict] = None
-        self._payload: Optional[dict] = None
-        self._started = 0.0
+        self._key = self._payload = None
         self._lock = None  # the cache file's lock while this run trains its first experience
+        self._started = 0.0
 
     def _first(self, strategy) -> bool:
         return strategy.clock.train_exp_counter == 0
@@ -236,11 +217,10 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
             path.parent.mkdir(parents=True, exist_ok=True)
             self._lock = _hold_lock(path)  # held until this run's file is written, if it trains
         self._payload = distributed.run_on_main(_read, path, self._key) if path else None
-        if self._payload is not None:
-            self._release()
         self.info = {"key": digest, "training": f"{self._key['training']}, {self._key['loss']}",
                      "cached": self._payload is not None, "file": str(path) if path else None}
         if self._payload is not None:
+            self._release()
             strategy.stop_training()  # after every plugin's before_training_epoch (BSCE's prior, checks)
 
     def after_training_exp(self, strategy, **kwargs):

@@ -18,7 +18,8 @@ from ..compat import apply_avalanche_fixes
 from ..icarl import set_icarl_eval
 from ..replay import ConcatReplayPlugin, herding_buffer
 
-__all__ = ["STRATEGIES", "StrategyInfo", "build_strategy", "REPLAY_PROTOCOLS", "MEMORY_SELECTIONS", "uses_replay_option"]
+__all__ = ["STRATEGIES", "StrategyInfo", "build_strategy", "REPLAY_PROTOCOLS", "MEMORY_SELECTIONS",
+           "uses_replay_option"]
 
 #: The rehearsal protocols of ``replay`` and ``lwf`` with ``lwf_memory`` (config key ``replay``).
 REPLAY_PROTOCOLS = {
@@ -35,23 +36,18 @@ MEMORY_SELECTIONS = {
 
 @dataclass(frozen=True)
 class StrategyInfo:
-    #: ``build(cfg, model, n_classes, common)``; ``common`` holds the keyword arguments every
-    #: Avalanche strategy takes (optimizer, mini-batch sizes, epochs, device, plugins, evaluator)
+    #: ``build(cfg, model, n_classes, common)``; ``common``: the keyword arguments of every Avalanche strategy
     build: Callable
     description: str
-    #: needs ``memory_size`` (or ``memory_per_class``) > 0
-    memory: bool
-    #: why it cannot train with ``loss: bsce``, or None
-    without_bsce: Optional[str] = None
-    #: how it trains the first experience (empty memory, no old model): ``"plain"`` for the
-    #: strategies that then run Naive's loop on the experience's data (they share first-experience
-    #: models), else its own name
+    memory: bool  #: needs ``memory_size`` (or ``memory_per_class``) > 0
+    without_bsce: Optional[str] = None  #: why it cannot train with ``loss: bsce``, or None
+    #: how it trains the first experience (empty memory, no old model): ``"plain"`` for Naive's loop on the
+    #: experience's data (such strategies share first-experience models), else its own name
     first_experience: str = "plain"
-    #: config keys its first experience depends on besides the common ones (the data, the model,
-    #: the optimisation, the loss), e.g. a memory filled or a validation split made before training
+    #: config keys its first experience depends on besides the common ones, e.g. a memory filled or a
+    #: validation split made before training
     first_experience_keys: tuple[str, ...] = ()
-    #: its training loss with ``loss: ce`` (``loss: bsce`` is always a softmax cross-entropy)
-    ce_loss: str = "softmax_ce"
+    ce_loss: str = "softmax_ce"  #: its training loss with ``loss: ce`` (``bsce`` is always a softmax CE)
 
 
 def _memory_total(cfg, n_classes: int) -> int:
@@ -59,8 +55,8 @@ def _memory_total(cfg, n_classes: int) -> int:
 
 
 def uses_replay_option(config: Mapping) -> bool:
-    """Whether ``replay`` and ``memory_selection`` apply (Replay, LwF with memory); the other
-    strategies keep a memory of their own kind, or none."""
+    """Whether ``replay`` and ``memory_selection`` apply (Replay, LwF with memory; the others keep a
+    memory of their own kind, or none)."""
     return config["strategy"] == "replay" or (config["strategy"] == "lwf" and config["lwf_memory"])
 
 

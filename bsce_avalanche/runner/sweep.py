@@ -1,29 +1,17 @@
 """The experiment grid as a W&B sweep: one run per agent job, on as many machines as you like.
 
-Create the sweep once (needs network and ``wandb login``), then start agents anywhere the
-package is installed, from the repository root::
-
     bsce-experiment sweep-validate experiments/sweeps/cifar100_b0_10steps.yaml   # offline check
-    wandb sweep experiments/sweeps/cifar100_b0_10steps.yaml
-    #   -> "Run sweep agent with: wandb agent ENTITY/PROJECT/SWEEP_ID"
-    wandb agent ENTITY/PROJECT/SWEEP_ID                      # on each machine
-    CUDA_VISIBLE_DEVICES=1 wandb agent ENTITY/PROJECT/SWEEP_ID   # one agent per GPU
-    wandb agent --count 4 ENTITY/PROJECT/SWEEP_ID            # at most 4 runs (batch-job limits)
+    wandb sweep experiments/sweeps/cifar100_b0_10steps.yaml    # prints the agent command
+    wandb agent ENTITY/PROJECT/SWEEP_ID                         # on each machine (--count 4: at most 4 runs)
+    CUDA_VISIBLE_DEVICES=1 wandb agent ENTITY/PROJECT/SWEEP_ID  # one agent per GPU
 
-For every combination of the sweep's parameters (config keys) the agent runs the sweep's
-``command``, ``python -m bsce_avalanche sweep-run --config=BASE.yaml`` (options as for ``run``).
-:func:`sweep_run` joins the run the agent created (``wandb.init()``), reads its parameters
-(``wandb.config``), and runs the base config with them as ``bsce-experiment run`` does; the
-experiment's W&B logger continues that run. Under torchrun, give the command
-``${env} torchrun --standalone --nproc_per_node=4 -m bsce_avalanche sweep-run ...``.
-
-* **Invalid combinations** (a grid sweep cannot exclude any; e.g. ``er_ace`` with
-  ``loss: bsce``) are skipped: a message, the W&B run finished with ``skipped: true`` and
-  ``skip_reason`` in its summary, no results, exit code 0.
-* **Results** go to ``<output_dir>/sweep-<SWEEP_ID>/<RUN_ID>/<run name>/results.json`` on
-  the machine that ran the combination (``bsce-experiment compare <output_dir>/sweep-<SWEEP_ID>``
-  compares them); a re-run of the same agent run resumes from its checkpoint. The sweep's runs
-  on one machine share their first experiences (``<output_dir>/sweep-<SWEEP_ID>/first_experience/``).
+For every combination of the sweep's parameters (config keys) the agent runs the sweep's ``command``,
+``python -m bsce_avalanche sweep-run --config=BASE.yaml`` (options as for ``run``; under torchrun:
+``${env} torchrun --standalone --nproc_per_node=4 -m bsce_avalanche sweep-run ...``). :func:`sweep_run`
+joins the agent's run, reads its ``wandb.config`` and runs the base config with it as ``run`` does, into
+``<output_dir>/sweep-<SWEEP_ID>/<RUN_ID>/`` (a re-run resumes); the experiment's W&B logger continues
+that run. A combination that cannot run (e.g. ``er_ace`` with ``loss: bsce``; a grid sweep cannot
+exclude it) is skipped: its W&B run gets ``skipped: true`` and ``skip_reason``, exit code 0.
 """
 
 from __future__ import annotations
@@ -58,8 +46,8 @@ def sweep_run(base: ExperimentConfig) -> None:
     if not os.environ.get("WANDB_SWEEP_ID"):
         raise ConfigError("sweep-run is the program of a W&B sweep agent (wandb agent ENTITY/PROJECT/SWEEP_ID); "
                           "to run one combination here: bsce-experiment run --config ... --strategy ... --loss ...")
-    # rank 0 joins the agent's run; other torchrun ranks only read its parameters
-    # bounded like the logger's start (wandb's default waits 90 s without network)
+    # rank 0 joins the agent's run, other torchrun ranks only read its parameters; bounded like the
+    # logger's start (wandb's default waits 90 s without network)
     run = wandb.init(mode=None if distributed.is_main_process() else "disabled",
                      settings=wandb.Settings(init_timeout=30.0))
     params = dict(run.config)
@@ -78,7 +66,8 @@ def sweep_run(base: ExperimentConfig) -> None:
     print(f"sweep-run: {cfg.run_name} ({shown})", flush=True)
     sweep_dir = Path(cfg.output_dir) / f"sweep-{run.sweep_id}"
     # the sweep's runs on this machine share their first experiences
-    shared = {"first_experience_cache": str(sweep_dir / "first_experience")} if cfg.first_experience_cache is True else {}
+    shared = {"first_experience_cache": str(sweep_dir / "first_experience")} \
+        if cfg.first_experience_cache is True else {}
     run_configs(cfg.replace(output_dir=str(sweep_dir / run.id), **shared), resume=True)
 
 

@@ -1,16 +1,13 @@
 """Weights & Biases logging for Avalanche experiments, on wandb's public API (tested with 0.31).
 
 Avalanche 0.6.0's own ``WandBLogger`` fails on current wandb (``wandb.util.generate_id`` and
-``wandb.viz`` are gone, Avalanche issue #1674); this one is a drop-in Avalanche logger, with
-the runner's helpers (class prior, accuracy matrix, per-class accuracy, confusion matrix).
+``wandb.viz`` are gone, Avalanche issue #1674); this is a drop-in Avalanche logger with the runner's
+helpers (class prior, accuracy matrix, per-class accuracy, confusion matrix).
 
-The mode is the ``mode`` argument, else ``WANDB_MODE``, else online when an API key is set up
-(``WANDB_API_KEY`` or a netrc entry, as ``wandb login`` writes), else offline with the
-``wandb sync`` command printed. An online start first checks with one HEAD request (at most
-``PROBE_TIMEOUT_S`` seconds, interruptible) that the W&B server answers: without network,
-wandb would retry for ``init_timeout`` seconds and then hold the process at exit as long, even
-after Ctrl-C or SIGTERM. ``wandb.init`` then gets ``init_timeout``. If either fails, this run
-and every later run of the process are logged offline: a grid pays once and is told once.
+The mode: :func:`resolve_wandb_mode`. An online start first sends one HEAD request (at most
+``PROBE_TIMEOUT_S`` seconds, interruptible): without network, wandb would retry for ``init_timeout``
+seconds and then hold the process at exit as long, even after Ctrl-C or SIGTERM. If that or
+``wandb.init`` fails, this run and every later run of the process go offline: a grid is told once.
 """
 
 from __future__ import annotations
@@ -57,11 +54,8 @@ def _base_url() -> str:
 
 
 def has_wandb_credentials() -> bool:
-    """Whether an API key is set up here: ``WANDB_API_KEY`` or a netrc entry for the W&B host.
-
-    Reads local files only, so a key it finds may still be refused by the server (the logger
-    then falls back to offline).
-    """
+    """Whether an API key is set up here: ``WANDB_API_KEY`` or a netrc entry for the W&B host (as
+    ``wandb login`` writes). Local files only: the server may still refuse it (then: offline)."""
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
     try:
@@ -74,8 +68,8 @@ def has_wandb_credentials() -> bool:
 
 def resolve_wandb_mode(mode: Optional[str] = None) -> tuple:
     """``(mode, reason)``: the ``mode`` argument, else ``WANDB_MODE``, else ``"online"`` when
-    :func:`has_wandb_credentials`, else ``"offline"``; the reason is ``"argument"``, ``"env"``,
-    ``"credentials"`` or ``"no-credentials"``. An unknown mode is a ``ValueError``."""
+    :func:`has_wandb_credentials`, else ``"offline"`` (with the ``wandb sync`` command printed); the
+    reason: ``"argument"``, ``"env"``, ``"credentials"`` or ``"no-credentials"``. Unknown: ValueError."""
     for value, source, reason in ((mode, "mode argument", "argument"),
                                   (os.environ.get("WANDB_MODE"), "WANDB_MODE", "env")):
         if value:
@@ -129,12 +123,11 @@ class WandBLogger(BaseLogger):
         ...
         logger.finish()
 
-    Every metric is plotted against one step column (``step_metric``): Avalanche's ``x_plot``
-    or the helpers' ``step``. wandb's ``_step`` keeps counting, so a row logged at an earlier
-    step is kept (``run.log(step=...)`` would drop it). Unpickling (loading an Avalanche
-    checkpoint) continues the same run.
+    Every metric is plotted against one step column (``step_metric``): Avalanche's ``x_plot`` or the
+    helpers' ``step`` (wandb's ``_step`` keeps counting, so a row logged at an earlier step is kept;
+    ``run.log(step=...)`` would drop it). Unpickling (an Avalanche checkpoint) continues the same run.
 
-    :param mode: ``"online"``, ``"offline"`` or ``"disabled"``; None: see the module docstring.
+    :param mode: ``"online"``, ``"offline"`` or ``"disabled"``; None: :func:`resolve_wandb_mode`.
     :param dir: parent of the ``wandb/`` folder of runs (created when missing).
     :param id: run id; with ``resume="allow"`` an existing run continues.
     :param init_timeout: seconds ``wandb.init`` may take online before the run goes offline.
@@ -275,8 +268,8 @@ class WandBLogger(BaseLogger):
         return wandb.plot.bar(table, "class", column, title=title)
 
     def log_class_prior(self, step: int, prior: Sequence[float], class_names=None, key: str = "class_prior") -> None:
-        """The class prior (BSCE's logit adjustment) as a bar chart under ``key`` (its table is
-        ``<key>_table``) and as a histogram under ``<key>_hist``, which shows the skew over steps."""
+        """The class prior as a bar chart under ``key`` (its table: ``<key>_table``) and a histogram (the
+        skew over steps) under ``<key>_hist``."""
         values = np.asarray(prior, dtype=float)
         self._log_row(step, {key: self._bar_chart(values, class_names, "prior", f"Class prior (step {step})"),
                              f"{key}_hist": wandb.Histogram(np_histogram=np.histogram(values))})
@@ -289,9 +282,8 @@ class WandBLogger(BaseLogger):
 
     def log_confusion_matrix(self, step: int, y_true: Sequence[int], y_pred: Sequence[int], class_names=None,
                              key: str = "confusion_matrix", title: Optional[str] = None) -> None:
-        """A confusion matrix chart from class ids. Without ``class_names`` the classes are
-        ``"0"`` to the largest id (wandb's default renumbers the ids it sees, so matrices of
-        different steps would not compare)."""
+        """A confusion matrix chart from class ids; without ``class_names``, ``"0"`` to the largest id
+        (wandb's default renumbers the ids it sees: the steps' matrices would not compare)."""
         y_true, y_pred = np.asarray(y_true, dtype=int).tolist(), np.asarray(y_pred, dtype=int).tolist()
         names = [str(c) for c in (range(max(y_true + y_pred) + 1) if class_names is None else class_names)]
         chart = wandb.plot.confusion_matrix(y_true=y_true, preds=y_pred, class_names=names,
@@ -300,10 +292,9 @@ class WandBLogger(BaseLogger):
 
     def log_accuracy_matrix(self, matrix: Sequence[Sequence[Optional[float]]], step: Optional[int] = None,
                             key: str = "accuracy_matrix", experience_names: Optional[Sequence[str]] = None) -> None:
-        """``matrix[i][j]``: accuracy on experience ``j`` after training on experience ``i``
-        (None or NaN: not evaluated; short rows are padded). Logged as a table under ``key`` and
-        as a line chart under ``<key>_plot`` (one line per experience: forgetting is a falling
-        line), at ``step`` or the last step logged."""
+        """``matrix[i][j]``: accuracy on experience ``j`` after training on experience ``i`` (None or NaN:
+        not evaluated; short rows are padded), as a table under ``key`` and a line chart (one line per
+        experience) under ``<key>_plot``, at ``step`` or the last step logged."""
         width = max(len(row) for row in matrix)
         rows = [[None if v is None or np.isnan(v) else float(v) for v in row] + [None] * (width - len(row))
                 for row in matrix]
