@@ -31,12 +31,9 @@ class _MultiStepLRWithoutVerbose(MultiStepLR):
 
 
 class ReshufflingDistributedSampler(DistributedSampler):
-    """``DistributedSampler`` that draws a new permutation every time it is iterated.
-
-    Avalanche 0.6 builds a fresh ``DistributedSampler`` (seed 0, epoch 0) for every epoch: every
-    epoch would see the same order under DDP. The seed comes from the global torch RNG, which the
-    runner aligns across ranks, so all ranks agree on the permutation (and the sharding).
-    """
+    """``DistributedSampler`` drawing a new permutation at every pass: Avalanche 0.6 builds a fresh one
+    (seed 0, epoch 0) for every epoch, so every epoch would see the same order under DDP. The seed comes
+    from the global torch RNG, which the runner aligns across ranks: all agree on the permutation."""
 
     def __init__(self, *args, seed: Optional[int] = None, shuffle: bool = True, **kwargs):
         if seed is None:

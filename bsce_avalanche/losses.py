@@ -136,9 +136,8 @@ def _class_indices(targets: Tensor) -> Tensor:
 
 def balanced_softmax_cross_entropy(logits: Tensor, targets: Tensor, class_counts: CountsLike, tau: float = 1.0,
                                    reduction: str = "mean") -> Tensor:
-    """Balanced Softmax Cross-Entropy: ``cross_entropy(logits + tau * log(prior), targets)``.
-
-    Validates everything, targets included (one host sync); the module form does not.
+    """Balanced Softmax Cross-Entropy: ``cross_entropy(logits + tau * log(prior), targets)``; validates
+    everything, targets included (one host sync), unlike the module form.
 
     :param logits: ``(N, C)`` unnormalised scores.
     :param targets: ``(N,)`` integer class indices.

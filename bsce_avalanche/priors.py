@@ -74,15 +74,12 @@ def dataset_labels(dataset) -> Tensor:
         raise ValueError(f"Cannot compute a class prior: the training dataset ({type(dataset).__name__}) has no "
                          "`targets` attribute. Build it with labels (e.g. an Avalanche classification dataset, or set "
                          "`dataset.targets`), or pass a fixed prior=[...] / prior='batch' to BalancedSoftmaxPlugin.")
-    labels = None
     data = getattr(targets, "data", None)  # Avalanche DataAttribute -> FlatData
-    if isinstance(data, FlatData):
-        labels = _flat_data_labels(data)
-    if labels is None:
-        if isinstance(targets, Tensor):
-            labels = targets.detach().cpu().flatten()
-        else:
-            labels = torch.as_tensor(np.asarray(list(targets) if not isinstance(targets, np.ndarray) else targets))
+    labels = _flat_data_labels(data) if isinstance(data, FlatData) else None
+    if labels is None and isinstance(targets, Tensor):
+        labels = targets.detach().cpu().flatten()
+    elif labels is None:
+        labels = torch.as_tensor(np.asarray(targets if isinstance(targets, np.ndarray) else list(targets)))
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         if labels.numel() and not torch.equal(labels, labels.round()):
             raise ValueError("Dataset targets are not integer class labels; BSCE needs class indices.")
@@ -112,13 +109,13 @@ def _add(total: Optional[Tensor], counts: Tensor) -> Tensor:
     return out
 
 
-def _samples_drawn(n: int, batch: int, n_batches: int, drop_last: bool) -> float:
-    """Samples drawn from a shuffled dataset of size ``n`` by ``n_batches`` batches that
-    cycle through it (one pass = ceil or floor of n / batch batches)."""
+def _samples_drawn(n: int, batch: int, n_batches: int, drop_last: bool, cycles: bool) -> float:
+    """Samples drawn from a shuffled dataset of size ``n`` by ``n_batches`` batches that cycle through
+    it, or stop after one pass (ceil or floor of n / batch batches) unless ``cycles``."""
     per_pass = n // batch if drop_last else math.ceil(n / batch)
     if per_pass == 0:
         return 0.0
-    full, rest = divmod(n_batches, per_pass)
+    full, rest = divmod(n_batches if cycles else min(n_batches, per_pass), per_pass)
     return full * (per_pass * batch if drop_last else n) + rest * batch
 
 
@@ -147,10 +144,7 @@ def _multi_dataset_counts(loader, weighting: str) -> Optional[Tensor]:
             continue
         cycles = loader.oversample_small_datasets and i != loader.termination_dataset
         shard = _shard_size(loader, n, drop_last)  # what this process's sampler iterates
-        per_pass = shard // batch if drop_last else math.ceil(shard / batch)
-        batches = n_batches if cycles else min(n_batches, per_pass)
-        drawn = _samples_drawn(shard, batch, batches, drop_last)
-        total = _add(total, counts * (drawn / n))
+        total = _add(total, counts * (_samples_drawn(shard, batch, n_batches, drop_last, cycles) / n))
     return total
 
 
@@ -177,9 +171,8 @@ def loader_class_counts(loader, weighting: str = "sampling") -> Optional[Tensor]
 class ClassPrior:
     """BSCE's class prior, one training experience at a time, and its log-adjustment.
 
-    The maths behind :class:`~bsce_avalanche.BalancedSoftmaxPlugin`, which drives it as ``LwFPlugin``
-    drives ``LearningWithoutForgetting``: :meth:`start_experience` on a new training loader,
-    :meth:`adjustment` for every training mini-batch, :meth:`end_experience` at the experience's end.
+    :class:`~bsce_avalanche.BalancedSoftmaxPlugin` drives it: :meth:`start_experience` on a new training
+    loader, :meth:`adjustment` for every training mini-batch, :meth:`end_experience` at the end.
 
     :param mode: one of :data:`PRIOR_MODES` (see ``BalancedSoftmaxPlugin``), or per-class counts
         (or frequencies) used as they are.

@@ -107,10 +107,9 @@ class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
 class ModelHerdingSelectionStrategy(HerdingSelectionStrategy):
     """iCaRL's herding on the L2-normalised features of ``strategy.model`` at ``layer_name``.
 
-    Avalanche's ``HerdingSelectionStrategy(model, layer_name)`` binds one model with a permanent
-    forward hook (a local function: its memory cannot be pickled into a checkpoint) and leaves the
-    model in eval mode. This one hooks the strategy's current model only while computing the features
-    (eval transforms), restores every module's mode, and keeps Avalanche's herding.
+    Avalanche's ``HerdingSelectionStrategy(model, layer_name)`` binds one model with a permanent hook (a
+    local function: its memory cannot be pickled into a checkpoint) and leaves it in eval mode; this
+    hooks the current model only while computing the features, restoring every module's mode.
     """
 
     def __init__(self, layer_name: str = "feature_extractor"):

@@ -40,17 +40,13 @@ _HINTS = get_type_hints(ExperimentConfig)
 _GRID_FLAGS = {"strategies": "strategy", "losses": "loss", "seeds": "seed"}
 
 
-def _shown(value) -> str:
-    """A default as a config file writes it."""
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def _key_help(f) -> str:
-    """A config key's meaning, choices and default (argparse help text)."""
+    """A config key's meaning, choices and default (as a config file writes it)."""
     default = f.default if f.default is not MISSING else f.default_factory()
+    shown = "null" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
     choices = f"; choices: {', '.join(CHOICES[f.name])}" if f.name in CHOICES else ""
     choices += f"; range: {RANGES[f.name]}" if f.name in RANGES else ""
-    return f"{f.metadata['help']}{choices} (default: {_shown(default)})".replace("%", "%%")
+    return f"{f.metadata['help']}{choices} (default: {shown})".replace("%", "%%")
 
 
 def _option_type(hint):
@@ -76,10 +72,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_debug(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--debug", action="store_true", help="on an error, show the full traceback (default: one line)")
-
-
 def _add_run_arguments(p: argparse.ArgumentParser, resume: bool = True) -> None:
     p.add_argument("--config", help="YAML config, see experiments/configs/ (default: experiments/configs/"
                                     "default.yaml in a checkout, else the built-in defaults below)")
@@ -92,7 +84,6 @@ def _add_run_arguments(p: argparse.ArgumentParser, resume: bool = True) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key with a YAML value, e.g. --set lr_milestones=[80,120] "
                         "(repeatable; default: none)")
-    _add_debug(p)
     keys = p.add_argument_group("config keys", "each replaces the config file's value and its grid over that "
                                                "key (run --loss ce runs CE only); the default applies when "
                                                "neither sets the key")
@@ -128,12 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_arguments(sweep_run, resume=False)
     validate = sub.add_parser("sweep-validate", help="check W&B sweep files offline: every combination's config")
     validate.add_argument("paths", nargs="+", help="sweep files, e.g. experiments/sweeps/*.yaml")
-    _add_debug(validate)
     cmp_ = sub.add_parser("compare", help="markdown table + plots from results.json files")
     cmp_.add_argument("paths", nargs="+", help="results.json files or directories holding them")
     cmp_.add_argument("--output", help="directory for comparison.md and PNGs (default: the first path, "
                                        "or its folder)")
-    _add_debug(cmp_)
+    for p in sub.choices.values():
+        p.add_argument("--debug", action="store_true", help="on an error, show the full traceback (default: one line)")
     return parser
 
 

@@ -135,9 +135,8 @@ class ExperimentConfig:
     progress: bool = _key(True, "show a progress bar")
     checkpoint: bool = _key(True, "write checkpoint.pt after every step (for --resume)")
     first_experience_cache: Union[bool, str] = _key(
-        True, "train the first experience once per seed and start every run that would train it alike from it: "
-              "true: cached in first_experience/ beside the run folders (<output_dir>/first_experience/ for "
-              "run and grid), a folder: cached there, false: every run trains its own (same numbers, no cache)")
+        True, "train the first experience once per seed, and start the runs that train it alike from it: true: "
+              "cached in first_experience/ beside the run folders; a folder: cached there; false: no cache")
     # logging
     wandb: bool = _key(True, "log to Weights & Biases (offline without an API key)")
     wandb_project: str = _key("bsce-avalanche", "W&B project")
@@ -164,8 +163,8 @@ class ExperimentConfig:
                 raise ConfigError(f"{key} must not be empty.")
         for key, interval in RANGES.items():
             value = getattr(self, key)
-            if value is not None and not _in_interval(value, interval):
-                raise ConfigError(_range_error(key, value, interval))
+            if value is not None and (error := _range_error(key, value, interval)):
+                raise ConfigError(error)
         milestones = self.lr_milestones
         if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in milestones) or \
                 any(a >= b for a, b in zip(milestones, milestones[1:])):
@@ -243,15 +242,12 @@ _FIELD_NAMES = [f.name for f in fields(ExperimentConfig)]
 _DEFAULTS = {f.name: f.default for f in fields(ExperimentConfig) if f.default is not MISSING}
 
 
-def _in_interval(value, interval: str) -> bool:
-    low, high = (float(bound) for bound in interval[1:-1].split(","))
-    above = low < value if interval[0] == "(" else low <= value
-    below = value < high if interval[-1] == ")" else value <= high
-    return above and below
-
-
-def _range_error(key: str, value, interval: str) -> str:
+def _range_error(key: str, value, interval: str) -> Optional[str]:
+    """Why ``value`` lies outside ``interval`` (e.g. ``"(0, 1]"``), or None."""
     low, high = interval[1:-1].split(", ")
+    above = float(low) < value if interval[0] == "(" else float(low) <= value
+    if above and (value < float(high) if interval[-1] == ")" else value <= float(high)):
+        return None
     valid = f"in {interval}" if high != "inf" else f">= {low}" if interval[0] == "[" else f"> {low}"
     return f"{key} must be {valid}{' or null' if _DEFAULTS.get(key, 0) is None else ''}, got {value}."
 
@@ -275,20 +271,17 @@ def method_label(config: Mapping) -> str:
 
 def _coerce(name: str, value: Any, hint) -> Any:
     """Check ``value`` against the field's type; accept ints for floats."""
-    origin = get_origin(hint)
-    if origin is Union:
-        options = get_args(hint)
-        if value is None and type(None) in options:
+    if get_origin(hint) is Union:
+        options = [option for option in get_args(hint) if option is not type(None)]
+        if value is None and type(None) in get_args(hint):
             return None
         errors = []
         for option in options:
-            if option is type(None):
-                continue
             try:
                 return _coerce(name, value, option)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(f"{name} has the wrong type: {errors[0]}" if errors else f"bad {name}")
+        raise ConfigError(f"{name} has the wrong type: {errors[0]}")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)

@@ -68,9 +68,7 @@ def seed_everything(seed: int) -> None:
 def build_benchmark(cfg: ExperimentConfig):
     """The Avalanche benchmark of ``cfg`` (an ``nc_benchmark``-style scenario)."""
     info = BENCHMARKS[cfg.benchmark]
-    options = {key: getattr(cfg, key) for key in info.options}
-    if "fast_augment" in options:
-        options["fast_augment"] = cfg.use_fast_augment
+    options = {key: cfg.use_fast_augment if key == "fast_augment" else getattr(cfg, key) for key in info.options}
     try:
         return info.build(protocol=cfg.protocol, n_steps=cfg.n_steps, class_order=cfg.class_order, seed=cfg.seed,
                           **options)
@@ -148,12 +146,8 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
 
     previous_wandb = (checkpoint["extra"]["results"].get("wandb") or {}) if checkpoint else {}
     logger = _make_wandb_logger(cfg, out, run_id=previous_wandb.get("run_id")) if main else None
-    loggers = [logger] if logger is not None else []
-    evaluator = EvaluationPlugin(
-        accuracy_metrics(experience=True, stream=True),
-        loss_metrics(experience=True, stream=True),
-        loggers=loggers,
-    )
+    metrics = accuracy_metrics(experience=True, stream=True), loss_metrics(experience=True, stream=True)
+    evaluator = EvaluationPlugin(*metrics, loggers=[logger] if logger is not None else [])
     recorder = _PredictionRecorder()
     bsce = BalancedSoftmaxPlugin(prior=cfg.prior, tau=cfg.tau) if cfg.loss == "bsce" else None
     # first, the first experience's cache (its after_training_exp runs before the others'); the batch
@@ -180,15 +174,13 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
         results["wandb"] = {"run_id": logger.run_id, "run_dir": str(logger.run_dir) if logger.run_dir else None,
                             "sync_command": logger.sync_command}
     alt_steps = []  # iCaRL: the other eval mode (head vs NME) on the same weights
-    start_step = 0
     if checkpoint:
         saved = restore_strategy(strategy, checkpoint, exclude=[recorder, guard], benchmark=benchmark)
         results.update({k: v for k, v in saved["results"].items() if k != "wandb"})
         alt_steps = saved["alt_steps"]
-        start_step = len(results["steps"])
         if main:
-            print(f"{cfg.run_name}: resuming after step {start_step} of {len(classes_per_step)}", flush=True)
-    steps = results["steps"]
+            print(f"{cfg.run_name}: resuming after step {len(results['steps'])} of {len(classes_per_step)}", flush=True)
+    steps, start_step = results["steps"], len(results["steps"])
     bar = tqdm(desc=cfg.run_name, unit="step", disable=not (cfg.progress and main), initial=start_step,
                total=len(classes_per_step))
     try:
@@ -224,8 +216,7 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
                 _log_step(logger, t, step_eval, results)
             if main:
                 write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
-            if cfg.checkpoint and main:
-                # saved last: the RNG state is the one the next step starts from
+            if cfg.checkpoint and main:  # saved last: the RNG state is the one the next step starts from
                 save_checkpoint(out / CHECKPOINT_FILE, strategy, exclude=[recorder, guard], benchmark=benchmark,
                                 extra={"results": results, "alt_steps": alt_steps, "config": cfg.to_dict()})
             bar.update(1)
@@ -240,16 +231,14 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
         bar.close()
 
     results["finished"] = True
-    results["per_class_accuracy"] = steps[-1]["per_class_accuracy"]
-    results["confusion_matrix"] = steps[-1]["confusion_matrix"]
+    results.update({k: steps[-1][k] for k in ("per_class_accuracy", "confusion_matrix")})
     for s in steps + alt_steps:  # keep the per-step file small: the last matrix is enough
         s.pop("confusion_matrix", None)
     if logger is not None:
         _log_final(logger, results)
     if main:
         write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
-        if (out / CHECKPOINT_FILE).exists():
-            os.unlink(out / CHECKPOINT_FILE)  # finished: results.json is the record
+        (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # finished: results.json is the record
     distributed.barrier()
     return _nan_to_none(results)
 
@@ -328,11 +317,8 @@ class _NullEvaluator:
 
 def _environment(device) -> dict:
     cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), cpu)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        cpu = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), cpu)
     return {"device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
             "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__, "avalanche": avalanche_version}

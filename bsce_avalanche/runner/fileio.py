@@ -43,10 +43,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
 
 
 def _json_default(value):
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
     if isinstance(value, (np.ndarray, torch.Tensor)):
         return value.tolist()
     raise TypeError(f"Cannot serialise {type(value).__name__} to JSON")
@@ -63,13 +61,9 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 @contextlib.contextmanager
 def lock_run_dir(directory: str | os.PathLike) -> Iterator[Path]:
-    """Create ``directory`` if needed and hold an exclusive lock on it while in the block.
-
-    A second writer (another process, or another open in this one) gets a :class:`ConfigError`
-    naming the holder's pid. The lock is an ``flock`` on ``directory/.lock``, which the kernel
-    releases when its holder dies (a killed run's file never blocks); it proves the directory
-    writable before any training.
-    """
+    """Create ``directory`` if needed and hold an exclusive lock on it while in the block; a second
+    writer (another process, or another open in this one) gets a :class:`ConfigError` naming the
+    holder's pid. An ``flock`` on ``directory/.lock``: the kernel releases it when its holder dies."""
     directory = Path(directory)
     lock = directory / LOCK_FILE
     try:

@@ -1,15 +1,11 @@
 """One first-experience model per key: train the first experience once, start every run from it.
 
-In the first experience the memory is empty and there is no old model, so Naive, Replay and LwF run
-the same loop; in B0 protocols BSCE's prior is uniform, so CE and BSCE train the very same network.
-:func:`first_experience_key` is what determines that training; :class:`FirstExperiencePlugin`
-trains it in the first run of a key and saves ``<cache>/seed<seed>-<digest>.pt`` (atomically; runs
-started at once take turns on an ``flock`` of ``<file>.lock``), and later runs of that key load it:
-the state at the end of the epochs, before any other plugin's ``after_training_exp`` (model,
-optimizer, clock, LR scheduler, what the epochs leave in iCaRL's and a ``prior: batch`` BSCE
-plugin, RNG states). They run every other callback of the first experience (memory update, old
-model, exemplars, BiC's buffers) on the loaded weights, so the numbers are those of a run that
-trained it. An unreadable file, or one written for another key, is an error that names it.
+With an empty memory and no old model, Naive, Replay and LwF run the same loop in the first
+experience; in B0 protocols BSCE's prior is uniform, so CE and BSCE train the very same network.
+:class:`FirstExperiencePlugin` saves the state at the end of the first run's epochs, before any other
+plugin's ``after_training_exp``, to ``<cache>/seed<seed>-<digest of first_experience_key>.pt``; a
+later run of that key loads it and runs the experience's other callbacks (memory update, old model,
+exemplars, BiC's buffers) on it, so its numbers are those of a run that trained it.
 """
 
 from __future__ import annotations
@@ -182,8 +178,7 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
     """Train the first experience and cache it, or load it from the cache and skip its epochs.
 
     Put it first in the strategy's plugins (its ``after_training_exp`` must run before the others').
-    ``info`` is what ``results.json`` records: the key's digest, the training, whether it came from
-    the cache, the file, and the seconds its training took.
+    ``info`` is what ``results.json`` records (key digest, training, cached or not, file, seconds).
 
     :param cache: the cache folder, or None (no cache: the key is still computed and reported).
     """
@@ -196,14 +191,11 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
         self._lock = None  # the cache file's lock while this run trains its first experience
         self._started = 0.0
 
-    def _first(self, strategy) -> bool:
-        return strategy.clock.train_exp_counter == 0
-
     def before_training_exp(self, strategy, **kwargs):
         self._started = time.perf_counter()
 
     def before_training_epoch(self, strategy, **kwargs):
-        if not self._first(strategy) or strategy.clock.train_exp_epochs > 0:
+        if strategy.clock.train_exp_counter > 0 or strategy.clock.train_exp_epochs > 0:  # the first epoch only
             return
         counts = None
         if self.cfg.loss == "bsce":  # the counts BalancedSoftmaxPlugin is about to compute
@@ -224,7 +216,7 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
             strategy.stop_training()  # after every plugin's before_training_epoch (BSCE's prior, checks)
 
     def after_training_exp(self, strategy, **kwargs):
-        if not self._first(strategy) or self._key is None:
+        if strategy.clock.train_exp_counter > 0 or self._key is None:
             return
         if self._payload is not None:
             self._restore(strategy, self._payload)
@@ -243,12 +235,9 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
 
     def _save(self, strategy, path: Path) -> None:
         payload: dict[str, Any] = {
-            "key": self._key,
-            "model": strategy.model.state_dict(),
-            "optimizer": strategy.optimizer.state_dict(),
-            "optimizer_param_names": _param_names(strategy),
+            "key": self._key, "model": strategy.model.state_dict(), "optimizer": strategy.optimizer.state_dict(),
+            "optimizer_param_names": _param_names(strategy), "rng": rng_state(),
             "plugins": {type(p).__name__: s for p in strategy.plugins if (s := _epoch_state(p)) is not None},
-            "rng": rng_state(),
             "train_time_s": self.info["train_time_s"],
         }
         atomic_write(path, lambda tmp: torch.save(payload, tmp))

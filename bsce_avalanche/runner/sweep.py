@@ -1,17 +1,11 @@
-"""The experiment grid as a W&B sweep: one run per agent job, on as many machines as you like.
-
-    bsce-experiment sweep-validate experiments/sweeps/cifar100_b0_10steps.yaml   # offline check
-    wandb sweep experiments/sweeps/cifar100_b0_10steps.yaml    # prints the agent command
-    wandb agent ENTITY/PROJECT/SWEEP_ID                         # on each machine (--count 4: at most 4 runs)
-    CUDA_VISIBLE_DEVICES=1 wandb agent ENTITY/PROJECT/SWEEP_ID  # one agent per GPU
+"""The experiment grid as a W&B sweep: one run per agent job, on as many machines as you like (README).
 
 For every combination of the sweep's parameters (config keys) the agent runs the sweep's ``command``,
 ``python -m bsce_avalanche sweep-run --config=BASE.yaml`` (options as for ``run``; under torchrun:
 ``${env} torchrun --standalone --nproc_per_node=4 -m bsce_avalanche sweep-run ...``). :func:`sweep_run`
 joins the agent's run, reads its ``wandb.config`` and runs the base config with it as ``run`` does, into
 ``<output_dir>/sweep-<SWEEP_ID>/<RUN_ID>/`` (a re-run resumes); the experiment's W&B logger continues
-that run. A combination that cannot run (e.g. ``er_ace`` with ``loss: bsce``; a grid sweep cannot
-exclude it) is skipped: its W&B run gets ``skipped: true`` and ``skip_reason``, exit code 0.
+that run. A combination that cannot run (a grid sweep cannot exclude it) is skipped, with exit code 0.
 """
 
 from __future__ import annotations

@@ -1,13 +1,11 @@
 """Weights & Biases logging for Avalanche experiments, on wandb's public API (tested with 0.31).
 
-Avalanche 0.6.0's own ``WandBLogger`` fails on current wandb (``wandb.util.generate_id`` and
-``wandb.viz`` are gone, Avalanche issue #1674); this is a drop-in Avalanche logger with the runner's
-helpers (class prior, accuracy matrix, per-class accuracy, confusion matrix).
-
-The mode: :func:`resolve_wandb_mode`. An online start first sends one HEAD request (at most
-``PROBE_TIMEOUT_S`` seconds, interruptible): without network, wandb would retry for ``init_timeout``
-seconds and then hold the process at exit as long, even after Ctrl-C or SIGTERM. If that or
-``wandb.init`` fails, this run and every later run of the process go offline: a grid is told once.
+A drop-in Avalanche logger (Avalanche 0.6.0's own fails on current wandb: ``wandb.util.generate_id`` and
+``wandb.viz`` are gone, Avalanche issue #1674) with the runner's helpers. The mode: :func:`resolve_wandb_mode`.
+An online start first sends one HEAD request (at most ``PROBE_TIMEOUT_S`` seconds, interruptible):
+without network, wandb would retry for ``init_timeout`` seconds and then hold the process at exit as
+long, even after Ctrl-C or SIGTERM. If that or ``wandb.init`` fails, this run and every later run of
+the process go offline: a grid is told once.
 """
 
 from __future__ import annotations
@@ -134,11 +132,10 @@ class WandBLogger(BaseLogger):
     :param init_kwargs: other ``wandb.init`` arguments (``entity``, ``notes``, ...).
     """
 
-    def __init__(self, project: str = "bsce-avalanche", *, name: Optional[str] = None,
-                 group: Optional[str] = None, job_type: Optional[str] = None,
-                 tags: Optional[Sequence[str]] = None, config: Optional[Mapping[str, Any]] = None,
-                 dir: Optional[str | os.PathLike] = None, mode: Optional[str] = None,
-                 resume: Optional[str] = None, id: Optional[str] = None,
+    def __init__(self, project: str = "bsce-avalanche", *, name: Optional[str] = None, group: Optional[str] = None,
+                 job_type: Optional[str] = None, tags: Optional[Sequence[str]] = None,
+                 config: Optional[Mapping[str, Any]] = None, dir: Optional[str | os.PathLike] = None,
+                 mode: Optional[str] = None, resume: Optional[str] = None, id: Optional[str] = None,
                  step_metric: str = "global_step", init_timeout: float = 30.0, **init_kwargs: Any):
         super().__init__()
         self.requested_mode, self._mode_reason = resolve_wandb_mode(mode)
