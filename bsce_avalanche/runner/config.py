@@ -135,8 +135,8 @@ class ExperimentConfig:
     progress: bool = _key(True, "show a progress bar")
     checkpoint: bool = _key(True, "write checkpoint.pt after every step (for --resume)")
     first_experience_cache: Union[bool, str] = _key(
-        True, "train the first experience once per seed, and start the runs that train it alike from it: true: "
-              "cached in first_experience/ beside the run folders; a folder: cached there; false: no cache")
+        True, "train the first experience once per seed, and start the runs that train it alike from it (same "
+              "numbers): true: cached in first_experience/ beside the run folders; a folder: cached there; false: off")
     # logging
     wandb: bool = _key(True, "log to Weights & Biases (offline without an API key)")
     wandb_project: str = _key("bsce-avalanche", "W&B project")

@@ -195,7 +195,7 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
         self._started = time.perf_counter()
 
     def before_training_epoch(self, strategy, **kwargs):
-        if strategy.clock.train_exp_counter > 0 or strategy.clock.train_exp_epochs > 0:  # the first epoch only
+        if strategy.clock.train_exp_counter > 0 or strategy.clock.train_exp_epochs > 0:  # its first epoch only
             return
         counts = None
         if self.cfg.loss == "bsce":  # the counts BalancedSoftmaxPlugin is about to compute

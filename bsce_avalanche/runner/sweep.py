@@ -66,11 +66,8 @@ def sweep_run(base: ExperimentConfig) -> None:
 
 
 def sweep_combinations(path: str | os.PathLike) -> list[tuple[dict, ExperimentConfig, str | None]]:
-    """Every combination of a grid sweep file as ``sweep-run`` builds it:
-    ``(parameters, config, why sweep-run skips it or None)``.
-
-    :raises ConfigError: naming the file and the first problem.
-    """
+    """Every combination of a grid sweep file as ``sweep-run`` builds it: ``(parameters, config, why
+    sweep-run skips it or None)``; the first problem is a :class:`ConfigError` naming the file."""
     sweep = load_yaml(path)
     if not isinstance(sweep, dict) or sweep.get("method") != "grid":
         raise ConfigError(f"{path}: method must be grid (the sweep enumerates the experiment grid).")
