@@ -19,17 +19,8 @@ from avalanche.benchmarks.scenarios.deprecated.new_classes.nc_scenario import NC
 from torchvision.datasets import CIFAR100
 
 from .augment import CIFAR100_MEAN, CIFAR100_STD, classic_transforms
-from .common import (
-    DATA_DIR_ENV,
-    PILImageDataset,
-    TensorImageDataset,
-    check_flags,
-    check_labels,
-    make_class_incremental_benchmark,
-    raise_not_found,
-    resolve_data_dir,
-    resolve_split,
-)
+from .common import (DATA_DIR_ENV, PILImageDataset, TensorImageDataset, check_flags, check_labels,
+                     make_class_incremental_benchmark, raise_not_found, resolve_data_dir, resolve_split)
 
 CIFAR100_NPZ = "cifar100.npz"
 CIFAR100_N_CLASSES = 100

@@ -34,17 +34,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .augment import IMAGENET_MEAN, IMAGENET_STD, classic_transforms, normalized_transform
 from .class_orders import icarl_order
-from .common import (
-    DATA_DIR_ENV,
-    ImageFileDataset,
-    TensorImageDataset,
-    check_flags,
-    check_labels,
-    make_class_incremental_benchmark,
-    raise_not_found,
-    resolve_data_dir,
-    resolve_split,
-)
+from .common import (DATA_DIR_ENV, ImageFileDataset, TensorImageDataset, check_flags, check_labels,
+                     make_class_incremental_benchmark, raise_not_found, resolve_data_dir, resolve_split)
 
 #: Names accepted by :func:`imagenet_subset_wnids`.
 IMAGENET_SUBSET_NAMES: tuple[str, ...] = ("seed1993", "first100")
