@@ -19,6 +19,7 @@ from avalanche.benchmarks.scenarios.deprecated.new_classes.nc_scenario import NC
 from torchvision.datasets import CIFAR100
 
 from .augment import CIFAR100_MEAN, CIFAR100_STD, classic_transforms
+from .class_orders import ClassOrderSpec
 from .common import (DATA_DIR_ENV, PILImageDataset, TensorImageDataset, check_flags, check_labels,
                      make_class_incremental_benchmark, raise_not_found, resolve_data_dir, resolve_split)
 
@@ -106,8 +107,10 @@ def _load_torchvision(root: Path, download: bool) -> dict[str, np.ndarray]:
 
 
 def split_cifar100(
-    n_experiences: int | None = None, *, data_dir: str | os.PathLike | None = None, download: bool = False,
-    fast_augment: bool = True, **split,
+    n_experiences: int | None = None, *, first_exp_classes: int | None = None, protocol: str | None = None,
+    n_steps: int | None = None, class_order: ClassOrderSpec = "icarl", seed: int | None = None,
+    remap_class_ids: bool = False, data_dir: str | os.PathLike | None = None, download: bool = False,
+    fast_augment: bool = True,
 ) -> NCScenario:
     """Class-incremental Split CIFAR-100 (an Avalanche ``NCScenario``).
 
@@ -128,7 +131,9 @@ def split_cifar100(
     :param remap_class_ids: renumber labels in arrival order (class ``classes_order[i]`` becomes
         ``i``); default keeps CIFAR-100's labels.
     """
-    split = resolve_split(CIFAR100_N_CLASSES, 10, n_experiences, **split)
+    split = resolve_split(
+        CIFAR100_N_CLASSES, 10, n_experiences=n_experiences, first_exp_classes=first_exp_classes, protocol=protocol,
+        n_steps=n_steps, class_order=class_order, seed=seed, remap_class_ids=remap_class_ids)
     check_flags(download=download, fast_augment=fast_augment)
     arrays = load_cifar100_arrays(data_dir, download=download)
     images = TensorImageDataset.from_hwc_uint8 if fast_augment else PILImageDataset

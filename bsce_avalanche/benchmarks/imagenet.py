@@ -33,7 +33,7 @@ from torchvision import transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .augment import IMAGENET_MEAN, IMAGENET_STD, classic_transforms, normalized_transform
-from .class_orders import icarl_order
+from .class_orders import ClassOrderSpec, icarl_order
 from .common import (DATA_DIR_ENV, ImageFileDataset, TensorImageDataset, check_flags, check_labels,
                      make_class_incremental_benchmark, raise_not_found, resolve_data_dir, resolve_split)
 
@@ -148,7 +148,10 @@ def _resolve_imagenet_root(root, data_dir) -> Path:
 
 def split_imagenet(
     root: str | os.PathLike | None = None, *, subset: str | os.PathLike | Sequence[str] | None = None,
-    data_dir: str | os.PathLike | None = None, train_transform=None, eval_transform=None, **split,
+    n_experiences: int | None = None, first_exp_classes: int | None = None, protocol: str | None = None,
+    n_steps: int | None = None, class_order: ClassOrderSpec = "icarl", seed: int | None = None,
+    remap_class_ids: bool = False, data_dir: str | os.PathLike | None = None, train_transform=None,
+    eval_transform=None,
 ) -> NCScenario:
     """Class-incremental ImageNet-1k (``subset=None``) or a subset, from a local folder.
 
@@ -162,7 +165,9 @@ def split_imagenet(
         (default :func:`imagenet_train_transform` / :func:`imagenet_eval_transform`).
     """
     wnids = imagenet_wnids() if subset is None else imagenet_subset_wnids(subset)
-    split = resolve_split(len(wnids), 10, **split)
+    split = resolve_split(
+        len(wnids), 10, n_experiences=n_experiences, first_exp_classes=first_exp_classes, protocol=protocol,
+        n_steps=n_steps, class_order=class_order, seed=seed, remap_class_ids=remap_class_ids)
     base = _resolve_imagenet_root(root, data_dir)
     return make_class_incremental_benchmark(
         ImageFileDataset(*_scan_class_folders(base / "train", wnids)),
@@ -264,8 +269,10 @@ def load_tiny_imagenet_files(
 
 
 def split_tiny_imagenet(
-    root: str | os.PathLike | None = None, *, data_dir: str | os.PathLike | None = None, download: bool = False,
-    fast_augment: bool = False, **split,
+    root: str | os.PathLike | None = None, *, n_experiences: int | None = None,
+    first_exp_classes: int | None = None, protocol: str | None = None, n_steps: int | None = None,
+    class_order: ClassOrderSpec = "icarl", seed: int | None = None, remap_class_ids: bool = False,
+    data_dir: str | os.PathLike | None = None, download: bool = False, fast_augment: bool = False,
 ) -> NCScenario:
     """Class-incremental Tiny-ImageNet (200 classes, 64x64) from a local folder.
 
@@ -282,7 +289,9 @@ def split_tiny_imagenet(
     check_flags(download=download, fast_augment=fast_augment)
     tiny_root = _find_tiny_root(root, data_dir, download)
     wnids, train_files, val_files = load_tiny_imagenet_files(tiny_root)
-    split = resolve_split(len(wnids), 10, **split)
+    split = resolve_split(
+        len(wnids), 10, n_experiences=n_experiences, first_exp_classes=first_exp_classes, protocol=protocol,
+        n_steps=n_steps, class_order=class_order, seed=seed, remap_class_ids=remap_class_ids)
     if fast_augment:
         train, test = (TensorImageDataset(_decode_uint8(paths, 64), y) for paths, y in (train_files, val_files))
         return make_class_incremental_benchmark(train, test, **split)
