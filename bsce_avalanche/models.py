@@ -117,10 +117,8 @@ class BasicBlock(nn.Module):
         elif shortcut == "A":
             self.shortcut = _ShortcutA(out_channels - in_channels, stride)
         else:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -132,13 +130,8 @@ class CifarResNet(nn.Module):
     """ResNet-(6n+2) for 32x32 inputs (He et al. 2016, section 4.2); returns pooled features
     ``(N, widths[-1])``. Shortcut ``"A"`` is parameter-free, as in the paper and PyCIL; ``"B"`` a 1x1 conv."""
 
-    def __init__(
-        self,
-        blocks_per_stage: int = 5,
-        widths: Sequence[int] = (16, 32, 64),
-        shortcut: str = "A",
-        in_channels: int = 3,
-    ):
+    def __init__(self, blocks_per_stage: int = 5, widths: Sequence[int] = (16, 32, 64), shortcut: str = "A",
+                 in_channels: int = 3):
         super().__init__()
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' (zero-padding) or 'B' (1x1 conv), got {shortcut!r}")
@@ -182,14 +175,8 @@ class SmallCNN(nn.Module):
     def __init__(self, in_channels: int = 1, widths: Sequence[int] = (32, 64, 128)):
         super().__init__()
         c1, c2, c3 = widths
-        self.body = nn.Sequential(
-            *_conv_bn_relu(in_channels, c1),
-            *_conv_bn_relu(c1, c2),
-            nn.MaxPool2d(2),
-            *_conv_bn_relu(c2, c3),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
+        self.body = nn.Sequential(*_conv_bn_relu(in_channels, c1), *_conv_bn_relu(c1, c2), nn.MaxPool2d(2),
+                                  *_conv_bn_relu(c2, c3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.out_dim = c3
 
     def forward(self, x: Tensor) -> Tensor:
@@ -208,10 +195,8 @@ def _input_normalize(spec) -> InputNormalize | None:
     try:
         mean, std = spec
     except (TypeError, ValueError):
-        raise ValueError(
-            f"input_norm must be None, 'auto', one of {sorted(NORMALIZATIONS)}, or "
-            f"(mean, std); got {spec!r}"
-        ) from None
+        raise ValueError(f"input_norm must be None, 'auto', one of {sorted(NORMALIZATIONS)}, or (mean, std); "
+                         f"got {spec!r}") from None
     return InputNormalize(mean, std)
 
 
@@ -231,12 +216,7 @@ def make_backbone(name: str, **kwargs) -> tuple[nn.Module, int]:
 
 
 def make_model(
-    name: str,
-    num_classes: int,
-    *,
-    incremental: bool = False,
-    input_norm="auto",
-    **backbone_kwargs,
+    name: str, num_classes: int, *, incremental: bool = False, input_norm="auto", **backbone_kwargs
 ) -> FeatureClassifier:
     """Build a :class:`FeatureClassifier`.
 
@@ -258,10 +238,8 @@ def make_model(
     normalize = _input_normalize(input_norm)
     layers = {"backbone": backbone} if normalize is None else {"normalize": normalize, "backbone": backbone}
     feature_extractor = nn.Sequential(OrderedDict(layers))
-    if incremental:
-        classifier: nn.Module = IncrementalClassifier(feature_dim, initial_out_features=num_classes)
-    else:
-        classifier = nn.Linear(feature_dim, num_classes)
+    classifier = (IncrementalClassifier(feature_dim, initial_out_features=num_classes) if incremental
+                  else nn.Linear(feature_dim, num_classes))
     return FeatureClassifier(feature_extractor, classifier, feature_dim)
 
 

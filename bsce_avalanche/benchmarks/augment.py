@@ -62,10 +62,8 @@ class InputNormalize(nn.Module):
         try:
             mean, std = NORMALIZATIONS[name]
         except KeyError:
-            raise ValueError(
-                f"unknown normalisation {name!r}; use one of {sorted(NORMALIZATIONS)} "
-                "or pass (mean, std)"
-            ) from None
+            raise ValueError(f"unknown normalisation {name!r}; use one of {sorted(NORMALIZATIONS)} "
+                             "or pass (mean, std)") from None
         return cls(mean, std)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -104,10 +102,7 @@ def crop_flip(images: Tensor, top: Tensor, left: Tensor, flip: Tensor, padding: 
 
 
 def random_crop_flip(
-    images: Tensor,
-    padding: int = 4,
-    flip: bool = True,
-    generator: torch.Generator | None = None,
+    images: Tensor, padding: int = 4, flip: bool = True, generator: torch.Generator | None = None
 ) -> Tensor:
     """Random crop (zero padding ``padding``) + horizontal flip of ``(N, C, H, W)`` or ``(C, H, W)``.
 
@@ -183,10 +178,7 @@ def normalized_transform(*steps, mean: Sequence[float], std: Sequence[float]) ->
 
 
 def classic_train_transform(
-    size: int = 32,
-    padding: int = 4,
-    mean: Sequence[float] = CIFAR100_MEAN,
-    std: Sequence[float] = CIFAR100_STD,
+    size: int = 32, padding: int = 4, mean: Sequence[float] = CIFAR100_MEAN, std: Sequence[float] = CIFAR100_STD
 ) -> transforms.Compose:
     """``RandomCrop(size, padding) + RandomHorizontalFlip + ToTensor + Normalize`` on PIL images."""
     return normalized_transform(

@@ -20,17 +20,8 @@ from torchvision.datasets import CIFAR100
 
 from .augment import CIFAR100_MEAN, CIFAR100_STD, classic_transforms
 from .class_orders import ClassOrderSpec
-from .common import (
-    DATA_DIR_ENV,
-    PILImageDataset,
-    TensorImageDataset,
-    check_flags,
-    check_labels,
-    make_class_incremental_benchmark,
-    raise_not_found,
-    resolve_data_dir,
-    resolve_split,
-)
+from .common import (DATA_DIR_ENV, PILImageDataset, TensorImageDataset, check_flags, check_labels,
+                     make_class_incremental_benchmark, raise_not_found, resolve_data_dir, resolve_split)
 
 CIFAR100_NPZ = "cifar100.npz"
 CIFAR100_N_CLASSES = 100
@@ -40,12 +31,6 @@ ICARL_MEMORY_SIZE = 2000
 MEMORY_PER_CLASS = 20
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-
-
-def cifar100_npz_candidates(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Files checked for the local copy, in order: ``<dir>/cifar100.npz``, ``<dir>/cifar100/cifar100.npz``."""
-    root = resolve_data_dir(data_dir)
-    return [root / CIFAR100_NPZ, root / "cifar100" / CIFAR100_NPZ]
 
 
 def load_cifar100_arrays(
@@ -63,7 +48,7 @@ def load_cifar100_arrays(
         labels are malformed (labels: integers in 0..99, every class present).
     """
     root = resolve_data_dir(data_dir)
-    candidates = cifar100_npz_candidates(data_dir)
+    candidates = [root / CIFAR100_NPZ, root / "cifar100" / CIFAR100_NPZ]
     for path in candidates:
         if path.is_file():
             return _load_npz(path)
@@ -122,17 +107,10 @@ def _load_torchvision(root: Path, download: bool) -> dict[str, np.ndarray]:
 
 
 def split_cifar100(
-    n_experiences: int | None = None,
-    *,
-    first_exp_classes: int | None = None,
-    protocol: str | None = None,
-    n_steps: int | None = None,
-    class_order: ClassOrderSpec = "icarl",
-    seed: int | None = None,
-    data_dir: str | os.PathLike | None = None,
-    download: bool = False,
+    n_experiences: int | None = None, *, first_exp_classes: int | None = None, protocol: str | None = None,
+    n_steps: int | None = None, class_order: ClassOrderSpec = "icarl", seed: int | None = None,
+    remap_class_ids: bool = False, data_dir: str | os.PathLike | None = None, download: bool = False,
     fast_augment: bool = True,
-    remap_class_ids: bool = False,
 ) -> NCScenario:
     """Class-incremental Split CIFAR-100 (an Avalanche ``NCScenario``).
 
@@ -154,9 +132,8 @@ def split_cifar100(
         ``i``); default keeps CIFAR-100's labels.
     """
     split = resolve_split(
-        CIFAR100_N_CLASSES, 10, n_experiences=n_experiences, first_exp_classes=first_exp_classes,
-        protocol=protocol, n_steps=n_steps, class_order=class_order, seed=seed, remap_class_ids=remap_class_ids,
-    )
+        CIFAR100_N_CLASSES, 10, n_experiences=n_experiences, first_exp_classes=first_exp_classes, protocol=protocol,
+        n_steps=n_steps, class_order=class_order, seed=seed, remap_class_ids=remap_class_ids)
     check_flags(download=download, fast_augment=fast_augment)
     arrays = load_cifar100_arrays(data_dir, download=download)
     images = TensorImageDataset.from_hwc_uint8 if fast_augment else PILImageDataset

@@ -98,12 +98,15 @@ def resolve_protocol(
 
 
 def resolve_split(
-    n_classes: int, default_n_experiences: int, *, class_order: ClassOrderSpec, seed: int | None,
-    remap_class_ids: bool, **split,
+    n_classes: int, default_n_experiences: int, n_experiences: int | None = None, *,
+    first_exp_classes: int | None = None, protocol: str | None = None, n_steps: int | None = None,
+    class_order: ClassOrderSpec = "icarl", seed: int | None = None, remap_class_ids: bool = False,
 ) -> dict:
-    """A builder's split arguments (``split``: those of :func:`resolve_protocol`), checked before any
-    data is read, as the keyword arguments of :func:`make_class_incremental_benchmark` but the data."""
-    n_experiences, first_exp_classes = resolve_protocol(n_classes, default_n_experiences=default_n_experiences, **split)
+    """The split keywords every builder takes (see :func:`~.cifar.split_cifar100`), checked before any data
+    is read, as the keyword arguments of :func:`make_class_incremental_benchmark` but the data."""
+    n_experiences, first_exp_classes = resolve_protocol(
+        n_classes, n_experiences=n_experiences, first_exp_classes=first_exp_classes, protocol=protocol,
+        n_steps=n_steps, default_n_experiences=default_n_experiences)
     check_flags(remap_class_ids=remap_class_ids)
     return dict(n_classes=n_classes, n_experiences=n_experiences, first_exp_classes=first_exp_classes,
                 class_order=class_order, seed=seed, remap_class_ids=remap_class_ids)
@@ -262,17 +265,9 @@ class ImageFileDataset(_LabelledDataset):
 
 
 def make_class_incremental_benchmark(
-    train_dataset: Dataset,
-    test_dataset: Dataset,
-    *,
-    n_classes: int,
-    n_experiences: int,
-    first_exp_classes: int | None,
-    class_order: ClassOrderSpec,
-    seed: int | None,
-    remap_class_ids: bool = False,
-    train_transform=None,
-    eval_transform=None,
+    train_dataset: Dataset, test_dataset: Dataset, *, n_classes: int, n_experiences: int,
+    first_exp_classes: int | None, class_order: ClassOrderSpec, seed: int | None, remap_class_ids: bool = False,
+    train_transform=None, eval_transform=None,
 ) -> NCScenario:
     """A single-task class-incremental ``NCScenario`` with a fixed class order (Avalanche's ``nc_benchmark``).
 
@@ -281,19 +276,10 @@ def make_class_incremental_benchmark(
     """
     _check_split(n_classes, n_experiences, first_exp_classes)
     check_flags(remap_class_ids=remap_class_ids)
-    order = get_class_order(class_order, n_classes=n_classes, seed=seed)
-    per_exp_classes = None if first_exp_classes is None else {0: first_exp_classes}
     return nc_benchmark(
-        train_dataset,
-        test_dataset,
-        n_experiences=n_experiences,
-        task_labels=False,
-        shuffle=False,
-        seed=seed,
-        fixed_class_order=order,
-        per_exp_classes=per_exp_classes,
-        class_ids_from_zero_from_first_exp=remap_class_ids,
-        class_ids_from_zero_in_each_exp=False,
-        train_transform=train_transform,
-        eval_transform=eval_transform,
+        train_dataset, test_dataset, n_experiences=n_experiences, task_labels=False, shuffle=False, seed=seed,
+        fixed_class_order=get_class_order(class_order, n_classes=n_classes, seed=seed),
+        per_exp_classes=None if first_exp_classes is None else {0: first_exp_classes},
+        class_ids_from_zero_from_first_exp=remap_class_ids, class_ids_from_zero_in_each_exp=False,
+        train_transform=train_transform, eval_transform=eval_transform,
     )

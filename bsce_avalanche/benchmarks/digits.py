@@ -31,15 +31,9 @@ def load_digits_tensors(
 
 
 def split_digits(
-    n_experiences: int | None = None,
-    *,
-    first_exp_classes: int | None = None,
-    protocol: str | None = None,
-    n_steps: int | None = None,
-    class_order: ClassOrderSpec = "natural",
-    seed: int = 0,
-    test_fraction: float = 0.3,
-    remap_class_ids: bool = False,
+    n_experiences: int | None = None, *, first_exp_classes: int | None = None, protocol: str | None = None,
+    n_steps: int | None = None, class_order: ClassOrderSpec = "natural", seed: int = 0,
+    test_fraction: float = 0.3, remap_class_ids: bool = False,
 ) -> NCScenario:
     """Class-incremental split of scikit-learn's digits (an Avalanche ``NCScenario``). Images are
     float tensors ``(1, 8, 8)`` in [0, 1]: no augmentation or normalisation layer needed.
@@ -52,9 +46,8 @@ def split_digits(
     :param test_fraction: fraction of each class held out for testing.
     """
     split = resolve_split(
-        DIGITS_N_CLASSES, 5, n_experiences=n_experiences, first_exp_classes=first_exp_classes,
-        protocol=protocol, n_steps=n_steps, class_order=class_order, seed=seed, remap_class_ids=remap_class_ids,
-    )
+        DIGITS_N_CLASSES, 5, n_experiences=n_experiences, first_exp_classes=first_exp_classes, protocol=protocol,
+        n_steps=n_steps, class_order=class_order, seed=seed, remap_class_ids=remap_class_ids)
     x_tr, y_tr, x_te, y_te = load_digits_tensors(test_fraction, seed)
     return make_class_incremental_benchmark(
         TensorImageDataset(x_tr, y_tr.tolist()), TensorImageDataset(x_te, y_te.tolist()), **split

@@ -34,17 +34,8 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .augment import IMAGENET_MEAN, IMAGENET_STD, classic_transforms, normalized_transform
 from .class_orders import ClassOrderSpec, icarl_order
-from .common import (
-    DATA_DIR_ENV,
-    ImageFileDataset,
-    TensorImageDataset,
-    check_flags,
-    check_labels,
-    make_class_incremental_benchmark,
-    raise_not_found,
-    resolve_data_dir,
-    resolve_split,
-)
+from .common import (DATA_DIR_ENV, ImageFileDataset, TensorImageDataset, check_flags, check_labels,
+                     make_class_incremental_benchmark, raise_not_found, resolve_data_dir, resolve_split)
 
 #: Names accepted by :func:`imagenet_subset_wnids`.
 IMAGENET_SUBSET_NAMES: tuple[str, ...] = ("seed1993", "first100")
@@ -156,18 +147,10 @@ def _resolve_imagenet_root(root, data_dir) -> Path:
 
 
 def split_imagenet(
-    root: str | os.PathLike | None = None,
-    *,
-    subset: str | os.PathLike | Sequence[str] | None = None,
-    n_experiences: int | None = None,
-    first_exp_classes: int | None = None,
-    protocol: str | None = None,
-    n_steps: int | None = None,
-    class_order: ClassOrderSpec = "icarl",
-    seed: int | None = None,
-    data_dir: str | os.PathLike | None = None,
-    remap_class_ids: bool = False,
-    train_transform=None,
+    root: str | os.PathLike | None = None, *, subset: str | os.PathLike | Sequence[str] | None = None,
+    n_experiences: int | None = None, first_exp_classes: int | None = None, protocol: str | None = None,
+    n_steps: int | None = None, class_order: ClassOrderSpec = "icarl", seed: int | None = None,
+    remap_class_ids: bool = False, data_dir: str | os.PathLike | None = None, train_transform=None,
     eval_transform=None,
 ) -> NCScenario:
     """Class-incremental ImageNet-1k (``subset=None``) or a subset, from a local folder.
@@ -183,9 +166,8 @@ def split_imagenet(
     """
     wnids = imagenet_wnids() if subset is None else imagenet_subset_wnids(subset)
     split = resolve_split(
-        len(wnids), 10, n_experiences=n_experiences, first_exp_classes=first_exp_classes,
-        protocol=protocol, n_steps=n_steps, class_order=class_order, seed=seed, remap_class_ids=remap_class_ids,
-    )
+        len(wnids), 10, n_experiences=n_experiences, first_exp_classes=first_exp_classes, protocol=protocol,
+        n_steps=n_steps, class_order=class_order, seed=seed, remap_class_ids=remap_class_ids)
     base = _resolve_imagenet_root(root, data_dir)
     return make_class_incremental_benchmark(
         ImageFileDataset(*_scan_class_folders(base / "train", wnids)),
@@ -287,18 +269,10 @@ def load_tiny_imagenet_files(
 
 
 def split_tiny_imagenet(
-    root: str | os.PathLike | None = None,
-    *,
-    n_experiences: int | None = None,
-    first_exp_classes: int | None = None,
-    protocol: str | None = None,
-    n_steps: int | None = None,
-    class_order: ClassOrderSpec = "icarl",
-    seed: int | None = None,
-    data_dir: str | os.PathLike | None = None,
-    download: bool = False,
-    fast_augment: bool = False,
-    remap_class_ids: bool = False,
+    root: str | os.PathLike | None = None, *, n_experiences: int | None = None,
+    first_exp_classes: int | None = None, protocol: str | None = None, n_steps: int | None = None,
+    class_order: ClassOrderSpec = "icarl", seed: int | None = None, remap_class_ids: bool = False,
+    data_dir: str | os.PathLike | None = None, download: bool = False, fast_augment: bool = False,
 ) -> NCScenario:
     """Class-incremental Tiny-ImageNet (200 classes, 64x64) from a local folder.
 
@@ -314,14 +288,12 @@ def split_tiny_imagenet(
     """
     check_flags(download=download, fast_augment=fast_augment)
     tiny_root = _find_tiny_root(root, data_dir, download)
-    wnids, (train_paths, train_labels), (val_paths, val_labels) = load_tiny_imagenet_files(tiny_root)
+    wnids, train_files, val_files = load_tiny_imagenet_files(tiny_root)
     split = resolve_split(
-        len(wnids), 10, n_experiences=n_experiences, first_exp_classes=first_exp_classes,
-        protocol=protocol, n_steps=n_steps, class_order=class_order, seed=seed, remap_class_ids=remap_class_ids,
-    )
+        len(wnids), 10, n_experiences=n_experiences, first_exp_classes=first_exp_classes, protocol=protocol,
+        n_steps=n_steps, class_order=class_order, seed=seed, remap_class_ids=remap_class_ids)
     if fast_augment:
-        train = TensorImageDataset(_decode_uint8(train_paths, 64), train_labels)
-        test = TensorImageDataset(_decode_uint8(val_paths, 64), val_labels)
+        train, test = (TensorImageDataset(_decode_uint8(paths, 64), y) for paths, y in (train_files, val_files))
         return make_class_incremental_benchmark(train, test, **split)
-    train, test = ImageFileDataset(train_paths, train_labels), ImageFileDataset(val_paths, val_labels)
+    train, test = ImageFileDataset(*train_files), ImageFileDataset(*val_files)
     return make_class_incremental_benchmark(train, test, **split, **classic_transforms(64, IMAGENET_MEAN, IMAGENET_STD))
