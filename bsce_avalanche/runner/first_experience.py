@@ -28,7 +28,7 @@ from torch import Tensor
 from ..plugin import BalancedSoftmaxPlugin
 from ..priors import ClassPrior
 from . import distributed
-from .checkpoint import rng_state, set_rng_state
+from .checkpoint import optimizer_param_names, rng_state, set_rng_state
 from .config import ConfigError, ExperimentConfig
 from .fileio import atomic_write
 from .strategies import STRATEGIES
@@ -141,11 +141,6 @@ def _set_epoch_state(plugin, state: dict) -> None:
         vars(plugin).update(state)
 
 
-def _param_names(strategy) -> list:
-    names = {id(p): n for n, p in strategy.model.named_parameters()}
-    return [[names.get(id(p)) for p in group["params"]] for group in strategy.optimizer.param_groups]
-
-
 def _hold_lock(path: Path):
     """Wait for and hold the lock of ``path``'s key (the open file; closing it releases the lock)."""
     lock = open(path.with_suffix(".lock"), "a+")
@@ -236,7 +231,7 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
     def _save(self, strategy, path: Path) -> None:
         payload: dict[str, Any] = {
             "key": self._key, "model": strategy.model.state_dict(), "optimizer": strategy.optimizer.state_dict(),
-            "optimizer_param_names": _param_names(strategy), "rng": rng_state(),
+            "optimizer_param_names": optimizer_param_names(strategy), "rng": rng_state(),
             "plugins": {type(p).__name__: s for p in strategy.plugins if (s := _epoch_state(p)) is not None},
             "train_time_s": self.info["train_time_s"],
         }
@@ -245,7 +240,7 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
     def _restore(self, strategy, payload: dict) -> None:
         # the same modules at the same point: a plain load, in place (the optimizer keeps its parameters)
         strategy.model.load_state_dict(payload["model"])
-        if _param_names(strategy) != payload["optimizer_param_names"]:
+        if optimizer_param_names(strategy) != payload["optimizer_param_names"]:
             raise FirstExperienceError(f"First-experience cache file {self.info['file']} holds another optimizer's "
                                        "state (its parameters differ); delete it.")
         strategy.optimizer.load_state_dict(payload["optimizer"])
