@@ -84,25 +84,21 @@ def _source_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def _environment(device: torch.device) -> dict:
-    """What else changes the numbers: the device, CPU threads, DDP processes, the code."""
-    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "threads": torch.get_num_threads() if device.type == "cpu" else None,
-            "world_size": distributed.world_size(), "torch": torch.__version__, "avalanche": avalanche_version,
-            "source": _source_digest()}
-
-
 def first_experience_key(cfg: ExperimentConfig, counts: Optional[Tensor], n_classes: int,
                          device: torch.device = torch.device("cpu")) -> dict:
     """Everything that determines the network at the end of the first experience's training (equal
     keys: the same training, bit for bit): every config key but :data:`NOT_IN_KEY`, the strategy's
-    ``first_experience`` and ``first_experience_keys``, :func:`first_experience_loss`, :func:`_environment`."""
+    ``first_experience`` and ``first_experience_keys``, :func:`first_experience_loss`, and what else changes the
+    numbers: the device, CPU threads, DDP processes, the code."""
     info = STRATEGIES[cfg.strategy]
     key = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_KEY}
     key.update({k: getattr(cfg, k) for k in info.first_experience_keys})
+    environment = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                   "threads": torch.get_num_threads() if device.type == "cpu" else None,
+                   "world_size": distributed.world_size(), "torch": torch.__version__, "avalanche": avalanche_version,
+                   "source": _source_digest()}
     key.update(model=cfg.model_name, fast_augment=cfg.use_fast_augment, training=info.first_experience,
-               loss=first_experience_loss(cfg, counts, n_classes), environment=_environment(device),
-               format=FORMAT_VERSION)
+               loss=first_experience_loss(cfg, counts, n_classes), environment=environment, format=FORMAT_VERSION)
     return key
 
 
@@ -119,8 +115,8 @@ def cache_dir(cfg: ExperimentConfig, run_dir: Path) -> Optional[Path]:
     return Path(cfg.first_experience_cache)
 
 
-# ---------------------------------------------------------------------- what the epochs leave in plugins
 def _epoch_state(plugin) -> Optional[dict]:
+    """What the first experience's epochs leave in ``plugin`` (None: nothing)."""
     if isinstance(plugin, Clock):
         return dict(vars(plugin))
     if isinstance(plugin, LRSchedulerPlugin):
