@@ -148,7 +148,6 @@ class WandBLogger(BaseLogger):
         self._skipped_types: set = set()
         self._start()
 
-    # ------------------------------------------------------------------ the run
     def _init(self, mode: str):
         kwargs = dict(self._init_kwargs)
         if self._dir is not None and mode != "disabled":  # disabled: write nothing
@@ -217,7 +216,6 @@ class WandBLogger(BaseLogger):
         self.requested_mode, self._mode_reason = self.mode, "argument"
         self._start()
 
-    # ------------------------------------------------------------------ Avalanche's interface
     def _log_row(self, step: int, row: Mapping[str, Any]) -> None:
         self._last_step = step
         self.run.log({**row, self.step_metric: step})
@@ -253,7 +251,6 @@ class WandBLogger(BaseLogger):
         self._log_row(int(strategy.clock.train_iterations), {"TrainingExperience": self._exp_count})
         self._exp_count += 1
 
-    # ------------------------------------------------------------------ the runner's helpers
     def log_step_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Log ``{name: value}`` at ``step`` (numbers, tensors as histograms, images, wandb objects)."""
         self._log_row(step, {name: c for name, v in metrics.items() if (c := self._convert(name, v)) is not None})
