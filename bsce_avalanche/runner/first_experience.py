@@ -1,11 +1,9 @@
-"""One first-experience model per key: train the first experience once, start every run from it.
+"""One first-experience model per key: train the first experience once, start every run from it (README).
 
-With an empty memory and no old model, Naive, Replay and LwF run the same loop in the first
-experience; in B0 protocols BSCE's prior is uniform, so CE and BSCE train the very same network.
-:class:`FirstExperiencePlugin` saves the state at the end of the first run's epochs, before any other
-plugin's ``after_training_exp``, to ``<cache>/seed<seed>-<digest of first_experience_key>.pt``; a
-later run of that key loads it and runs the experience's other callbacks (memory update, old model,
-exemplars, BiC's buffers) on it, so its numbers are those of a run that trained it.
+:class:`FirstExperiencePlugin` saves the state at the end of the first run's epochs, before any other plugin's
+``after_training_exp``, to ``<cache>/seed<seed>-<digest of first_experience_key>.pt``; a later run of that key
+loads it and runs the experience's other callbacks (memory update, old model, exemplars, BiC's buffers) on it,
+so its numbers are those of a run that trained it.
 """
 
 from __future__ import annotations

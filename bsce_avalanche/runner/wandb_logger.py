@@ -1,11 +1,9 @@
 """Weights & Biases logging for Avalanche experiments, on wandb's public API (tested with 0.31).
 
-A drop-in Avalanche logger (Avalanche 0.6.0's own fails on current wandb: ``wandb.util.generate_id`` and
-``wandb.viz`` are gone, Avalanche issue #1674) with the runner's helpers. The mode: :func:`resolve_wandb_mode`.
-An online start first sends one HEAD request (at most ``PROBE_TIMEOUT_S`` seconds, interruptible):
-without network, wandb would retry for ``init_timeout`` seconds and then hold the process at exit as
-long, even after Ctrl-C or SIGTERM. If that or ``wandb.init`` fails, this run and every later run of
-the process go offline: a grid is told once.
+A drop-in Avalanche logger (Avalanche 0.6.0's own fails on current wandb: issue #1674) with the runner's helpers.
+An online start first sends one HEAD request (at most ``PROBE_TIMEOUT_S`` s, interruptible): without network,
+wandb would retry for ``init_timeout`` s and then hold the process at exit as long, even after Ctrl-C or SIGTERM.
+If that or ``wandb.init`` fails, this and every later run of the process go offline: a grid is told once.
 """
 
 from __future__ import annotations
