@@ -1,8 +1,7 @@
 """Evaluate Avalanche's iCaRL with its trained head or with nearest-mean-of-exemplars (NME).
 
-With BSCE the trained linear head is itself balanced, so it is worth evaluating too: iCaRL's eval
-classifier becomes a switch holding both; iCaRL keeps updating the class means
-(``replace_class_means_dict``).
+With BSCE the trained linear head is itself balanced, so it is worth evaluating too: iCaRL's eval classifier
+becomes a switch holding both; iCaRL keeps updating the class means (``replace_class_means_dict``).
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """The Balanced Softmax Cross-Entropy (BSCE) as a pure function and a thin module.
 
-BSCE (Jodelet, Liu & Murata, ICANN 2021 / CVIU 2022) trains with ``cross_entropy(logits +
-tau * log(prior), targets)``, ``prior[j]`` the frequency of class ``j`` in the training data, and
-predicts with the plain ``logits``: the bias toward frequent (new) classes stays in the adjustment,
-out of the weights (``tau=0``: plain cross-entropy, ``tau=1``: BSCE). Classes with a zero count get
-a large finite negative offset instead of ``-inf``: no NaN or inf, and exactly zero gradient.
+BSCE (Jodelet, Liu & Murata, ICANN 2021 / CVIU 2022) trains with ``cross_entropy(logits + tau * log(prior),
+targets)``, ``prior[j]`` the frequency of class ``j`` in the training data, and predicts with the plain ``logits``:
+the bias toward frequent (new) classes stays in the adjustment, out of the weights (``tau=0``: plain cross-entropy,
+``tau=1``: BSCE).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ __all__ = ["ZERO_PRIOR_OFFSET", "MAX_TAU", "as_class_counts", "log_prior_adjustm
            "balanced_softmax_cross_entropy", "BalancedSoftmaxCrossEntropyLoss"]
 
 #: Offset added to the logits of classes with zero prior. Finite (unlike log(0)) so that
-#: no NaN/inf can appear, and far below any real logit so their softmax mass is exactly 0.
+#: no NaN/inf can appear, and far below any real logit so their softmax mass and gradient are exactly 0.
 ZERO_PRIOR_OFFSET = -1e30
 #: Largest ``tau``: the adjustment ``tau * log(prior)`` of a class with one sample in 2**31
 #: (``log(prior) >= -21.5``) stays above ``ZERO_PRIOR_OFFSET / 2``, so present classes never

@@ -137,7 +137,13 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
         return self.class_prior.tau
 
     def before_training(self, strategy, **kwargs):
-        self._check_strategy(strategy)
+        mine = [p for p in strategy.plugins if isinstance(p, BalancedSoftmaxPlugin)]
+        if len(mine) > 1:
+            raise ValueError(f"BalancedSoftmaxPlugin is attached {len(mine)} times to {type(strategy).__name__}; the "
+                             "log-prior would be added more than once. Keep a single instance in `plugins=[...]`.")
+        for cls, why in _INCOMPATIBLE_STRATEGIES.items():
+            if isinstance(strategy, cls):
+                raise TypeError(f"BalancedSoftmaxPlugin cannot balance {cls.__name__}: {why}")
         criterion = strategy._criterion
         if isinstance(criterion, _BalancedCriterion) and criterion.plugin is self:
             criterion = criterion.original  # left over from an interrupted train()
@@ -158,15 +164,6 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
         if self._wrapper is not None and strategy._criterion is self._wrapper:
             strategy._criterion = self._wrapper.original
         self._wrapper = None
-
-    def _check_strategy(self, strategy) -> None:
-        mine = [p for p in strategy.plugins if isinstance(p, BalancedSoftmaxPlugin)]
-        if len(mine) > 1:
-            raise ValueError(f"BalancedSoftmaxPlugin is attached {len(mine)} times to {type(strategy).__name__}; the "
-                             "log-prior would be added more than once. Keep a single instance in `plugins=[...]`.")
-        for cls, why in _INCOMPATIBLE_STRATEGIES.items():
-            if isinstance(strategy, cls):
-                raise TypeError(f"BalancedSoftmaxPlugin cannot balance {cls.__name__}: {why}")
 
     def _make_wrapper(self, criterion, strategy) -> _BalancedCriterion:
         if isinstance(criterion, _BalancedCriterion):

@@ -128,26 +128,6 @@ def _shard_size(loader, n: int, drop_last: bool) -> int:
     return n // replicas if drop_last else math.ceil(n / replicas)
 
 
-def _multi_dataset_counts(loader, weighting: str) -> Optional[Tensor]:
-    if loader.never_ending:
-        return None
-    drop_last = bool(loader.loader_kwargs.get("drop_last", False))
-    n_batches = len(loader)
-    total = None
-    for i, (dataset, batch) in enumerate(zip(loader.datasets, loader.batch_sizes)):
-        counts = class_counts(dataset)
-        n = len(dataset)
-        if n == 0:
-            continue
-        if weighting == "dataset":
-            total = _add(total, counts)
-            continue
-        cycles = loader.oversample_small_datasets and i != loader.termination_dataset
-        shard = _shard_size(loader, n, drop_last)  # what this process's sampler iterates
-        total = _add(total, counts * (_samples_drawn(shard, batch, n_batches, drop_last, cycles) / n))
-    return total
-
-
 def loader_class_counts(loader, weighting: str = "sampling") -> Optional[Tensor]:
     """Expected number of samples per class that one epoch of ``loader`` yields.
 
@@ -159,7 +139,21 @@ def loader_class_counts(loader, weighting: str = "sampling") -> Optional[Tensor]
     if weighting not in ("sampling", "dataset"):
         raise ValueError(f"weighting must be 'sampling' or 'dataset', got {weighting!r}.")
     if isinstance(loader, MultiDatasetDataLoader):  # task-balanced, group-balanced and replay loaders
-        return _multi_dataset_counts(loader, weighting)
+        if loader.never_ending:
+            return None
+        drop_last = bool(loader.loader_kwargs.get("drop_last", False))
+        total = None
+        for i, (dataset, batch) in enumerate(zip(loader.datasets, loader.batch_sizes)):
+            n = len(dataset)
+            if n == 0:
+                continue
+            weight = 1.0
+            if weighting == "sampling":
+                cycles = loader.oversample_small_datasets and i != loader.termination_dataset
+                shard = _shard_size(loader, n, drop_last)  # what this process's sampler iterates
+                weight = _samples_drawn(shard, batch, len(loader), drop_last, cycles) / n
+            total = _add(total, class_counts(dataset) * weight)
+        return total
     if isinstance(loader, DataLoader):
         sampler = loader.batch_sampler.sampler if isinstance(loader.batch_sampler, BatchSampler) else None
         if isinstance(sampler, SequentialSampler) or (isinstance(sampler, RandomSampler) and not sampler.replacement

@@ -63,7 +63,12 @@ class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self.mem_size, self.storage_policy = mem_size, storage_policy
 
     def before_training(self, strategy, **kwargs):
-        self._check_strategy(strategy)
+        for owner in (strategy, *strategy.plugins):
+            if owner is not self and (isinstance(owner, (ConcatReplayPlugin, ICaRL))
+                                      or any(isinstance(value, ExemplarsBuffer) for value in vars(owner).values())):
+                raise ValueError(f"ConcatReplayPlugin cannot be combined with {type(owner).__name__}, which keeps a "
+                                 "replay memory of its own (old samples would be replayed twice); use one memory, "
+                                 "e.g. Naive or LwF with plugins=[ConcatReplayPlugin(mem_size)].")
         check = getattr(getattr(self.storage_policy, "selection_strategy", None), "check_model", None)
         if check is not None:
             check(strategy.model)  # e.g. a herding layer name that the model lacks
@@ -75,26 +80,10 @@ class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
             strategy.adapted_dataset = strategy.adapted_dataset.concat(memory)
 
     def before_training_epoch(self, strategy, **kwargs):
-        if strategy.clock.train_exp_epochs == 0:  # the experience's loader is built
-            self._check_loader(strategy)
-
-    def after_training_exp(self, strategy, **kwargs):
-        self.storage_policy.post_adapt(strategy, strategy.experience)
-
-    def _check_strategy(self, strategy) -> None:
-        for owner in (strategy, *strategy.plugins):
-            if owner is self:
-                continue
-            if isinstance(owner, (ConcatReplayPlugin, ICaRL)) or any(isinstance(value, ExemplarsBuffer)
-                                                                     for value in vars(owner).values()):
-                raise ValueError(f"ConcatReplayPlugin cannot be combined with {type(owner).__name__}, which keeps a "
-                                 "replay memory of its own (old samples would be replayed twice); use one memory, "
-                                 "e.g. Naive or LwF with plugins=[ConcatReplayPlugin(mem_size)].")
-
-    @staticmethod
-    def _check_loader(strategy) -> None:
-        """The loader must draw the concatenated dataset once per epoch: its per-epoch label
-        counts are proportional to the dataset's (proportional: a DDP rank draws its shard)."""
+        if strategy.clock.train_exp_epochs > 0:
+            return
+        # the experience's loader is built: it must draw the concatenated dataset once per epoch, i.e. its per-epoch
+        # label counts are proportional to the dataset's (proportional: a DDP rank draws its shard)
         drawn = loader_class_counts(strategy.dataloader, "sampling")
         data = class_counts(strategy.adapted_dataset)
         if drawn is None or drawn.shape != data.shape or not torch.allclose(drawn / drawn.sum(), data / data.sum()):
@@ -102,6 +91,9 @@ class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
                              f"memory once per epoch, but {type(strategy.dataloader).__name__} does not (another "
                              "plugin replaced it, or it balances several task labels); use a class-incremental "
                              "benchmark and a strategy with its default loader.")
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.storage_policy.post_adapt(strategy, strategy.experience)
 
 
 class ModelHerdingSelectionStrategy(HerdingSelectionStrategy):

@@ -54,19 +54,10 @@ class _SchedulerState:
         self.state = state
 
 
-def _plugin_state(plugin) -> dict:
-    return {
-        k: _SchedulerState(v.state_dict()) if isinstance(v, LRScheduler) else v
-        for k, v in plugin.__dict__.items()
-    }
-
-
-def _restore_plugin_state(plugin, state: dict) -> None:
-    for key, value in state.items():
-        if isinstance(value, _SchedulerState):
-            getattr(plugin, key).load_state_dict(value.state)
-        else:
-            setattr(plugin, key, value)
+def optimizer_param_names(strategy) -> list:
+    """The model's name of every parameter of every optimizer group (None: not the model's)."""
+    names = {id(p): n for n, p in strategy.model.named_parameters()}
+    return [[names.get(id(p)) for p in group["params"]] for group in strategy.optimizer.param_groups]
 
 
 def rng_state() -> dict:
@@ -86,11 +77,6 @@ def set_rng_state(state: dict) -> None:
 
 #: The rebuilt benchmark's objects while a checkpoint's memory is unpickled.
 _RESTORING: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar("benchmark_objects", default=None)
-
-
-class _Discard:
-    def write(self, data) -> int:
-        return len(data)
 
 
 def _fingerprint(obj) -> tuple:
@@ -120,7 +106,7 @@ def benchmark_objects(benchmark) -> list:
 
     datasets = [exp.dataset for stream in benchmark.streams.values() for exp in stream]
     try:
-        Finder(_Discard(), protocol=pickle.HIGHEST_PROTOCOL).dump(datasets)
+        Finder(types.SimpleNamespace(write=len), protocol=pickle.HIGHEST_PROTOCOL).dump(datasets)
     except (pickle.PicklingError, TypeError, AttributeError):
         pass  # an unpicklable part (e.g. a lambda transform): references to what was found
     return found
@@ -132,10 +118,8 @@ def _benchmark_object(key: int, fingerprint: tuple):
     if objects is None:
         raise CheckpointError("This checkpoint refers to its benchmark's data: pass benchmark= to restore_strategy.")
     if key >= len(objects) or _fingerprint(objects[key]) != fingerprint:
-        raise CheckpointError(
-            "The benchmark rebuilt for resuming differs from the checkpoint's (other data or split): "
-            "resume with the same config and data, or delete the checkpoint to start afresh."
-        )
+        raise CheckpointError("The benchmark rebuilt for resuming differs from the checkpoint's (other data or split): "
+                              "resume with the same config and data, or delete the checkpoint to start afresh.")
     return objects[key]
 
 
@@ -153,14 +137,6 @@ def _dumps(state, shared: list) -> bytes:
     return buffer.getvalue()
 
 
-def _loads(data: bytes, benchmark) -> Any:
-    token = _RESTORING.set(None if benchmark is None else benchmark_objects(benchmark))
-    try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-    finally:
-        _RESTORING.reset(token)
-
-
 def save_checkpoint(path: str | os.PathLike, strategy, *, extra: Any = None, exclude: Iterable = (),
                     benchmark=None) -> None:
     """Atomically write the training state of ``strategy`` (between experiences).
@@ -168,16 +144,17 @@ def save_checkpoint(path: str | os.PathLike, strategy, *, extra: Any = None, exc
     With ``benchmark`` (the one trained on), what the memory shares with the benchmark's
     datasets is saved as references: pass the same benchmark, rebuilt, to :func:`restore_strategy`.
     """
-    names = {id(p): n for n, p in strategy.model.named_parameters()}
     memory = {
-        "plugins": {key: _plugin_state(p) for key, p in _saved_plugins(strategy, exclude).items()},
+        "plugins": {key: {k: _SchedulerState(v.state_dict()) if isinstance(v, LRScheduler) else v
+                          for k, v in vars(p).items()}
+                    for key, p in _saved_plugins(strategy, exclude).items()},
         "strategy": {a: getattr(strategy, a) for a in _STRATEGY_ATTRIBUTES if hasattr(strategy, a)},
     }
     payload = {
         "format": FORMAT_VERSION,
         "model": strategy.model.state_dict(),
         "optimizer": strategy.optimizer.state_dict(),
-        "optimizer_param_names": [[names.get(id(p)) for p in g["params"]] for g in strategy.optimizer.param_groups],
+        "optimizer_param_names": optimizer_param_names(strategy),
         "optimized_param_id": None if getattr(strategy, "optimized_param_id", None) is None else True,
         "memory": _dumps(memory, benchmark_objects(benchmark) if benchmark is not None else []),
         "rng": rng_state(),
@@ -188,23 +165,17 @@ def save_checkpoint(path: str | os.PathLike, strategy, *, extra: Any = None, exc
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint` (trusted files only: it unpickles).
-
-    :raises CheckpointError: a truncated, corrupt or foreign file (one line, saying what to do).
-    """
+    """Read a checkpoint written by :func:`save_checkpoint` (trusted files only: it unpickles); a truncated,
+    corrupt or foreign file raises a one-line :class:`CheckpointError` saying what to do."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(
-            f"{path} is unreadable (truncated or corrupt: {detail}): delete it to start the run afresh, "
-            "or use --overwrite."
-        ) from None
+        raise CheckpointError(f"{path} is unreadable (truncated or corrupt: {detail}): delete it to start the run "
+                              "afresh, or use --overwrite.") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} is not a bsce-avalanche checkpoint of format {FORMAT_VERSION} (an older version's, or "
-            "another file): delete it to start the run afresh, or use --overwrite."
-        )
+        raise CheckpointError(f"{path} is not a bsce-avalanche checkpoint of format {FORMAT_VERSION} (an older "
+                              "version's, or another file): delete it to start the run afresh, or use --overwrite.")
     return payload
 
 
@@ -232,13 +203,13 @@ def _load_model_state(model: nn.Module, state: dict) -> None:
 
 
 def restore_strategy(strategy, payload: dict, exclude: Iterable = (), benchmark=None) -> Any:
-    """Put the state saved by :func:`save_checkpoint` back into a freshly built strategy.
-
-    The strategy must be built from the same configuration (same plugins in the same
-    order), and ``benchmark`` rebuilt as the one given to :func:`save_checkpoint`.
-    Returns the checkpoint's ``extra``. Restores the RNG states last.
-    """
-    memory = _loads(payload["memory"], benchmark)
+    """Put the state saved by :func:`save_checkpoint` back into a strategy freshly built from the same config (same
+    plugins in the same order), with ``benchmark`` rebuilt as the one saved with; return the checkpoint's ``extra``."""
+    token = _RESTORING.set(None if benchmark is None else benchmark_objects(benchmark))
+    try:
+        memory = torch.load(io.BytesIO(payload["memory"]), map_location="cpu", weights_only=False)
+    finally:
+        _RESTORING.reset(token)
     device = next(strategy.model.parameters()).device
     _load_model_state(strategy.model, payload["model"])
     strategy.model.to(device)
@@ -255,12 +226,14 @@ def restore_strategy(strategy, payload: dict, exclude: Iterable = (), benchmark=
 
     current = _saved_plugins(strategy, exclude)
     if set(current) != set(memory["plugins"]):
-        raise CheckpointError(
-            "The checkpoint was written by a strategy with other plugins "
-            f"({sorted(memory['plugins'])} vs {sorted(current)}): resume with the same config."
-        )
+        raise CheckpointError(f"The checkpoint was written by a strategy with other plugins "
+                              f"({sorted(memory['plugins'])} vs {sorted(current)}): resume with the same config.")
     for key, state in memory["plugins"].items():
-        _restore_plugin_state(current[key], state)
+        for attr, value in state.items():
+            if isinstance(value, _SchedulerState):
+                getattr(current[key], attr).load_state_dict(value.state)
+            else:
+                setattr(current[key], attr, value)
     for attr, value in memory["strategy"].items():
         setattr(strategy, attr, value)
     set_rng_state(payload["rng"])

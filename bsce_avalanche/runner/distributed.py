@@ -3,15 +3,13 @@
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --rdzv_backend=c10d \\
         --rdzv_endpoint=HOST0:29500 -m bsce_avalanche run --config ...   # node_rank=1 on the other
 
-The config's ``batch_size`` is the global batch. Only the training forward pass goes through DDP
-(``strategy.model`` stays the plain module, for iCaRL, old-model copies and checkpoints); the rest
-(buffers, exemplars, BiC, the BSCE prior, evaluation on the whole test set) is replicated from one
-seed, with RNGs re-aligned from rank 0 before every step and ranks compared after it
-(:func:`consistency_digests`); rank 0 alone writes. Avalanche 0.6 shards data once the process
-group exists, but wraps no model in DDP, picks GPU ``RANK`` (wrong on a second node), reshuffles
-identically every epoch (fixed in :mod:`bsce_avalanche.compat`) and shards the test set with padding
-duplicates: :func:`setup` and :func:`prepare_strategy` fill those gaps. Results match one process
-statistically (per-rank shuffling and BatchNorm statistics, float summation order).
+The config's ``batch_size`` is the global batch. Only the training forward pass goes through DDP;
+the rest (buffers, exemplars, BiC, the BSCE prior, evaluation on the whole test set) is replicated
+from one seed, with RNGs re-aligned from rank 0 before every step and ranks compared after it
+(:func:`consistency_digests`); rank 0 alone writes. Avalanche 0.6 shards data once the process group
+exists, but wraps no model in DDP, picks GPU ``RANK`` (wrong on a second node) and shards the test set
+with padding duplicates: :func:`setup` and :func:`prepare_strategy` fill those gaps. Results match one
+process statistically (per-rank shuffling and BatchNorm statistics, float summation order).
 """
 
 from __future__ import annotations
@@ -34,14 +32,10 @@ from ..compat import ReshufflingDistributedSampler, apply_avalanche_fixes
 from .checkpoint import rng_state, set_rng_state
 from .config import ConfigError
 
-__all__ = ["launched_distributed", "is_distributed", "is_main_process", "rank", "world_size", "setup", "shutdown",
-           "barrier", "run_on_main", "sync_rng", "per_rank_batch_size", "prepare_strategy", "consistency_digests",
-           "describe"]
+__all__ = ["launched_distributed", "is_distributed", "is_main_process", "world_size", "setup", "shutdown", "barrier",
+           "run_on_main", "sync_rng", "per_rank_batch_size", "prepare_strategy", "consistency_digests", "describe"]
 
 T = TypeVar("T")
-
-#: Environment variable overriding the backend (``nccl``, ``gloo``).
-BACKEND_ENV = "BSCE_DIST_BACKEND"
 
 
 def launched_distributed() -> bool:
@@ -56,17 +50,13 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def rank() -> int:
-    return dist.get_rank() if is_distributed() else int(os.environ.get("RANK", "0") or 0)
-
-
 def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
 def is_main_process() -> bool:
     """Rank 0 (also before the process group exists: reads ``RANK``); True when not distributed."""
-    return rank() == 0
+    return (dist.get_rank() if is_distributed() else int(os.environ.get("RANK", "0") or 0)) == 0
 
 
 def barrier() -> None:
@@ -75,25 +65,20 @@ def barrier() -> None:
 
 
 def setup(device: torch.device) -> torch.device:
-    """Join the process group if launched with ``WORLD_SIZE > 1``; return this rank's device.
-
-    Idempotent (a grid of runs calls it once per run). ``device`` is the device the
-    config asks for; under DDP a CUDA device becomes ``cuda:LOCAL_RANK``.
-    """
+    """Join the process group if launched with ``WORLD_SIZE > 1`` (idempotent: a grid calls it once per run);
+    return this rank's device: a CUDA ``device`` becomes ``cuda:LOCAL_RANK``."""
     if not launched_distributed():
         return device
     use_cuda = device.type == "cuda"
     if use_cuda:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if local_rank >= torch.cuda.device_count():
-            raise ConfigError(
-                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPU(s) are visible: "
-                "use --nproc_per_node <= the number of GPUs."
-            )
+            raise ConfigError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPU(s) are visible: "
+                              "use --nproc_per_node <= the number of GPUs.")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not is_distributed():
-        backend = os.environ.get(BACKEND_ENV) or ("nccl" if use_cuda else "gloo")
+        backend = os.environ.get("BSCE_DIST_BACKEND") or ("nccl" if use_cuda else "gloo")
         kwargs = {"device_id": device} if backend == "nccl" else {}
         dist.init_process_group(backend=backend, **kwargs)
         # what DistributedHelper.init_distributed sets, with GPU LOCAL_RANK rather than RANK
@@ -104,11 +89,8 @@ def setup(device: torch.device) -> torch.device:
 
 
 def shutdown(wait: bool = True) -> None:
-    """Leave the process group (at the end of the CLI).
-
-    :param wait: first wait for all ranks (after success; after an error another rank
-        may be stuck in a collective, so do not).
-    """
+    """Leave the process group; ``wait`` for all ranks first (not after an error: another rank may be stuck in a
+    collective)."""
     if is_distributed():
         gc.collect()  # free the DDP wrappers of finished runs (kept by reference cycles) first
         if wait:
@@ -120,18 +102,14 @@ def per_rank_batch_size(batch_size: int) -> int:
     """The training mini-batch of one rank: ``batch_size`` is the global one."""
     n = world_size()
     if batch_size % n:
-        raise ConfigError(
-            f"batch_size {batch_size} is the global mini-batch and must be divisible by the "
-            f"number of processes ({n}); e.g. use batch_size {batch_size - batch_size % n or n}."
-        )
+        raise ConfigError(f"batch_size {batch_size} is the global mini-batch and must be divisible by the number of "
+                          f"processes ({n}); e.g. use batch_size {batch_size - batch_size % n or n}.")
     return batch_size // n
 
 
 def run_on_main(fn: Callable[..., T], *args, **kwargs) -> T:
-    """``fn(*args, **kwargs)`` on rank 0; its result (or exception) is sent to every rank.
-
-    For reading files (resume points, checkpoints) that other nodes may not see.
-    """
+    """``fn(*args, **kwargs)`` on rank 0, its result (or exception) sent to every rank: for reading files
+    (resume points, checkpoints) that other nodes may not see."""
     if not is_distributed():
         return fn(*args, **kwargs)
     payload: list = [None]
@@ -148,12 +126,8 @@ def run_on_main(fn: Callable[..., T], *args, **kwargs) -> T:
 
 
 def sync_rng() -> None:
-    """Give every rank rank 0's Python, NumPy and torch RNG states.
-
-    Called before every training step: rank-0-only work (W&B logging) may consume random
-    numbers, and replicated state (replay buffers, exemplars, augmentation, the sampler
-    seeds) must stay the same on all ranks.
-    """
+    """Give every rank rank 0's RNG states (before every step: rank-0-only work such as W&B logging may consume
+    random numbers, while replicated state, e.g. replay buffers, exemplars and sampler seeds, must stay equal)."""
     if not is_distributed():
         return
     state = [rng_state() if is_main_process() else None]
@@ -177,11 +151,8 @@ def _digest(value: Any) -> str:
 
 
 def consistency_digests(model: torch.nn.Module, prior_history: Optional[list]) -> dict:
-    """Digests of the model state and the BSCE priors of every rank (collective).
-
-    Returns ``{"model": [digest per rank], "prior": [...], "consistent": bool}``; a
-    mismatch is also reported as a warning on rank 0.
-    """
+    """``{"model": [digest per rank], "prior": [...], "consistent": bool}`` of the model state and the BSCE
+    priors (collective); a mismatch is also a warning on rank 0."""
     mine = (_digest(model.state_dict()), _digest(prior_history))
     if not is_distributed():
         return {"model": [mine[0]], "prior": [mine[1]], "consistent": True}
@@ -199,13 +170,8 @@ def describe(global_batch_size: int) -> Optional[dict]:
     """The ``distributed`` entry of ``results.json`` (None when not distributed)."""
     if not is_distributed():
         return None
-    return {
-        "world_size": world_size(),
-        "backend": dist.get_backend(),
-        "global_batch_size": global_batch_size,
-        "per_rank_batch_size": per_rank_batch_size(global_batch_size),
-        "consistent_per_step": [],
-    }
+    return {"world_size": world_size(), "backend": dist.get_backend(), "global_batch_size": global_batch_size,
+            "per_rank_batch_size": per_rank_batch_size(global_batch_size), "consistent_per_step": []}
 
 
 def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
@@ -226,17 +192,16 @@ def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
         )
         return ddp, _parameter_ids(module)
 
-    wrapped = [wrap(strategy.model)]  # (not a plugin: checkpoints stay as in a single process)
+    ddp, params = wrap(strategy.model)  # (not a plugin: checkpoints stay as in a single process)
     original_forward = strategy.forward
 
     def forward():
+        nonlocal ddp, params
         if strategy.is_training and torch.is_grad_enabled():
-            ddp, params = wrapped[0]
             # GDumb re-initialises the model; a growing IncrementalClassifier (initial size
             # below the number of classes) replaces its parameters: wrap the new ones
             if ddp.module is not strategy.model or params != _parameter_ids(strategy.model):
-                wrapped[0] = wrap(strategy.model)
-                ddp = wrapped[0][0]
+                ddp, params = wrap(strategy.model)
             strategy.model = ddp
             try:
                 return original_forward()
@@ -249,7 +214,12 @@ def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
 
     def make_eval_dataloader(**kwargs):
         original_make_eval(**kwargs)
-        strategy.dataloader = _unsharded(strategy.dataloader)
+        loader = strategy.dataloader
+        if isinstance(loader, SingleDatasetDataLoader) and loader.distributed_sampling:
+            strategy.dataloader = SingleDatasetDataLoader(loader.datasets[0], batch_size=loader.batch_sizes[0],
+                                                          distributed_sampling=False, **loader.loader_kwargs)
+        elif isinstance(loader, MultiDatasetDataLoader) and loader.distributed_sampling:
+            warnings.warn(f"Evaluation loader {type(loader).__name__} is sharded across ranks.", stacklevel=2)
 
     def _after_training_epoch(**kwargs):
         for buf in strategy.model.buffers():
@@ -258,7 +228,15 @@ def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
 
     def _before_training_exp(**kwargs):
         original_before_exp(**kwargs)
-        _shard_er_ace_memory(strategy)
+        # ER-ACE draws memory batches from a plain DataLoader, identical on all ranks: shard it
+        if isinstance(strategy, ER_ACE) and strategy.replay_loader is not None:
+            buffer = strategy.storage_policy.buffer
+            if len(buffer) < strategy.batch_size_mem * world_size():
+                strategy.replay_loader = None  # a single process would not replay yet either
+            else:
+                sampler = ReshufflingDistributedSampler(buffer, shuffle=True, drop_last=True)
+                strategy.replay_loader = cycle(torch.utils.data.DataLoader(
+                    buffer, batch_size=strategy.batch_size_mem, sampler=sampler, drop_last=True))
 
     def _after_training_exp(**kwargs):
         per_rank, strategy.train_mb_size = strategy.train_mb_size, global_batch_size
@@ -281,26 +259,3 @@ def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
 
 def _parameter_ids(module) -> tuple:
     return tuple(id(p) for p in module.parameters())
-
-
-def _unsharded(loader):
-    if isinstance(loader, SingleDatasetDataLoader) and loader.distributed_sampling:
-        return SingleDatasetDataLoader(loader.datasets[0], batch_size=loader.batch_sizes[0],
-                                       distributed_sampling=False, **loader.loader_kwargs)
-    if isinstance(loader, MultiDatasetDataLoader) and loader.distributed_sampling:
-        warnings.warn(f"Evaluation loader {type(loader).__name__} is sharded across ranks.", stacklevel=3)
-    return loader
-
-
-def _shard_er_ace_memory(strategy) -> None:
-    """ER-ACE draws memory batches from a plain ``DataLoader`` (identical on all ranks)."""
-    if not isinstance(strategy, ER_ACE) or strategy.replay_loader is None:
-        return
-    buffer = strategy.storage_policy.buffer
-    if len(buffer) < strategy.batch_size_mem * world_size():
-        strategy.replay_loader = None  # a single process would not replay yet either
-        return
-    sampler = ReshufflingDistributedSampler(buffer, shuffle=True, drop_last=True)
-    strategy.replay_loader = cycle(
-        torch.utils.data.DataLoader(buffer, batch_size=strategy.batch_size_mem, sampler=sampler, drop_last=True)
-    )

@@ -43,9 +43,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
 
 
 def _json_default(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, (np.ndarray, torch.Tensor)):
+    if isinstance(value, (np.integer, np.floating, np.ndarray, torch.Tensor)):
         return value.tolist()
     raise TypeError(f"Cannot serialise {type(value).__name__} to JSON")
 

@@ -1,11 +1,9 @@
-"""One first-experience model per key: train the first experience once, start every run from it.
+"""One first-experience model per key: train the first experience once, start every run from it (README).
 
-With an empty memory and no old model, Naive, Replay and LwF run the same loop in the first
-experience; in B0 protocols BSCE's prior is uniform, so CE and BSCE train the very same network.
-:class:`FirstExperiencePlugin` saves the state at the end of the first run's epochs, before any other
-plugin's ``after_training_exp``, to ``<cache>/seed<seed>-<digest of first_experience_key>.pt``; a
-later run of that key loads it and runs the experience's other callbacks (memory update, old model,
-exemplars, BiC's buffers) on it, so its numbers are those of a run that trained it.
+:class:`FirstExperiencePlugin` saves the state at the end of the first run's epochs, before any other plugin's
+``after_training_exp``, to ``<cache>/seed<seed>-<digest of first_experience_key>.pt``; a later run of that key
+loads it and runs the experience's other callbacks (memory update, old model, exemplars, BiC's buffers) on it,
+so its numbers are those of a run that trained it.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ from torch import Tensor
 from ..plugin import BalancedSoftmaxPlugin
 from ..priors import ClassPrior
 from . import distributed
-from .checkpoint import rng_state, set_rng_state
+from .checkpoint import optimizer_param_names, rng_state, set_rng_state
 from .config import ConfigError, ExperimentConfig
 from .fileio import atomic_write
 from .strategies import STRATEGIES
@@ -84,25 +82,21 @@ def _source_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def _environment(device: torch.device) -> dict:
-    """What else changes the numbers: the device, CPU threads, DDP processes, the code."""
-    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "threads": torch.get_num_threads() if device.type == "cpu" else None,
-            "world_size": distributed.world_size(), "torch": torch.__version__, "avalanche": avalanche_version,
-            "source": _source_digest()}
-
-
 def first_experience_key(cfg: ExperimentConfig, counts: Optional[Tensor], n_classes: int,
                          device: torch.device = torch.device("cpu")) -> dict:
     """Everything that determines the network at the end of the first experience's training (equal
     keys: the same training, bit for bit): every config key but :data:`NOT_IN_KEY`, the strategy's
-    ``first_experience`` and ``first_experience_keys``, :func:`first_experience_loss`, :func:`_environment`."""
+    ``first_experience`` and ``first_experience_keys``, :func:`first_experience_loss`, and what else changes the
+    numbers: the device, CPU threads, DDP processes, the code."""
     info = STRATEGIES[cfg.strategy]
     key = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_KEY}
     key.update({k: getattr(cfg, k) for k in info.first_experience_keys})
+    environment = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                   "threads": torch.get_num_threads() if device.type == "cpu" else None,
+                   "world_size": distributed.world_size(), "torch": torch.__version__, "avalanche": avalanche_version,
+                   "source": _source_digest()}
     key.update(model=cfg.model_name, fast_augment=cfg.use_fast_augment, training=info.first_experience,
-               loss=first_experience_loss(cfg, counts, n_classes), environment=_environment(device),
-               format=FORMAT_VERSION)
+               loss=first_experience_loss(cfg, counts, n_classes), environment=environment, format=FORMAT_VERSION)
     return key
 
 
@@ -119,8 +113,8 @@ def cache_dir(cfg: ExperimentConfig, run_dir: Path) -> Optional[Path]:
     return Path(cfg.first_experience_cache)
 
 
-# ---------------------------------------------------------------------- what the epochs leave in plugins
 def _epoch_state(plugin) -> Optional[dict]:
+    """What the first experience's epochs leave in ``plugin`` (None: nothing)."""
     if isinstance(plugin, Clock):
         return dict(vars(plugin))
     if isinstance(plugin, LRSchedulerPlugin):
@@ -139,11 +133,6 @@ def _set_epoch_state(plugin, state: dict) -> None:
         plugin.class_prior.counts = state["counts"]
     else:
         vars(plugin).update(state)
-
-
-def _param_names(strategy) -> list:
-    names = {id(p): n for n, p in strategy.model.named_parameters()}
-    return [[names.get(id(p)) for p in group["params"]] for group in strategy.optimizer.param_groups]
 
 
 def _hold_lock(path: Path):
@@ -236,7 +225,7 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
     def _save(self, strategy, path: Path) -> None:
         payload: dict[str, Any] = {
             "key": self._key, "model": strategy.model.state_dict(), "optimizer": strategy.optimizer.state_dict(),
-            "optimizer_param_names": _param_names(strategy), "rng": rng_state(),
+            "optimizer_param_names": optimizer_param_names(strategy), "rng": rng_state(),
             "plugins": {type(p).__name__: s for p in strategy.plugins if (s := _epoch_state(p)) is not None},
             "train_time_s": self.info["train_time_s"],
         }
@@ -245,7 +234,7 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
     def _restore(self, strategy, payload: dict) -> None:
         # the same modules at the same point: a plain load, in place (the optimizer keeps its parameters)
         strategy.model.load_state_dict(payload["model"])
-        if _param_names(strategy) != payload["optimizer_param_names"]:
+        if optimizer_param_names(strategy) != payload["optimizer_param_names"]:
             raise FirstExperienceError(f"First-experience cache file {self.info['file']} holds another optimizer's "
                                        "state (its parameters differ); delete it.")
         strategy.optimizer.load_state_dict(payload["optimizer"])

@@ -1,11 +1,9 @@
 """Weights & Biases logging for Avalanche experiments, on wandb's public API (tested with 0.31).
 
-A drop-in Avalanche logger (Avalanche 0.6.0's own fails on current wandb: ``wandb.util.generate_id`` and
-``wandb.viz`` are gone, Avalanche issue #1674) with the runner's helpers. The mode: :func:`resolve_wandb_mode`.
-An online start first sends one HEAD request (at most ``PROBE_TIMEOUT_S`` seconds, interruptible):
-without network, wandb would retry for ``init_timeout`` seconds and then hold the process at exit as
-long, even after Ctrl-C or SIGTERM. If that or ``wandb.init`` fails, this run and every later run of
-the process go offline: a grid is told once.
+A drop-in Avalanche logger (Avalanche 0.6.0's own fails on current wandb: issue #1674) with the runner's helpers.
+An online start first sends one HEAD request (at most ``PROBE_TIMEOUT_S`` s, interruptible): without network,
+wandb would retry for ``init_timeout`` s and then hold the process at exit as long, even after Ctrl-C or SIGTERM.
+If that or ``wandb.init`` fails, this and every later run of the process go offline: a grid is told once.
 """
 
 from __future__ import annotations
@@ -148,7 +146,6 @@ class WandBLogger(BaseLogger):
         self._skipped_types: set = set()
         self._start()
 
-    # ------------------------------------------------------------------ the run
     def _init(self, mode: str):
         kwargs = dict(self._init_kwargs)
         if self._dir is not None and mode != "disabled":  # disabled: write nothing
@@ -217,7 +214,6 @@ class WandBLogger(BaseLogger):
         self.requested_mode, self._mode_reason = self.mode, "argument"
         self._start()
 
-    # ------------------------------------------------------------------ Avalanche's interface
     def _log_row(self, step: int, row: Mapping[str, Any]) -> None:
         self._last_step = step
         self.run.log({**row, self.step_metric: step})
@@ -253,7 +249,6 @@ class WandBLogger(BaseLogger):
         self._log_row(int(strategy.clock.train_iterations), {"TrainingExperience": self._exp_count})
         self._exp_count += 1
 
-    # ------------------------------------------------------------------ the runner's helpers
     def log_step_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Log ``{name: value}`` at ``step`` (numbers, tensors as histograms, images, wandb objects)."""
         self._log_row(step, {name: c for name, v in metrics.items() if (c := self._convert(name, v)) is not None})
