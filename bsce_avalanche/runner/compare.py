@@ -28,20 +28,12 @@ def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
         else:
             raise FileNotFoundError(f"{p} is neither a results file nor a directory.")
     if not found:
-        raise FileNotFoundError(
-            f"No results.json under {', '.join(map(str, paths))}: run `bsce-experiment run` first."
-        )
+        raise FileNotFoundError(f"No results.json under {', '.join(map(str, paths))}: run `bsce-experiment run` first.")
     return found
 
 
 def load_results(paths: Iterable[str | os.PathLike]) -> list[dict]:
-    runs = []
-    for path in find_results(paths):
-        with open(path) as fh:
-            run = json.load(fh)
-        run["_path"] = str(path)
-        runs.append(run)
-    return runs
+    return [{**json.loads(path.read_text()), "_path": str(path)} for path in find_results(paths)]
 
 
 def run_label(run: dict) -> str:
@@ -184,8 +176,7 @@ def compare(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> P
     if not finished:
         raise ConfigError("None of the runs has finished yet: nothing to compare.")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plots = plot_comparison(finished, out_dir)
+    plots = plot_comparison(finished, out_dir)  # creates out_dir
     table = comparison_table(finished)
     unfinished = [Path(r["_path"]).parent.name for r in runs if not r.get("finished")]
     note = f"\nLeft out, not finished: {', '.join(unfinished)}.\n" if unfinished else ""

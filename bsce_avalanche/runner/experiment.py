@@ -8,15 +8,16 @@ import contextlib
 import json
 import os
 import platform
-import random
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
 import torch
 from avalanche import __version__ as avalanche_version
 from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
+from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 from tqdm.auto import tqdm
 
@@ -56,13 +57,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: cuda was requested but no CUDA device is available; use device: auto or cpu.")
     return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
 
 
 def build_benchmark(cfg: ExperimentConfig):
@@ -137,7 +131,7 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     main = distributed.is_main_process()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
+    RNGManager.set_random_seeds(cfg.seed)  # random, numpy, torch (CPU and CUDA)
 
     benchmark = build_benchmark(cfg)
     classes_per_step = [list(map(int, e.classes_in_this_experience)) for e in benchmark.train_stream]
@@ -301,18 +295,14 @@ def _evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, num
     recorder.reset()
     evaluator, plugins = strategy.evaluator, strategy.plugins
     if quiet:  # second eval pass (iCaRL's other classifier): keep it out of the metric logs
-        strategy.evaluator, strategy.plugins = _NullEvaluator(), [p for p in plugins if p is not evaluator]
+        strategy.evaluator = SimpleNamespace(get_last_metrics=dict)
+        strategy.plugins = [p for p in plugins if p is not evaluator]
     try:  # experiences not seen yet are not evaluated (their accuracy is null)
         strategy.eval(benchmark.test_stream[: t + 1], num_workers=num_workers)
     finally:
         strategy.evaluator, strategy.plugins = evaluator, plugins
     y_true, y_pred = recorder.arrays()
     return evaluate_step(y_true, y_pred, classes_per_step, t, n_classes)
-
-
-class _NullEvaluator:
-    def get_last_metrics(self):
-        return {}
 
 
 def _environment(device) -> dict:
