@@ -153,9 +153,8 @@ def plot_comparison(runs: Sequence[dict], out_dir: str | os.PathLike) -> list[Pa
 
     fig, ax = plt.subplots(figsize=(6, 4))
     per_step(ax, lambda r: r["new_class_prediction_share"])
-    first = next(iter(runs))
-    fair = [100 * len(c) / sum(len(x) for x in first["classes_per_step"][: i + 1])
-            for i, c in enumerate(first["classes_per_step"])]
+    sizes = np.asarray([len(c) for c in next(iter(runs))["classes_per_step"]])
+    fair = 100 * sizes / np.cumsum(sizes)
     ax.plot(range(1, len(fair) + 1), fair, "k--", label="unbiased (class share)")
     ax.set(xlabel="step", ylabel="% of test predictions", title="Predictions given to the newest classes")
     save(fig, [ax], "new_class_prediction_share.png")

@@ -329,11 +329,10 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = N
         if not isinstance(loaded, dict):
             raise ConfigError(f"Config file {path} must hold a mapping of keys to values.")
     from_file = {k: v for k, v in loaded.items() if k not in overrides}  # what the file alone decides
-    unknown = [k for k in {**loaded, **overrides} if k not in _FIELD_NAMES]
-    if unknown:
-        key = unknown[0]
-        raise ConfigError(f"Unknown config key {key!r}{did_you_mean(key, _FIELD_NAMES)}"
-                          + (f" in {path}" if key in from_file else "") + ".")
+    for key in {**loaded, **overrides}:
+        if key not in _FIELD_NAMES:
+            raise ConfigError(f"Unknown config key {key!r}{did_you_mean(key, _FIELD_NAMES)}"
+                              + (f" in {path}" if key in from_file else "") + ".")
     try:
         return ExperimentConfig(**{**loaded, **overrides})
     except ConfigError as err:

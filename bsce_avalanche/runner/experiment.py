@@ -71,9 +71,7 @@ def build_benchmark(cfg: ExperimentConfig):
 
 
 def build_model(cfg: ExperimentConfig, n_classes: int, device: Optional[torch.device] = None):
-    """The network, normalising the fast path's uint8 input as the benchmark needs (float input passes);
-    ``amp: bf16``: its feature extractor under autocast; ``data_path: device`` on CUDA: channels_last
-    with cuDNN autotuning."""
+    """The network, normalising uint8 input as the benchmark needs, with ``amp`` and ``data_path`` applied."""
     widths = {"widths": (cfg.width, 2 * cfg.width, 4 * cfg.width)} if cfg.width != 16 else {}
     model = make_model(cfg.model_name, n_classes, input_norm=BENCHMARKS[cfg.benchmark].input_norm,
                        incremental=cfg.incremental_head, **widths)
@@ -109,9 +107,8 @@ def run_experiment(cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike
     """Train and evaluate one configuration; return (and write) its results.
 
     After every step the results so far and ``checkpoint.pt`` are written atomically. ``resume=True``
-    continues a run from its checkpoint's last finished step (its W&B run too), or returns a finished
-    one as is. A directory holding a run is refused unless resuming it or ``overwrite=True``; one
-    process at a time writes to it.
+    continues a run from its last finished step (its W&B run too), or returns a finished one as is; a
+    directory holding a run is refused unless resuming it or ``overwrite=True``.
 
     :raises TrainingDiverged: a non-finite training loss (recorded in ``results.json``).
     """
@@ -249,9 +246,7 @@ def _differing_keys(saved: dict, cfg: ExperimentConfig) -> list:
 
 def _claim_run_dir(lock: contextlib.ExitStack, cfg: ExperimentConfig, out: Path, resume: bool, overwrite: bool):
     """Lock ``out`` (held until ``lock`` closes); return the checkpoint to resume from, ``"finished"``,
-    or None (start afresh). Refuses (ConfigError) to replace a run's files, finished or not, unless
-    ``overwrite``; ``resume`` continues an unfinished run of the same config, or returns a finished one.
-    """
+    or None (start afresh); a ConfigError where the run's files would be replaced without ``overwrite``."""
     lock.enter_context(lock_run_dir(out))
     results_path, ckpt_path = out / RESULTS_FILE, out / CHECKPOINT_FILE
     if overwrite:
