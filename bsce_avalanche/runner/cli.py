@@ -111,11 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
         grid.add_argument(f"--{flag}", nargs="+", type=int if key == "seed" else str,
                           help=f"grid over {key}{choices}; replaces the config's grid over {key}, combinations "
                                f"that cannot run are skipped (default: the config's {key})")
-    sweep_run = sub.add_parser("sweep-run", help="the program of a W&B sweep agent: one combination "
-                                                 "(see bsce_avalanche/runner/sweep.py)",
-                               description="Run the combination of the W&B sweep agent's run (its wandb.config) "
-                                           "over the config these options give, as `run` does; a re-run of "
-                                           "the same agent run resumes from its checkpoint.")
+    sweep_run = sub.add_parser(
+        "sweep-run", help="the program of a W&B sweep agent: one combination (see bsce_avalanche/runner/sweep.py)",
+        description="Run the combination of the W&B sweep agent's run (its wandb.config) over the config these "
+                    "options give, as `run` does; a re-run of the same agent run resumes from its checkpoint.")
     _add_run_arguments(sweep_run, resume=False)
     validate = sub.add_parser("sweep-validate", help="check W&B sweep files offline: every combination's config")
     validate.add_argument("paths", nargs="+", help="sweep files, e.g. experiments/sweeps/*.yaml")

@@ -42,7 +42,7 @@ def run_label(run: dict) -> str:
 
 
 def group_runs(runs: Sequence[dict]) -> dict[str, list[dict]]:
-    """Runs that differ only in their seed share a label (e.g. ``replay BSCE``)."""
+    """Runs that differ only in their seed share a label (e.g. ``replay-bsce``)."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         groups[run_label(run)].append(run)

@@ -135,8 +135,16 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     n_classes = int(benchmark.n_classes)
     model = build_model(cfg, n_classes, device)
 
-    previous_wandb = (checkpoint["extra"]["results"].get("wandb") or {}) if checkpoint else {}
-    logger = _make_wandb_logger(cfg, out, run_id=previous_wandb.get("run_id")) if main else None
+    logger = None
+    if cfg.wandb and main:
+        from .wandb_logger import WandBLogger  # wandb is a heavy import, not needed with --no-wandb
+
+        run_id = ((checkpoint["extra"]["results"].get("wandb") or {}) if checkpoint else {}).get("run_id")
+        logger = WandBLogger(id=run_id, resume="allow" if run_id else None, project=cfg.wandb_project,
+                             entity=cfg.wandb_entity, name=f"{cfg.name}/{cfg.run_name}",
+                             group=f"{cfg.name}/{cfg.strategy}", job_type=cfg.loss,
+                             tags=[cfg.benchmark, cfg.strategy, cfg.loss], config=cfg.to_dict(), dir=out,
+                             mode=cfg.wandb_mode)
     metrics = accuracy_metrics(experience=True, stream=True), loss_metrics(experience=True, stream=True)
     evaluator = EvaluationPlugin(*metrics, loggers=[logger] if logger is not None else [])
     recorder = _PredictionRecorder()
@@ -307,19 +315,6 @@ def _environment(device) -> dict:
     return {"device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
             "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__, "avalanche": avalanche_version}
-
-
-def _make_wandb_logger(cfg: ExperimentConfig, out: Path, run_id: Optional[str] = None):
-    if not cfg.wandb:
-        return None
-    from .wandb_logger import WandBLogger  # wandb is a heavy import, not needed with --no-wandb
-
-    return WandBLogger(
-        id=run_id, resume="allow" if run_id else None,
-        project=cfg.wandb_project, entity=cfg.wandb_entity, name=f"{cfg.name}/{cfg.run_name}",
-        group=f"{cfg.name}/{cfg.strategy}", job_type=cfg.loss, tags=[cfg.benchmark, cfg.strategy, cfg.loss],
-        config=cfg.to_dict(), dir=out, mode=cfg.wandb_mode,
-    )
 
 
 def _log_step(logger, t, step_eval, results):

@@ -41,8 +41,7 @@ def evaluate_step(y_true: np.ndarray, y_pred: np.ndarray, classes_per_step: Sequ
     seen = (exp_of_sample >= 0) & (exp_of_sample <= step)
     new = exp_of_sample == step
     old = seen & ~new
-    new_classes = np.zeros(n_classes, dtype=bool)
-    new_classes[list(classes_per_step[step])] = True
+    new_classes = exp_of_class == step
 
     seen_pred = np.clip(y_pred[seen], 0, n_classes - 1)
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)

@@ -44,8 +44,7 @@ def sweep_run(base: ExperimentConfig) -> None:
     if not cfg.wandb:
         raise ConfigError("a sweep run logs to W&B: remove wandb: false from the base config.")
     shown = " ".join(f"{k}={v}" for k, v in params.items())
-    reason = combination_error(cfg)
-    if reason:
+    if reason := combination_error(cfg):
         print(f"sweep-run: skipping {cfg.run_name} ({shown}): {reason}", flush=True)
         run.summary.update({"skipped": True, "skip_reason": reason})
         run.tags = (*(run.tags or ()), "skipped")
