@@ -120,8 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", help="sweep files, e.g. experiments/sweeps/*.yaml")
     cmp_ = sub.add_parser("compare", help="markdown table + plots from results.json files")
     cmp_.add_argument("paths", nargs="+", help="results.json files or directories holding them")
-    cmp_.add_argument("--output", help="directory for comparison.md and PNGs (default: the first path, "
-                                       "or its folder)")
+    cmp_.add_argument("--output", help="directory for comparison.md and PNGs (default: the first path, or its folder)")
     for p in sub.choices.values():
         p.add_argument("--debug", action="store_true", help="on an error, show the full traceback (default: one line)")
     return parser

@@ -140,10 +140,7 @@ class ExperimentConfig:
     wandb_mode: Optional[str] = _key(None, "W&B mode (null: $WANDB_MODE, else online with an API key, else offline)")
     grid: dict = _key({}, "lists of values for some keys, one run per combination, e.g. {loss: [ce, bsce]}")
 
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> "ExperimentConfig":
+    def __post_init__(self):  # every key checked, by dataclasses.replace too
         hints = get_type_hints(type(self))
         for f in fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
@@ -204,7 +201,6 @@ class ExperimentConfig:
                 raise ConfigError(f"grid.{key} must be a non-empty list, got {values!r}.")
         if self.grid:
             expand_grid(self)  # every combination's values, checked now rather than mid-grid
-        return self
 
     @property
     def model_name(self) -> str:
