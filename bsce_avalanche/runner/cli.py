@@ -111,18 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
         grid.add_argument(f"--{flag}", nargs="+", type=int if key == "seed" else str,
                           help=f"grid over {key}{choices}; replaces the config's grid over {key}, combinations "
                                f"that cannot run are skipped (default: the config's {key})")
-    sweep_run = sub.add_parser("sweep-run", help="the program of a W&B sweep agent: one combination "
-                                                 "(see bsce_avalanche/runner/sweep.py)",
-                               description="Run the combination of the W&B sweep agent's run (its wandb.config) "
-                                           "over the config these options give, as `run` does; a re-run of "
-                                           "the same agent run resumes from its checkpoint.")
+    sweep_run = sub.add_parser(
+        "sweep-run", help="the program of a W&B sweep agent: one combination (see bsce_avalanche/runner/sweep.py)",
+        description="Run the combination of the W&B sweep agent's run (its wandb.config) over the config these "
+                    "options give, as `run` does; a re-run of the same agent run resumes from its checkpoint.")
     _add_run_arguments(sweep_run, resume=False)
     validate = sub.add_parser("sweep-validate", help="check W&B sweep files offline: every combination's config")
     validate.add_argument("paths", nargs="+", help="sweep files, e.g. experiments/sweeps/*.yaml")
     cmp_ = sub.add_parser("compare", help="markdown table + plots from results.json files")
     cmp_.add_argument("paths", nargs="+", help="results.json files or directories holding them")
-    cmp_.add_argument("--output", help="directory for comparison.md and PNGs (default: the first path, "
-                                       "or its folder)")
+    cmp_.add_argument("--output", help="directory for comparison.md and PNGs (default: the first path, or its folder)")
     for p in sub.choices.values():
         p.add_argument("--debug", action="store_true", help="on an error, show the full traceback (default: one line)")
     return parser
@@ -138,19 +136,15 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         key, value = item.split("=", 1)
         overrides[key.strip()] = parse_value(value)
     grid = {key: getattr(args, flag) for flag, key in _GRID_FLAGS.items() if getattr(args, flag, None)}
-    both = [(flag, key) for flag, key in _GRID_FLAGS.items() if key in grid and key in overrides]
-    if both:
-        flag, key = both[0]
-        raise ConfigError(f"--{flag} and --{key} (or --set {key}=...) both set {key}: give one of them.")
-    cfg = load_config(args.config or _default_config_path(), {k: v for k, v in overrides.items() if k not in grid})
+    for flag, key in _GRID_FLAGS.items():
+        if key in grid and key in overrides:
+            raise ConfigError(f"--{flag} and --{key} (or --set {key}=...) both set {key}: give one of them.")
+    # the offline default: experiments/configs/default.yaml in a checkout, else built-in defaults
+    default = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "default.yaml"
+    cfg = load_config(args.config or (default if default.is_file() else None),
+                      {k: v for k, v in overrides.items() if k not in grid})
     grid = {**{k: v for k, v in cfg.grid.items() if k not in overrides}, **grid}
     return cfg.replace(grid=grid) if grid != cfg.grid else cfg
-
-
-def _default_config_path() -> Optional[Path]:
-    """The offline default: experiments/configs/default.yaml in a checkout, else built-in defaults."""
-    candidate = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "default.yaml"
-    return candidate if candidate.is_file() else None
 
 
 def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1, overwrite: bool = False) -> Optional[Path]:
@@ -179,8 +173,7 @@ def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1, over
     for run_cfg, result in results:
         say(f"  {run_cfg.run_name}: average incremental accuracy {100 * result['average_incremental_accuracy']:.2f}%, "
             f"last {100 * result['last_accuracy']:.2f}%, {result['train_time_s']:.0f} s", flush=True)
-        sync = (result.get("wandb") or {}).get("sync_command")
-        if sync:
+        if sync := (result.get("wandb") or {}).get("sync_command"):
             say(f"  W&B run saved offline; upload it with: {sync}", flush=True)
     if not main:
         return None
@@ -216,16 +209,11 @@ def _run_one(cfg: ExperimentConfig, out: Path, resume: bool, threads: int, overw
     return run_experiment(cfg, out, resume=resume, overwrite=overwrite)
 
 
-def _exit_cleanly_on_sigterm() -> None:
-    """SIGTERM (a cluster pre-empting the job, a W&B agent stopping a run) unwinds like Ctrl-C, so the
-    W&B run is closed; the last checkpoint is complete either way."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    _exit_cleanly_on_sigterm()
+    # SIGTERM (a cluster pre-empting the job, a W&B agent stopping a run) unwinds like Ctrl-C: the W&B run is closed
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     finished, code = False, 0
     try:
         if args.command in ("run", "grid"):

@@ -28,20 +28,12 @@ def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
         else:
             raise FileNotFoundError(f"{p} is neither a results file nor a directory.")
     if not found:
-        raise FileNotFoundError(
-            f"No results.json under {', '.join(map(str, paths))}: run `bsce-experiment run` first."
-        )
+        raise FileNotFoundError(f"No results.json under {', '.join(map(str, paths))}: run `bsce-experiment run` first.")
     return found
 
 
 def load_results(paths: Iterable[str | os.PathLike]) -> list[dict]:
-    runs = []
-    for path in find_results(paths):
-        with open(path) as fh:
-            run = json.load(fh)
-        run["_path"] = str(path)
-        runs.append(run)
-    return runs
+    return [{**json.loads(path.read_text()), "_path": str(path)} for path in find_results(paths)]
 
 
 def run_label(run: dict) -> str:
@@ -50,7 +42,7 @@ def run_label(run: dict) -> str:
 
 
 def group_runs(runs: Sequence[dict]) -> dict[str, list[dict]]:
-    """Runs that differ only in their seed share a label (e.g. ``replay BSCE``)."""
+    """Runs that differ only in their seed share a label (e.g. ``replay-bsce``)."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         groups[run_label(run)].append(run)
@@ -161,9 +153,8 @@ def plot_comparison(runs: Sequence[dict], out_dir: str | os.PathLike) -> list[Pa
 
     fig, ax = plt.subplots(figsize=(6, 4))
     per_step(ax, lambda r: r["new_class_prediction_share"])
-    first = next(iter(runs))
-    fair = [100 * len(c) / sum(len(x) for x in first["classes_per_step"][: i + 1])
-            for i, c in enumerate(first["classes_per_step"])]
+    sizes = np.asarray([len(c) for c in next(iter(runs))["classes_per_step"]])
+    fair = 100 * sizes / np.cumsum(sizes)
     ax.plot(range(1, len(fair) + 1), fair, "k--", label="unbiased (class share)")
     ax.set(xlabel="step", ylabel="% of test predictions", title="Predictions given to the newest classes")
     save(fig, [ax], "new_class_prediction_share.png")
@@ -184,8 +175,7 @@ def compare(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> P
     if not finished:
         raise ConfigError("None of the runs has finished yet: nothing to compare.")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    plots = plot_comparison(finished, out_dir)
+    plots = plot_comparison(finished, out_dir)  # creates out_dir
     table = comparison_table(finished)
     unfinished = [Path(r["_path"]).parent.name for r in runs if not r.get("finished")]
     note = f"\nLeft out, not finished: {', '.join(unfinished)}.\n" if unfinished else ""

@@ -1,9 +1,5 @@
-"""Experiment configuration: one dataclass, loaded from YAML, overridden from the CLI.
-
-Every key carries its meaning next to its default (``bsce-experiment run --help``) and is checked
-before anything is built: types, names (from the registries, naming the closest), :data:`RANGES`;
-a YAML file may not set a key twice, and its syntax errors name the file and line.
-"""
+"""Experiment configuration: one dataclass, loaded from YAML, overridden from the CLI, and checked
+(types, names, :data:`RANGES`, benchmark facts) before anything is built."""
 
 from __future__ import annotations
 
@@ -144,10 +140,7 @@ class ExperimentConfig:
     wandb_mode: Optional[str] = _key(None, "W&B mode (null: $WANDB_MODE, else online with an API key, else offline)")
     grid: dict = _key({}, "lists of values for some keys, one run per combination, e.g. {loss: [ce, bsce]}")
 
-    def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> "ExperimentConfig":
+    def __post_init__(self):  # every key checked, by dataclasses.replace too
         hints = get_type_hints(type(self))
         for f in fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
@@ -170,9 +163,21 @@ class ExperimentConfig:
                 any(a >= b for a, b in zip(milestones, milestones[1:])):
             raise ConfigError(f"lr_milestones must be strictly increasing epochs >= 1, e.g. [80, 120], "
                               f"got {milestones!r}.")
-        self._validate_benchmark()
+        info = BENCHMARKS[self.benchmark]
+        try:
+            resolve_protocol(info.n_classes, protocol=self.protocol, n_steps=self.n_steps)
+            get_class_order(self.class_order, info.n_classes, seed=self.seed)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"benchmark {self.benchmark!r}: {err}") from None
+        for key in _BENCHMARK_OPTIONS:
+            if getattr(self, key) not in (None, False) and key not in info.options:
+                takes = ", ".join(sorted(info.options)) or "none of them"
+                raise ConfigError(f"{key} does not apply to benchmark {self.benchmark!r} "
+                                  f"(of {', '.join(_BENCHMARK_OPTIONS)} it takes {takes}); remove it.")
+        if self.width != 16 and not MODELS[self.model_name].blocks_per_stage:
+            cifar = ", ".join(n for n, m in MODELS.items() if m.blocks_per_stage)
+            raise ConfigError(f"width applies to the CIFAR ResNets ({cifar}), not {self.model_name}.")
         if self.data_path == "device":
-            info = BENCHMARKS[self.benchmark]
             if not info.in_memory or ("fast_augment" in info.options and not self.use_fast_augment):
                 in_memory = ", ".join(n for n, b in BENCHMARKS.items() if b.in_memory)
                 raise ConfigError(f"data_path: device needs images held in memory as tensors ({in_memory}; with "
@@ -196,24 +201,6 @@ class ExperimentConfig:
                 raise ConfigError(f"grid.{key} must be a non-empty list, got {values!r}.")
         if self.grid:
             expand_grid(self)  # every combination's values, checked now rather than mid-grid
-        return self
-
-    def _validate_benchmark(self) -> None:
-        """Protocol, class order, options and model against the benchmark's facts."""
-        info = BENCHMARKS[self.benchmark]
-        try:
-            resolve_protocol(info.n_classes, protocol=self.protocol, n_steps=self.n_steps)
-            get_class_order(self.class_order, info.n_classes, seed=self.seed)
-        except (ValueError, TypeError) as err:
-            raise ConfigError(f"benchmark {self.benchmark!r}: {err}") from None
-        for key in _BENCHMARK_OPTIONS:
-            if getattr(self, key) not in (None, False) and key not in info.options:
-                takes = ", ".join(sorted(info.options)) or "none of them"
-                raise ConfigError(f"{key} does not apply to benchmark {self.benchmark!r} "
-                                  f"(of {', '.join(_BENCHMARK_OPTIONS)} it takes {takes}); remove it.")
-        if self.width != 16 and not MODELS[self.model_name].blocks_per_stage:
-            cifar = ", ".join(n for n, m in MODELS.items() if m.blocks_per_stage)
-            raise ConfigError(f"width applies to the CIFAR ResNets ({cifar}), not {self.model_name}.")
 
     @property
     def model_name(self) -> str:
@@ -230,12 +217,8 @@ class ExperimentConfig:
         return dataclasses.replace(self, **changes)
 
     @property
-    def method_label(self) -> str:
-        return method_label(vars(self))
-
-    @property
     def run_name(self) -> str:
-        return f"{self.method_label}-seed{self.seed}"
+        return f"{method_label(vars(self))}-seed{self.seed}"
 
 
 _FIELD_NAMES = [f.name for f in fields(ExperimentConfig)]
@@ -342,31 +325,24 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = N
         if not isinstance(loaded, dict):
             raise ConfigError(f"Config file {path} must hold a mapping of keys to values.")
     from_file = {k: v for k, v in loaded.items() if k not in overrides}  # what the file alone decides
-    unknown = [k for k in {**loaded, **overrides} if k not in _FIELD_NAMES]
-    if unknown:
-        key = unknown[0]
-        raise ConfigError(f"Unknown config key {key!r}{did_you_mean(key, _FIELD_NAMES)}"
-                          + (f" in {path}" if key in from_file else "") + ".")
+    for key in {**loaded, **overrides}:
+        if key not in _FIELD_NAMES:
+            raise ConfigError(f"Unknown config key {key!r}{did_you_mean(key, _FIELD_NAMES)}"
+                              + (f" in {path}" if key in from_file else "") + ".")
     try:
         return ExperimentConfig(**{**loaded, **overrides})
     except ConfigError as err:
-        if from_file and _error_of(from_file) == str(err):  # the file's own value: name the file
-            raise ConfigError(f"{path}: {err}") from None
+        try:  # the file's own value at fault: name the file
+            ExperimentConfig(**from_file)
+        except ConfigError as own:
+            if str(own) == str(err):
+                raise ConfigError(f"{path}: {err}") from None
         raise
 
 
-def _error_of(data: dict) -> Optional[str]:
-    try:
-        ExperimentConfig(**data)
-    except ConfigError as err:
-        return str(err)
-    return None
-
-
 def combination_error(config: ExperimentConfig) -> Optional[str]:
-    """Why this combination of (individually valid) settings cannot run, or None: not an error of
-    :meth:`ExperimentConfig.validate`, so that a grid over strategies and losses can be written down
-    (the runner refuses such runs, a W&B sweep skips them)."""
+    """Why this combination of valid settings cannot run, or None: not a validation error, so that a grid
+    over strategies and losses can be written down (the runner refuses such runs, a W&B sweep skips them)."""
     reason = STRATEGIES[config.strategy].without_bsce
     if config.loss == "bsce" and reason:
         return f"{config.strategy} cannot be combined with loss: bsce ({reason}); use loss: ce."

@@ -8,15 +8,16 @@ import contextlib
 import json
 import os
 import platform
-import random
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional
 
 import numpy as np
 import torch
 from avalanche import __version__ as avalanche_version
 from avalanche.evaluation.metrics import accuracy_metrics, loss_metrics
+from avalanche.training.determinism.rng_manager import RNGManager
 from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 from tqdm.auto import tqdm
 
@@ -58,13 +59,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
-
-
 def build_benchmark(cfg: ExperimentConfig):
     """The Avalanche benchmark of ``cfg`` (an ``nc_benchmark``-style scenario)."""
     info = BENCHMARKS[cfg.benchmark]
@@ -77,9 +71,7 @@ def build_benchmark(cfg: ExperimentConfig):
 
 
 def build_model(cfg: ExperimentConfig, n_classes: int, device: Optional[torch.device] = None):
-    """The network, normalising the fast path's uint8 input as the benchmark needs (float input passes);
-    ``amp: bf16``: its feature extractor under autocast; ``data_path: device`` on CUDA: channels_last
-    with cuDNN autotuning."""
+    """The network, normalising uint8 input as the benchmark needs, with ``amp`` and ``data_path`` applied."""
     widths = {"widths": (cfg.width, 2 * cfg.width, 4 * cfg.width)} if cfg.width != 16 else {}
     model = make_model(cfg.model_name, n_classes, input_norm=BENCHMARKS[cfg.benchmark].input_norm,
                        incremental=cfg.incremental_head, **widths)
@@ -115,9 +107,8 @@ def run_experiment(cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike
     """Train and evaluate one configuration; return (and write) its results.
 
     After every step the results so far and ``checkpoint.pt`` are written atomically. ``resume=True``
-    continues a run from its checkpoint's last finished step (its W&B run too), or returns a finished
-    one as is. A directory holding a run is refused unless resuming it or ``overwrite=True``; one
-    process at a time writes to it.
+    continues a run from its last finished step (its W&B run too), or returns a finished one as is; a
+    directory holding a run is refused unless resuming it or ``overwrite=True``.
 
     :raises TrainingDiverged: a non-finite training loss (recorded in ``results.json``).
     """
@@ -137,15 +128,23 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     main = distributed.is_main_process()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
+    RNGManager.set_random_seeds(cfg.seed)  # random, numpy, torch (CPU and CUDA)
 
     benchmark = build_benchmark(cfg)
     classes_per_step = [list(map(int, e.classes_in_this_experience)) for e in benchmark.train_stream]
     n_classes = int(benchmark.n_classes)
     model = build_model(cfg, n_classes, device)
 
-    previous_wandb = (checkpoint["extra"]["results"].get("wandb") or {}) if checkpoint else {}
-    logger = _make_wandb_logger(cfg, out, run_id=previous_wandb.get("run_id")) if main else None
+    logger = None
+    if cfg.wandb and main:
+        from .wandb_logger import WandBLogger  # wandb is a heavy import, not needed with --no-wandb
+
+        run_id = ((checkpoint["extra"]["results"].get("wandb") or {}) if checkpoint else {}).get("run_id")
+        logger = WandBLogger(id=run_id, resume="allow" if run_id else None, project=cfg.wandb_project,
+                             entity=cfg.wandb_entity, name=f"{cfg.name}/{cfg.run_name}",
+                             group=f"{cfg.name}/{cfg.strategy}", job_type=cfg.loss,
+                             tags=[cfg.benchmark, cfg.strategy, cfg.loss], config=cfg.to_dict(), dir=out,
+                             mode=cfg.wandb_mode)
     metrics = accuracy_metrics(experience=True, stream=True), loss_metrics(experience=True, stream=True)
     evaluator = EvaluationPlugin(*metrics, loggers=[logger] if logger is not None else [])
     recorder = _PredictionRecorder()
@@ -255,9 +254,7 @@ def _differing_keys(saved: dict, cfg: ExperimentConfig) -> list:
 
 def _claim_run_dir(lock: contextlib.ExitStack, cfg: ExperimentConfig, out: Path, resume: bool, overwrite: bool):
     """Lock ``out`` (held until ``lock`` closes); return the checkpoint to resume from, ``"finished"``,
-    or None (start afresh). Refuses (ConfigError) to replace a run's files, finished or not, unless
-    ``overwrite``; ``resume`` continues an unfinished run of the same config, or returns a finished one.
-    """
+    or None (start afresh); a ConfigError where the run's files would be replaced without ``overwrite``."""
     lock.enter_context(lock_run_dir(out))
     results_path, ckpt_path = out / RESULTS_FILE, out / CHECKPOINT_FILE
     if overwrite:
@@ -301,18 +298,14 @@ def _evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, num
     recorder.reset()
     evaluator, plugins = strategy.evaluator, strategy.plugins
     if quiet:  # second eval pass (iCaRL's other classifier): keep it out of the metric logs
-        strategy.evaluator, strategy.plugins = _NullEvaluator(), [p for p in plugins if p is not evaluator]
+        strategy.evaluator = SimpleNamespace(get_last_metrics=dict)
+        strategy.plugins = [p for p in plugins if p is not evaluator]
     try:  # experiences not seen yet are not evaluated (their accuracy is null)
         strategy.eval(benchmark.test_stream[: t + 1], num_workers=num_workers)
     finally:
         strategy.evaluator, strategy.plugins = evaluator, plugins
     y_true, y_pred = recorder.arrays()
     return evaluate_step(y_true, y_pred, classes_per_step, t, n_classes)
-
-
-class _NullEvaluator:
-    def get_last_metrics(self):
-        return {}
 
 
 def _environment(device) -> dict:
@@ -322,19 +315,6 @@ def _environment(device) -> dict:
     return {"device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
             "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__, "avalanche": avalanche_version}
-
-
-def _make_wandb_logger(cfg: ExperimentConfig, out: Path, run_id: Optional[str] = None):
-    if not cfg.wandb:
-        return None
-    from .wandb_logger import WandBLogger  # wandb is a heavy import, not needed with --no-wandb
-
-    return WandBLogger(
-        id=run_id, resume="allow" if run_id else None,
-        project=cfg.wandb_project, entity=cfg.wandb_entity, name=f"{cfg.name}/{cfg.run_name}",
-        group=f"{cfg.name}/{cfg.strategy}", job_type=cfg.loss, tags=[cfg.benchmark, cfg.strategy, cfg.loss],
-        config=cfg.to_dict(), dir=out, mode=cfg.wandb_mode,
-    )
 
 
 def _log_step(logger, t, step_eval, results):

@@ -19,21 +19,15 @@ def _accuracy(mask: np.ndarray, correct: np.ndarray) -> float:
     return float(correct[mask].mean()) if mask.any() else float("nan")
 
 
-def evaluate_step(
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-    classes_per_step: Sequence[Sequence[int]],
-    step: int,
-    n_classes: int,
-) -> StepEvaluation:
+def evaluate_step(y_true: np.ndarray, y_pred: np.ndarray, classes_per_step: Sequence[Sequence[int]], step: int,
+                  n_classes: int) -> StepEvaluation:
     """Metrics after training step ``step`` from predictions on the whole test set.
 
-    :return: ``accuracy_per_experience`` (one entry per experience, future ones
-        included), ``accuracy_seen`` (all classes seen so far), ``old_accuracy`` /
-        ``new_accuracy`` (classes of previous steps / of this step),
-        ``new_class_prediction_share`` (fraction of predictions on seen-class test data
-        that go to this step's classes), ``per_class_accuracy`` and ``confusion_matrix``
-        (over seen-class test data).
+    :return: ``accuracy_per_experience`` (one entry per experience, future ones included),
+        ``accuracy_seen`` (all classes seen so far), ``old_accuracy`` / ``new_accuracy`` (classes of
+        previous steps / of this step), ``new_class_prediction_share`` (fraction of predictions on
+        seen-class test data that go to this step's classes), ``per_class_accuracy`` and
+        ``confusion_matrix`` (over seen-class test data).
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
@@ -47,23 +41,20 @@ def evaluate_step(
     seen = (exp_of_sample >= 0) & (exp_of_sample <= step)
     new = exp_of_sample == step
     old = seen & ~new
-    new_classes = np.zeros(n_classes, dtype=bool)
-    new_classes[list(classes_per_step[step])] = True
+    new_classes = exp_of_class == step
 
+    seen_pred = np.clip(y_pred[seen], 0, n_classes - 1)
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(confusion, (y_true[seen], np.clip(y_pred[seen], 0, n_classes - 1)), 1)
+    np.add.at(confusion, (y_true[seen], seen_pred), 1)
     support = confusion.sum(1)
     per_class = np.where(support > 0, np.diag(confusion) / np.maximum(support, 1), np.nan)
 
     return StepEvaluation(
-        accuracy_per_experience=[
-            _accuracy(exp_of_sample == j, correct) for j in range(len(classes_per_step))
-        ],
+        accuracy_per_experience=[_accuracy(exp_of_sample == j, correct) for j in range(len(classes_per_step))],
         accuracy_seen=_accuracy(seen, correct),
         old_accuracy=_accuracy(old, correct) if step > 0 else None,
         new_accuracy=_accuracy(new, correct),
-        new_class_prediction_share=float(new_classes[np.clip(y_pred[seen], 0, n_classes - 1)].mean())
-        if seen.any() else float("nan"),
+        new_class_prediction_share=float(new_classes[seen_pred].mean()) if seen.any() else float("nan"),
         per_class_accuracy=[None if np.isnan(a) else float(a) for a in per_class],
         confusion_matrix=confusion.tolist(),
     )

@@ -60,8 +60,8 @@ def uses_replay_option(config: Mapping) -> bool:
     return config["strategy"] == "replay" or (config["strategy"] == "lwf" and config["lwf_memory"])
 
 
-def _with_replay(cfg, n_classes: int, common: dict) -> dict:
-    """``common`` plus the rehearsal plugin of ``cfg.replay`` over a class-balanced memory."""
+def _replay_plugin(cfg, n_classes: int):
+    """The rehearsal plugin of ``cfg.replay`` over a class-balanced memory."""
     if cfg.memory_selection == "herding":
         buffer = herding_buffer(cfg.memory_size)
     elif cfg.memory_per_class:
@@ -69,21 +69,14 @@ def _with_replay(cfg, n_classes: int, common: dict) -> dict:
                                      total_num_classes=n_classes)
     else:
         buffer = ClassBalancedBuffer(max_size=cfg.memory_size, adaptive_size=True)
-    replay = (ConcatReplayPlugin if cfg.replay == "concat" else ReplayPlugin)(buffer.max_size, storage_policy=buffer)
-    return {**common, "plugins": common["plugins"] + [replay]}
+    return (ConcatReplayPlugin if cfg.replay == "concat" else ReplayPlugin)(buffer.max_size, storage_policy=buffer)
 
 
 def _naive(cfg, model, n_classes, common):
     return Naive(model=model, criterion=CrossEntropyLoss(), **common)
 
 
-def _replay(cfg, model, n_classes, common):
-    return _naive(cfg, model, n_classes, _with_replay(cfg, n_classes, common))
-
-
 def _lwf(cfg, model, n_classes, common):
-    if cfg.lwf_memory:
-        common = _with_replay(cfg, n_classes, common)
     return LwF(model=model, criterion=CrossEntropyLoss(), alpha=cfg.lwf_alpha, temperature=cfg.lwf_temperature,
                **common)
 
@@ -112,7 +105,7 @@ def _gdumb(cfg, model, n_classes, common):
 
 STRATEGIES: dict[str, StrategyInfo] = {
     "naive": StrategyInfo(_naive, "fine-tuning on each experience, no memory (Avalanche's Naive)", memory=False),
-    "replay": StrategyInfo(_replay, "Naive + a rehearsal memory (replay: its protocol)", memory=True),
+    "replay": StrategyInfo(_naive, "Naive + a rehearsal memory (replay: its protocol)", memory=True),
     "lwf": StrategyInfo(_lwf, "Learning without Forgetting (distillation); lwf_memory: true adds rehearsal",
                         memory=False),
     # iCaRL's first mini-batch also runs an extra forward pass in train mode (BatchNorm statistics)
@@ -138,6 +131,8 @@ def build_strategy(cfg, model, n_classes: int, device, plugins: list, evaluator)
     if cfg.lr_milestones:
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.lr_milestones, cfg.lr_gamma)
         plugins.append(LRSchedulerPlugin(scheduler, reset_scheduler=True, reset_lr=True))
+    if uses_replay_option(vars(cfg)):  # replay, and lwf with lwf_memory
+        plugins.append(_replay_plugin(cfg, n_classes))
     common = dict(optimizer=optimizer, train_mb_size=cfg.batch_size, train_epochs=cfg.epochs,
                   eval_mb_size=cfg.eval_batch_size, device=device, plugins=plugins, evaluator=evaluator)
     return STRATEGIES[cfg.strategy].build(cfg, model, n_classes, common)

@@ -1,11 +1,6 @@
-"""The experiment grid as a W&B sweep: one run per agent job, on as many machines as you like (README).
-
-For every combination of the sweep's parameters (config keys) the agent runs the sweep's ``command``,
-``python -m bsce_avalanche sweep-run --config=BASE.yaml`` (options as for ``run``; under torchrun:
-``${env} torchrun --standalone --nproc_per_node=4 -m bsce_avalanche sweep-run ...``). :func:`sweep_run`
-joins the agent's run, reads its ``wandb.config`` and runs the base config with it as ``run`` does, into
-``<output_dir>/sweep-<SWEEP_ID>/<RUN_ID>/`` (a re-run resumes); the experiment's W&B logger continues
-that run. A combination that cannot run (a grid sweep cannot exclude it) is skipped, with exit code 0.
+"""The experiment grid as a W&B sweep (README): :func:`sweep_run`, the agent's program (``sweep-run``), runs
+the agent's combination (its ``wandb.config``) over the base config as ``run`` does, into
+``<output_dir>/sweep-<SWEEP_ID>/<RUN_ID>/`` (a re-run resumes); one that cannot run is skipped (exit code 0).
 """
 
 from __future__ import annotations
@@ -49,8 +44,7 @@ def sweep_run(base: ExperimentConfig) -> None:
     if not cfg.wandb:
         raise ConfigError("a sweep run logs to W&B: remove wandb: false from the base config.")
     shown = " ".join(f"{k}={v}" for k, v in params.items())
-    reason = combination_error(cfg)
-    if reason:
+    if reason := combination_error(cfg):
         print(f"sweep-run: skipping {cfg.run_name} ({shown}): {reason}", flush=True)
         run.summary.update({"skipped": True, "skip_reason": reason})
         run.tags = (*(run.tags or ()), "skipped")
