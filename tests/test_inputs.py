@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -499,11 +500,14 @@ def test_process_exit_codes_and_streams(tmp_path):
     done = subprocess.run([*command, "--debug"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "Traceback" in done.stderr and "ConfigError" in done.stderr
 
+    # Ctrl-C as at a terminal: a suite started in the background (`pytest &`) passes SIGINT on ignored,
+    # and Python (rightly) keeps an inherited SIG_IGN, so the child restores the default first
     run = subprocess.Popen([sys.executable, "-m", "bsce_avalanche", "run", "--no-wandb", "--no-progress",
                             "--epochs", "50", "--output-dir", str(tmp_path / "out")],
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert "run(s)" in run.stdout.readline()  # training has started
-    run.send_signal(__import__("signal").SIGINT)
+    run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=120)
     assert run.returncode == 130
     assert one_line("\n".join(l for l in err.splitlines() if "Warning" not in l and "warn(" not in l)) == \
