@@ -374,6 +374,45 @@ def test_batch_augment_plugin_train_and_eval():
     assert torch.equal(strategy.mbatch[0], images)
 
 
+
+def test_batch_augment_plugin_augments_er_ace_memory_batch(fake_cifar_dir):
+    """ER-ACE draws its memory batch apart from the mini-batch: on the fast path it is augmented too,
+    as the per-sample transforms augment it on the classic path."""
+    from avalanche.core import SupervisedPlugin
+    from avalanche.training import ER_ACE
+
+    class Recorder(SupervisedPlugin):  # after BatchAugmentPlugin: sees what the model gets
+        def __init__(self):
+            super().__init__()
+            self.pairs = []
+
+        def before_forward(self, strategy, **kwargs):
+            if strategy.replay_loader is not None:
+                self.pairs.append((raw.pop(), strategy.mb_buffer_x.clone()))
+
+    class RawMemory(SupervisedPlugin):  # before BatchAugmentPlugin: the memory batch as drawn
+        def before_forward(self, strategy, **kwargs):
+            if strategy.replay_loader is not None:
+                raw.append(strategy.mb_buffer_x.clone())
+
+    raw, recorder = [], Recorder()
+    torch.manual_seed(0)
+    bench = split_cifar100(protocol="B50", n_steps=1, data_dir=fake_cifar_dir)
+    model = make_model("small_cnn", 100, in_channels=3, widths=(8, 8, 16), input_norm="cifar100")
+    strategy = ER_ACE(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01), mem_size=40,
+                      train_mb_size=16, train_epochs=1, eval_mb_size=64, evaluator=_evaluator(),
+                      plugins=[RawMemory(), BatchAugmentPlugin(padding=4, seed=0), recorder])
+    for exp in bench.train_stream:
+        strategy.train(exp)
+    assert recorder.pairs  # the second experience drew memory batches
+    for drawn, seen in recorder.pairs:
+        assert seen.dtype == torch.uint8 and seen.shape == drawn.shape
+    assert any(not torch.equal(drawn, seen) for drawn, seen in recorder.pairs)
+    # the mini-batch path alone (no memory loader) is left as it was
+    strategy = types.SimpleNamespace(mbatch=[bench.train_stream[0].dataset[0][0][None]], replay_loader=None)
+    BatchAugmentPlugin(padding=4, seed=0).before_forward(strategy)
+    assert not hasattr(strategy, "mb_buffer_x")
+
 def test_input_normalize_uint8_and_float():
     norm = InputNormalize(CIFAR100_MEAN, CIFAR100_STD)
     x = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)

@@ -140,8 +140,9 @@ class RandomCropFlip:
 
 
 class BatchAugmentPlugin(SupervisedPlugin):
-    """Crop + flip the whole training mini-batch on the device (fast path), in ``before_forward``;
-    evaluation batches are left untouched. Put it first in the strategy's plugin list (see the
+    """Crop + flip the whole training mini-batch on the device (fast path), in ``before_forward``,
+    and the memory batch of strategies that draw one apart (ER-ACE, ER-AML), as the per-sample
+    transforms of the classic path do; evaluation batches are left untouched. Put it first in the strategy's plugin list (see the
     module docstring).
 
     :param padding: zero padding before the random crop (4 for CIFAR).
@@ -170,6 +171,8 @@ class BatchAugmentPlugin(SupervisedPlugin):
 
     def before_forward(self, strategy, **kwargs):
         strategy.mbatch[0] = self.augment(strategy.mbatch[0])
+        if getattr(strategy, "replay_loader", None) is not None:  # ER-ACE/ER-AML: a memory batch of its own
+            strategy.mb_buffer_x = self.augment(strategy.mb_buffer_x)
 
 
 def normalized_transform(*steps, mean: Sequence[float], std: Sequence[float]) -> transforms.Compose:
