@@ -261,6 +261,7 @@ def test_run_writes_results_and_an_offline_wandb_run(wandb_env, fake_wandb):
     logged = run.logged("step/accuracy_seen")
     assert logged == pytest.approx([s["accuracy_seen"] for s in on_disk["steps"]])
     assert run.summary["last_accuracy"] == pytest.approx(on_disk["last_accuracy"])
+    assert run.summary["first_experience"] == on_disk["first_experience"]  # key, training, cached, file
     assert len(run.logged("class_prior")) == 2
     prior = run.logged("class_prior")[-1].table.data
     assert [p for _, p in prior] == pytest.approx(on_disk["priors"][-1])

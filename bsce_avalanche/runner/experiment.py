@@ -334,6 +334,7 @@ def _log_final(logger, results):
     # the labels back from the matrix: the pair (i, j) repeated cm[i][j] times
     y_true, y_pred = np.repeat(np.indices(cm.shape).reshape(2, -1), cm.ravel(), axis=1)
     logger.log_confusion_matrix(last, y_true, y_pred, class_names=range(cm.shape[0]))
+    # and the first experience's model it started from, to find the runs that share one
     logger.summary({k: results[k] for k in ("average_incremental_accuracy", "last_accuracy", "forgetting",
-                                            "train_time_s")})
+                                            "train_time_s", "first_experience") if k in results})
     logger.finish()
