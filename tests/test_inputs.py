@@ -88,6 +88,7 @@ BAD_VALUES = [
     ({"lr_milestones": [1.5]}, r"lr_milestones must be"),
     ({"lr_milestones": [True]}, r"lr_milestones must be"),
     ({"lr_milestones": 80}, r"lr_milestones must be of type list"),
+    ({"epochs": 3, "lr_milestones": [2, 3]}, r"lr_milestones \[2, 3\] reach epochs \(3\): .* never lowers"),
     ({"class_order": [0.5 + i for i in range(10)]}, r"integer class ids"),
     ({"class_order": ["a"] * 10}, r"integer class ids"),
     ({"wandb_mode": "bogus"}, r"Unknown wandb_mode 'bogus'; valid: online, offline, disabled"),
@@ -111,8 +112,8 @@ def test_bad_config_value_is_one_clear_error(overrides, message):
 
 def test_range_edges_are_valid():
     cfg = load_config(None, dict(momentum=0, weight_decay=0, lr_gamma=1, tau=MAX_TAU, memory_per_class=None,
-                                 num_workers=0, threads=None, seed=2**32 - 1, lr_milestones=[1, 2]))
-    assert cfg.tau == MAX_TAU and cfg.seed == 2**32 - 1
+                                 num_workers=0, threads=None, seed=2**32 - 1, epochs=3, lr_milestones=[1, 2]))
+    assert cfg.tau == MAX_TAU and cfg.seed == 2**32 - 1 and cfg.lr_milestones == [1, 2]
 
 
 # ---------------------------------------------------------------- YAML files

@@ -120,7 +120,8 @@ class ExperimentConfig:
     lr: float = _key(0.05, "SGD learning rate")
     momentum: float = _key(0.9, "SGD momentum")
     weight_decay: float = _key(0.0, "SGD weight decay")
-    lr_milestones: list = _key([], "epochs at which the learning rate is multiplied by lr_gamma, e.g. [80, 120]")
+    lr_milestones: list = _key([], "epochs at which the learning rate is multiplied by lr_gamma, each below "
+                                   "epochs, e.g. [80, 120]")
     lr_gamma: float = _key(0.1, "learning-rate factor at each milestone")
     # run
     seed: int = _key(0, "seed of everything (class order 'random' included)")
@@ -163,6 +164,10 @@ class ExperimentConfig:
                 any(a >= b for a, b in zip(milestones, milestones[1:])):
             raise ConfigError(f"lr_milestones must be strictly increasing epochs >= 1, e.g. [80, 120], "
                               f"got {milestones!r}.")
+        if milestones and milestones[-1] >= self.epochs:  # the schedule restarts at every experience
+            raise ConfigError(f"lr_milestones {milestones} reach epochs ({self.epochs}): a milestone >= epochs never "
+                              f"lowers the learning rate; set milestones below {self.epochs} (e.g. --set "
+                              f"'lr_milestones=[{max(1, self.epochs - 1)}]'), or [] for a constant rate.")
         info = BENCHMARKS[self.benchmark]
         try:
             resolve_protocol(info.n_classes, protocol=self.protocol, n_steps=self.n_steps)
