@@ -96,3 +96,12 @@ def test_gpu_paper_script_smoke(tmp_path):
     bad = subprocess.run(["bash", str(ROOT / "experiments" / "gpu" / "cifar100_paper.sh"), "--epochs", "x"],
                          env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "--epochs must be a positive integer" in bad.stderr
+
+
+def test_checkpoint_size_script_quick():
+    """Replay's checkpoint holds references, smaller than with the datasets pickled; iCaRL's copies either way."""
+    sizes = load_script("checkpoint_size").main(["--quick"])
+    assert set(sizes) == {"replay (half_batch)", "replay (concat)", "icarl"}
+    for label in ("replay (half_batch)", "replay (concat)"):
+        assert 0 < sizes[label]["references_mb"] < sizes[label]["pickled_datasets_mb"], sizes
+    assert sizes["icarl"]["references_mb"] <= sizes["icarl"]["pickled_datasets_mb"]
