@@ -13,7 +13,7 @@ order "icarl". Runs, all with ``replay: concat`` where the strategy has that opt
 * a tau sweep of Replay + BSCE (0, 0.5, 1.5, 2; tau 1 is the main run, tau 0 adds a zero
   vector: it is Replay + CE);
 * iCaRL (NME, and the trained head) CE vs BSCE; LwF + memory CE vs BSCE;
-* the peers BiC and ER-ACE, with their own memory protocols;
+* the peers BiC (one seed) and ER-ACE (seeds 0, 1, 2), with their own memory protocols;
 * Replay + CE vs Replay + BSCE under Avalanche's ``half_batch`` protocol (seeds 0, 1, 2), for
   the side-by-side table.
 
@@ -60,7 +60,7 @@ def planned_runs(seeds=(0, 1, 2)) -> list[dict]:
     runs += [{"strategy": "replay", "loss": "bsce", "tau": tau, "seed": first, **concat} for tau in TAUS if tau != 1]
     for loss in ("ce", "bsce"):
         runs += [{"strategy": "replay", "loss": loss, "seed": seed, "replay": "half_batch"} for seed in seeds]
-    runs.append({"strategy": "er_ace", "loss": "ce", "seed": first})
+    runs += [{"strategy": "er_ace", "loss": "ce", "seed": seed} for seed in seeds]  # the closest peer: 3 seeds
     return runs
 
 
