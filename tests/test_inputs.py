@@ -88,7 +88,9 @@ BAD_VALUES = [
     ({"lr_milestones": [1.5]}, r"lr_milestones must be"),
     ({"lr_milestones": [True]}, r"lr_milestones must be"),
     ({"lr_milestones": 80}, r"lr_milestones must be of type list"),
-    ({"epochs": 3, "lr_milestones": [2, 3]}, r"lr_milestones \[2, 3\] reach epochs \(3\): .* never lowers"),
+    ({"epochs": 3, "lr_milestones": [2, 3]}, r"lr_milestones \[2, 3\] reach epochs \(3\): .* never lowers.*"
+                                             r"'lr_milestones=\[2\]'"),
+    ({"epochs": 1, "lr_milestones": [1]}, r"reach epochs \(1\).*with one epoch, set lr_milestones: \[\]"),
     ({"class_order": [0.5 + i for i in range(10)]}, r"integer class ids"),
     ({"class_order": ["a"] * 10}, r"integer class ids"),
     ({"wandb_mode": "bogus"}, r"Unknown wandb_mode 'bogus'; valid: online, offline, disabled"),

@@ -43,7 +43,8 @@ def crash_during_eval_of_step(monkeypatch, step: int):
     [("replay", {}), ("lwf", {"lwf_memory": True}), ("icarl", {}), ("bic", {"bic_stage2_epochs": 2})],
 )
 def test_crash_then_resume_matches_uninterrupted_run(tmp_path, monkeypatch, strategy, extra):
-    cfg = ExperimentConfig(**BASE, strategy=strategy, loss="bsce", lr_milestones=[1], **extra)
+    # two epochs and a milestone after the first: the LR scheduler's state matters too
+    cfg = ExperimentConfig(**{**BASE, "epochs": 2}, strategy=strategy, loss="bsce", lr_milestones=[1], **extra)
     reference = run_experiment(cfg, tmp_path / "reference")
 
     with monkeypatch.context() as m:

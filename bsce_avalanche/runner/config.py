@@ -165,9 +165,10 @@ class ExperimentConfig:
             raise ConfigError(f"lr_milestones must be strictly increasing epochs >= 1, e.g. [80, 120], "
                               f"got {milestones!r}.")
         if milestones and milestones[-1] >= self.epochs:  # the schedule restarts at every experience
+            fix = (f"set milestones below {self.epochs} (e.g. --set 'lr_milestones=[{self.epochs - 1}]') or [] for a "
+                   "constant rate") if self.epochs > 1 else "with one epoch, set lr_milestones: []"
             raise ConfigError(f"lr_milestones {milestones} reach epochs ({self.epochs}): a milestone >= epochs never "
-                              f"lowers the learning rate; set milestones below {self.epochs} (e.g. --set "
-                              f"'lr_milestones=[{max(1, self.epochs - 1)}]'), or [] for a constant rate.")
+                              f"lowers the learning rate; {fix}.")
         info = BENCHMARKS[self.benchmark]
         try:
             resolve_protocol(info.n_classes, protocol=self.protocol, n_steps=self.n_steps)
