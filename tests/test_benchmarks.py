@@ -424,7 +424,8 @@ def test_input_normalize_uint8_and_float():
     # agrees with the classic per-sample eval transform
     pil = Image.fromarray(x[0].permute(1, 2, 0).numpy())
     torch.testing.assert_close(classic_eval_transform()(pil), norm(x)[0], atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="unknown normalisation"):
+    with pytest.raises(ValueError, match=r"Unknown normalisation 'cifar10' \(did you mean 'cifar100'\?\); "
+                                         r"valid: cifar100, imagenet, or \(mean, std\)\."):
         InputNormalize.named("cifar10")
 
 

@@ -119,7 +119,8 @@ def test_input_norm_options():
     [
         ({"name": "resnet34", "num_classes": 10}, ValueError, "did you mean 'resnet32'"),
         ({"name": "resnet32", "num_classes": 0}, ValueError, "positive int"),
-        ({"name": "resnet32", "num_classes": 10, "input_norm": "cifar10"}, ValueError, "unknown norm"),
+        ({"name": "resnet32", "num_classes": 10, "input_norm": "cifar10"}, ValueError,
+         r"Unknown normalisation 'cifar10' \(did you mean 'cifar100'\?\)"),
         ({"name": "resnet32", "num_classes": 10, "input_norm": 3}, ValueError, "input_norm must be"),
         ({"name": "resnet32", "num_classes": 10, "shortcut": "C"}, ValueError, "shortcut must be"),
         ({"name": "resnet18", "num_classes": 10, "shortcut": "A"}, TypeError, "no extra arguments"),

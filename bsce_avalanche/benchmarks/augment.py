@@ -24,6 +24,8 @@ from avalanche.core import SupervisedPlugin
 from torch import Tensor, nn
 from torchvision import transforms
 
+from .._choices import check_choice
+
 #: Per-channel mean/std of the CIFAR-100 training set (pixels in [0, 1]), recomputed
 #: from the data; code bases differ in the last digits (or use other values entirely).
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
@@ -59,12 +61,7 @@ class InputNormalize(nn.Module):
     @classmethod
     def named(cls, name: str) -> "InputNormalize":
         """``InputNormalize.named("cifar100")`` / ``("imagenet")``."""
-        try:
-            mean, std = NORMALIZATIONS[name]
-        except KeyError:
-            raise ValueError(f"unknown normalisation {name!r}; use one of {sorted(NORMALIZATIONS)} "
-                             "or pass (mean, std)") from None
-        return cls(mean, std)
+        return cls(*NORMALIZATIONS[check_choice("normalisation", name, NORMALIZATIONS, "(mean, std)")])
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype != torch.uint8:
@@ -142,8 +139,8 @@ class RandomCropFlip:
 class BatchAugmentPlugin(SupervisedPlugin):
     """Crop + flip the whole training mini-batch on the device (fast path), in ``before_forward``,
     and the memory batch of strategies that draw one apart (ER-ACE, ER-AML), as the per-sample
-    transforms of the classic path do; evaluation batches are left untouched. Put it first in the strategy's plugin list (see the
-    module docstring).
+    transforms of the classic path do; evaluation batches are left untouched. Put it first in the
+    strategy's plugin list (see the module docstring).
 
     :param padding: zero padding before the random crop (4 for CIFAR).
     :param flip: random horizontal flips.
