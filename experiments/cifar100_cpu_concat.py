@@ -3,32 +3,28 @@
     python experiments/cifar100_cpu_concat.py --data-dir ../shared/data/cifar100    # the grid (see RESULTS.md)
     python experiments/cifar100_cpu_concat.py --tiny --output-dir /tmp/x             # seconds (tests)
 
-The longer CPU protocol (``cifar100_cpu.yaml`` with the full-width ResNet-8, 3 epochs per step,
-lr 0.1 then 0.01 for the last epoch): real CIFAR-100, B0 with 10 steps, memory 2000, class
-order "icarl". Runs, all with ``replay: concat`` where the strategy has that option:
+The longer CPU protocol, ``experiments/configs/cifar100_cpu_concat.yaml`` (full-width ResNet-8, 3 epochs per
+step, lr 0.1 then 0.01 for the last epoch; real CIFAR-100, B0 with 10 steps, memory 2000 concatenated, class
+order "icarl"), every baseline at its own recipe (the config's ``recipes``). Runs, seeds 0, 1, 2 unless said:
 
-* Replay + CE vs Replay + BSCE (seeds 0, 1, 2);
-* Replay + BSCE with ``prior=dataset`` (one seed): under concatenation the loader draws each
-  sample once per epoch, so it is the same prior as ``auto`` and the same run;
-* a tau sweep of Replay + BSCE (0, 0.5, 1.5, 2; tau 1 is the main run, tau 0 adds a zero
-  vector: it is Replay + CE);
-* iCaRL (NME, and the trained head) CE vs BSCE; LwF + memory CE vs BSCE;
-* the peers BiC (one seed) and ER-ACE (seeds 0, 1, 2), with their own memory protocols;
-* Replay + CE vs Replay + BSCE under Avalanche's ``half_batch`` protocol (seeds 0, 1, 2), for
-  the side-by-side table.
+* Replay + CE vs Replay + BSCE; Replay + BSCE with ``prior=dataset`` (seed 0: under concatenation the loader
+  draws each sample once per epoch, so it is the same prior as ``auto``); a tau sweep of Replay + BSCE
+  (seed 0: 0, 0.5, 1.5, 2; tau 0 adds a zero vector: it is Replay + CE);
+* iCaRL, three rows: its own loss and recipe (sigmoid BCE, ``loss: ce``), softmax CE with the same
+  distillation as iCaRL + BSCE (``loss: bsce, tau: 0``: the ablation), iCaRL + BSCE; each evaluated with
+  NME and with the trained head;
+* LwF + memory + CE vs + BSCE; BiC at its recipe (PyCIL's, Avalanche's second stage); ER-ACE;
+* Replay + CE vs Replay + BSCE under Avalanche's ``half_batch`` protocol, for the side-by-side table.
 
-The runs of a seed start from one first-experience model (trained once:
-``OUTPUT_DIR/first_experience/``). Two worker processes, one torch thread each; a re-run
-skips finished runs and resumes interrupted ones. Writes ``OUTPUT_DIR.json`` (the fields of
-``cifar100_cpu.json`` plus ``replay`` and ``tau``), ``OUTPUT_DIR/comparison.md`` (with the
-protocols side by side, BSCE - CE per seed and the tau sweep) and the plots, ``tau_sweep.png``
-included.
+The runs of a seed start from one first-experience model per way of training it
+(``OUTPUT_DIR/first_experience/``). Two worker processes, one torch thread each; a re-run skips finished
+runs and resumes interrupted ones. Writes ``OUTPUT_DIR.json`` (the fields of ``cifar100_cpu.json`` plus
+``replay``, ``tau`` and ``recipe``), ``OUTPUT_DIR/comparison.md`` (with the fair comparison per family,
+the protocols side by side, BSCE - CE per seed and the tau sweep) and the plots, ``tau_sweep.png`` included.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -36,32 +32,78 @@ import numpy as np
 
 from bsce_avalanche.runner.compare import format_mean_std
 from bsce_avalanche.runner.fileio import write_text_atomic
+from bsce_avalanche.runner.plans import Plan, run_plan
 
-_spec = importlib.util.spec_from_file_location("cifar100_cpu", Path(__file__).with_name("cifar100_cpu.py"))
-cpu = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = cpu  # the worker processes (spawn) unpickle cifar100_cpu._run_one by name
-_spec.loader.exec_module(cpu)
-
-#: the longer CPU protocol (RESULTS.md section 1b)
-LONGER = {"width": 16, "epochs": 3, "lr_milestones": [2]}
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "experiments" / "configs" / "cifar100_cpu_concat.yaml"
 TAUS = (0.0, 0.5, 1.0, 1.5, 2.0)
+#: The method families of the fair comparison: (family, [(row name, method label)], CE baselines, BSCE row).
+FAMILIES = (
+    ("iCaRL (NME)", [("iCaRL, its own loss and recipe", "icarl-ce-nme"),
+                     ("iCaRL, softmax CE (BSCE with tau 0)", "icarl-bsce-nme-tau0"),
+                     ("iCaRL + BSCE", "icarl-bsce-nme")]),
+    ("iCaRL (trained head)", [("iCaRL, its own loss and recipe", "icarl-ce-head"),
+                              ("iCaRL, softmax CE (BSCE with tau 0)", "icarl-bsce-head-tau0"),
+                              ("iCaRL + BSCE", "icarl-bsce-head")]),
+    ("LwF + memory", [("LwF + memory + CE", "lwf+mem-ce-concat"), ("LwF + memory + BSCE", "lwf+mem-bsce-concat")]),
+    ("Replay", [("Replay + CE", "replay-ce-concat"), ("Replay + BSCE", "replay-bsce-concat")]),
+    ("peers", [("BiC (its recipe)", "bic-ce"), ("ER-ACE", "er_ace-ce")]),
+)
 
 
 def planned_runs(seeds=(0, 1, 2)) -> list[dict]:
-    """Config overrides of every run. Longest first, and the first two of different
-    first-experience keys, so that the two workers do not both train the same one."""
-    first, concat = seeds[0], {"replay": "concat"}
-    runs = [{"strategy": "bic", "loss": "ce", "seed": first}]
-    runs += [{"strategy": "lwf", "lwf_memory": True, "loss": loss, "seed": first, **concat} for loss in ("ce", "bsce")]
-    runs += [{"strategy": "icarl", "loss": loss, "seed": first} for loss in ("ce", "bsce")]
+    """Config overrides of every run. Longest first, and the first two of different first-experience
+    keys, so that the two workers do not both train the same one."""
+    first, runs = seeds[0], []
+    for seed in seeds:
+        runs += [{"strategy": "bic", "loss": "ce", "seed": seed}, {"strategy": "icarl", "loss": "ce", "seed": seed},
+                 {"strategy": "icarl", "loss": "bsce", "tau": 0.0, "seed": seed},
+                 {"strategy": "icarl", "loss": "bsce", "seed": seed}]
+        runs += [{"strategy": "lwf", "lwf_memory": True, "loss": loss, "seed": seed} for loss in ("ce", "bsce")]
     for loss in ("ce", "bsce"):
-        runs += [{"strategy": "replay", "loss": loss, "seed": seed, **concat} for seed in seeds]
-    runs.append({"strategy": "replay", "loss": "bsce", "prior": "dataset", "seed": first, **concat})
-    runs += [{"strategy": "replay", "loss": "bsce", "tau": tau, "seed": first, **concat} for tau in TAUS if tau != 1]
+        runs += [{"strategy": "replay", "loss": loss, "seed": seed} for seed in seeds]
+    runs.append({"strategy": "replay", "loss": "bsce", "prior": "dataset", "seed": first})
+    runs += [{"strategy": "replay", "loss": "bsce", "tau": tau, "seed": first} for tau in TAUS if tau != 1]
     for loss in ("ce", "bsce"):
         runs += [{"strategy": "replay", "loss": loss, "seed": seed, "replay": "half_batch"} for seed in seeds]
-    runs += [{"strategy": "er_ace", "loss": "ce", "seed": seed} for seed in seeds]  # the closest peer: 3 seeds
+    runs += [{"strategy": "er_ace", "loss": "ce", "seed": seed} for seed in seeds]  # the closest peer
     return runs
+
+
+def fair_table(rows: list[dict]) -> str:
+    """One row per method of each family: seeds, recipe, step-0, average incremental and last accuracy,
+    newest-class share; then BSCE minus the stronger CE baseline of its family (paired per seed)."""
+    by_method = defaultdict(list)
+    for r in rows:
+        if r["strategy"] != "replay" or (r["prior"] in (None, "auto") and r["tau"] in (None, 0.0, 1.0)):
+            by_method[r["method"]].append(r)
+    metrics = (("step0_accuracy", "step-0 acc. (%)"), ("average_incremental_accuracy", "avg. incremental acc. (%)"),
+               ("last_accuracy", "last acc. (%)"),
+               ("new_class_prediction_share_last_step", "predictions to newest classes, last step (%)"))
+    lines = ["| family | method | recipe | seeds | " + " | ".join(h for _, h in metrics) + " |",
+             "|---|---|---|---|" + "---|" * len(metrics)]
+    gains = ["| family | BSCE vs the stronger baseline | avg. incremental acc. (points) | last acc. (points) |",
+             "|---|---|---|---|"]
+    for family, methods in FAMILIES:
+        present = [(name, label) for name, label in methods if by_method.get(label)]
+        for name, label in present:
+            group = by_method[label]
+            recipe = group[0].get("recipe") or "shared"
+            lines.append(f"| {family} | {name} | {recipe} | {len(group)} | "
+                         + " | ".join(format_mean_std([r[key] for r in group]) for key, _ in metrics) + " |")
+        bsce = [label for _, label in present if "-bsce" in label and "tau0" not in label]
+        baselines = [label for _, label in present if label not in bsce]
+        if not bsce or not baselines:
+            continue
+        cells = []
+        for key in ("average_incremental_accuracy", "last_accuracy"):
+            strongest = max(baselines, key=lambda b: np.mean([r[key] for r in by_method[b]]))
+            base = {r["seed"]: r[key] for r in by_method[strongest]}
+            diffs = [r[key] - base[r["seed"]] for r in by_method[bsce[0]] if r["seed"] in base]
+            cells.append(f"{format_mean_std(diffs)} vs {strongest} ({len(diffs)} seeds: "
+                         + ", ".join(f"{100 * d:+.1f}" for d in diffs) + ")")
+        gains.append(f"| {family} | {bsce[0]} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n\n" + "\n".join(gains) + "\n"
 
 
 def _replay_rows(rows: list[dict]) -> list[dict]:
@@ -146,19 +188,19 @@ def report(rows: list[dict], out: Path) -> None:
     sweep = tau_sweep(rows)
     plot_tau_sweep(sweep, out / "tau_sweep.png")
     text = (out / "comparison.md").read_text()
-    text += ("\n## Rehearsal protocols side by side (Replay)\n\nconcat: the memory concatenated into the "
+    text += ("\n## Fair comparison: every baseline at its own recipe\n\n" + fair_table(rows)
+             + "\n## Rehearsal protocols side by side (Replay)\n\nconcat: the memory concatenated into the "
              "training set (the paper's); half_batch: half of every mini-batch from the memory (Avalanche's "
              "ReplayPlugin). BSCE − CE: mean ± std over the seeds' paired differences.\n\n" + protocols_table(rows)
              + "\n## tau sweep (Replay + BSCE, concat)\n\n" + tau_table(sweep) + "\n![tau_sweep](tau_sweep.png)\n")
     write_text_atomic(out / "comparison.md", text)
 
 
-PLAN = cpu.Plan(planned_runs, cpu.ROOT / "experiments" / "results" / "cifar100_cpu_concat", protocol=LONGER,
-                report=report)
+PLAN = Plan(planned_runs, ROOT / "experiments" / "results" / "cifar100_cpu_concat", CONFIG, report=report)
 
 
 def main(argv=None) -> list[dict]:
-    return cpu.run_plan(argv, PLAN, __doc__)
+    return run_plan(argv, PLAN, __doc__)
 
 
 if __name__ == "__main__":

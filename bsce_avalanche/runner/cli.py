@@ -143,6 +143,10 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     default = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "default.yaml"
     cfg = load_config(args.config or (default if default.is_file() else None),
                       {k: v for k, v in overrides.items() if k not in grid})
+    for selector, recipe in cfg.recipes.items():
+        if "recipes" not in overrides and (clash := sorted(set(recipe) & set(overrides))):
+            raise ConfigError(f"--set/option {clash[0]} is also set by recipes[{selector!r}], which wins for the "
+                              f"{selector} runs: change it in the recipe (--set 'recipes=...') or drop the recipe.")
     grid = {**{k: v for k, v in cfg.grid.items() if k not in overrides}, **grid}
     return cfg.replace(grid=grid) if grid != cfg.grid else cfg
 

@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .config import ConfigError, method_label
+from .config import ConfigError, differing_settings, method_label, result_settings, settings_digest
 from .fileio import write_text_atomic
 
 __all__ = ["format_mean_std", "run_label", "find_results", "load_results", "group_runs", "comparison_table",
@@ -42,11 +42,27 @@ def run_label(run: dict) -> str:
 
 
 def group_runs(runs: Sequence[dict]) -> dict[str, list[dict]]:
-    """Runs that differ only in their seed share a label (e.g. ``replay-bsce``)."""
-    groups: dict[str, list[dict]] = defaultdict(list)
+    """Runs pooled only when they differ in nothing but the seed (same :func:`settings_digest` and label).
+    Each group is named by its method label; where several groups share one, the label names the settings
+    that tell them apart, e.g. ``replay-bsce (lr=0.1)`` and ``replay-bsce (lr=0.2)``."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
     for run in runs:
-        groups[run_label(run)].append(run)
-    return dict(sorted(groups.items()))
+        groups[(run_label(run), settings_digest(run["config"]))].append(run)
+    by_label: dict[str, list[tuple]] = defaultdict(list)
+    for key in groups:
+        by_label[key[0]].append(key)
+    named = {}
+    for label, keys in by_label.items():
+        differ = differing_settings([groups[k][0]["config"] for k in keys]) if len(keys) > 1 else []
+        for key in keys:
+            config = result_settings(groups[key][0]["config"])
+            shown = ", ".join(f"{k}={_short(config[k])}" for k in differ)
+            named[f"{label} ({shown})" if shown else label] = groups[key]
+    return dict(sorted(named.items()))
+
+
+def _short(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value).replace(" ", "")
 
 
 def format_mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:

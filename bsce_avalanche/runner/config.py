@@ -1,12 +1,14 @@
 """Experiment configuration: one dataclass, loaded from YAML, overridden from the CLI, and checked
-(types, names, :data:`RANGES`, benchmark facts) before anything is built."""
+(types, names, :data:`RANGES`, benchmark facts); what each key changes is :data:`EFFECT` before anything is built."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
+import json
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
@@ -22,7 +24,9 @@ from ..priors import PRIOR_MODES
 from .strategies import MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, uses_replay_option
 
 __all__ = ["ExperimentConfig", "ConfigError", "load_config", "expand_grid", "combination_error", "method_label",
-           "CHOICES", "RANGES", "load_yaml", "parse_value"]
+           "run_name", "settings_digest", "result_settings", "differing_settings", "apply_recipes", "check_unique_names",
+           "CHOICES",
+           "RANGES", "EFFECTS", "EFFECT", "RESULT_KEYS", "load_yaml", "parse_value"]
 
 #: Valid values of the name-like keys.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -39,15 +43,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "amp": tuple(AMP_DTYPES),
     "wandb_mode": ("online", "offline", "disabled"),
 }
-#: Valid values of the numeric keys, as intervals (``--help`` shows them; null stays valid where allowed).
-RANGES: dict[str, str] = {
-    **dict.fromkeys(("n_steps", "width", "epochs", "batch_size", "eval_batch_size", "memory_per_class", "threads"),
-                    "[1, inf)"),
-    **dict.fromkeys(("memory_size", "bic_stage2_epochs", "weight_decay", "lwf_alpha", "num_workers"), "[0, inf)"),
-    **dict.fromkeys(("lr", "lwf_temperature"), "(0, inf)"),
-    "momentum": "[0, 1)", "lr_gamma": "(0, 1]", "bic_val_fraction": "(0, 1)",
-    "tau": f"[0, {MAX_TAU:g}]", "seed": f"[0, {2**32 - 1}]",
-}
 #: Keys a benchmark's builder may take (``BenchmarkInfo.options``).
 _BENCHMARK_OPTIONS = ("data_dir", "download", "fast_augment")
 
@@ -60,86 +55,126 @@ class ConfigError(ValueError):
     """A configuration problem, with a message that says how to fix it."""
 
 
-def _key(default, help: str):
-    """A config key: its default and its meaning (``--help`` and the docs read it)."""
+#: What a config key changes (its ``effect``): the run name, the resume check, ``compare``'s grouping and the
+#: first-experience key all derive from it.
+EFFECTS = {
+    "result": "changes the results, from the first experience on (in the first-experience key as it is)",
+    "resolved": "changes the results; the first-experience key holds what it resolves to (the strategy's "
+                "first-experience training, the loss it trains with, the model's name)",
+    "later": "changes the results from the second experience on, or the evaluation only (not in the "
+             "first-experience key, except where a strategy lists it: StrategyInfo.first_experience_keys)",
+    "run": "bookkeeping or environment: never changes what a run computes (may differ when resuming)",
+}
+
+
+def _key(default, help: str, *, effect: str = "result", range: Optional[str] = None, label: bool = False):
+    """A config key: its default, its meaning (``--help`` and the docs read it), its :data:`EFFECTS` entry,
+    its valid interval (``range``, e.g. ``"[1, inf)"``) and whether :func:`method_label` shows it."""
+    assert effect in EFFECTS, effect
+    metadata = {"help": help, "effect": effect, "range": range, "label": label}
     if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class ExperimentConfig:
     """Everything that defines one run (see ``experiments/configs/*.yaml``)."""
 
-    name: str = _key("digits-replay", "experiment name: the W&B runs' name prefix and group")
+    name: str = _key("digits-replay", "experiment name: the W&B runs' name prefix and group", effect="run")
     # data
     benchmark: str = _key("digits", "the class-incremental benchmark")
     protocol: str = _key("B0", "B<k>: k classes in the first experience, then n_steps equal steps "
                                "(B0: n_steps equal experiences); any k that splits the benchmark's classes")
-    n_steps: int = _key(5, "number of incremental steps of the protocol")
+    n_steps: int = _key(5, "number of incremental steps of the protocol", range="[1, inf)")
     class_order: Union[str, int, list] = _key(
         "icarl", f"order the classes arrive in: {', '.join(CLASS_ORDER_NAMES)}, an int seed, or a list of class ids")
     data_dir: Optional[str] = _key(None, f"folder holding the dataset ({_benchmarks_with('data_dir')}; null: "
-                                         "$BSCE_DATA_DIR, else ~/.cache/bsce_avalanche)")
-    download: bool = _key(False, f"allow downloading the dataset ({_benchmarks_with('download')})")
+                                         "$BSCE_DATA_DIR, else ~/.cache/bsce_avalanche)", effect="run")
+    download: bool = _key(False, f"allow downloading the dataset ({_benchmarks_with('download')})", effect="run")
     fast_augment: Optional[bool] = _key(
         None, f"uint8 images cropped and flipped in batches on the device ({_benchmarks_with('fast_augment')}); "
-              f"null: the benchmark's default (on for {_benchmarks_with('fast_augment', default=True)})")
+              f"null: the benchmark's default (on for {_benchmarks_with('fast_augment', default=True)})",
+        effect="resolved")
     data_path: str = _key(
         "loader", "how batches are fetched: loader (Avalanche's per-sample DataLoader) or device (images kept on "
                   f"the training device, whole batches gathered there from the same sampler; "
                   f"{', '.join(n for n, b in BENCHMARKS.items() if b.in_memory)}, num_workers 0)")
     # model and method
-    model: str = _key("auto", "the network (auto: the benchmark's default)")
-    width: int = _key(16, "base width of the CIFAR ResNets: stages of width, 2x, 4x channels (16 in the papers)")
+    model: str = _key("auto", "the network (auto: the benchmark's default)", effect="resolved")
+    width: int = _key(16, "base width of the CIFAR ResNets: stages of width, 2x, 4x channels (16 in the papers)",
+                      range="[1, inf)")
     incremental_head: bool = _key(True, "Avalanche's IncrementalClassifier, which masks the units of classes not "
                                         "seen yet; false: a fixed linear head over all classes")
-    strategy: str = _key("replay", "the Avalanche strategy")
-    loss: str = _key("bsce", "training loss: ce (cross-entropy) or bsce (BalancedSoftmaxPlugin)")
-    tau: float = _key(1.0, "strength of the BSCE adjustment, logits + tau * log(prior) (0: plain CE)")
-    prior: str = _key("auto", "where BSCE's class prior comes from (see the README)")
-    memory_size: int = _key(200, "replay memory, in samples, shared by all seen classes")
-    memory_per_class: Optional[int] = _key(None, "memory per class instead of memory_size (B50 protocols: 20)")
+    strategy: str = _key("replay", "the Avalanche strategy", effect="resolved", label=True)
+    loss: str = _key("bsce", "training loss: ce (cross-entropy) or bsce (BalancedSoftmaxPlugin)", effect="resolved",
+                     label=True)
+    tau: float = _key(1.0, "strength of the BSCE adjustment, logits + tau * log(prior) (0: plain CE)",
+                      effect="resolved", range=f"[0, {MAX_TAU:g}]", label=True)
+    prior: str = _key("auto", "where BSCE's class prior comes from (see the README)", effect="resolved", label=True)
+    memory_size: int = _key(200, "replay memory, in samples, shared by all seen classes", effect="later",
+                            range="[0, inf)")
+    memory_per_class: Optional[int] = _key(None, "memory per class instead of memory_size (B50 protocols: 20)",
+                                           effect="later", range="[1, inf)")
     replay: str = _key("half_batch", "rehearsal protocol of replay and of lwf with lwf_memory: "
                        + "; ".join(f"{k}: {v}" for k, v in REPLAY_PROTOCOLS.items())
-                       + " (the other strategies have their own)")
+                       + " (the other strategies have their own)", effect="later", label=True)
     memory_selection: str = _key("random", "how replay and lwf with lwf_memory choose their memory: "
-                                 + "; ".join(f"{k}: {v}" for k, v in MEMORY_SELECTIONS.items()))
-    lwf_alpha: float = _key(1.0, "weight of LwF's distillation loss")
-    lwf_temperature: float = _key(2.0, "temperature of LwF's distillation")
-    lwf_memory: bool = _key(False, "LwF with a replay memory (memory_size)")
+                                 + "; ".join(f"{k}: {v}" for k, v in MEMORY_SELECTIONS.items()), effect="later",
+                                 label=True)
+    lwf_alpha: float = _key(1.0, "weight of LwF's distillation loss", effect="later", range="[0, inf)")
+    lwf_temperature: float = _key(2.0, "temperature of LwF's distillation", effect="later", range="(0, inf)")
+    lwf_memory: bool = _key(False, "LwF with a replay memory (memory_size)", effect="later", label=True)
     icarl_eval: str = _key("nme", "iCaRL's classifier at evaluation: nearest mean of exemplars or the trained head "
-                                  "(results.json reports the other too)")
-    bic_stage2_epochs: int = _key(30, "epochs of BiC's bias-correction stage")
-    bic_val_fraction: float = _key(0.1, "fraction of BiC's memory held out for its bias correction")
+                                  "(results.json reports the other too)", effect="later", label=True)
+    icarl_distillation_weight: float = _key(
+        1.0, "iCaRL with loss bsce: weight of the distillation term, the sigmoid BCE between the old and the new "
+             "model's outputs averaged over the old classes' units (loss ce is iCaRL's own loss, which has no "
+             "weight: see the README)", effect="later", range="[0, inf)")
+    bic_stage2_epochs: int = _key(200, "epochs of BiC's bias-correction stage (Avalanche's BiC: 200, lr / 10 at "
+                                       "epochs 50, 100 and 150)", effect="later", range="[0, inf)")
+    bic_stage2_lr: float = _key(0.1, "learning rate of BiC's bias-correction stage (Avalanche's BiC: 0.1)",
+                                effect="later", range="(0, inf)")
+    bic_val_fraction: float = _key(0.1, "fraction of BiC's memory held out for its bias correction",
+                                   effect="later", range="(0, 1)")
+    recipes: dict = _key(
+        {}, "per-method training recipes, applied to the runs of that method after the grid: {selector: {key: "
+            "value}}, a selector being a strategy (icarl) or strategy-loss (icarl-ce), the more specific applied "
+            "last; each run's results.json records the values it trained with", effect="run")
+    recipe: Optional[str] = _key(None, "the recipes entries applied to this run (set by the runner)", effect="run")
     # optimisation
-    epochs: int = _key(10, "training epochs per step")
-    batch_size: int = _key(32, "training mini-batch size (the global batch under torchrun)")
-    eval_batch_size: int = _key(256, "evaluation mini-batch size (thousands with data_path: device)")
+    epochs: int = _key(10, "training epochs per step", range="[1, inf)")
+    batch_size: int = _key(32, "training mini-batch size (the global batch under torchrun)", range="[1, inf)")
+    eval_batch_size: int = _key(256, "evaluation mini-batch size (thousands with data_path: device)", effect="run",
+                                range="[1, inf)")
     amp: str = _key("none", "bf16: the feature extractor runs under bf16 autocast; logits and losses stay float32")
-    lr: float = _key(0.05, "SGD learning rate")
-    momentum: float = _key(0.9, "SGD momentum")
-    weight_decay: float = _key(0.0, "SGD weight decay")
+    lr: float = _key(0.05, "SGD learning rate", range="(0, inf)")
+    momentum: float = _key(0.9, "SGD momentum", range="[0, 1)")
+    weight_decay: float = _key(0.0, "SGD weight decay", range="[0, inf)")
     lr_milestones: list = _key([], "epochs at which the learning rate is multiplied by lr_gamma, each below "
                                    "epochs, e.g. [80, 120]")
-    lr_gamma: float = _key(0.1, "learning-rate factor at each milestone")
+    lr_gamma: float = _key(0.1, "learning-rate factor at each milestone", range="(0, 1]")
     # run
-    seed: int = _key(0, "seed of everything (class order 'random' included)")
-    device: str = _key("auto", "auto: cuda when available, else cpu")
-    num_workers: int = _key(0, "DataLoader worker processes")
-    threads: Optional[int] = _key(None, "torch CPU threads (null: torch's default)")
-    output_dir: str = _key("outputs/default", "where results, W&B files and the comparison go")
-    progress: bool = _key(True, "show a progress bar")
-    checkpoint: bool = _key(True, "write checkpoint.pt after every step (for --resume)")
+    seed: int = _key(0, "seed of everything (class order 'random' included)", range=f"[0, {2**32 - 1}]")
+    device: str = _key("auto", "auto: cuda when available, else cpu", effect="run")
+    num_workers: int = _key(0, "DataLoader worker processes (per-sample random transforms run in them)",
+                            range="[0, inf)")
+    threads: Optional[int] = _key(None, "torch CPU threads (null: torch's default)", effect="run", range="[1, inf)")
+    output_dir: str = _key("outputs/default", "where results, W&B files and the comparison go", effect="run")
+    progress: bool = _key(True, "show a progress bar", effect="run")
+    checkpoint: bool = _key(True, "write checkpoint.pt after every step (for --resume)", effect="run")
     first_experience_cache: Union[bool, str] = _key(
         True, "train the first experience once per seed, and start the runs that train it alike from it (same "
-              "numbers): true: cached in first_experience/ beside the run folders; a folder: cached there; false: off")
+              "numbers): true: cached in first_experience/ beside the run folders; a folder: cached there; false: off",
+        effect="run")
     # logging
-    wandb: bool = _key(True, "log to Weights & Biases (offline without an API key)")
-    wandb_project: str = _key("bsce-avalanche", "W&B project")
-    wandb_entity: Optional[str] = _key(None, "W&B entity (null: your default)")
-    wandb_mode: Optional[str] = _key(None, "W&B mode (null: $WANDB_MODE, else online with an API key, else offline)")
-    grid: dict = _key({}, "lists of values for some keys, one run per combination, e.g. {loss: [ce, bsce]}")
+    wandb: bool = _key(True, "log to Weights & Biases (offline without an API key)", effect="run")
+    wandb_project: str = _key("bsce-avalanche", "W&B project", effect="run")
+    wandb_entity: Optional[str] = _key(None, "W&B entity (null: your default)", effect="run")
+    wandb_mode: Optional[str] = _key(None, "W&B mode (null: $WANDB_MODE, else online with an API key, else offline)",
+                                     effect="run")
+    grid: dict = _key({}, "lists of values for some keys, one run per combination, e.g. {loss: [ce, bsce]}",
+                      effect="run")
 
     def __post_init__(self):  # every key checked, by dataclasses.replace too
         hints = get_type_hints(type(self))
@@ -205,8 +240,25 @@ class ExperimentConfig:
                 raise ConfigError(f"grid key {key!r} is not a config key{did_you_mean(key, _FIELD_NAMES)}.")
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"grid.{key} must be a non-empty list, got {values!r}.")
+        for selector, values in self.recipes.items():
+            strategy, _, loss = str(selector).partition("-")
+            if strategy not in STRATEGIES or (loss and loss not in CHOICES["loss"]):
+                examples = [*STRATEGIES, *(f"{n}-{l}" for n in STRATEGIES for l in CHOICES["loss"])]
+                raise ConfigError(f"recipes key {selector!r} is not a strategy or strategy-loss (e.g. icarl, "
+                                  f"icarl-ce){did_you_mean(str(selector), examples)}.")
+            if not isinstance(values, dict) or not values:
+                raise ConfigError(f"recipes[{selector!r}] must be a non-empty mapping of config keys to values, e.g. "
+                                  f"{{lr: 2.0}}, got {values!r}.")
+            for key in values:
+                if key not in _RECIPE_KEYS:
+                    why = ("not a config key" + did_you_mean(key, _FIELD_NAMES) if key not in _FIELD_NAMES else
+                           "not a training setting a recipe may set (those that change results, except which run "
+                           "it is: strategy, loss, seed and the benchmark's split)")
+                    raise ConfigError(f"recipes[{selector!r}] sets {key!r}: {why}.")
         if self.grid:
             expand_grid(self)  # every combination's values, checked now rather than mid-grid
+        elif self.recipes:
+            apply_recipes(self)
 
     @property
     def model_name(self) -> str:
@@ -224,11 +276,52 @@ class ExperimentConfig:
 
     @property
     def run_name(self) -> str:
-        return f"{method_label(vars(self))}-seed{self.seed}"
+        return run_name(vars(self))
 
 
 _FIELD_NAMES = [f.name for f in fields(ExperimentConfig)]
-_DEFAULTS = {f.name: f.default for f in fields(ExperimentConfig) if f.default is not MISSING}
+_DEFAULTS = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(ExperimentConfig)}
+#: Each key's :data:`EFFECTS` entry: the one table of what a setting changes.
+EFFECT: dict[str, str] = {f.name: f.metadata["effect"] for f in fields(ExperimentConfig)}
+#: Keys :func:`method_label` shows, where they matter (the run name's readable part).
+_LABEL: dict[str, bool] = {f.name: f.metadata["label"] for f in fields(ExperimentConfig)}
+#: Valid values of the numeric keys, as intervals (``--help`` shows them; null stays valid where allowed).
+RANGES: dict[str, str] = {f.name: f.metadata["range"] for f in fields(ExperimentConfig) if f.metadata["range"]}
+#: Keys that change what a run computes: a resumed run must agree on them, ``compare`` pools only runs that
+#: agree on all of them but the seed, and the run name holds them (readably or in its digest).
+RESULT_KEYS: tuple[str, ...] = tuple(k for k, effect in EFFECT.items() if effect != "run")
+#: Keys a recipe may set: those that change results, except the ones that say which run it is.
+_RECIPE_KEYS = tuple(k for k in RESULT_KEYS if k not in ("strategy", "loss", "seed", "benchmark", "protocol",
+                                                           "n_steps", "class_order"))
+
+
+def result_settings(config: Mapping) -> dict:
+    """The settings of ``config`` (a config dict, from this version or another) that change its results,
+    defaults filled in; keys this version does not know are dropped."""
+    c = {**_DEFAULTS, **config}
+    return {k: c[k] for k in RESULT_KEYS}
+
+
+def settings_digest(config: Mapping) -> str:
+    """Six hex digits naming every result setting but the seed and those :func:`method_label` shows (so the
+    runs of one protocol share it), stable across versions (keys at their default are left out, so a key
+    added later changes no name)."""
+    settings = {k: v for k, v in result_settings(config).items()
+                if k != "seed" and not _LABEL[k] and v != _DEFAULTS[k]}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
+def run_name(config: Mapping) -> str:
+    """``<method label>-seed<seed>-<settings digest>``, e.g. ``replay-bsce-seed0-3fa9c1``: the usual
+    settings readable, every other result setting in the digest (two distinct runs never share a name)."""
+    c = {**_DEFAULTS, **config}
+    return f"{method_label(c)}-seed{c['seed']}-{settings_digest(c)}"
+
+
+def differing_settings(configs: Sequence[Mapping]) -> list[str]:
+    """The result settings (seed excluded) that are not equal across ``configs``."""
+    settings = [result_settings(c) for c in configs]
+    return [k for k in RESULT_KEYS if k != "seed" and any(s[k] != settings[0][k] for s in settings[1:])]
 
 
 def _range_error(key: str, value, interval: str) -> Optional[str]:
@@ -355,14 +448,48 @@ def combination_error(config: ExperimentConfig) -> Optional[str]:
     return None
 
 
+def apply_recipes(config: ExperimentConfig, grid_keys: Sequence[str] = ()) -> ExperimentConfig:
+    """``config`` with the ``recipes`` entries of its method applied (``strategy``, then ``strategy-loss``),
+    ``recipes`` emptied and ``recipe`` naming what was applied; a recipe setting a key the grid varies
+    (``grid_keys``) is a :class:`ConfigError`."""
+    applied = [s for s in (config.strategy, f"{config.strategy}-{config.loss}") if s in config.recipes]
+    if not applied:
+        return config.replace(recipes={}) if config.recipes else config
+    values = {}
+    for selector in applied:
+        for key in config.recipes[selector]:
+            if key in grid_keys:
+                raise ConfigError(f"grid.{key} and recipes[{selector!r}] both set {key} for the {selector} runs: "
+                                  f"vary it in the recipe's runs by editing the recipe, or drop it from one of them.")
+        values.update(config.recipes[selector])
+    try:
+        return config.replace(recipes={}, recipe=", ".join(applied), **values)
+    except ConfigError as err:
+        raise ConfigError(f"recipes[{applied[-1]!r}] applied to {config.strategy}-{config.loss}: {err}") from None
+
+
 def expand_grid(config: ExperimentConfig) -> list[ExperimentConfig]:
-    """One config per combination of the ``grid`` values (the config itself if no grid); an invalid
-    combination is a :class:`ConfigError` naming it."""
+    """One config per combination of the ``grid`` values (the config itself if no grid), each with its
+    method's ``recipes`` applied; an invalid combination, or two combinations that are the same run (one
+    name), is a :class:`ConfigError` naming them."""
     keys, runs = list(config.grid), []
     for values in itertools.product(*(config.grid[k] for k in keys)):
         combination = dict(zip(keys, values))
         try:
-            runs.append(config.replace(grid={}, **combination))
+            runs.append(apply_recipes(config.replace(grid={}, **combination), keys))
         except ConfigError as err:
             raise ConfigError(f"grid combination {combination}: {err}") from None
-    return runs if keys else [config]
+    if not keys:
+        return [apply_recipes(config)]
+    check_unique_names(runs)
+    return runs
+
+
+def check_unique_names(runs: Sequence[ExperimentConfig]) -> None:
+    """Refuse two runs with one name (the same result settings): they would write to one folder."""
+    seen: dict[str, ExperimentConfig] = {}
+    for run in runs:
+        if (other := seen.setdefault(run.run_name, run)) is not run:
+            differ = sorted(k for k in _FIELD_NAMES if getattr(run, k) != getattr(other, k))
+            raise ConfigError(f"two runs are the same run {run.run_name!r}: they differ only in "
+                              f"{', '.join(differ) or 'nothing'}, which do not change results; remove one of them.")

@@ -27,7 +27,7 @@ from ..icarl import set_icarl_eval
 from ..plugin import BalancedSoftmaxPlugin
 from . import distributed
 from .checkpoint import load_checkpoint, restore_strategy, save_checkpoint
-from .config import ConfigError, ExperimentConfig, combination_error
+from .config import ConfigError, ExperimentConfig, combination_error, RESULT_KEYS, result_settings
 from .divergence import NonFiniteLossGuard, TrainingDiverged
 from .fileio import lock_run_dir, write_json_atomic
 from .first_experience import FirstExperiencePlugin, cache_dir
@@ -148,7 +148,8 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     metrics = accuracy_metrics(experience=True, stream=True), loss_metrics(experience=True, stream=True)
     evaluator = EvaluationPlugin(*metrics, loggers=[logger] if logger is not None else [])
     recorder = _PredictionRecorder()
-    bsce = BalancedSoftmaxPlugin(prior=cfg.prior, tau=cfg.tau) if cfg.loss == "bsce" else None
+    bsce = (BalancedSoftmaxPlugin(prior=cfg.prior, tau=cfg.tau, distillation_weight=cfg.icarl_distillation_weight)
+            if cfg.loss == "bsce" else None)
     # first, the first experience's cache (its after_training_exp runs before the others'); the batch
     # augmentation before the plugins that should see the augmented batch
     first = None if checkpoint else FirstExperiencePlugin(cfg, n_classes, device, cache_dir(cfg, out))
@@ -242,14 +243,10 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     return _nan_to_none(results)
 
 
-#: Config keys that do not change what a run computes (may differ when resuming).
-_RUN_ONLY_KEYS = {"progress", "checkpoint", "num_workers", "threads", "output_dir", "wandb", "wandb_mode",
-                  "first_experience_cache"}
-
-
 def _differing_keys(saved: dict, cfg: ExperimentConfig) -> list:
-    now = cfg.to_dict()
-    return sorted(k for k in set(saved) | set(now) if k not in _RUN_ONLY_KEYS and saved.get(k) != now.get(k))
+    """The settings that change results (:data:`~.config.RESULT_KEYS`) on which a saved run and ``cfg`` differ."""
+    before, now = result_settings(saved), result_settings(cfg.to_dict())
+    return [k for k in RESULT_KEYS if before[k] != now[k]]
 
 
 def _claim_run_dir(lock: contextlib.ExitStack, cfg: ExperimentConfig, out: Path, resume: bool, overwrite: bool):

@@ -27,7 +27,7 @@ from ..plugin import BalancedSoftmaxPlugin
 from ..priors import ClassPrior
 from . import distributed
 from .checkpoint import optimizer_param_names, rng_state, set_rng_state
-from .config import ConfigError, ExperimentConfig
+from .config import EFFECT, ConfigError, ExperimentConfig
 from .fileio import atomic_write
 from .strategies import STRATEGIES
 
@@ -35,16 +35,11 @@ __all__ = ["FirstExperiencePlugin", "FirstExperienceError", "first_experience_ke
            "key_digest", "cache_dir"]
 
 FORMAT_VERSION = 1
-#: Config keys left out of the key: bookkeeping, evaluation, settings acting from the second experience
-#: on, the method (replaced by the strategy's ``first_experience`` and :func:`first_experience_loss`)
-#: and keys replaced by what they resolve to. Every other key, present or future, is in the key.
-NOT_IN_KEY = frozenset({
-    "name", "output_dir", "progress", "checkpoint", "wandb", "wandb_project", "wandb_entity", "wandb_mode", "grid",
-    "first_experience_cache", "eval_batch_size", "download", "icarl_eval",
-    "memory_size", "memory_per_class", "replay", "memory_selection", "lwf_alpha", "lwf_temperature", "lwf_memory",
-    "bic_stage2_epochs", "bic_val_fraction",
-    "strategy", "loss", "tau", "prior", "model", "fast_augment", "device", "threads",
-})
+#: Config keys left out of the key: those that never change a run's numbers, act from the second experience
+#: on, or enter it as what they resolve to (the strategy's ``first_experience`` and
+#: :func:`first_experience_loss`, the model's name): read off :data:`~.config.EFFECT`, so every key added
+#: later that changes results is in the key.
+NOT_IN_KEY = frozenset(k for k, effect in EFFECT.items() if effect != "result")
 
 
 class FirstExperienceError(ConfigError):
@@ -96,6 +91,7 @@ def first_experience_key(cfg: ExperimentConfig, counts: Optional[Tensor], n_clas
                    "world_size": distributed.world_size(), "torch": torch.__version__, "avalanche": avalanche_version,
                    "source": _source_digest()}
     key.update(model=cfg.model_name, fast_augment=cfg.use_fast_augment, training=info.first_experience,
+               data_dir=cfg.data_dir,
                loss=first_experience_loss(cfg, counts, n_classes), environment=environment, format=FORMAT_VERSION)
     return key
 

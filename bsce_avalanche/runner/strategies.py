@@ -96,7 +96,8 @@ def _er_ace(cfg, model, n_classes, common):
 
 def _bic(cfg, model, n_classes, common):
     return BiC(model=model, criterion=CrossEntropyLoss(), mem_size=_memory_total(cfg, n_classes),
-               val_percentage=cfg.bic_val_fraction, stage_2_epochs=cfg.bic_stage2_epochs, lr=cfg.lr, **common)
+               val_percentage=cfg.bic_val_fraction, stage_2_epochs=cfg.bic_stage2_epochs,
+               lr=cfg.bic_stage2_lr, **common)
 
 
 def _gdumb(cfg, model, n_classes, common):
