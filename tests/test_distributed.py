@@ -26,6 +26,7 @@ import torch
 from bsce_avalanche.compat import ReshufflingDistributedSampler, apply_avalanche_fixes
 from bsce_avalanche.runner import distributed
 from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
+from naming import run_dir, without_digest
 
 AIA_TOLERANCE = 0.05
 
@@ -94,7 +95,7 @@ def test_ddp_two_processes_match_one(tmp_path):
         assert len(runs) == 1, runs
         assert ddp["wandb"]["run_id"] in runs[0].name
     assert (out / "comparison.md").is_file()  # the CLI's comparison, written by rank 0
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+    assert sorted(without_digest(p.name) for p in out.iterdir() if p.is_dir()) == [
         "first_experience", "replay-bsce-prior_batch-seed0", "replay-bsce-seed0"]
 
 

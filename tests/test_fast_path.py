@@ -29,6 +29,7 @@ from bsce_avalanche.benchmarks.device_data import DeviceBatches, DeviceDataPlugi
 from bsce_avalanche.models import Autocast, make_model
 from bsce_avalanche.runner.cli import main
 from bsce_avalanche.runner.config import ConfigError, load_config
+from naming import run_dir, without_digest
 
 from test_benchmark_scripts import load_script
 
@@ -271,7 +272,7 @@ def test_jobs_give_the_same_results_as_one_process(tmp_path):
         out = tmp_path / f"jobs{jobs}"
         assert main(["run", "--output-dir", str(out), "--epochs", "2", "--no-wandb", "--no-progress",
                      "--jobs", str(jobs), "--set", "threads=1"]) == 0
-        matrices[jobs] = {p.parent.name: json.loads(p.read_text())["accuracy_matrix"]
+        matrices[jobs] = {without_digest(p.parent.name): json.loads(p.read_text())["accuracy_matrix"]
                           for p in out.glob("*/results.json")}
     assert set(matrices[1]) == {"replay-ce-seed0", "replay-bsce-seed0"}
     assert matrices[1] == matrices[2]

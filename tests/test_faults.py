@@ -35,6 +35,7 @@ from conftest import MLP, make_blobs, tensor_benchmark
 
 BASE = dict(benchmark="digits", protocol="B0", n_steps=2, class_order="natural", model="small_cnn",
             strategy="replay", loss="bsce", epochs=1, batch_size=32, memory_size=30, progress=False, wandb=False)
+NAME = ExperimentConfig(**BASE).run_name  # the run folder of BASE (replay-bsce-seed0-<digest>)
 
 
 class Crash(Exception):
@@ -43,7 +44,7 @@ class Crash(Exception):
 
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory):
-    """CLI arguments running BASE (one run, ``replay-bsce-seed0``)."""
+    """CLI arguments running BASE (one run, :data:`NAME`)."""
     config = tmp_path_factory.mktemp("config") / "base.yaml"
     config.write_text(json.dumps(BASE))  # JSON is YAML
     return ["--config", str(config)]
@@ -108,7 +109,7 @@ def test_cli_diverged_run_exits_1_with_one_line(tmp_path, capsys, cli):
     assert main(["run", "--output-dir", str(tmp_path), *cli, "--lr", "1e30"]) == 1
     err = one_line_error(capsys)
     assert "training diverged at step 0" in err and "learning rate" in err
-    results = json.loads((tmp_path / "replay-bsce-seed0" / "results.json").read_text())
+    results = json.loads((tmp_path / NAME / "results.json").read_text())
     assert results["failed"]["step"] == 0 and not results["finished"]
 
 
@@ -232,7 +233,7 @@ def test_resume_without_a_checkpoint_says_it_starts_afresh(interrupted_run, tmp_
 
 def test_cli_overwrite_flag(finished_run, tmp_path, capsys, cli):
     cfg, out = finished_run
-    shutil.copytree(out, tmp_path / "replay-bsce-seed0")
+    shutil.copytree(out, tmp_path / NAME)
     assert main(["run", "--output-dir", str(tmp_path), *cli]) == 2
     assert "--overwrite" in one_line_error(capsys)
     assert main(["run", "--output-dir", str(tmp_path), *cli, "--overwrite"]) == 0
@@ -312,7 +313,7 @@ def test_read_only_output_dir_is_refused(tmp_path, monkeypatch):
 def test_concurrent_process_is_refused_and_a_killed_holder_frees_the_dir(tmp_path, capsys, cli):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from bsce_avalanche.runner.fileio import lock_run_dir\n"
-         f"with lock_run_dir({str(tmp_path / 'replay-bsce-seed0')!r}):\n print('locked', flush=True); time.sleep(300)"],
+         f"with lock_run_dir({str(tmp_path / NAME)!r}):\n print('locked', flush=True); time.sleep(300)"],
         stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=os.getcwd()))
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -321,7 +322,7 @@ def test_concurrent_process_is_refused_and_a_killed_holder_frees_the_dir(tmp_pat
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    with lock_run_dir(tmp_path / "replay-bsce-seed0"):
+    with lock_run_dir(tmp_path / NAME):
         pass
 
 

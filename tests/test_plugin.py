@@ -436,3 +436,111 @@ def test_dataset_labels_gathers_concatenated_and_subset_datasets_vectorised(blob
         fast = _flat_data_labels(dataset.targets.data)
         assert fast is not None and fast.tolist() == expected
         assert dataset_labels(dataset).tolist() == expected
+
+
+# ---------------------------------------------------------------- the loss trained is exactly BSCE's
+
+
+class _LossSpy:
+    """Plugin recording, at every training iteration, the loss the strategy backpropagates and the
+    plain logits, labels and BSCE counts it came from."""
+
+    def __new__(cls, bsce):
+        from avalanche.training.plugins import SupervisedPlugin
+
+        class _Spy(SupervisedPlugin):
+            def __init__(self):
+                super().__init__()
+                self.records = []
+
+            def before_backward(self, strategy, **kwargs):
+                self.records.append((strategy.loss.detach().clone(), strategy.mb_output.detach().clone(),
+                                     strategy.mb_y.clone(), bsce.class_prior.counts.clone()))
+
+        return _Spy()
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+@pytest.mark.parametrize("rehearsal", ["half_batch", "concat"])
+def test_loss_trained_inside_a_real_strategy_is_balanced_softmax_cross_entropy(blobs_benchmark, tau, rehearsal):
+    """Not just "differs from CE": the loss Avalanche backpropagates equals the library function on the
+    strategy's own logits, labels and the plugin's prior, at every iteration of every experience."""
+    from bsce_avalanche import ConcatReplayPlugin, balanced_softmax_cross_entropy
+
+    bsce = BalancedSoftmaxPlugin(tau=tau)
+    spy = _LossSpy(bsce)
+    model = MLP()
+    replay = ReplayPlugin(40) if rehearsal == "half_batch" else ConcatReplayPlugin(40)
+    strategy = Naive(model, SGD(model.parameters(), lr=0.01), CrossEntropyLoss(), train_mb_size=16,
+                     train_epochs=2, evaluator=quiet_evaluator, plugins=[replay, bsce, spy])
+    train_all(strategy, blobs_benchmark)
+    assert len(spy.records) > 30
+    for loss, logits, targets, counts in spy.records:
+        counts = torch.cat([counts, counts.new_zeros(logits.shape[1] - counts.numel())])
+        expected = balanced_softmax_cross_entropy(logits, targets, counts, tau=tau)
+        assert torch.allclose(loss, expected, rtol=1e-6, atol=1e-7), (loss, expected)
+
+
+@pytest.mark.parametrize("tau, weight", [(1.0, 1.0), (0.0, 0.5)])
+def test_icarl_loss_is_softmax_term_plus_weighted_distillation(blobs_benchmark, tau, weight):
+    """iCaRL + BSCE (and its tau-0 ablation) trains CE(z + tau log prior, y) + w * mean over the
+    N x |old| old-class units of BCE(sigmoid z, sigmoid z_old), as documented."""
+    import torch.nn.functional as F
+    from avalanche.training import ICaRL
+    from avalanche.training.plugins import SupervisedPlugin
+
+    from bsce_avalanche.losses import log_prior_adjustment
+
+    bsce = BalancedSoftmaxPlugin(tau=tau, distillation_weight=weight)
+    records = []
+
+    class Spy(SupervisedPlugin):
+        def before_forward(self, strategy, **kwargs):
+            # iCaRL's loss plugin computes the old model's logits here; compute them independently
+            self.old = None
+            for p in strategy.plugins:
+                if getattr(p, "old_model", None) is not None:
+                    with torch.no_grad():
+                        self.old = (p.old_model(strategy.mb_x), list(p.old_classes))
+
+        def before_backward(self, strategy, **kwargs):
+            records.append((strategy.loss.detach(), strategy.mb_output.detach(), strategy.mb_y,
+                            bsce.class_prior.counts.clone(), self.old))
+
+    spy = Spy()
+    model = MLP()
+    strategy = ICaRL(model.feature_extractor, model.classifier, SGD(model.parameters(), lr=0.01), memory_size=30,
+                     buffer_transform=None, fixed_memory=True, train_mb_size=16, train_epochs=1,
+                     evaluator=quiet_evaluator, plugins=[bsce, spy])
+    train_all(strategy, blobs_benchmark)
+    with_distillation = 0
+    for loss, logits, targets, counts, old in records:
+        expected = F.cross_entropy(logits + log_prior_adjustment(counts, tau, logits.shape[1]), targets)
+        if old is not None and old[1]:
+            old_logits, old_classes = old
+            with_distillation += 1
+            expected = expected + weight * F.binary_cross_entropy_with_logits(
+                logits[:, old_classes], torch.sigmoid(old_logits[:, old_classes]))
+        assert torch.allclose(loss, expected, rtol=1e-5, atol=1e-6), (loss, expected)
+    assert with_distillation > 5
+
+
+def test_plugin_raises_when_a_strategy_trains_on_a_copy_of_the_logits(blobs_benchmark):
+    """A strategy whose criterion gets a copy (or slice) of mb_output would silently train plain CE:
+    the plugin refuses it after the first iteration."""
+
+    class CopyingNaive(Naive):
+        def criterion(self):
+            return self._criterion(self.mb_output.clone(), self.mb_y)
+
+    model = MLP()
+    strategy = CopyingNaive(model, SGD(model.parameters(), lr=0.01), CrossEntropyLoss(), train_mb_size=16,
+                            train_epochs=1, evaluator=quiet_evaluator, plugins=[BalancedSoftmaxPlugin()])
+    with pytest.raises(RuntimeError, match="without its loss going through the BSCE adjustment"):
+        strategy.train(blobs_benchmark.train_stream[0], num_workers=0)
+
+
+def test_distillation_weight_is_validated():
+    for bad in (-1.0, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ValueError, match="distillation_weight must be a finite number >= 0"):
+            BalancedSoftmaxPlugin(distillation_weight=bad)

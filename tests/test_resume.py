@@ -13,8 +13,9 @@ import time
 import pytest
 
 from bsce_avalanche.runner import experiment
-from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
+from bsce_avalanche.runner.config import ConfigError, ExperimentConfig, run_name
 from bsce_avalanche.runner.experiment import run_experiment
+from naming import run_dir
 
 BASE = dict(benchmark="digits", protocol="B0", n_steps=5, class_order="natural", model="small_cnn",
             epochs=1, batch_size=32, memory_size=30, progress=False, wandb=False)
@@ -124,7 +125,7 @@ def kill_test(tmp_path_factory):
                 "--no-progress", *extra]
 
     subprocess.run(cli(tmp_path / "reference"), env=env, check=True, capture_output=True, timeout=600)
-    reference = json.loads((tmp_path / "reference" / "replay-bsce-seed0" / "results.json").read_text())
+    reference = json.loads((run_dir(tmp_path / "reference", "replay-bsce-seed0") / "results.json").read_text())
     return cli, env, reference
 
 
@@ -135,7 +136,7 @@ def test_killed_process_resumes_with_same_results_and_wandb_run(tmp_path, kill_t
     (a checkpoint to resume from), or before the first step ends (nothing saved yet but the
     lock file of the killed process, which must not block)."""
     cli, env, reference = kill_test
-    run_dir = tmp_path / "killed" / "replay-bsce-seed0"
+    run_dir = tmp_path / "killed" / run_name(reference["config"])
     proc = subprocess.Popen(cli(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline:

@@ -22,6 +22,7 @@ from bsce_avalanche.runner.experiment import build_benchmark, build_model, run_e
 from bsce_avalanche.runner.strategies import STRATEGIES
 from bsce_avalanche.runner.fileio import write_json_atomic
 from bsce_avalanche.runner.metrics import evaluate_step, summarise
+from naming import run_dir
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = dict(benchmark="digits", protocol="B0", n_steps=2, class_order="natural", model="small_cnn",
@@ -131,7 +132,7 @@ def test_method_label_of_results_from_other_versions():
     assert run_label({"config": {"strategy": "lwf", "loss": "ce", "lwf_memory": True, "gone": 1}}) == "lwf+mem-ce"
     assert run_label({"config": {"strategy": "icarl", "loss": "bsce", "prior": "dataset", "tau": 0.5}}) == \
         "icarl-bsce-nme-prior_dataset-tau0.5"
-    assert ExperimentConfig(strategy="replay", loss="bsce").run_name == "replay-bsce-seed0"
+    assert re.fullmatch(r"replay-bsce-seed0-[0-9a-f]{6}", ExperimentConfig(strategy="replay", loss="bsce").run_name)
 
 
 def test_a_key_set_on_the_command_line_leaves_the_config_grid():
@@ -289,8 +290,8 @@ def test_cli_run_grid_and_compare(wandb_env, capsys):
     code = main(["run", "--output-dir", str(out), "--epochs", "1", "--n-steps", "2", "--no-wandb",
                  "--no-progress", "--set", "memory_size=20"])
     assert code == 0
-    assert (out / "replay-ce-seed0" / "results.json").is_file()
-    assert (out / "replay-bsce-seed0" / "results.json").is_file()
+    assert (run_dir(out, "replay-ce-seed0") / "results.json").is_file()
+    assert (run_dir(out, "replay-bsce-seed0") / "results.json").is_file()
     table = (out / "comparison.md").read_text()
     assert "| replay-bsce |" in table and "| replay-ce |" in table
     for png in ("accuracy_per_step", "old_new_accuracy", "new_class_prediction_share", "per_class_accuracy"):
@@ -298,7 +299,7 @@ def test_cli_run_grid_and_compare(wandb_env, capsys):
     code = main(["grid", "--output-dir", str(wandb_env / "g2"), "--strategies", "lwf", "--losses", "bsce",
                  "--seeds", "0", "1", "--epochs", "1", "--n-steps", "2", "--no-wandb", "--no-progress"])
     assert code == 0
-    runs = [json.loads((wandb_env / "g2" / f"lwf-bsce-seed{s}" / "results.json").read_text()) for s in (0, 1)]
+    runs = [json.loads((run_dir(wandb_env / "g2", f"lwf-bsce-seed{s}") / "results.json").read_text()) for s in (0, 1)]
     assert "| lwf-bsce | 2 |" in comparison_table(runs)
     assert main(["compare", str(out)]) == 0
     assert "| replay-bsce |" in capsys.readouterr().out

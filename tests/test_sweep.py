@@ -21,6 +21,7 @@ import yaml
 from bsce_avalanche.runner import sweep
 from bsce_avalanche.runner.cli import main
 from bsce_avalanche.runner.config import ConfigError, ExperimentConfig, load_config
+import naming
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "experiments" / "sweeps").glob("*.yaml"))
@@ -155,7 +156,7 @@ def test_agent_program_runs_one_combination_offline(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
-    run_dir = tmp_path / "out" / "sweep-smoke01" / "smokerun1" / "replay-bsce-seed0"
+    run_dir = naming.run_dir(tmp_path / "out" / "sweep-smoke01" / "smokerun1", "replay-bsce-seed0")
     results = json.loads((run_dir / "results.json").read_text())
     assert results["finished"] and results["config"]["epochs"] == 1 and results["config"]["wandb"]
     assert results["wandb"]["run_id"] == "smokerun1"
@@ -187,7 +188,7 @@ def test_invalid_combination_is_skipped_cleanly(tmp_path, monkeypatch, capsys):
     finally:
         wandb.teardown()
     assert code == 0
-    assert "skipping er_ace-bsce-seed0" in capsys.readouterr().out
+    assert "skipping er_ace-bsce-seed0-" in capsys.readouterr().out
     assert not list(tmp_path.rglob("results.json"))
     assert list(tmp_path.rglob("offline-run-*-skiprun1"))
     [logged] = read_recorded_runs(record)

@@ -1,0 +1,132 @@
+"""What a run is: one table of config-field metadata (EFFECT), from which the run name, the first-experience
+key, the resume check and compare's grouping derive; per-method recipes resolved per run."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import fields
+
+import pytest
+
+from bsce_avalanche.runner.cli import main
+from bsce_avalanche.runner.compare import comparison_table, group_runs
+from bsce_avalanche.runner.config import (EFFECT, EFFECTS, RANGES, RESULT_KEYS, ConfigError, ExperimentConfig,
+                                          expand_grid, load_config, run_name, settings_digest)
+from bsce_avalanche.runner.experiment import _differing_keys, run_experiment
+from bsce_avalanche.runner.first_experience import NOT_IN_KEY
+
+TINY = dict(benchmark="digits", model="small_cnn", n_steps=2, epochs=1, memory_size=20, progress=False, wandb=False)
+ICARL_RECIPE = {"icarl-ce": {"lr": 2.0, "weight_decay": 1.0e-5, "lr_gamma": 0.2}}
+
+
+def test_every_key_has_an_effect_and_the_derived_lists_agree():
+    assert {f.name for f in fields(ExperimentConfig)} == set(EFFECT)
+    assert set(EFFECT.values()) <= set(EFFECTS)
+    assert set(RESULT_KEYS) == {k for k, e in EFFECT.items() if e != "run"}
+    assert NOT_IN_KEY == {k for k, e in EFFECT.items() if e != "result"}
+    # the keys that obviously change results are result keys, the bookkeeping ones are not
+    assert {"lr", "weight_decay", "epochs", "seed", "tau", "strategy", "memory_size"} <= set(RESULT_KEYS)
+    assert not {"output_dir", "progress", "wandb", "threads", "name", "recipes"} & set(RESULT_KEYS)
+    assert RANGES["lr"] == "(0, inf)" and RANGES["seed"].startswith("[0, ")
+
+
+def test_run_name_is_label_seed_and_a_digest_of_every_other_result_setting():
+    base = ExperimentConfig(**TINY)
+    name = base.run_name
+    assert re.fullmatch(r"replay-bsce-seed0-[0-9a-f]{6}", name)
+    assert base.replace(seed=3).run_name == name.replace("seed0", "seed3")  # the seed is readable, not hashed
+    assert base.replace(threads=1, output_dir="elsewhere", progress=True).run_name == name  # run settings
+    for key, value in (("lr", 0.2), ("weight_decay", 1e-4), ("epochs", 2), ("memory_size", 30), ("amp", "bf16")):
+        assert base.replace(**{key: value}).run_name != name, key
+    # readable: the method label; the ce run of the same protocol shares the digest
+    assert base.replace(loss="ce").run_name == name.replace("-bsce-", "-ce-")
+    # results from another version: unknown keys dropped, missing keys at their default, same name
+    config = {**base.to_dict(), "key_of_an_old_version": 1}
+    del config["icarl_distillation_weight"]
+    assert run_name(config) == name
+
+
+def test_grid_over_lr_gives_one_name_per_run_and_a_run_setting_grid_is_refused():
+    runs = expand_grid(ExperimentConfig(**TINY, grid={"lr": [0.05, 0.1]}))
+    assert len({r.run_name for r in runs}) == 2
+    with pytest.raises(ConfigError, match=r"two runs are the same run .*differ only in .*threads"):
+        ExperimentConfig(**TINY, grid={"threads": [1, 2]})
+
+
+def test_recipes_apply_per_method_and_are_recorded():
+    cfg = ExperimentConfig(**TINY, lr=0.1, recipes=ICARL_RECIPE,
+                           grid={"strategy": ["icarl", "replay"], "loss": ["ce", "bsce"]})
+    runs = {(r.strategy, r.loss): r for r in expand_grid(cfg)}
+    own = runs[("icarl", "ce")]
+    assert (own.lr, own.weight_decay, own.lr_gamma, own.recipe, own.recipes) == (2.0, 1e-5, 0.2, "icarl-ce", {})
+    for key in (("icarl", "bsce"), ("replay", "ce"), ("replay", "bsce")):
+        assert (runs[key].lr, runs[key].recipe) == (0.1, None), key
+    assert len({r.run_name for r in runs.values()}) == 4
+    # the more specific selector wins, both are named
+    both = ExperimentConfig(**TINY, strategy="icarl", loss="ce",
+                            recipes={"icarl": {"lr": 1.0, "momentum": 0.5}, "icarl-ce": {"lr": 2.0}})
+    (run,) = expand_grid(both)
+    assert (run.lr, run.momentum, run.recipe) == (2.0, 0.5, "icarl, icarl-ce")
+
+
+@pytest.mark.parametrize("recipes, message", [
+    ({"icral-ce": {"lr": 1.0}}, r"recipes key 'icral-ce' is not a strategy or strategy-loss.*did you mean 'icarl-ce'"),
+    ({"icarl-sce": {"lr": 1.0}}, r"recipes key 'icarl-sce'"),
+    ({"icarl": {}}, r"recipes\['icarl'\] must be a non-empty mapping"),
+    ({"icarl": {"lrr": 1.0}}, r"recipes\['icarl'\] sets 'lrr': not a config key.*did you mean 'lr'"),
+    ({"icarl": {"seed": 1}}, r"recipes\['icarl'\] sets 'seed': not a training setting a recipe may set"),
+    ({"icarl": {"output_dir": "x"}}, r"sets 'output_dir': not a training setting"),
+    ({"icarl-ce": {"lr": -1.0}}, r"recipes\['icarl-ce'\] applied to icarl-ce: lr must be > 0"),
+])
+def test_bad_recipes_are_refused_with_one_line(recipes, message):
+    with pytest.raises(ConfigError, match=message):
+        ExperimentConfig(**TINY, strategy="icarl", loss="ce", recipes=recipes)
+
+
+def test_a_grid_key_set_by_a_recipe_and_a_cli_override_of_a_recipe_key_are_refused(tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"grid.lr and recipes\['icarl-ce'\] both set lr"):
+        ExperimentConfig(**TINY, recipes=ICARL_RECIPE, grid={"strategy": ["icarl"], "loss": ["ce"],
+                                                              "lr": [0.1, 0.2]})
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps({**TINY, "recipes": ICARL_RECIPE}))
+    assert main(["run", "--config", str(path), "--set", "lr=0.3", "--no-wandb"]) == 2
+    err = capsys.readouterr().err
+    assert "lr is also set by recipes['icarl-ce']" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_recipe_run_records_the_values_it_trained_with(tmp_path):
+    cfg = load_config(None, {**TINY, "strategy": "icarl", "loss": "ce", "recipes": ICARL_RECIPE})
+    (run,) = expand_grid(cfg)
+    results = run_experiment(run, tmp_path / run.run_name)
+    saved = json.loads((tmp_path / run.run_name / "results.json").read_text())["config"]
+    assert saved["lr"] == 2.0 and saved["weight_decay"] == 1e-5 and saved["recipe"] == "icarl-ce"
+    assert results["config"]["lr"] == 2.0
+
+
+def test_resume_check_uses_result_settings_only():
+    saved = ExperimentConfig(**TINY).to_dict()
+    assert _differing_keys(saved, ExperimentConfig(**TINY, threads=1, checkpoint=False, name="other")) == []
+    assert _differing_keys(saved, ExperimentConfig(**TINY, lr=0.2)) == ["lr"]
+    assert _differing_keys(saved, ExperimentConfig(**TINY, seed=1)) == ["seed"]
+
+
+def _fake_result(seed=0, accuracy=0.5, **config):
+    cfg = ExperimentConfig(**TINY, seed=seed, **config).to_dict()
+    return {"config": cfg, "average_incremental_accuracy": accuracy, "last_accuracy": accuracy, "forgetting": 0.0,
+            "old_new_accuracy": [{"old": accuracy, "new": accuracy}], "new_class_prediction_share": [0.2],
+            "train_time_s": 1.0}
+
+
+def test_compare_pools_only_runs_that_differ_in_their_seed_and_names_the_differing_key():
+    runs = [_fake_result(seed=s, lr=lr, accuracy=acc) for s in (0, 1) for lr, acc in ((0.05, 0.5), (0.1, 0.7))]
+    runs.append(_fake_result(loss="ce", accuracy=0.3))
+    groups = group_runs(runs)
+    assert {k: len(v) for k, v in groups.items()} == {"replay-bsce (lr=0.05)": 2, "replay-bsce (lr=0.1)": 2,
+                                                      "replay-ce": 1}
+    table = comparison_table(runs)
+    assert "| replay-bsce (lr=0.1) | 2 | 70.0 ± 0.0 |" in table and "| replay-bsce (lr=0.05) | 2 | 50.0 ± 0.0 |" in table
+    # the same settings: pooled as seeds, whatever the run settings
+    same = [_fake_result(seed=0), _fake_result(seed=1, threads=1, output_dir="x")]
+    assert list(group_runs(same)) == ["replay-bsce"]
+    assert settings_digest(same[0]["config"]) == settings_digest(same[1]["config"])
