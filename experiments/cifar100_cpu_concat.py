@@ -52,14 +52,21 @@ FAMILIES = (
 
 
 def planned_runs(seeds=(0, 1, 2)) -> list[dict]:
-    """Config overrides of every run. Longest first, and the first two of different first-experience
-    keys, so that the two workers do not both train the same one."""
-    first, runs = seeds[0], []
-    for seed in seeds:
-        runs += [{"strategy": "bic", "loss": "ce", "seed": seed}, {"strategy": "icarl", "loss": "ce", "seed": seed},
-                 {"strategy": "icarl", "loss": "bsce", "tau": 0.0, "seed": seed},
-                 {"strategy": "icarl", "loss": "bsce", "seed": seed}]
-        runs += [{"strategy": "lwf", "lwf_memory": True, "loss": loss, "seed": seed} for loss in ("ce", "bsce")]
+    """Config overrides of every run, in the order they start: BiC (the longest) and iCaRL first, the iCaRL
+    rows staggered so that the two workers do not both train the same first experience, then LwF."""
+    first = seeds[0]
+    icarl = [[{"strategy": "icarl", "loss": "ce", "seed": seed}, {"strategy": "icarl", "loss": "bsce", "tau": 0.0,
+                                                                  "seed": seed},
+              {"strategy": "icarl", "loss": "bsce", "seed": seed}] for seed in seeds]
+    runs = [{"strategy": "bic", "loss": "ce", "seed": first}, icarl[0][0]]
+    staggered = [icarl[i][k] for d in range(1, 3 + len(seeds)) for k in range(3) for i in range(len(seeds))
+                 if i + k == d]  # the rows of seed i, k-th, start at d = i + k
+    staggered = [r for r in staggered if r is not icarl[0][0]]
+    for position, seed in zip((1, 5), seeds[1:]):  # BiC's other seeds early: the longest runs
+        staggered.insert(position, {"strategy": "bic", "loss": "ce", "seed": seed})
+    runs += staggered
+    runs += [{"strategy": "lwf", "lwf_memory": True, "loss": loss, "seed": seed} for seed in seeds
+             for loss in ("ce", "bsce")]
     for loss in ("ce", "bsce"):
         runs += [{"strategy": "replay", "loss": loss, "seed": seed} for seed in seeds]
     runs.append({"strategy": "replay", "loss": "bsce", "prior": "dataset", "seed": first})
