@@ -134,7 +134,7 @@ def test_analysis_on_the_shipped_results(tmp_path, kernel_env):
     assert len(_images(nb)) == 5
     table = "\n".join(_markdown_outputs(nb))
     for label in ("replay-ce", "replay-bsce", "replay-bsce-prior_dataset"):
-        assert f"| {label} | 3 |" in table
+        assert f"| {label} | – | 3 |" in table
     probe = _probe(nb)
     assert probe["groups"] == {"replay-bsce": 3, "replay-bsce-prior_dataset": 3, "replay-ce": 3}
 
@@ -165,7 +165,7 @@ def test_analysis_on_another_results_directory(tmp_path, kernel_env):
     _assert_clean(nb)
     assert len(_images(nb)) == 5
     table = "\n".join(_markdown_outputs(nb))
-    assert "| replay-ce | 1 |" in table and "| replay-bsce | 1 |" in table  # finished runs only
+    assert "| replay-ce | – | 1 |" in table and "| replay-bsce | – | 1 |" in table  # finished runs only
     assert "Left out, not finished: replay-ce-seed1" in _stdout(nb)
     probe = _probe(nb)
     assert probe == {"groups": {"replay-bsce": 1, "replay-ce": 1}, "runs": 3, "finished": 2}

@@ -125,7 +125,7 @@ def test_compare_pools_only_runs_that_differ_in_their_seed_and_names_the_differi
     assert {k: len(v) for k, v in groups.items()} == {"replay-bsce (lr=0.05)": 2, "replay-bsce (lr=0.1)": 2,
                                                       "replay-ce": 1}
     table = comparison_table(runs)
-    assert "| replay-bsce (lr=0.1) | 2 | 70.0 ± 0.0 |" in table and "| replay-bsce (lr=0.05) | 2 | 50.0 ± 0.0 |" in table
+    assert "| replay-bsce (lr=0.1) | – | 2 | 70.0 ± 0.0 |" in table and "| replay-bsce (lr=0.05) | – | 2 | 50.0 ± 0.0 |" in table
     # the same settings: pooled as seeds, whatever the run settings
     same = [_fake_result(seed=0), _fake_result(seed=1, threads=1, output_dir="x")]
     assert list(group_runs(same)) == ["replay-bsce"]

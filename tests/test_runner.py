@@ -300,7 +300,7 @@ def test_cli_run_grid_and_compare(wandb_env, capsys):
                  "--seeds", "0", "1", "--epochs", "1", "--n-steps", "2", "--no-wandb", "--no-progress"])
     assert code == 0
     runs = [json.loads((run_dir(wandb_env / "g2", f"lwf-bsce-seed{s}") / "results.json").read_text()) for s in (0, 1)]
-    assert "| lwf-bsce | 2 |" in comparison_table(runs)
+    assert "| lwf-bsce | – | 2 |" in comparison_table(runs)
     assert main(["compare", str(out)]) == 0
     assert "| replay-bsce |" in capsys.readouterr().out
 

@@ -88,10 +88,12 @@ _COLUMNS = (
 
 
 def comparison_table(runs: Sequence[dict]) -> str:
-    """Markdown table: one row per method, mean ± sample std over seeds (pass finished runs)."""
-    header = ["method", "seeds", *(name for name, _ in _COLUMNS), "train time (s)"]
+    """Markdown table: one row per method, mean ± sample std over seeds (pass finished runs); ``recipe``: the
+    config's ``recipes`` entries the runs trained with (their values are in each run's results.json)."""
+    header = ["method", "recipe", "seeds", *(name for name, _ in _COLUMNS), "train time (s)"]
     rows = [
-        [label, str(len(group)), *(format_mean_std([value(r) for r in group]) for _, value in _COLUMNS),
+        [label, group[0]["config"].get("recipe") or "–", str(len(group)),
+         *(format_mean_std([value(r) for r in group]) for _, value in _COLUMNS),
          format_mean_std([r["train_time_s"] for r in group], scale=1.0, digits=0)]
         for label, group in group_runs(runs).items()
     ]
