@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence
 
@@ -127,6 +127,8 @@ FAMILY_COLORS: dict[str, str] = {
 LOSS_LINESTYLES = {"ce": "--", "bsce tau 0": ":", "bsce": "-"}
 #: Variants of one family and loss (another tau, prior, ...) differ by marker.
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
+#: More methods than this in a family's panel: its BSCE variants (tau, prior) go to a panel beside it.
+_MAX_LINES_PER_PANEL = 4
 _CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)
                     if f.default is not dataclasses.MISSING}
 
@@ -156,18 +158,18 @@ def _is_variant(config: Mapping) -> bool:
     return c["loss"] == "bsce" and (c["tau"] not in (0, 1) or c["prior"] != "auto")
 
 
-def _panel(config: Mapping) -> tuple[tuple, str]:
+def _panel(config: Mapping, split_variants: bool = True) -> tuple[tuple, str]:
     """The panel a method is drawn in: its family, with the memory protocol (Replay, LwF + memory)
-    or the classifier (iCaRL), which change the question; BSCE at another tau or prior in a panel
-    of its own (with the main CE and BSCE for reference). The sort key and the panel's title."""
+    or the classifier (iCaRL), which change the question; with ``split_variants``, BSCE at another
+    tau or prior in a panel of its own (with the main CE and BSCE for reference). The sort key and
+    the panel's title."""
     c = {**_CONFIG_DEFAULTS, **config}
     family = method_family(c)
     detail = c["replay"] if uses_replay_option(c) else c["icarl_eval"] if c["strategy"] == "icarl" else ""
     order = FAMILIES.index(family) if family in FAMILIES else len(FAMILIES)
     title = _FAMILY_NAMES.get(family, family) + (f" ({detail.replace('_', ' ')})" if detail else "")
-    if _is_variant(c):
-        title += ": BSCE, other tau or prior"
-    return (order, family, detail, _is_variant(c)), title
+    variant = split_variants and _is_variant(c)
+    return (order, family, detail, variant), title + (", BSCE at other tau / prior" if variant else "")
 
 
 @dataclasses.dataclass
@@ -187,10 +189,17 @@ class _Method:
 def _methods(runs: Sequence[dict]) -> list[_Method]:
     """The methods of :func:`group_runs`, ordered by panel, then CE, tau 0, BSCE, the main variant
     (tau 1, prior auto) first; each with its style (the marker tells apart the variants of a loss)."""
+    groups = group_runs(runs)
+    if not groups:
+        raise ValueError("No runs to plot.")
+    configs = {label: {**_CONFIG_DEFAULTS, **group[0]["config"]} for label, group in groups.items()}
+    # BSCE at other tau / priors get a panel of their own where the family's panel would be crowded
+    per_panel = Counter(_panel(c, split_variants=False)[0] for c in configs.values())
     methods = []
-    for label, group in group_runs(runs).items():
-        config = {**_CONFIG_DEFAULTS, **group[0]["config"]}
-        panel, title = _panel(config)
+    for label, group in groups.items():
+        config = configs[label]
+        crowded = per_panel[_panel(config, split_variants=False)[0]] > _MAX_LINES_PER_PANEL
+        panel, title = _panel(config, split_variants=crowded)
         methods.append(_Method(label, list(group), config, panel, title, method_style(config)))
     kinds = list(LOSS_LINESTYLES)
 
@@ -270,7 +279,7 @@ def _small_multiples(methods: Sequence[_Method], columns: Sequence[str] = ("",),
         row, col = divmod(i, per_row)
         where[panel] = list(axes[row, col * len(columns):(col + 1) * len(columns)])
         for ax, column in zip(where[panel], columns):
-            ax.set_title(f"{title}: {column}" if column else title, fontsize=10)
+            ax.set_title(f"{title}\n{column}" if column else title, fontsize=9)
             ax.grid(alpha=0.3)
     for ax in axes.flat[len(panels) * len(columns):]:
         ax.set_visible(False)
