@@ -17,8 +17,9 @@ from .strategies import STRATEGIES, uses_replay_option
 
 __all__ = ["format_mean_std", "run_label", "find_results", "load_results", "group_runs", "comparison_table",
            "first_experience_table", "plot_comparison", "compare", "FAMILIES", "FAMILY_COLORS", "LOSS_LINESTYLES",
-           "method_family", "loss_kind", "method_style", "per_experience_accuracy", "figure_accuracy_per_step",
-           "figure_old_new_accuracy", "figure_new_class_prediction_share", "figure_per_experience_accuracy", "PLOTS"]
+           "method_family", "loss_kind", "method_style", "mean_per_experience", "per_experience_accuracy",
+           "figure_accuracy_per_step", "figure_old_new_accuracy", "figure_new_class_prediction_share",
+           "figure_per_experience_accuracy", "PLOTS"]
 
 
 def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -226,15 +227,21 @@ def _mean_std(group: Sequence[dict], getter) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-def per_experience_accuracy(run: dict) -> list[Optional[float]]:
-    """Mean accuracy after the last step over the classes of each experience (from the run's
-    per-class accuracy; None for an experience with no class evaluated)."""
-    accuracy = run.get("per_class_accuracy") or run["steps"][-1]["per_class_accuracy"]
+def mean_per_experience(per_class: Sequence[Optional[float]],
+                        classes_per_step: Sequence[Sequence[int]]) -> list[Optional[float]]:
+    """``per_class[c]`` (indexed by class id) averaged over the classes of each experience; None
+    for an experience none of whose classes has a value."""
     means = []
-    for classes in run["classes_per_step"]:
-        values = [accuracy[c] for c in classes if accuracy[c] is not None]
+    for classes in classes_per_step:
+        values = [per_class[c] for c in classes if per_class[c] is not None and not np.isnan(per_class[c])]
         means.append(float(np.mean(values)) if values else None)
     return means
+
+
+def per_experience_accuracy(run: dict) -> list[Optional[float]]:
+    """A run's per-class accuracy after the last step, averaged over the classes of each experience."""
+    accuracy = run.get("per_class_accuracy") or run["steps"][-1]["per_class_accuracy"]
+    return mean_per_experience(accuracy, run["classes_per_step"])
 
 
 def _classes_seen(run: dict) -> np.ndarray:
@@ -354,7 +361,8 @@ def figure_new_class_prediction_share(runs: Sequence[dict]):
         axes[0].plot(_classes_seen(run), 100 * sizes / _classes_seen(run), label="_unbiased", **fair_style)
     _step_ticks(fig, methods[0].runs[0])
     _finish(fig, methods, "Test predictions given to the classes of the current step", "classes seen",
-            "share of the test predictions (%)", extra=[(Line2D([], [], **fair_style), "unbiased (their share of the classes)")])
+            "share of the test predictions (%)",
+            extra=[(Line2D([], [], **fair_style), "unbiased (their share of the classes)")])
     return fig
 
 
