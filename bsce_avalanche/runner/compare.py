@@ -305,7 +305,7 @@ def _finish(fig, methods: Sequence[_Method], title: str, xlabel: str, ylabel: st
     for handle, label in extra:
         handles.append(handle)
         labels.append(label)
-    fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False,
+    fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False,
                title="method (line: mean,\nband: ± std over seeds)", title_fontsize=8)
     fig.suptitle(title, fontsize=11)
     fig.supxlabel(xlabel, fontsize=10)
@@ -376,7 +376,7 @@ def figure_per_experience_accuracy(runs: Sequence[dict]):
     n = len(methods[0].runs[0]["classes_per_step"])
     for ax in fig.axes:
         ax.set_xticks(range(1, n + 1) if n <= 10 else range(1, n + 1, 2))
-    _finish(fig, methods, "Accuracy after the last step on the classes of each step (mean over its classes)",
+    _finish(fig, methods, "Accuracy of the final model on the classes of each step (mean over them)",
             "step in which the classes were learned", "accuracy after the last step (%)")
     return fig
 
