@@ -92,10 +92,11 @@ def test_colour_per_family_and_line_style_per_loss():
 
 def test_variants_of_a_loss_differ_by_marker_and_crowded_families_get_a_variant_panel():
     runs = [make_run("replay", "ce"), make_run("replay", "bsce"), make_run("replay", "bsce", prior="dataset")]
-    fig = figure_accuracy_per_step(runs)
-    [ax] = _axes(fig)  # three methods: one panel
+    fig = figure_accuracy_per_step(runs + [make_run("replay", "bsce", tau=0.5)])
+    [ax] = _axes(fig)  # four methods: one panel
     markers = {line.get_label().split(" (")[0]: line.get_marker() for line in ax.get_lines()}
-    assert markers["replay-bsce"] != markers["replay-bsce-prior_dataset"]
+    assert markers["replay-ce"] == markers["replay-bsce"] == "o"  # the main CE and BSCE: circles
+    assert len({markers["replay-bsce"], markers["replay-bsce-prior_dataset"], markers["replay-bsce-tau0.5"]}) == 3
 
     runs += [make_run("replay", "bsce", tau=tau) for tau in (0.0, 0.5, 2.0)]
     fig = figure_accuracy_per_step(runs)

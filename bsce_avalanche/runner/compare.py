@@ -203,8 +203,8 @@ def _methods(runs: Sequence[dict]) -> list[_Method]:
         panel, title = _panel(config, split_variants=crowded)
         methods.append(_Method(label, list(group), config, panel, title, method_style(config)))
     kinds = list(LOSS_LINESTYLES)
-
-    methods.sort(key=lambda m: (m.panel, kinds.index(loss_kind(m.config)), float(m.config["tau"]), m.label))
+    methods.sort(key=lambda m: (m.panel, kinds.index(loss_kind(m.config)), _is_variant(m.config),
+                                float(m.config["tau"]), m.label))
     used: dict = defaultdict(int)
     for m in methods:  # a variant's marker differs from its family's main BSCE too (drawn beside it)
         key = (m.panel[:-1], m.style["linestyle"])
