@@ -16,7 +16,7 @@ from bsce_avalanche import PRIOR_MODES
 from bsce_avalanche.benchmarks import BENCHMARKS, CLASS_ORDER_NAMES
 from bsce_avalanche.models import MODELS
 from bsce_avalanche.runner.cli import build_parser, config_from_args, main
-from bsce_avalanche.runner.compare import comparison_table, run_label
+from bsce_avalanche.runner.compare import comparison_table, per_experience_accuracy, run_label
 from bsce_avalanche.runner.config import CHOICES, ConfigError, ExperimentConfig, expand_grid, load_config
 from bsce_avalanche.runner.experiment import build_benchmark, build_model, run_experiment
 from bsce_avalanche.runner.strategies import STRATEGIES
@@ -268,6 +268,8 @@ def test_run_writes_results_and_an_offline_wandb_run(wandb_env, fake_wandb):
     assert [p for _, p in prior] == pytest.approx(on_disk["priors"][-1])
     cm = run.logged("confusion_matrix")[-1].table.data
     assert sum(n for _, _, n in cm) == np.sum(on_disk["confusion_matrix"])
+    per_experience = run.logged("per_class_accuracy_per_experience")[-1].table.data
+    assert [a for _, a in per_experience] == pytest.approx(per_experience_accuracy(on_disk))
     assert len(run.logged("Top1_Acc_Stream/eval_phase/test_stream/Task000")) == 2  # Avalanche's metrics
 
 

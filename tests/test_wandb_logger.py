@@ -404,6 +404,22 @@ def test_avalanche_naive_metrics_reach_wandb(wandb_env, fake_wandb):
     assert sum(row[2] for row in wb_cm.table.data) == 32  # every test sample counted once
 
 
+def test_per_class_accuracy_averaged_per_experience(wandb_env, fake_wandb):
+    """One bar per experience: the mean accuracy over its classes (ids out of order, uneven sizes)."""
+    logger = WandBLogger(project="bsce-test", dir=wandb_env / "runs", mode="offline")
+    accuracies = [1.0, 0.5, 0.25, 0.0, 0.75]
+    logger.log_per_class_accuracy(4, accuracies, classes_per_step=[[3, 0], [4, 1, 2]])
+    logger.log_per_class_accuracy(5, accuracies)  # without the experiences: the per-class chart only
+    logger.finish()
+    [run] = fake_wandb.runs
+    [chart] = run.logged("per_class_accuracy_per_experience")
+    assert isinstance(chart, wandb.plot.CustomChart) and chart.spec.spec_name == "wandb/bar/v0"
+    assert chart.table.columns == ["experience", "accuracy"]
+    assert chart.table.data == [["exp_0", pytest.approx((0.0 + 1.0) / 2)],
+                                ["exp_1", pytest.approx((0.75 + 0.5 + 0.25) / 3)]]
+    assert [row["global_step"] for row in run.rows_with("per_class_accuracy")] == [4, 5]
+
+
 # --------------------------------------------------------------------------- #
 # The real wandb (offline, no network)
 # --------------------------------------------------------------------------- #
@@ -422,7 +438,7 @@ def test_real_wandb_takes_every_helper_and_writes_an_offline_run(wandb_env):
     logger.log_step_metrics(0, {"loss": torch.tensor(2.5), "acc": np.float32(0.25)})
     logger.log_class_prior(1, [0.5, 0.3, 0.2])
     logger.log_confusion_matrix(1, [0, 1, 2, 2], [0, 1, 1, 2])
-    logger.log_per_class_accuracy(1, [1.0, 0.5, 0.25])
+    logger.log_per_class_accuracy(1, [1.0, 0.5, 0.25], classes_per_step=[[0, 2], [1]])
     logger.log_accuracy_matrix([[0.9, None], [0.6, 0.8]])
     logger.summary({"final_acc": np.float64(0.7), "forgetting": torch.tensor(0.3)})
     logger.finish()

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .config import ConfigError, differing_settings, method_label, result_settings, settings_digest
+from .config import (ConfigError, ExperimentConfig, differing_settings, method_label, result_settings,
+                     settings_digest)
 from .fileio import write_text_atomic
+from .strategies import STRATEGIES, uses_replay_option
 
 __all__ = ["format_mean_std", "run_label", "find_results", "load_results", "group_runs", "comparison_table",
-           "first_experience_table", "plot_comparison", "compare"]
+           "first_experience_table", "plot_comparison", "compare", "FAMILIES", "FAMILY_COLORS", "LOSS_LINESTYLES",
+           "method_family", "loss_kind", "method_style", "mean_per_experience", "per_experience_accuracy",
+           "figure_accuracy_per_step", "figure_old_new_accuracy", "figure_new_class_prediction_share",
+           "figure_per_experience_accuracy", "PLOTS"]
 
 
 def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -121,68 +127,302 @@ def first_experience_table(runs: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _mean_curve(group: Sequence[dict], getter) -> np.ndarray:
+# --------------------------------------------------------------------------- plots
+# Small multiples: one panel per method family (and memory protocol / iCaRL classifier), one
+# colour per family, the loss as the line style, the spread over seeds as a band, one legend
+# beside the panels. The figures are built without pyplot (no global state, any backend) and
+# saved with Agg.
+
+#: Method families, in the order of their panels: the strategies, LwF with a memory on its own.
+FAMILIES: tuple[str, ...] = tuple(f for s in STRATEGIES for f in ((s, "lwf+mem") if s == "lwf" else (s,)))
+_FAMILY_NAMES = {"naive": "Naive", "replay": "Replay", "lwf": "LwF", "lwf+mem": "LwF + memory", "icarl": "iCaRL",
+                 "er_ace": "ER-ACE", "bic": "BiC", "gdumb": "GDumb"}
+_PALETTE = {"replay": "tab:blue", "lwf+mem": "tab:red", "icarl": "tab:purple", "bic": "tab:green",
+            "er_ace": "tab:brown", "lwf": "tab:orange", "naive": "tab:gray", "gdumb": "tab:olive"}
+_SPARE = ("tab:cyan", "tab:pink", "black")
+#: One colour per family (Replay blue, LwF + memory red, iCaRL purple, ...), the same in every figure.
+FAMILY_COLORS: dict[str, str] = {
+    f: _PALETTE.get(f) or _SPARE[[g for g in FAMILIES if g not in _PALETTE].index(f) % len(_SPARE)] for f in FAMILIES}
+#: The loss as a line style: CE dashed, BSCE solid, BSCE with tau 0 (CE on BSCE's code path) dotted.
+LOSS_LINESTYLES = {"ce": "--", "bsce tau 0": ":", "bsce": "-"}
+#: Variants of one family and loss (another tau, prior, ...) differ by marker.
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">")
+#: More methods than this in a family's panel: its BSCE variants (tau, prior) go to a panel beside it.
+_MAX_LINES_PER_PANEL = 4
+_CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)
+                    if f.default is not dataclasses.MISSING}
+
+
+def method_family(config: Mapping) -> str:
+    """The family of a run's method: its strategy, ``lwf+mem`` for LwF with a memory."""
+    c = {**_CONFIG_DEFAULTS, **config}
+    return "lwf+mem" if c["strategy"] == "lwf" and c["lwf_memory"] else c["strategy"]
+
+
+def loss_kind(config: Mapping) -> str:
+    """``"ce"``, ``"bsce"`` or ``"bsce tau 0"`` (the keys of :data:`LOSS_LINESTYLES`)."""
+    c = {**_CONFIG_DEFAULTS, **config}
+    if c["loss"] != "bsce":
+        return "ce"
+    return "bsce tau 0" if c["tau"] == 0 else "bsce"
+
+
+def method_style(config: Mapping) -> dict:
+    """``color`` and ``linestyle`` of a run's method in every plot (``ax.plot(..., **method_style(cfg))``)."""
+    return {"color": FAMILY_COLORS.get(method_family(config), "black"), "linestyle": LOSS_LINESTYLES[loss_kind(config)]}
+
+
+def _is_variant(config: Mapping) -> bool:
+    """A BSCE run at another tau than 0 and 1, or with another prior than ``auto``."""
+    c = {**_CONFIG_DEFAULTS, **config}
+    return c["loss"] == "bsce" and (c["tau"] not in (0, 1) or c["prior"] != "auto")
+
+
+def _panel(config: Mapping, split_variants: bool = True) -> tuple[tuple, str]:
+    """The panel a method is drawn in: its family, with the memory protocol (Replay, LwF + memory)
+    or the classifier (iCaRL), which change the question; with ``split_variants``, BSCE at another
+    tau or prior in a panel of its own (with the main CE and BSCE for reference). The sort key and
+    the panel's title."""
+    c = {**_CONFIG_DEFAULTS, **config}
+    family = method_family(c)
+    detail = c["replay"] if uses_replay_option(c) else c["icarl_eval"] if c["strategy"] == "icarl" else ""
+    order = FAMILIES.index(family) if family in FAMILIES else len(FAMILIES)
+    title = _FAMILY_NAMES.get(family, family) + (f" ({detail.replace('_', ' ')})" if detail else "")
+    variant = split_variants and _is_variant(c)
+    return (order, family, detail, variant), title + (", BSCE at other tau / prior" if variant else "")
+
+
+@dataclasses.dataclass
+class _Method:
+    label: str
+    runs: list
+    config: dict
+    panel: tuple
+    title: str
+    style: dict  # color, linestyle, marker
+
+    @property
+    def legend(self) -> str:
+        return f"{self.label} ({len(self.runs)} seed{'s' if len(self.runs) > 1 else ''})"
+
+
+def _methods(runs: Sequence[dict]) -> list[_Method]:
+    """The methods of :func:`group_runs`, ordered by panel, then CE, tau 0, BSCE, the main variant
+    (tau 1, prior auto) first; each with its style (the marker tells apart the variants of a loss)."""
+    groups = group_runs(runs)
+    if not groups:
+        raise ValueError("No runs to plot.")
+    configs = {label: {**_CONFIG_DEFAULTS, **group[0]["config"]} for label, group in groups.items()}
+    # BSCE at other tau / priors get a panel of their own where the family's panel would be crowded
+    per_panel = Counter(_panel(c, split_variants=False)[0] for c in configs.values())
+    methods = []
+    for label, group in groups.items():
+        config = configs[label]
+        crowded = per_panel[_panel(config, split_variants=False)[0]] > _MAX_LINES_PER_PANEL
+        panel, title = _panel(config, split_variants=crowded)
+        methods.append(_Method(label, list(group), config, panel, title, method_style(config)))
+    kinds = list(LOSS_LINESTYLES)
+    methods.sort(key=lambda m: (m.panel, kinds.index(loss_kind(m.config)), _is_variant(m.config),
+                                float(m.config["tau"]), m.label))
+    used: dict = defaultdict(int)
+    for m in methods:  # a variant's marker differs from its family's main BSCE too (drawn beside it)
+        key = (m.panel[:-1], m.style["linestyle"])
+        m.style["marker"] = _MARKERS[used[key] % len(_MARKERS)]
+        used[key] += 1
+    return methods
+
+
+def _mean_std(group: Sequence[dict], getter) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample std over the runs, entry by entry (None: missing, skipped); std NaN where
+    fewer than two runs have the entry. Truncated to the shortest run."""
     curves = [np.asarray([np.nan if v is None else v for v in getter(r)], dtype=float) for r in group]
     n = min(len(c) for c in curves)
     stacked = np.stack([c[:n] for c in curves])
-    # a step where no seed has the metric (old accuracy at step 1) stays NaN: not plotted
     counts = np.sum(~np.isnan(stacked), axis=0)
-    return np.where(counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan)
+    # a step where no seed has the metric (old accuracy at step 1) stays NaN: not plotted
+    mean = np.where(counts > 0, np.nansum(stacked, axis=0) / np.maximum(counts, 1), np.nan)
+    sq = np.nansum((stacked - np.where(np.isnan(mean), 0.0, mean)) ** 2, axis=0)
+    std = np.where(counts > 1, np.sqrt(sq / np.maximum(counts - 1, 1)), np.nan)
+    return mean, std
+
+
+def mean_per_experience(per_class: Sequence[Optional[float]],
+                        classes_per_step: Sequence[Sequence[int]]) -> list[Optional[float]]:
+    """``per_class[c]`` (indexed by class id) averaged over the classes of each experience; None
+    for an experience none of whose classes has a value."""
+    means = []
+    for classes in classes_per_step:
+        values = [per_class[c] for c in classes if per_class[c] is not None and not np.isnan(per_class[c])]
+        means.append(float(np.mean(values)) if values else None)
+    return means
+
+
+def per_experience_accuracy(run: dict) -> list[Optional[float]]:
+    """A run's per-class accuracy after the last step, averaged over the classes of each experience."""
+    accuracy = run.get("per_class_accuracy") or run["steps"][-1]["per_class_accuracy"]
+    return mean_per_experience(accuracy, run["classes_per_step"])
+
+
+def _classes_seen(run: dict) -> np.ndarray:
+    return np.cumsum([len(c) for c in run["classes_per_step"]])
+
+
+def _placements(methods: Sequence[_Method], where: Mapping) -> list[tuple[_Method, list]]:
+    """Each method with the axes it is drawn in: its panel's, and for the main CE and BSCE of a
+    family, the panel of its BSCE variants too."""
+    placed = []
+    for m in methods:
+        axes = list(where[m.panel]) if m.panel in where else []
+        variants = (*m.panel[:-1], True)
+        if not m.panel[-1] and variants in where and loss_kind(m.config) in ("ce", "bsce"):
+            axes += where[variants]
+        placed.append((m, axes))
+    return placed
+
+
+def _draw(ax, method: _Method, x, getter) -> None:
+    """Mean over the method's runs (in %), and mean ± std as a band when it has several."""
+    mean, std = _mean_std(method.runs, getter)
+    x = np.asarray(x)[: len(mean)]
+    ax.plot(x, 100 * mean, label=method.legend, ms=5, lw=1.6, **method.style)
+    if len(method.runs) > 1:
+        ax.fill_between(x, 100 * (mean - std), 100 * (mean + std), color=method.style["color"], alpha=0.18,
+                        lw=0, label=f"_band {method.label}")
+
+
+def _small_multiples(methods: Sequence[_Method], columns: Sequence[str] = ("",), max_cols: int = 4):
+    """A figure with one panel per method panel (times ``columns``: sub-panels side by side),
+    shared axes; returns the figure and ``{panel: [axes per column]}``."""
+    from matplotlib.figure import Figure
+
+    panels = list(dict.fromkeys((m.panel, m.title) for m in methods))
+    per_row = max(1, min(len(panels), max(1, max_cols // len(columns))))
+    nrows, ncols = -(-len(panels) // per_row), per_row * len(columns)
+    fig = Figure(figsize=(0.8 + 2.9 * ncols + 2.6, 0.9 + 2.5 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    where = {}
+    for i, (panel, title) in enumerate(panels):
+        row, col = divmod(i, per_row)
+        where[panel] = list(axes[row, col * len(columns):(col + 1) * len(columns)])
+        for ax, column in zip(where[panel], columns):
+            ax.set_title(f"{title}\n{column}" if column else title, fontsize=9)
+            ax.grid(alpha=0.3)
+    for ax in axes.flat[len(panels) * len(columns):]:
+        ax.set_visible(False)
+    for col in range(ncols):  # tick labels under the lowest panel drawn in each column
+        shown = [axes[r, col] for r in range(nrows) if axes[r, col].get_visible()]
+        shown[-1].xaxis.set_tick_params(labelbottom=True)
+    return fig, where
+
+
+def _finish(fig, methods: Sequence[_Method], title: str, xlabel: str, ylabel: str, extra=()) -> None:
+    """Title, axis labels and one legend for all panels, right of them (outside every axes)."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ms=5, lw=1.6, **m.style) for m in methods]
+    labels = [m.legend for m in methods]
+    for handle, label in extra:
+        handles.append(handle)
+        labels.append(label)
+    fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False,
+               title="method (line: mean,\nband: ± std over seeds)", title_fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.supxlabel(xlabel, fontsize=10)
+    fig.supylabel(ylabel, fontsize=10)
+
+
+def _step_ticks(fig, run: dict) -> None:
+    seen = _classes_seen(run)
+    ticks = seen if len(seen) <= 6 else seen[::-2][::-1]  # every other step, the last one included
+    for ax in fig.axes:
+        ax.set_xticks(ticks)
+
+
+def figure_accuracy_per_step(runs: Sequence[dict]):
+    """Accuracy on the classes seen so far after each step, one panel per family."""
+    methods = _methods(runs)
+    fig, where = _small_multiples(methods)
+    for m, axes in _placements(methods, where):
+        for ax in axes:
+            _draw(ax, m, _classes_seen(m.runs[0]), lambda r: [s["accuracy_seen"] for s in r["steps"]])
+    _step_ticks(fig, methods[0].runs[0])
+    _finish(fig, methods, "Accuracy on the classes seen so far, after each step", "classes seen",
+            "accuracy on the seen classes (%)")
+    return fig
+
+
+def figure_old_new_accuracy(runs: Sequence[dict]):
+    """Accuracy on the old and on the newest classes after each step, side by side per family."""
+    methods = _methods(runs)
+    fig, where = _small_multiples(methods, columns=("old classes", "new classes"))
+    for m, axes in _placements(methods, where):
+        for ax, part in zip(axes, ("old", "new") * len(axes)):
+            _draw(ax, m, _classes_seen(m.runs[0]), lambda r: [s[part] for s in r["old_new_accuracy"]])
+    _step_ticks(fig, methods[0].runs[0])
+    _finish(fig, methods, "Accuracy on the classes of earlier steps (old) and of the current step (new)",
+            "classes seen", "accuracy (%)")
+    return fig
+
+
+def figure_new_class_prediction_share(runs: Sequence[dict]):
+    """Share of the test predictions given to the newest classes, with the unbiased share."""
+    from matplotlib.lines import Line2D
+
+    methods = _methods(runs)
+    fig, where = _small_multiples(methods)
+    fair_style = dict(color="0.35", linestyle="-.", lw=1.2)
+    for m, axes in _placements(methods, where):
+        for ax in axes:
+            _draw(ax, m, _classes_seen(m.runs[0]), lambda r: r["new_class_prediction_share"])
+    for panel, axes in where.items():  # the newest classes' share of the test images
+        run = next(m.runs[0] for m in methods if m.panel == panel)
+        sizes = np.asarray([len(c) for c in run["classes_per_step"]])
+        axes[0].plot(_classes_seen(run), 100 * sizes / _classes_seen(run), label="_unbiased", **fair_style)
+    _step_ticks(fig, methods[0].runs[0])
+    _finish(fig, methods, "Test predictions given to the classes of the current step", "classes seen",
+            "share of the test predictions (%)",
+            extra=[(Line2D([], [], **fair_style), "unbiased (their share of the classes)")])
+    return fig
+
+
+def figure_per_experience_accuracy(runs: Sequence[dict]):
+    """Per-class accuracy after the last step, averaged over the classes of each experience."""
+    methods = _methods(runs)
+    fig, where = _small_multiples(methods)
+    for m, axes in _placements(methods, where):
+        for ax in axes:
+            _draw(ax, m, np.arange(1, len(m.runs[0]["classes_per_step"]) + 1), per_experience_accuracy)
+    n = len(methods[0].runs[0]["classes_per_step"])
+    for ax in fig.axes:
+        ax.set_xticks(range(1, n + 1) if n <= 10 else range(1, n + 1, 2))
+    _finish(fig, methods, "Accuracy of the final model on the classes of each step (mean over them)",
+            "step in which the classes were learned", "accuracy after the last step (%)")
+    return fig
+
+
+#: The files :func:`plot_comparison` writes, and the figure each holds.
+PLOTS = {
+    "accuracy_per_step.png": figure_accuracy_per_step,
+    "old_new_accuracy.png": figure_old_new_accuracy,
+    "new_class_prediction_share.png": figure_new_class_prediction_share,
+    "per_class_accuracy.png": figure_per_experience_accuracy,
+}
 
 
 def plot_comparison(runs: Sequence[dict], out_dir: str | os.PathLike) -> list[Path]:
-    """Write PNG plots; return their paths."""
-    import matplotlib
+    """Write the PNG plots of :data:`PLOTS` (rendered with Agg); return their paths."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    if not runs:
+        raise ValueError("plot_comparison needs at least one run.")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    groups = group_runs(runs)
     written = []
-    # enough distinct colours for a full grid (the default cycle repeats after 10)
-    plt.rcParams["axes.prop_cycle"] = plt.cycler(color=plt.get_cmap("tab20").colors)
-
-    def per_step(ax, getter):  # one curve per method: the mean over its runs, in percent
-        for label, group in groups.items():
-            curve = _mean_curve(group, getter)
-            ax.plot(range(1, len(curve) + 1), 100 * curve, marker="o", label=label)
-
-    def save(fig, axes, name):
-        for ax in axes:
-            ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=7)
-        fig.tight_layout()
+    for name, make in PLOTS.items():
+        fig = make(runs)
+        FigureCanvasAgg(fig)
         fig.savefig(out_dir / name, dpi=110)
-        plt.close(fig)
         written.append(out_dir / name)
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    per_step(ax, lambda r: [s["accuracy_seen"] for s in r["steps"]])
-    ax.set(xlabel="step", ylabel="accuracy on seen classes (%)", title="Accuracy after each step")
-    save(fig, [ax], "accuracy_per_step.png")
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, part in zip(axes, ("old", "new")):
-        per_step(ax, lambda r: [s[part] for s in r["old_new_accuracy"]])
-        ax.set(xlabel="step", title=f"Accuracy on {part} classes (%)")
-    save(fig, axes, "old_new_accuracy.png")
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    per_step(ax, lambda r: r["new_class_prediction_share"])
-    sizes = np.asarray([len(c) for c in next(iter(runs))["classes_per_step"]])
-    fair = 100 * sizes / np.cumsum(sizes)
-    ax.plot(range(1, len(fair) + 1), fair, "k--", label="unbiased (class share)")
-    ax.set(xlabel="step", ylabel="% of test predictions", title="Predictions given to the newest classes")
-    save(fig, [ax], "new_class_prediction_share.png")
-
-    fig, ax = plt.subplots(figsize=(9, 4))
-    for label, group in groups.items():
-        per_class = _mean_curve(group, lambda r: [r["per_class_accuracy"][c] for c in r["class_order"]])
-        ax.plot(range(len(group[0]["class_order"])), 100 * per_class, label=label, alpha=0.8)
-    ax.set(xlabel="class, in order of arrival", ylabel="accuracy (%)", title="Per-class accuracy after the last step")
-    save(fig, [ax], "per_class_accuracy.png")
     return written
 
 

@@ -326,7 +326,8 @@ def _log_step(logger, t, step_eval, results):
 def _log_final(logger, results):
     last = len(results["steps"]) - 1
     logger.log_accuracy_matrix(results["accuracy_matrix"])
-    logger.log_per_class_accuracy(last, [a if a is not None else 0.0 for a in results["per_class_accuracy"]])
+    logger.log_per_class_accuracy(last, [a if a is not None else 0.0 for a in results["per_class_accuracy"]],
+                                  classes_per_step=results["classes_per_step"])
     cm = np.asarray(results["confusion_matrix"])
     # the labels back from the matrix: the pair (i, j) repeated cm[i][j] times
     y_true, y_pred = np.repeat(np.indices(cm.shape).reshape(2, -1), cm.ravel(), axis=1)

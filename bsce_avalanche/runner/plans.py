@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
 from .compare import compare, load_results
-from .config import expand_grid, load_config, method_label, parse_value
+from .config import check_unique_names, expand_grid, load_config, method_label, parse_value
 from .fileio import write_json_atomic
 from .strategies import uses_replay_option
 
@@ -125,7 +125,9 @@ def run_plan(argv, plan: Plan, description: str) -> list[dict]:
         common[key.strip()] = parse_value(value)
     out = Path(args.output_dir)
     jobs = [(str(plan.config), {**common, **run}, str(out)) for run in plan.runs(tuple(args.seeds))]
-    names = [_config(*job[:2]).run_name for job in jobs]  # fails fast on a bad config
+    configs = [_config(*job[:2]) for job in jobs]  # fails fast on a bad config
+    check_unique_names(configs)
+    names = [cfg.run_name for cfg in configs]
     if args.only:
         unknown = sorted(set(args.only) - set(names))
         if unknown:

@@ -28,6 +28,7 @@ from avalanche.logging import BaseLogger
 from matplotlib.figure import Figure
 from PIL.Image import Image as PILImage
 
+from .compare import mean_per_experience
 from .config import CHOICES
 
 __all__ = ["WandBLogger", "WandBOfflineWarning", "has_wandb_credentials", "resolve_wandb_mode", "MODES"]
@@ -267,10 +268,19 @@ class WandBLogger(BaseLogger):
                              f"{key}_hist": wandb.Histogram(np_histogram=np.histogram(values))})
 
     def log_per_class_accuracy(self, step: int, accuracies: Sequence[float], class_names=None,
-                               key: str = "per_class_accuracy") -> None:
-        """Per-class accuracies (fractions) as a bar chart."""
-        chart = self._bar_chart(accuracies, class_names, "accuracy", f"Per-class accuracy (step {step})")
-        self._log_row(step, {key: chart})
+                               key: str = "per_class_accuracy",
+                               classes_per_step: Optional[Sequence[Sequence[int]]] = None) -> None:
+        """Per-class accuracies (fractions, indexed by class id) as a bar chart; with
+        ``classes_per_step``, also their mean over the classes of each experience (``exp_0``, ...) as a
+        bar chart under ``<key>_per_experience`` (one bar per experience instead of one per class)."""
+        row = {key: self._bar_chart(accuracies, class_names, "accuracy", f"Per-class accuracy (step {step})")}
+        if classes_per_step is not None:
+            means = mean_per_experience([float(a) for a in accuracies], classes_per_step)
+            table = wandb.Table(columns=["experience", "accuracy"],
+                                data=[[f"exp_{j}", m] for j, m in enumerate(means) if m is not None])
+            row[f"{key}_per_experience"] = wandb.plot.bar(
+                table, "experience", "accuracy", title=f"Mean accuracy on each experience's classes (step {step})")
+        self._log_row(step, row)
 
     def log_confusion_matrix(self, step: int, y_true: Sequence[int], y_pred: Sequence[int], class_names=None,
                              key: str = "confusion_matrix", title: Optional[str] = None) -> None:
