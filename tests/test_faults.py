@@ -109,7 +109,7 @@ def test_cli_diverged_run_exits_1_with_one_line(tmp_path, capsys, cli):
     assert main(["run", "--output-dir", str(tmp_path), *cli, "--lr", "1e30"]) == 1
     err = one_line_error(capsys)
     assert "training diverged at step 0" in err and "learning rate" in err
-    results = json.loads((tmp_path / NAME / "results.json").read_text())
+    results = json.loads((tmp_path / ExperimentConfig(**BASE, lr=1e30).run_name / "results.json").read_text())
     assert results["failed"]["step"] == 0 and not results["finished"]
 
 
