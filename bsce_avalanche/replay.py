@@ -63,6 +63,10 @@ class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self.mem_size, self.storage_policy = mem_size, storage_policy
 
     def before_training(self, strategy, **kwargs):
+        listed = sum(plugin is self for plugin in strategy.plugins)
+        if listed > 1:
+            raise ValueError(f"This ConcatReplayPlugin is listed {listed} times in the strategy's plugins (its memory "
+                             f"would be concatenated {listed} times); list it once.")
         for owner in (strategy, *strategy.plugins):
             if owner is not self and (isinstance(owner, (ConcatReplayPlugin, ICaRL))
                                       or any(isinstance(value, ExemplarsBuffer) for value in vars(owner).values())):

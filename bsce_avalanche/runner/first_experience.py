@@ -26,7 +26,7 @@ from torch import Tensor
 from ..plugin import BalancedSoftmaxPlugin
 from ..priors import ClassPrior
 from . import distributed
-from .checkpoint import optimizer_param_names, rng_state, set_rng_state
+from .checkpoint import benchmark_digest, optimizer_param_names, rng_state, set_rng_state
 from .config import ConfigError, ExperimentConfig
 from .fileio import atomic_write
 from .strategies import STRATEGIES
@@ -34,7 +34,7 @@ from .strategies import STRATEGIES
 __all__ = ["FirstExperiencePlugin", "FirstExperienceError", "first_experience_key", "first_experience_loss",
            "key_digest", "cache_dir"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Config keys left out of the key: bookkeeping, evaluation, settings acting from the second experience
 #: on, the method (replaced by the strategy's ``first_experience`` and :func:`first_experience_loss`)
 #: and keys replaced by what they resolve to. Every other key, present or future, is in the key.
@@ -83,11 +83,12 @@ def _source_digest() -> str:
 
 
 def first_experience_key(cfg: ExperimentConfig, counts: Optional[Tensor], n_classes: int,
-                         device: torch.device = torch.device("cpu")) -> dict:
+                         device: torch.device = torch.device("cpu"), data: Optional[str] = None) -> dict:
     """Everything that determines the network at the end of the first experience's training (equal
     keys: the same training, bit for bit): every config key but :data:`NOT_IN_KEY`, the strategy's
     ``first_experience`` and ``first_experience_keys``, :func:`first_experience_loss`, and what else changes the
-    numbers: the device, CPU threads, DDP processes, the code."""
+    numbers: the data loaded (``data``: :func:`~.checkpoint.benchmark_digest`, so a data file replaced in place
+    is not mistaken for the old one), the device, CPU threads, DDP processes, the code."""
     info = STRATEGIES[cfg.strategy]
     key = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_KEY}
     key.update({k: getattr(cfg, k) for k in info.first_experience_keys})
@@ -96,7 +97,8 @@ def first_experience_key(cfg: ExperimentConfig, counts: Optional[Tensor], n_clas
                    "world_size": distributed.world_size(), "torch": torch.__version__, "avalanche": avalanche_version,
                    "source": _source_digest()}
     key.update(model=cfg.model_name, fast_augment=cfg.use_fast_augment, training=info.first_experience,
-               loss=first_experience_loss(cfg, counts, n_classes), environment=environment, format=FORMAT_VERSION)
+               loss=first_experience_loss(cfg, counts, n_classes), data=data, environment=environment,
+               format=FORMAT_VERSION)
     return key
 
 
@@ -191,7 +193,8 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
             prior = ClassPrior(self.cfg.prior, self.cfg.tau)
             prior.start_experience(strategy.dataloader)
             counts = prior.counts
-        self._key = first_experience_key(self.cfg, counts, self.n_classes, self.device)
+        data = benchmark_digest(strategy.experience.benchmark)
+        self._key = first_experience_key(self.cfg, counts, self.n_classes, self.device, data)
         digest = key_digest(self._key)
         path = self.cache / f"seed{self.cfg.seed}-{digest}.pt" if self.cache else None
         if path and distributed.is_main_process():
