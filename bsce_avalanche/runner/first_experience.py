@@ -8,10 +8,10 @@ so its numbers are those of a run that trained it.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -28,7 +28,7 @@ from ..priors import ClassPrior
 from . import distributed
 from .checkpoint import benchmark_digest, optimizer_param_names, rng_state, set_rng_state
 from .config import ConfigError, ExperimentConfig
-from .fileio import atomic_write
+from .fileio import atomic_write, hold_lock
 from .strategies import STRATEGIES
 
 __all__ = ["FirstExperiencePlugin", "FirstExperienceError", "first_experience_key", "first_experience_loss",
@@ -137,17 +137,17 @@ def _set_epoch_state(plugin, state: dict) -> None:
         vars(plugin).update(state)
 
 
-def _hold_lock(path: Path):
-    """Wait for and hold the lock of ``path``'s key (the open file; closing it releases the lock)."""
-    lock = open(path.with_suffix(".lock"), "a+")
+def _hold_lock(path: Path) -> Optional[int]:
+    """Wait for and hold the lock of ``path``'s key (a descriptor; closing it releases the lock; None: a
+    filesystem without locks, where concurrent runs may both train it, with the same result)."""
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"waiting for {path.name}: another run is training this first experience", flush=True)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-    except OSError:  # a filesystem without locks: concurrent runs may both train it (same result)
-        pass
-    return lock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return hold_lock(path.with_suffix(".lock"), f"waiting for {path.name}: another run is training this first "
+                                                    "experience")
+    except OSError as err:
+        raise FirstExperienceError(f"cannot write to the first-experience cache folder {path.parent} "
+                                   f"({err.strerror or err}): make it writable, or set first_experience_cache to "
+                                   "another folder (false: no cache).") from None
 
 
 def _read(path: Path, key: dict) -> Optional[dict]:
@@ -198,7 +198,6 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
         digest = key_digest(self._key)
         path = self.cache / f"seed{self.cfg.seed}-{digest}.pt" if self.cache else None
         if path and distributed.is_main_process():
-            path.parent.mkdir(parents=True, exist_ok=True)
             self._lock = _hold_lock(path)  # held until this run's file is written, if it trains
         self._payload = distributed.run_on_main(_read, path, self._key) if path else None
         self.info = {"key": digest, "training": f"{self._key['training']}, {self._key['loss']}",
@@ -222,7 +221,7 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
 
     def _release(self) -> None:
         if self._lock is not None:
-            self._lock.close()
+            os.close(self._lock)
             self._lock = None
 
     def _save(self, strategy, path: Path) -> None:
