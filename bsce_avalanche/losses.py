@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._numbers import plain_number
+
 __all__ = ["ZERO_PRIOR_OFFSET", "MAX_TAU", "as_class_counts", "log_prior_adjustment", "check_targets_have_prior",
            "balanced_softmax_cross_entropy", "BalancedSoftmaxCrossEntropyLoss"]
 
@@ -51,6 +53,7 @@ def as_class_counts(counts: CountsLike, name: str = "class_counts") -> Tensor:
 
 
 def _check_tau(tau: float) -> float:
+    tau = plain_number(tau)
     if isinstance(tau, bool) or not isinstance(tau, (int, float)):
         raise TypeError(f"tau must be a real number, got {type(tau).__name__}.")
     if not 0 <= tau <= MAX_TAU:  # NaN fails too
@@ -76,7 +79,8 @@ def log_prior_adjustment(class_counts: CountsLike, tau: float = 1.0, num_classes
     counts = as_class_counts(class_counts)
     tau = _check_tau(tau)
     if num_classes is not None:
-        if num_classes < 1:
+        num_classes = plain_number(num_classes)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
         if counts.numel() > num_classes:
             if counts[num_classes:].any():
@@ -125,8 +129,16 @@ def _check_reduction(reduction: str) -> str:
     return reduction
 
 
-def _class_indices(targets: Tensor) -> Tensor:
-    """``targets`` as ``long`` class indices; float targets are refused, as by ``F.cross_entropy``."""
+def _class_indices(targets: Tensor, logits: Tensor) -> Tensor:
+    """``targets`` as ``long`` class indices, one per row of ``logits``; float targets are refused, as by
+    ``F.cross_entropy``."""
+    if not isinstance(targets, Tensor):
+        raise TypeError(f"targets must be a tensor of class indices, got {type(targets).__name__}.")
+    if targets.dim() != 1 or targets.shape[0] != logits.shape[0]:
+        fix = " (e.g. Keras-style labels): pass targets.view(-1)" if targets.dim() == 2 and targets.shape[1] == 1 \
+            else ""
+        raise ValueError(f"targets must have shape (N,) = ({logits.shape[0]},), one class index per row of the "
+                         f"logits, got {tuple(targets.shape)}{fix}.")
     if targets.is_floating_point() or targets.is_complex():
         raise TypeError(f"targets must be integer class indices, got dtype {targets.dtype}: convert whole-number "
                         "labels with targets.long() (class-probability targets are not supported).")
@@ -154,7 +166,7 @@ def balanced_softmax_cross_entropy(logits: Tensor, targets: Tensor, class_counts
     # in at least float32, as the module: fp16 cannot hold tau * log(prior) nor ZERO_PRIOR_OFFSET
     adjustment = log_prior_adjustment(counts, tau, device=logits.device,
                                       dtype=torch.promote_types(logits.dtype, torch.float32))
-    targets = _class_indices(targets)
+    targets = _class_indices(targets, logits)
     check_targets_have_prior(targets, adjustment)
     return F.cross_entropy(logits + adjustment, targets, reduction=reduction)
 
@@ -199,6 +211,12 @@ class BalancedSoftmaxCrossEntropyLoss(nn.Module):
         self._tau = _check_tau(tau)
         self._set_adjustment()
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        counts = state_dict.get(prefix + "_counts")
+        if counts is not None:  # any number of classes, into a loss with or without counts: set, validated
+            self.class_counts = counts
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @staticmethod
     def _after_load(module, incompatible_keys) -> None:
         module._set_adjustment()  # load_state_dict copied counts into the buffer in place
@@ -220,7 +238,7 @@ class BalancedSoftmaxCrossEntropyLoss(nn.Module):
         if logits.dim() != 2 or logits.shape[1] != adjustment.numel():
             raise ValueError(f"logits of shape {tuple(logits.shape)} do not match the {adjustment.numel()} class "
                              "counts: pass (N, C) logits with one count per output unit.")
-        targets = _class_indices(targets)
+        targets = _class_indices(targets, logits)
         if self._has_zero_counts:
             check_targets_have_prior(targets, adjustment)
         return F.cross_entropy(logits + adjustment, targets, reduction=self.reduction)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torchvision.models import resnet18 as tv_resnet18
 
 from ._choices import check_choice
+from ._numbers import plain_number
 from .benchmarks.augment import NORMALIZATIONS, InputNormalize
 
 
@@ -230,6 +231,7 @@ def make_model(
     :param backbone_kwargs: passed to :func:`make_backbone`.
     """
     canonical = _canonical_name(name)
+    num_classes = plain_number(num_classes)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     backbone, feature_dim = make_backbone(canonical, **backbone_kwargs)

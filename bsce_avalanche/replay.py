@@ -18,14 +18,17 @@ from avalanche.training.storage_policy import (ClassBalancedBuffer, ExemplarsBuf
                                                ParametricBuffer)
 from torch.utils.data import DataLoader
 
+from ._numbers import plain_number
 from .priors import class_counts, loader_class_counts
 
 __all__ = ["ConcatReplayPlugin", "ModelHerdingSelectionStrategy", "herding_buffer"]
 
 
-def _check_mem_size(mem_size) -> None:
+def _check_mem_size(mem_size) -> int:
+    mem_size = plain_number(mem_size)
     if isinstance(mem_size, bool) or not isinstance(mem_size, int) or mem_size < 1:
         raise ValueError(f"mem_size must be a positive integer, got {mem_size!r}.")
+    return mem_size
 
 
 class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
@@ -51,7 +54,7 @@ class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
 
     def __init__(self, mem_size: int = 2000, storage_policy: Optional[ExemplarsBuffer] = None):
         super().__init__()
-        _check_mem_size(mem_size)
+        mem_size = _check_mem_size(mem_size)
         if storage_policy is None:
             storage_policy = ClassBalancedBuffer(max_size=mem_size, adaptive_size=True)
         elif not isinstance(storage_policy, ExemplarsBuffer):
@@ -63,6 +66,10 @@ class ConcatReplayPlugin(SupervisedPlugin, supports_distributed=True):
         self.mem_size, self.storage_policy = mem_size, storage_policy
 
     def before_training(self, strategy, **kwargs):
+        listed = sum(plugin is self for plugin in strategy.plugins)
+        if listed > 1:
+            raise ValueError(f"This ConcatReplayPlugin is listed {listed} times in the strategy's plugins (its memory "
+                             f"would be concatenated {listed} times); list it once.")
         for owner in (strategy, *strategy.plugins):
             if owner is not self and (isinstance(owner, (ConcatReplayPlugin, ICaRL))
                                       or any(isinstance(value, ExemplarsBuffer) for value in vars(owner).values())):
@@ -140,5 +147,5 @@ def herding_buffer(mem_size: int, layer_name: str = "feature_extractor") -> Para
     """A class-balanced memory of ``mem_size`` exemplars chosen by iCaRL's herding on the features of
     the model's ``layer_name`` module. Avalanche's ``ParametricBuffer`` re-runs the herding on each
     class's kept exemplars whenever the memory shrinks (iCaRL keeps the first selection's order)."""
-    _check_mem_size(mem_size)
+    mem_size = _check_mem_size(mem_size)
     return ParametricBuffer(mem_size, groupby="class", selection_strategy=ModelHerdingSelectionStrategy(layer_name))

@@ -117,3 +117,10 @@ def fake_wandb(monkeypatch):
     monkeypatch.setattr(wandb_logger, "wandb", fake)
     monkeypatch.setattr(wandb_logger, "_online_failure", None)
     return fake
+
+
+def kill_own_process(*args, **kwargs):
+    """A ``--jobs`` worker killed as the out-of-memory killer does (runner/cli.py ``_run_in_processes``)."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)

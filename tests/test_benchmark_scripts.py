@@ -93,9 +93,24 @@ def test_gpu_paper_script_smoke(tmp_path):
                and r["config"]["amp"] == "bf16" for r in runs)
     summary = (out / "summary.md").read_text()
     assert summary.count("\n| ") == 5 and "replay + BSCE" in summary  # header + 4 methods
-    bad = subprocess.run(["bash", str(ROOT / "experiments" / "gpu" / "cifar100_paper.sh"), "--epochs", "x"],
-                         env=env, capture_output=True, text=True)
-    assert bad.returncode == 2 and "--epochs must be a positive integer" in bad.stderr
+    assert summary.startswith("# Smoke run: synthetic CIFAR-shaped data") and "2 runs sharing it" in summary
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "x"], "--epochs must be a positive integer, got x"),
+    (["--epochs"], "--epochs needs a value (see --help)"),
+    (["--epochs", "--smoke"], "--epochs needs a value (see --help)"),
+    (["--data-dir"], "--data-dir needs a value (see --help)"),
+    (["--data-dir", "data"], "no CIFAR-100 in {cwd}/data: looked for cifar100.npz"),  # the caller's data, at once
+    (["--smok"], "unknown option --smok (see --help)"),
+])
+def test_gpu_paper_script_bad_arguments_are_one_line(tmp_path, args, message):
+    import subprocess
+
+    bad = subprocess.run(["bash", str(ROOT / "experiments" / "gpu" / "cifar100_paper.sh"), *args], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert bad.stderr.startswith(f"cifar100_paper.sh: {message.format(cwd=tmp_path)}")
 
 
 def test_checkpoint_size_script_quick():

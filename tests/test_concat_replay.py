@@ -228,6 +228,13 @@ def test_a_second_replay_memory_is_refused(id_benchmark, build, culprit):
         build().train(id_benchmark.train_stream[0])
 
 
+def test_one_instance_listed_twice_is_refused(id_benchmark):
+    plugin = ConcatReplayPlugin(MEM)
+    with pytest.raises(ValueError, match="This ConcatReplayPlugin is listed 2 times in the strategy's plugins "
+                                         r"\(its memory would be concatenated 2 times\); list it once"):
+        make(plugins=[plugin, plugin]).train(id_benchmark.train_stream[0])
+
+
 def test_loader_that_does_not_draw_each_sample_once_is_refused():
     """Several task labels: the strategy's task-balanced loader would cycle the memory."""
     x, y = make_blobs(4, 60, seed=1)

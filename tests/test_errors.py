@@ -80,3 +80,49 @@ def test_non_integer_targets():
     ds.targets = [0, -1, 2]
     with pytest.raises(ValueError, match="negative label"):
         dataset_labels(ds)
+
+
+# ---------------------------------------------------------------- what a new user passes
+def test_targets_of_shape_n_by_1_name_the_fix():
+    from bsce_avalanche import BalancedSoftmaxCrossEntropyLoss, balanced_softmax_cross_entropy
+
+    logits, targets = torch.randn(4, 3), torch.tensor([[0], [1], [2], [1]])
+    for loss in (lambda: balanced_softmax_cross_entropy(logits, targets, [1, 2, 3]),
+                 lambda: BalancedSoftmaxCrossEntropyLoss([1, 2, 3])(logits, targets)):
+        with pytest.raises(ValueError, match=r"targets must have shape \(N,\) = \(4,\).*got \(4, 1\).*targets.view\(-1\)"):
+            loss()
+
+
+@pytest.mark.parametrize("scalar", [lambda v: __import__("numpy").asarray(v)[()], torch.tensor],
+                         ids=["numpy", "torch"])
+def test_numpy_and_torch_scalars_count_as_numbers(scalar):
+    import numpy as np
+
+    from bsce_avalanche import BalancedSoftmaxCrossEntropyLoss, ConcatReplayPlugin, herding_buffer
+    from bsce_avalanche.benchmarks import split_digits
+    from bsce_avalanche.models import make_model
+    from bsce_avalanche.runner.config import ExperimentConfig
+
+    tau = scalar(np.float32(0.5))
+    assert BalancedSoftmaxCrossEntropyLoss([1, 2], tau=tau).tau == 0.5
+    assert BalancedSoftmaxPlugin(tau=tau).tau == 0.5
+    assert ConcatReplayPlugin(scalar(np.int64(20))).mem_size == 20
+    assert herding_buffer(scalar(np.int64(20))).max_size == 20
+    assert make_model("small_cnn", scalar(np.int64(10))).classifier.out_features == 10
+    assert len(split_digits(scalar(np.int64(5)), first_exp_classes=scalar(np.int64(2))).train_stream) == 5
+    assert ExperimentConfig(epochs=scalar(np.int64(3)), tau=scalar(np.float64(2.0))).epochs == 3
+    with pytest.raises(TypeError, match="tau must be a real number, got bool"):
+        BalancedSoftmaxCrossEntropyLoss([1, 2], tau=scalar(np.bool_(True)))
+
+
+def test_a_loss_state_dict_loads_into_a_fresh_loss():
+    from bsce_avalanche import BalancedSoftmaxCrossEntropyLoss
+
+    trained = BalancedSoftmaxCrossEntropyLoss([1.0, 2.0, 3.0], tau=1.0)
+    logits, targets = torch.randn(5, 3), torch.tensor([0, 1, 2, 2, 1])
+    for fresh in (BalancedSoftmaxCrossEntropyLoss(), BalancedSoftmaxCrossEntropyLoss([1.0, 1.0])):
+        fresh.load_state_dict(trained.state_dict())
+        assert torch.equal(fresh.class_counts, trained.class_counts)
+        assert torch.equal(fresh(logits, targets), trained(logits, targets))
+    with pytest.raises(ValueError, match="class_counts contains negative values"):
+        BalancedSoftmaxCrossEntropyLoss().load_state_dict({"_counts": torch.tensor([1.0, -1.0])})

@@ -424,3 +424,75 @@ def test_checkpoint_holds_the_memory_not_the_dataset(tmp_path, kind):
     if kind != "icarl":
         with pytest.raises(CheckpointError, match="pass benchmark= to restore_strategy"):
             restore_strategy(_memory_strategy(kind), load_checkpoint(tmp_path / "refs.pt"))
+
+
+# ---------------------------------------------------------------- what a new user does
+def test_an_unwritable_first_experience_cache_is_one_line(tmp_path, monkeypatch, capsys, cli):
+    cache = tmp_path / "cache"
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):  # as a read-only folder does, also for root
+        if str(path).startswith(str(cache)):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    assert main(["run", "--output-dir", str(tmp_path / "out"), "--set", f"first_experience_cache={cache}", *cli]) == 2
+    assert f"cannot write to the first-experience cache folder {cache} (Permission denied): make it writable, or " \
+           "set first_experience_cache to another folder" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda r: r.pop("average_incremental_accuracy"), "has no average_incremental_accuracy"),
+    (lambda r: r.update(last_accuracy="0.9"), "has a str as last_accuracy"),
+    (lambda r: r.update(steps=r["steps"][:1]), "has lists of different lengths (steps: 1, classes_per_step: 2"),
+])
+def test_resume_and_compare_over_a_hand_edited_results_file_are_one_line(finished_run, tmp_path, capsys, cli, edit,
+                                                                          problem):
+    out = tmp_path / "grid" / finished_run[0].run_name
+    shutil.copytree(finished_run[1], out)
+    results = json.loads((out / "results.json").read_text())
+    edit(results)
+    (out / "results.json").write_text(json.dumps(results))
+    assert main(["run", "--output-dir", str(tmp_path / "grid"), *cli, "--resume"]) == 2
+    line = one_line_error(capsys)
+    assert f"{out / 'results.json'} {problem}" in line and "(edited by hand, or written by another version): " \
+        "delete it (the run starts afresh), or use --overwrite." in line
+    assert main(["compare", str(tmp_path / "grid")]) == 2
+    assert f"{out / 'results.json'} {problem}" in one_line_error(capsys)
+
+
+def test_compare_over_a_truncated_results_file_is_one_line(finished_run, tmp_path, capsys):
+    out = shutil.copytree(finished_run[1], tmp_path / "run")
+    _truncate(out / "results.json")
+    assert main(["compare", str(tmp_path)]) == 2
+    assert f"{out / 'results.json'} is unreadable (truncated or corrupt: " in one_line_error(capsys)
+
+
+def test_compare_over_runs_of_different_benchmarks_or_splits_is_one_line(finished_run, tmp_path, capsys):
+    for name, sizes in (("digits", [2, 2, 2, 2, 2]), ("cifar", [50, 50])):
+        out = shutil.copytree(finished_run[1], tmp_path / name)
+        results = json.loads((out / "results.json").read_text())
+        results["classes_per_step"] = [list(range(n)) for n in sizes]
+        for key in ("steps", "old_new_accuracy", "new_class_prediction_share"):
+            results[key] = [results[key][0]] * len(sizes)
+        results["config"]["benchmark"] = "cifar100" if name == "cifar" else "digits"
+        (out / "results.json").write_text(json.dumps(results))
+    assert main(["compare", str(tmp_path)]) == 2
+    assert "these runs are of different benchmarks or class splits (cifar100, 2 x 50 classes: 1 run(s), e.g. " \
+           f"{tmp_path / 'cifar'}; digits, 5 x 2 classes: 1 run(s), e.g. {tmp_path / 'digits'}): compare each on " \
+           "its own" in one_line_error(capsys)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_under_jobs_says_resume_continues(tmp_path, monkeypatch, capsys, cli):
+    import functools
+
+    from bsce_avalanche.runner import cli as cli_module
+    from conftest import kill_own_process
+
+    monkeypatch.setattr(cli_module, "_run_in_processes",
+                        functools.partial(cli_module._run_in_processes, worker=kill_own_process))
+    assert main(["grid", "--output-dir", str(tmp_path), *cli, "--losses", "ce", "bsce", "--jobs", "2"]) == 1
+    assert "died (killed, e.g. by the out-of-memory killer), and the runs under way with it; the finished runs " \
+           "are saved: run the same command with --resume" in one_line_error(capsys)

@@ -8,12 +8,14 @@ import json
 import re
 from dataclasses import fields
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from bsce_avalanche.losses import ZERO_PRIOR_OFFSET, log_prior_adjustment
 from bsce_avalanche.runner import experiment
+from bsce_avalanche.runner.checkpoint import benchmark_digest
 from bsce_avalanche.runner.compare import compare
 from bsce_avalanche.runner.config import CHOICES, ExperimentConfig
 from bsce_avalanche.runner.experiment import run_experiment
@@ -102,8 +104,7 @@ def test_every_config_key_is_in_the_key_or_cannot_change_the_first_experience(na
         assert digest(model="auto") == digest(model="small_cnn")
     if name == "fast_augment":  # the same: digits does not augment by default
         assert digest(fast_augment=None) == digest(fast_augment=False)
-    # data_dir: a run setting, but the key holds where the data come from
-    unchanged = name in NOT_IN_KEY and name not in ("model", "fast_augment", "data_dir")
+    unchanged = name in NOT_IN_KEY and name not in ("model", "fast_augment")
     assert (first_experience_key(changed, UNIFORM, 4) == first_experience_key(cfg, UNIFORM, 4)) is unchanged
 
 
@@ -239,3 +240,40 @@ def test_runs_of_one_key_started_at_once_train_it_once(tmp_path):
     runs = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/results.json"))]
     assert sorted(r["first_experience"]["cached"] for r in runs) == [False, True]
     assert runs[0]["accuracy_matrix"][0] == runs[1]["accuracy_matrix"][0]
+
+
+# ---------------------------------------------------------------- the data in the key
+def _write_cifar(folder, seed):
+    """A tiny cifar100.npz (2 train, 1 test image per class), its images drawn with ``seed``."""
+    rng = np.random.default_rng(seed)
+    np.savez(folder / "cifar100.npz", x_train=rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8),
+             y_train=np.arange(200) % 100, x_test=rng.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8),
+             y_test=np.arange(100) % 100)
+
+
+TINY_CIFAR = dict(benchmark="cifar100", protocol="B50", n_steps=1, model="resnet8", width=4, epochs=1, batch_size=50,
+                  strategy="naive", loss="ce", progress=False, wandb=False)
+
+
+def test_the_data_digest_follows_the_data_not_its_path(tmp_path):
+    cfg = ExperimentConfig(**TINY_CIFAR, data_dir=str(tmp_path))
+    _write_cifar(tmp_path, 0)
+    old = benchmark_digest(experiment.build_benchmark(cfg))
+    assert benchmark_digest(experiment.build_benchmark(cfg)) == old  # same data: same digest
+    _write_cifar(tmp_path, 1)  # replaced in place: same path, other images
+    assert benchmark_digest(experiment.build_benchmark(cfg)) != old
+    keys = [first_experience_key(ExperimentConfig(**DIGITS), UNIFORM, 4, data=d) for d in ("a", "b")]
+    assert key_digest(keys[0]) != key_digest(keys[1])
+
+
+@pytest.mark.slow
+def test_a_data_file_replaced_in_place_trains_its_first_experience_again(tmp_path):
+    cfg = ExperimentConfig(**TINY_CIFAR, data_dir=str(tmp_path))
+    out = tmp_path / "runs" / cfg.run_name
+    _write_cifar(tmp_path, 0)
+    old = run_experiment(cfg, out)["first_experience"]
+    _write_cifar(tmp_path, 1)
+    new = run_experiment(cfg, out, overwrite=True)["first_experience"]
+    assert not new["cached"] and new["key"] != old["key"]
+    _write_cifar(tmp_path, 0)  # the old data again: its cached first experience
+    assert run_experiment(cfg, out, overwrite=True)["first_experience"] == {**old, "cached": True}

@@ -362,7 +362,6 @@ BAD_FILES = {
     "compressed, corrupt in the middle": lambda: _corrupt(npz_bytes(compressed=True), 0.5),
     "corrupt header": lambda: _corrupt(npz_bytes(), 0.0),
     "a pickle": lambda: pickle.dumps({"x_train": 1}),
-    "an object array": lambda: npz_bytes(y_train=np.array([None] * 200, dtype=object)),
     "text": lambda: b"x_train,y_train\n1,2\n",
 }
 
@@ -401,6 +400,9 @@ BAD_ARRAYS = {
     "float images": (dict(x_train=np.zeros((200, 32, 32, 3), np.float32)), r"x_train must be uint8 of shape"),
     "CHW images": (dict(x_test=np.zeros((100, 3, 32, 32), np.uint8)), r"x_test must be uint8 of shape \(N, 32, 32"),
     "missing array": (dict(y_test=None), r"lacks arrays \['y_test'\]"),
+    "object labels": (dict(y_train=np.array([str(i % 100) for i in range(200)], dtype=object)),
+                      r"y_train holds Python objects \(dtype object\), which are not loaded .*save it as a numeric "
+                      r"array, e.g. np.asarray\(y_train, dtype=np.int64\)"),
 }
 
 

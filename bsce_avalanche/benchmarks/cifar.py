@@ -74,10 +74,16 @@ def load_cifar100_arrays(
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     fix = (f"replace it with a good copy (arrays {', '.join(_NPZ_KEYS)}), or move it away and pass "
            "download=True to fetch CIFAR-100 with torchvision")
+    arrays, key = {}, None
     try:  # never unpickle: numpy's error would advise allow_pickle=True, an unsafe load
         with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in _NPZ_KEYS if k in data.files}
+            for key in (k for k in _NPZ_KEYS if k in data.files):
+                arrays[key] = data[key]
     except (zipfile.BadZipFile, EOFError, zlib.error, ValueError, TypeError) as err:  # TypeError: a .npy
+        if isinstance(err, ValueError) and "Object arrays" in str(err):  # readable, but pickled objects
+            raise ValueError(f"{path}: {key} holds Python objects (dtype object), which are not loaded (that would run "
+                             f"code stored in the file): save it as a numeric array, e.g. np.asarray({key}, dtype="
+                             f"{'np.uint8' if key.startswith('x') else 'np.int64'})") from None
         raise ValueError(f"{path} is not a readable .npz archive (corrupt, truncated or another format: "
                          f"{type(err).__name__}): {fix}") from None
     missing = [k for k in _NPZ_KEYS if k not in arrays]

@@ -19,6 +19,7 @@ from avalanche.benchmarks.scenarios.deprecated.new_classes.nc_scenario import NC
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .._numbers import plain_number
 from .class_orders import ClassOrderSpec, get_class_order
 
 #: Environment variable naming the data directory when ``data_dir`` is not given.
@@ -65,6 +66,7 @@ def resolve_protocol(
     :raises ValueError: mixed descriptions, a malformed protocol, or class
         counts that do not divide evenly (the message names the valid choices).
     """
+    n_experiences, first_exp_classes, n_steps = map(plain_number, (n_experiences, first_exp_classes, n_steps))
     if n_steps is not None:
         _check_int("n_steps", n_steps, 1)
     if n_experiences is None and protocol is None:
@@ -146,7 +148,8 @@ def _check_split(n_classes: int, n_experiences: int, first_exp_classes: int | No
 
 
 def _check_int(name: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    value = plain_number(value)
+    if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")

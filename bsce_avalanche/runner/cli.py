@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Optional, Sequence, Union, get_args, get_origin, get_type_hints
@@ -187,21 +188,36 @@ def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1, over
     return table
 
 
-def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int, overwrite: bool = False):
+class RunProcessDied(RuntimeError):
+    """A ``--jobs`` worker process died (killed by a signal, e.g. the out-of-memory killer)."""
+
+
+def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int, overwrite: bool = False, worker=None):
     """Yield ``(config, results)`` of each run as it finishes, ``jobs`` fresh processes at a time, each
-    with ``cores // jobs`` torch threads unless its config sets ``threads`` (same numbers as alone)."""
+    with ``cores // jobs`` torch threads unless its config sets ``threads`` (same numbers as alone).
+
+    :param worker: what a process runs, ``_run_one`` (a module-level function; tests pass another).
+    :raises RunProcessDied: a worker process died."""
+    worker = worker or _run_one
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // jobs)
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
     # waiting workers ignore Ctrl-C (no tracebacks); a worker's run takes it like a single run
     with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1,
                              initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
-        futures = {pool.submit(_run_one, run_cfg.replace(progress=False), out / run_cfg.run_name, resume, threads,
+        futures = {pool.submit(worker, run_cfg.replace(progress=False), out / run_cfg.run_name, resume, threads,
                                overwrite):
                    run_cfg for run_cfg in runs}
         try:
             for future in as_completed(futures):
-                yield futures[future], future.result()
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    raise RunProcessDied(
+                        f"the process of run {futures[future].run_name} died (killed, e.g. by the out-of-memory "
+                        "killer), and the runs under way with it; the finished runs are saved: run the same command "
+                        "with --resume to continue the others from their last finished step.") from None
+                yield futures[future], result
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # the runs under way finish (and are saved)
             raise
@@ -233,15 +249,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             first = Path(args.paths[0])
             print(compare(args.paths, args.output or (first if first.is_dir() else first.parent)).read_text())
         finished = True
-    except (ConfigError, OSError, TrainingDiverged, KeyboardInterrupt) as err:
+    except (ConfigError, OSError, TrainingDiverged, RunProcessDied, KeyboardInterrupt) as err:
         if args.debug:
             raise
         if isinstance(err, KeyboardInterrupt):
             resume = " (--resume continues from the last finished step)" if args.command in ("run", "grid") else ""
             print(f"bsce-experiment: interrupted{resume}", file=sys.stderr)
             return 130
-        # exit 1: a divergence, recorded in the run's results.json; 2: the user's to fix (config, files, data)
-        diverged = isinstance(err, TrainingDiverged)
+        # exit 1: a divergence (recorded in the run's results.json) or a killed worker; 2: the user's to fix
+        # (config, files, data)
+        diverged = isinstance(err, (TrainingDiverged, RunProcessDied))
         print(f"bsce-experiment: error: {err if diverged else ' '.join(str(err).split())}", file=sys.stderr)
         return 1 if diverged else 2
     finally:

@@ -16,11 +16,11 @@ from .config import (ConfigError, ExperimentConfig, differing_settings, method_l
 from .fileio import write_text_atomic
 from .strategies import STRATEGIES, uses_replay_option
 
-__all__ = ["format_mean_std", "run_label", "find_results", "load_results", "group_runs", "comparison_table",
-           "first_experience_table", "plot_comparison", "compare", "FAMILIES", "FAMILY_COLORS", "LOSS_LINESTYLES",
-           "method_family", "loss_kind", "method_style", "mean_per_experience", "per_experience_accuracy",
-           "figure_accuracy_per_step", "figure_old_new_accuracy", "figure_new_class_prediction_share",
-           "figure_per_experience_accuracy", "PLOTS"]
+__all__ = ["format_mean_std", "run_label", "find_results", "load_results", "finished_results_problem",
+           "check_one_setting", "group_runs", "comparison_table", "first_experience_table", "plot_comparison", "compare",
+           "FAMILIES", "FAMILY_COLORS", "LOSS_LINESTYLES", "method_family", "loss_kind", "method_style",
+           "mean_per_experience", "per_experience_accuracy", "figure_accuracy_per_step", "figure_old_new_accuracy",
+           "figure_new_class_prediction_share", "figure_per_experience_accuracy", "PLOTS"]
 
 
 def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -38,8 +38,65 @@ def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return found
 
 
+#: What a finished run's ``results.json`` holds for ``compare`` and ``run --resume``: key -> type.
+_FINISHED_KEYS = {"config": dict, "steps": list, "classes_per_step": list, "class_order": list,
+                  "average_incremental_accuracy": float, "last_accuracy": float, "train_time_s": float,
+                  "old_new_accuracy": list, "new_class_prediction_share": list, "per_class_accuracy": list}
+
+
+def finished_results_problem(results) -> Optional[str]:
+    """What keeps a finished run's results from being reported (a missing key, a wrong type, step lists of
+    different lengths), or None."""
+    if not isinstance(results, dict):
+        return f"holds a JSON {type(results).__name__}, not an object"
+    for key, kind in _FINISHED_KEYS.items():
+        value = results.get(key)
+        fits = isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float \
+            else isinstance(value, kind)
+        if not fits:
+            return f"has no {key}" if key not in results else f"has a {type(value).__name__} as {key}"
+    lengths = {key: len(results[key]) for key in ("steps", "classes_per_step", "old_new_accuracy",
+                                                  "new_class_prediction_share")}
+    if len(set(lengths.values())) > 1:
+        return f"has lists of different lengths ({', '.join(f'{k}: {n}' for k, n in lengths.items())})"
+    return None
+
+
 def load_results(paths: Iterable[str | os.PathLike]) -> list[dict]:
-    return [{**json.loads(path.read_text()), "_path": str(path)} for path in find_results(paths)]
+    """The runs of the ``results.json`` files of ``paths``; an unreadable file, or a finished run whose
+    results are incomplete, is a :class:`ConfigError` naming the file."""
+    runs = []
+    for path in find_results(paths):
+        leave_out = "leave its folder out of the paths, or run it again (bsce-experiment run --overwrite)"
+        try:
+            run = json.loads(path.read_text())
+        except ValueError as err:
+            raise ConfigError(f"{path} is unreadable (truncated or corrupt: {err}): {leave_out}.") from None
+        problem = finished_results_problem(run) if not isinstance(run, dict) or run.get("finished") else None
+        if problem:
+            raise ConfigError(f"{path} {problem} (edited by hand, or written by another version): {leave_out}.")
+        runs.append({**run, "_path": str(path)})
+    return runs
+
+
+def _setting(run: dict) -> str:
+    """The benchmark and class split of a run, e.g. ``cifar100, 50 + 5 x 10 classes``."""
+    sizes = [len(classes) for classes in run["classes_per_step"]]
+    split = f"{len(sizes)} x {sizes[0]}" if len(set(sizes)) == 1 else \
+        f"{sizes[0]} + {len(sizes) - 1} x {sizes[1]}" if len(set(sizes[1:])) == 1 else " + ".join(map(str, sizes))
+    return f"{run['config'].get('benchmark')}, {split} classes"
+
+
+def check_one_setting(runs: Sequence[dict]) -> None:
+    """One table averages runs over one benchmark and class split: runs of several are a :class:`ConfigError`."""
+    settings: dict[str, list[dict]] = defaultdict(list)
+    for run in runs:
+        settings[_setting(run)].append(run)
+    if len(settings) > 1:
+        found = "; ".join(f"{setting}: {len(group)} run(s), e.g. {Path(group[0]['_path']).parent}"
+                          for setting, group in sorted(settings.items()))
+        raise ConfigError(f"these runs are of different benchmarks or class splits ({found}): compare each on its "
+                          "own, e.g. bsce-experiment compare DIR_OF_ONE_SETTING.")
 
 
 def run_label(run: dict) -> str:
@@ -432,6 +489,7 @@ def compare(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> P
     finished = [r for r in runs if r.get("finished")]
     if not finished:
         raise ConfigError("None of the runs has finished yet: nothing to compare.")
+    check_one_setting(finished)
     out_dir = Path(out_dir)
     plots = plot_comparison(finished, out_dir)  # creates out_dir
     table = comparison_table(finished)

@@ -16,6 +16,7 @@ from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from .._choices import check_choice, did_you_mean
+from .._numbers import plain_number
 from ..benchmarks import BENCHMARKS, CLASS_ORDER_NAMES, get_class_order, resolve_protocol
 from ..icarl import ICARL_EVAL_MODES
 from ..losses import MAX_TAU, _check_tau
@@ -353,6 +354,7 @@ def method_label(config: Mapping) -> str:
 
 def _coerce(name: str, value: Any, hint) -> Any:
     """Check ``value`` against the field's type; accept ints for floats."""
+    value = plain_number(value)  # a NumPy or torch scalar as the Python number it holds
     if get_origin(hint) is Union:
         options = [option for option in get_args(hint) if option is not type(None)]
         if value is None and type(None) in get_args(hint):

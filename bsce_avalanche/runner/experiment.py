@@ -27,6 +27,7 @@ from ..icarl import set_icarl_eval
 from ..plugin import BalancedSoftmaxPlugin
 from . import distributed
 from .checkpoint import load_checkpoint, restore_strategy, save_checkpoint
+from .compare import finished_results_problem
 from .config import ConfigError, ExperimentConfig, combination_error, RESULT_KEYS, result_settings
 from .divergence import NonFiniteLossGuard, TrainingDiverged
 from .fileio import lock_run_dir, write_json_atomic
@@ -271,6 +272,9 @@ def _claim_run_dir(lock: contextlib.ExitStack, cfg: ExperimentConfig, out: Path,
         if diff:
             raise ConfigError(f"{results_path} was written with a different config (keys {diff} differ): use "
                               "--overwrite to replace it, or another --output-dir.")
+        if results.get("finished") and (problem := finished_results_problem(results)):
+            raise ConfigError(f"{results_path} {problem} (edited by hand, or written by another version): delete "
+                              "it (the run starts afresh), or use --overwrite.")
         if results.get("finished"):
             if resume:
                 return "finished"

@@ -12,14 +12,14 @@ import os
 import secrets
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
 
 from .config import ConfigError
 
-__all__ = ["atomic_write", "write_json_atomic", "write_text_atomic", "lock_run_dir", "LOCK_FILE"]
+__all__ = ["atomic_write", "write_json_atomic", "write_text_atomic", "hold_lock", "LockHeld", "lock_run_dir", "LOCK_FILE"]
 
 LOCK_FILE = ".lock"
 
@@ -57,43 +57,68 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
+class LockHeld(Exception):
+    """:func:`hold_lock` without waiting: another process holds the lock (``pid``: the holder's, or "unknown")."""
+
+    def __init__(self, pid: str):
+        super().__init__(pid)
+        self.pid = pid
+
+
+def hold_lock(path: str | os.PathLike, wait_message: Optional[str] = None) -> Optional[int]:
+    """Hold an exclusive ``flock`` on ``path`` (created, holding the holder's pid): return its descriptor
+    (closing it releases the lock, and the kernel releases it when the holder dies), or None on a
+    filesystem without locks. Held by another process: print ``wait_message`` and wait, or without
+    one raise :class:`LockHeld`. Any other OSError (e.g. a read-only folder) is the caller's."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                os.close(fd)
+                return None
+            if wait_message is None:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise LockHeld(holder) from None
+            print(wait_message, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:  # a holder ending between our open and our lock removed that file: lock the new one
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
 @contextlib.contextmanager
 def lock_run_dir(directory: str | os.PathLike) -> Iterator[Path]:
-    """Create ``directory`` if needed and hold an exclusive lock on it while in the block; a second
-    writer (another process, or another open in this one) gets a :class:`ConfigError` naming the
-    holder's pid. An ``flock`` on ``directory/.lock``: the kernel releases it when its holder dies."""
+    """Create ``directory`` if needed and hold an exclusive lock on it while in the block (:func:`hold_lock` on
+    ``directory/.lock``); a second writer (another process, or another open in this one) gets a
+    :class:`ConfigError` naming the holder's pid."""
     directory = Path(directory)
     lock = directory / LOCK_FILE
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        while True:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as err:
-                if err.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
-                    warnings.warn(f"{directory}: no file locks on this filesystem ({err.strerror}): "
-                                  "nothing stops two runs from writing there at once.")
-                    break
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                os.close(fd)
-                raise ConfigError(f"{directory} is in use by another run (pid {holder}): wait for it to end, or use "
-                                  "another --output-dir.") from None
-            try:  # a holder ending between our open and our lock removed that file: lock the new one
-                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        fd = hold_lock(lock)
+    except LockHeld as held:
+        raise ConfigError(f"{directory} is in use by another run (pid {held.pid}): wait for it to end, or use "
+                          "another --output-dir.") from None
     except OSError as err:
         why = "it is a file" if directory.is_file() else err.strerror
         raise ConfigError(f"cannot write to the output directory {directory} ({why}): choose another --output-dir "
                           "or fix its permissions.") from None
+    if fd is None:
+        warnings.warn(f"{directory}: no file locks on this filesystem: nothing stops two runs from writing there "
+                      "at once.")
     try:
         yield directory
     finally:
         with contextlib.suppress(OSError):
             os.unlink(lock)  # still holding the lock, so no other writer is using this file
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)

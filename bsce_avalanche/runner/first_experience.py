@@ -8,10 +8,10 @@ so its numbers are those of a run that trained it.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -26,15 +26,15 @@ from torch import Tensor
 from ..plugin import BalancedSoftmaxPlugin
 from ..priors import ClassPrior
 from . import distributed
-from .checkpoint import optimizer_param_names, rng_state, set_rng_state
+from .checkpoint import benchmark_digest, optimizer_param_names, rng_state, set_rng_state
 from .config import EFFECT, ConfigError, ExperimentConfig
-from .fileio import atomic_write
+from .fileio import atomic_write, hold_lock
 from .strategies import STRATEGIES
 
 __all__ = ["FirstExperiencePlugin", "FirstExperienceError", "first_experience_key", "first_experience_loss",
            "key_digest", "cache_dir"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Config keys left out of the key: those that never change a run's numbers, act from the second experience
 #: on, or enter it as what they resolve to (the strategy's ``first_experience`` and
 #: :func:`first_experience_loss`, the model's name): read off :data:`~.config.EFFECT`, so every key added
@@ -78,11 +78,12 @@ def _source_digest() -> str:
 
 
 def first_experience_key(cfg: ExperimentConfig, counts: Optional[Tensor], n_classes: int,
-                         device: torch.device = torch.device("cpu")) -> dict:
+                         device: torch.device = torch.device("cpu"), data: Optional[str] = None) -> dict:
     """Everything that determines the network at the end of the first experience's training (equal
     keys: the same training, bit for bit): every config key but :data:`NOT_IN_KEY`, the strategy's
     ``first_experience`` and ``first_experience_keys``, :func:`first_experience_loss`, and what else changes the
-    numbers: the device, CPU threads, DDP processes, the code."""
+    numbers: the data loaded (``data``: :func:`~.checkpoint.benchmark_digest`, so a data file replaced in place
+    is not mistaken for the old one), the device, CPU threads, DDP processes, the code."""
     info = STRATEGIES[cfg.strategy]
     key = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_KEY}
     key.update({k: getattr(cfg, k) for k in info.first_experience_keys})
@@ -91,8 +92,8 @@ def first_experience_key(cfg: ExperimentConfig, counts: Optional[Tensor], n_clas
                    "world_size": distributed.world_size(), "torch": torch.__version__, "avalanche": avalanche_version,
                    "source": _source_digest()}
     key.update(model=cfg.model_name, fast_augment=cfg.use_fast_augment, training=info.first_experience,
-               data_dir=cfg.data_dir,
-               loss=first_experience_loss(cfg, counts, n_classes), environment=environment, format=FORMAT_VERSION)
+               loss=first_experience_loss(cfg, counts, n_classes), data=data, environment=environment,
+               format=FORMAT_VERSION)
     return key
 
 
@@ -131,17 +132,17 @@ def _set_epoch_state(plugin, state: dict) -> None:
         vars(plugin).update(state)
 
 
-def _hold_lock(path: Path):
-    """Wait for and hold the lock of ``path``'s key (the open file; closing it releases the lock)."""
-    lock = open(path.with_suffix(".lock"), "a+")
+def _hold_lock(path: Path) -> Optional[int]:
+    """Wait for and hold the lock of ``path``'s key (a descriptor; closing it releases the lock; None: a
+    filesystem without locks, where concurrent runs may both train it, with the same result)."""
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"waiting for {path.name}: another run is training this first experience", flush=True)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-    except OSError:  # a filesystem without locks: concurrent runs may both train it (same result)
-        pass
-    return lock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return hold_lock(path.with_suffix(".lock"), f"waiting for {path.name}: another run is training this first "
+                                                    "experience")
+    except OSError as err:
+        raise FirstExperienceError(f"cannot write to the first-experience cache folder {path.parent} "
+                                   f"({err.strerror or err}): make it writable, or set first_experience_cache to "
+                                   "another folder (false: no cache).") from None
 
 
 def _read(path: Path, key: dict) -> Optional[dict]:
@@ -187,11 +188,11 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
             prior = ClassPrior(self.cfg.prior, self.cfg.tau)
             prior.start_experience(strategy.dataloader)
             counts = prior.counts
-        self._key = first_experience_key(self.cfg, counts, self.n_classes, self.device)
+        data = benchmark_digest(strategy.experience.benchmark)
+        self._key = first_experience_key(self.cfg, counts, self.n_classes, self.device, data)
         digest = key_digest(self._key)
         path = self.cache / f"seed{self.cfg.seed}-{digest}.pt" if self.cache else None
         if path and distributed.is_main_process():
-            path.parent.mkdir(parents=True, exist_ok=True)
             self._lock = _hold_lock(path)  # held until this run's file is written, if it trains
         self._payload = distributed.run_on_main(_read, path, self._key) if path else None
         self.info = {"key": digest, "training": f"{self._key['training']}, {self._key['loss']}",
@@ -215,7 +216,7 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
 
     def _release(self) -> None:
         if self._lock is not None:
-            self._lock.close()
+            os.close(self._lock)
             self._lock = None
 
     def _save(self, strategy, path: Path) -> None:

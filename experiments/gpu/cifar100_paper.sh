@@ -25,22 +25,26 @@
 #
 # Writes OUTPUT_DIR/<run>/results.json, OUTPUT_DIR/comparison.md (+ PNG plots) and
 # OUTPUT_DIR/summary.md (the table, the device, the epochs and the wall time).
+# Relative --data-dir and --output-dir are the caller's (resolved before moving to the repository root);
+# the default output directory is under the repository root.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 
+die() { echo "cifar100_paper.sh: $1" >&2; exit 2; }
+value() { [[ $# -ge 2 && "$2" != --* ]] || die "$1 needs a value (see --help)"; }
 epochs=30 data_dir="" out="" smoke=0 extra=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --epochs) epochs="$2"; shift 2 ;;
-        --data-dir) data_dir="$2"; shift 2 ;;
-        --output-dir) out="$2"; shift 2 ;;
+        --epochs) value "$@"; epochs="$2"; shift 2 ;;
+        --data-dir) value "$@"; data_dir="$(realpath -m -- "$2")"; shift 2 ;;
+        --output-dir) value "$@"; out="$(realpath -m -- "$2")"; shift 2 ;;
         --smoke) smoke=1; shift ;;
         --wandb) extra+=(--wandb); shift ;;
-        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "cifar100_paper.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+        -h|--help) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown option $1 (see --help)" ;;
     esac
 done
-[[ "$epochs" =~ ^[1-9][0-9]*$ ]] || { echo "cifar100_paper.sh: --epochs must be a positive integer, got $epochs" >&2; exit 2; }
+[[ "$epochs" =~ ^[1-9][0-9]*$ ]] || die "--epochs must be a positive integer, got $epochs"
+cd "$(dirname "$0")/../.."
 
 args=(--strategies replay icarl --losses ce bsce --seeds 0 --data-path device --amp bf16 --jobs 4)
 if [[ $smoke == 1 ]]; then
@@ -61,12 +65,18 @@ x_train, y_train = split(12)
 x_test, y_test = split(4)
 np.savez(sys.argv[1], x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 EOF
-    epochs=1
+    epochs=1 jobs=2
     args+=(--model resnet8 --width 4 --memory-size 200 --eval-batch-size 400 --jobs 2)
+    title="Smoke run: synthetic CIFAR-shaped data (12 images per class), ResNet-8 of width 4, memory 200 (concatenated), 1 epoch per step: checks the script, not the method"
 else
-    [[ -n "$data_dir" ]] || { echo "cifar100_paper.sh: give --data-dir DIR (holding cifar100.npz), or --smoke" >&2; exit 2; }
+    [[ -n "$data_dir" ]] || die "give --data-dir DIR (holding cifar100.npz), or --smoke"
+    # before any worker starts: the data is there (the runner's own checks then read it)
+    [[ -f "$data_dir/cifar100.npz" || -f "$data_dir/cifar100/cifar100.npz" || -d "$data_dir/cifar-100-python" ]] \
+        || die "no CIFAR-100 in $data_dir: looked for cifar100.npz, cifar100/cifar100.npz and cifar-100-python/; give the folder holding it with --data-dir"
     out=${out:-outputs/cifar100-paper-${epochs}ep}
     args+=(--eval-batch-size 2000)
+    jobs=4
+    title="CIFAR-100 B0-10, ResNet-32, memory 2000 (concatenated), $epochs epochs per step"
 fi
 milestones="[$(( epochs / 2 > 0 ? epochs / 2 : 1 )), $(( epochs * 3 / 4 > epochs / 2 ? epochs * 3 / 4 : epochs / 2 + 1 ))]"
 (( epochs >= 4 )) || milestones="[]"
@@ -76,18 +86,18 @@ python -m bsce_avalanche grid --config experiments/configs/cifar100_b0_10steps.y
     --epochs "$epochs" --lr-milestones "$milestones" --no-wandb "${extra[@]}" "${args[@]}" --output-dir "$out"
 wall=$(( $(date +%s) - start ))
 
-python - "$out" "$epochs" "$milestones" "$wall" <<'EOF'
+python - "$out" "$title" "$milestones" "$wall" "$jobs" <<'EOF'
 import json, sys
 from pathlib import Path
-out, epochs, milestones, wall = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+out, title, milestones, wall, jobs = Path(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 runs = [json.loads(p.read_text()) for p in sorted(out.glob("*/results.json"))]
 env = runs[0]["environment"]
 device = env.get("gpu") or env.get("cpu")
 pct = lambda v: "-" if v is None else f"{100 * v:.1f}"
 lines = [
-    f"# CIFAR-100 B0-10, ResNet-32, memory 2000 (concatenated), {epochs} epochs per step (lr milestones {milestones})",
+    f"# {title} (lr milestones {milestones})",
     "",
-    f"Device: {device}; torch {env['torch']}; 4 runs sharing it; wall time of the whole grid: {wall} s.",
+    f"Device: {device}; torch {env['torch']}; {jobs} runs sharing it; wall time of the whole grid: {wall} s.",
     "",
     "| method | avg. incremental acc. (%) | last acc. (%) | step-0 acc. (%) | predictions to the 10 newest classes, last step (%) | train time (s) |",
     "|---|---|---|---|---|---|",
