@@ -112,16 +112,16 @@ def test_gpu_paper_full_script_smoke_interrupted_and_resumed(tmp_path):
     script = ["bash", str(ROOT / "experiments" / "gpu" / "cifar100_paper_full.sh"), "--smoke", "--output-dir", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     first = subprocess.Popen(script, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 400
+    deadline = time.monotonic() + 1500  # minutes on a loaded 2-core machine
     while not list(out.glob("*/results.json")) and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
     first.send_signal(signal.SIGINT)
-    stdout, stderr = first.communicate(timeout=120)
+    stdout, stderr = first.communicate(timeout=600)
     assert first.returncode == 130, stderr[-2000:]
     assert "interrupted" in stderr and "continue with --resume" in (out / "summary.md").read_text()
     assert not all(json.loads(p.read_text())["finished"] for p in out.glob("*/results.json"))
 
-    again = subprocess.run(script + ["--resume"], env=env, capture_output=True, text=True, timeout=900)
+    again = subprocess.run(script + ["--resume"], env=env, capture_output=True, text=True, timeout=3000)
     assert again.returncode == 0, again.stderr[-2000:]
     runs = [json.loads(p.read_text()) for p in sorted(out.glob("*/results.json"))]
     assert sorted((r["config"]["strategy"], r["config"]["loss"], r["config"]["tau"]) for r in runs) == [

@@ -175,7 +175,8 @@ epochs = runs[0]["config"]["epochs"] if runs else "?"
 header = [
     f"# CIFAR-100 B0-10, {epochs} epoch(s) per step: Replay CE/BSCE, iCaRL (sigmoid BCE, softmax CE, BSCE)",
     "",
-    f"Device: {device}; {len(runs)} runs sharing it; wall time of this call {wall} s, of all calls {total_wall} s"
+    (f"Device: {device}; {len(runs)} runs sharing it" if runs else "No run has finished a step yet")
+    + f"; wall time of this call {wall} s, of all calls {total_wall} s"
     + (" (this call was interrupted: continue with --resume)" if interrupted else "") + ".",
     f"Images/s: training images of steps 1-9 over their training time, per run; sum over runs: "
     f"{sum(r for r in rates if r):.0f}.",
