@@ -317,7 +317,7 @@ def compile_comparison(bench, data: str, args, argv, device) -> dict:
     if 1 + args.chunk > iterations:
         raise SystemExit(f"--chunk {args.chunk}: a training call runs 1 + chunk full batches of one epoch "
                          f"({iterations} here); lower --chunk or --batch-size")
-    rows = []
+    rows, load_start = [], os.getloadavg()
     with _empty_inductor_cache():
         cells = [(m, path, loss) for m in args.models for path in args.paths for loss in args.losses]
         for model_name, path, loss in cells:
@@ -339,6 +339,8 @@ def compile_comparison(bench, data: str, args, argv, device) -> dict:
         "environment": _environment(device),
         "data": data,
         "batch_size": args.batch_size,
+        # a shared machine: its load (runnable processes, 1-minute average) when the measurement started and ended
+        "load_average_1min": {"start": round(load_start[0], 2), "end": round(os.getloadavg()[0], 2)},
         "results": rows,
     }
 

@@ -165,3 +165,21 @@ def test_inductor_cifar_shaped_run_matches_eager(tmp_path):
     assert on[0] > 0.1  # learned (chance over the seen classes: 0.02 to 0.1)
     results = json.loads((tmp_path / "compiled" / "seed0" / "results.json").read_text())
     assert results["config"]["compile"] is True and results["finished"]
+
+
+def test_throughput_compile_comparison_quick(tmp_path, traced_only):
+    """experiments/throughput.py --compile-comparison: both variants timed in alternating rounds, compile times apart
+    (traced only here: the numbers say nothing, the bookkeeping is checked)."""
+    from test_benchmark_scripts import load_script
+
+    result = load_script("throughput").main(["--quick", "--compile-comparison", "--threads", "1", "--paths", "device",
+                                            "--losses", "bsce", "--output", str(tmp_path / "c.json")])
+    assert json.loads((tmp_path / "c.json").read_text()) == json.loads(json.dumps(result))
+    (row,) = result["results"]
+    assert row["path"] == "device" and row["rounds"] == 2 and row["iterations_per_round"] == 2
+    assert all(len(row["seconds_per_round"][v]) == 2 for v in ("eager", "compiled"))
+    eager, compiled = (sum(row["seconds_per_round"][v]) for v in ("eager", "compiled"))
+    assert row["ratio"] == pytest.approx(eager / compiled, rel=5e-2)
+    assert min(row["eager_images_per_s"], row["compiled_images_per_s"], row["eval_compiled_images_per_s"]) > 0
+    assert {"compile_s_first_call", "compile_s_new_batch_shape", "compile_s_eval"} <= set(row)
+    assert set(result["load_average_1min"]) == {"start", "end"}
