@@ -84,6 +84,34 @@ class Autocast(nn.Module):
         return f"dtype={self.dtype}"
 
 
+def compile_model(model: nn.Module, **compile_kwargs) -> nn.Module:
+    """Compile ``model.feature_extractor`` with :func:`torch.compile`, in place; return ``model``.
+
+    Only the feature extractor is compiled (its ``Module.compile()``): the head stays eager, so an
+    ``IncrementalClassifier`` that grows at a new experience recompiles nothing, and the logits,
+    BSCE's ``tau * log prior`` and every loss stay float32 eager code. Wrap with :class:`Autocast`
+    first (the autocast region is then compiled too). The parameters are the same objects, so the
+    optimiser, ``state_dict`` keys (no ``_orig_mod.`` prefix) and checkpoints are those of the
+    uncompiled model, and load into one. ``copy.deepcopy`` (the old model of LwF, iCaRL, BiC)
+    gives an uncompiled copy (``Module.__getstate__`` drops the compiled call): correct, run eager.
+
+    ``compile_kwargs`` go to :func:`torch.compile` (``mode``, ``dynamic``, ``backend``...). Defaults
+    to torch's: inductor, no CUDA graphs; a new batch size (the last partial batch, evaluation)
+    compiles once more with the batch dimension dynamic, and eval mode once (BatchNorm differs).
+    ``mode="reduce-overhead"`` (CUDA graphs) is not safe with iCaRL: its herding and class means
+    keep the features of successive calls, which a CUDA graph's next replay overwrites.
+
+    Works for the ``feature_extractor`` passed to ``avalanche.training.ICaRL`` too: compile the
+    model, then take ``model.feature_extractor`` and ``model.classifier``.
+    """
+    feature_extractor = getattr(model, "feature_extractor", None)
+    if not isinstance(feature_extractor, nn.Module):
+        raise TypeError(f"compile_model needs a model with a feature_extractor module (a FeatureClassifier of "
+                        f"make_model), not {type(model).__name__}: call module.compile() on other modules.")
+    feature_extractor.compile(**compile_kwargs)
+    return model
+
+
 def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
     """3x3 convolution (stride 1, padding 1, no bias), BatchNorm, ReLU."""
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False),

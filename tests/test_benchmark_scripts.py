@@ -113,6 +113,45 @@ def test_gpu_paper_script_bad_arguments_are_one_line(tmp_path, args, message):
     assert bad.stderr.startswith(f"cifar100_paper.sh: {message.format(cwd=tmp_path)}")
 
 
+@pytest.mark.slow
+def test_gpu_paper_full_script_smoke_interrupted_and_resumed(tmp_path):
+    """experiments/gpu/cifar100_paper_full.sh --smoke: SIGINT (as from `timeout -s INT`) stops the five runs
+    after some finished steps, keeping them; --resume finishes them; the run list is the five methods."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "full"
+    script = ["bash", str(ROOT / "experiments" / "gpu" / "cifar100_paper_full.sh"), "--smoke", "--output-dir", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    first = subprocess.Popen(script, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 1500  # minutes on a loaded 2-core machine
+    while not list(out.glob("*/results.json")) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    first.send_signal(signal.SIGINT)
+    stdout, stderr = first.communicate(timeout=600)
+    assert first.returncode == 130, stderr[-2000:]
+    assert "interrupted" in stderr and "continue with --resume" in (out / "summary.md").read_text()
+    assert not all(json.loads(p.read_text())["finished"] for p in out.glob("*/results.json"))
+
+    again = subprocess.run(script + ["--resume"], env=env, capture_output=True, text=True, timeout=3000)
+    assert again.returncode == 0, again.stderr[-2000:]
+    runs = [json.loads(p.read_text()) for p in sorted(out.glob("*/results.json"))]
+    assert sorted((r["config"]["strategy"], r["config"]["loss"], r["config"]["tau"]) for r in runs) == [
+        ("icarl", "bsce", 0.0), ("icarl", "bsce", 1.0), ("icarl", "ce", 1.0), ("replay", "bsce", 1.0),
+        ("replay", "ce", 1.0)]
+    assert all(r["finished"] and r["config"]["data_path"] == "device" and r["config"]["amp"] == "bf16"
+               and r["config"]["replay"] == "concat" for r in runs)
+    summary = (out / "summary.md").read_text()
+    assert summary.count("\n| ") == 6 and "| 10/10 |" in summary and "of all calls" in summary
+    assert len((out / "wall_times_s.txt").read_text().split()) == 2
+    assert (out / "comparison.md").exists()
+    bad = subprocess.run(script[:2] + ["--jobs", "0"], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "--jobs must be a positive integer" in bad.stderr
+
+
 def test_checkpoint_size_script_quick():
     """Replay's checkpoint holds references, smaller than with the datasets pickled; iCaRL's copies either way."""
     sizes = load_script("checkpoint_size").main(["--quick"])

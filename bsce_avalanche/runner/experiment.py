@@ -22,7 +22,7 @@ from avalanche.training.plugins import EvaluationPlugin, SupervisedPlugin
 from tqdm.auto import tqdm
 
 from ..benchmarks import BENCHMARKS, BatchAugmentPlugin, DeviceDataPlugin
-from ..models import AMP_DTYPES, Autocast, make_model
+from ..models import AMP_DTYPES, Autocast, compile_model, make_model
 from ..icarl import set_icarl_eval
 from ..plugin import BalancedSoftmaxPlugin
 from . import distributed
@@ -72,7 +72,8 @@ def build_benchmark(cfg: ExperimentConfig):
 
 
 def build_model(cfg: ExperimentConfig, n_classes: int, device: Optional[torch.device] = None):
-    """The network, normalising uint8 input as the benchmark needs, with ``amp`` and ``data_path`` applied."""
+    """The network, normalising uint8 input as the benchmark needs, with ``amp``, ``data_path`` and ``compile``
+    applied."""
     widths = {"widths": (cfg.width, 2 * cfg.width, 4 * cfg.width)} if cfg.width != 16 else {}
     model = make_model(cfg.model_name, n_classes, input_norm=BENCHMARKS[cfg.benchmark].input_norm,
                        incremental=cfg.incremental_head, **widths)
@@ -81,6 +82,10 @@ def build_model(cfg: ExperimentConfig, n_classes: int, device: Optional[torch.de
     if cfg.data_path == "device" and device is not None and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # NHWC convolutions for the tensor cores
         torch.backends.cudnn.benchmark = True  # fixed batch shapes: pick the fastest convolutions once
+    if cfg.compile:
+        # the feature extractor only, in place (state_dict keys unchanged; the growing head stays eager), torch's
+        # default mode on CPU and CUDA alike: CUDA graphs would overwrite the features iCaRL keeps between calls
+        compile_model(model)
     return model
 
 
