@@ -98,6 +98,8 @@ class ExperimentConfig:
     loss: str = _key("bsce", "training loss: ce (cross-entropy) or bsce (BalancedSoftmaxPlugin)")
     tau: float = _key(1.0, "strength of the BSCE adjustment, logits + tau * log(prior) (0: plain CE)")
     prior: str = _key("auto", "where BSCE's class prior comes from (see the README)")
+    prior_window: Optional[int] = _key(None, "with prior: window (only): the prior is the label frequency of the last "
+                                             "prior_window training mini-batches, across steps (ER-LAS's l: 1 on CIFAR)")
     memory_size: int = _key(200, "replay memory, in samples, shared by all seen classes")
     memory_per_class: Optional[int] = _key(None, "memory per class instead of memory_size (B50 protocols: 20)")
     replay: str = _key("half_batch", "rehearsal protocol of replay and of lwf with lwf_memory: "
@@ -115,6 +117,8 @@ class ExperimentConfig:
     # optimisation
     epochs: int = _key(10, "training epochs per step")
     batch_size: int = _key(32, "training mini-batch size (the global batch under torchrun)")
+    batch_size_mem: Optional[int] = _key(None, "memory mini-batch size of replay (replay: half_batch) and er_ace, "
+                                               "added to batch_size (online ER: 10 and 10); null: batch_size")
     eval_batch_size: int = _key(256, "evaluation mini-batch size (thousands with data_path: device)")
     amp: str = _key("none", "bf16: the feature extractor runs under bf16 autocast; logits and losses stay float32")
     lr: float = _key(0.05, "SGD learning rate")
