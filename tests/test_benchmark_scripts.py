@@ -129,3 +129,12 @@ def test_cifar100_online_benchmark_tiny(tmp_path):
     assert window1["config"]["prior"] == "window" and window1["config"]["prior_window"] == 1
     again = bench.main(["--tiny", "--max-runs", "7", "--output-dir", str(out)])  # resumable: nothing trains
     assert again == rows
+
+
+def test_window_prior_cost_quick(tmp_path):
+    cost = load_script("window_prior_cost")
+    result = cost.main(["--quick", "--output", str(tmp_path / "cost.json")])
+    on_disk = json.loads((tmp_path / "cost.json").read_text())
+    assert set(on_disk["ratio_median"]) == {"window1", "window500"} and result["rounds"] == 2
+    for method, ratio in on_disk["ratio_median"].items():
+        assert on_disk["ratio_min"][method] <= ratio <= on_disk["ratio_max"][method] and ratio > 0
