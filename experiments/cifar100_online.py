@@ -19,6 +19,7 @@ Writes ``OUTPUT_DIR.json``: one entry per finished run.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import sys
@@ -82,6 +83,32 @@ def row(run: dict, cfg: ExperimentConfig, result: dict) -> dict:
             "model": cfg.model, "width": cfg.width, "lr": cfg.lr, "benchmark": cfg.benchmark, "n_steps": cfg.n_steps}
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The runs as a Markdown table (mean ± std over seeds where there are several)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        method = {"replay": "ER", "er_ace": "ER-ACE"}[r["strategy"]] + (
+            "" if r["loss"] == "ce" else " + BSCE " + (f"window {r['window']}" if r["prior"] == "window"
+                                                       else "per-experience prior"))
+        if r["window_label"] == "task":
+            method += " (a whole task)"
+        groups.setdefault((r["memory_size"], method), []).append(r)
+
+    def stat(values, scale=100.0):
+        values = [scale * v for v in values]
+        return f"{values[0]:.1f}" if len(values) == 1 else \
+            f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+    lines = ["| memory | method | seeds | average accuracy (%) | final accuracy (%) | newest-task share, last "
+             "task (%) | train time (s) |", "|---|---|---|---|---|---|---|"]
+    for (memory, method), group in groups.items():
+        lines.append(f"| {memory} | {method} | {', '.join(str(r['seed']) for r in group)} | "
+                     f"{stat([r['average_accuracy'] for r in group])} | {stat([r['final_accuracy'] for r in group])} | "
+                     f"{stat([r['newest_task_prediction_share'] for r in group])} | "
+                     f"{stat([r['train_time_s'] for r in group], 1.0)} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -92,7 +119,12 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--budget-min", type=float, default=float("inf"),
                         help="start no run expected (median run time so far) to end after this many minutes")
     parser.add_argument("--max-runs", type=int, default=None, help="at most this many runs of the plan")
+    parser.add_argument("--table", action="store_true", help="print OUTPUT_DIR.json as a Markdown table, run nothing")
     args = parser.parse_args(argv)
+    if args.table:
+        rows = json.loads(Path(args.output_dir).with_suffix(".json").read_text())
+        print(markdown_table(rows))
+        return rows
     warnings.simplefilter("ignore")
     from bsce_avalanche.runner.experiment import build_benchmark, run_experiment
 
