@@ -113,7 +113,7 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
           ``bincount`` and a ``log`` per mini-batch).
         * ``"window"``: online learning (ER-LAS, Huang et al., TMLR 2024): the label counts of the
           last ``window`` mini-batches trained, the current one included, stream and memory samples
-          as in ``strategy.mb_y``, across experiences (never reset); one ``bincount`` per mini-batch
+          as in ``strategy.mb_y``, across experiences (never reset); a fixed-length bincount per mini-batch
           into a ring buffer on the device, no host sync.
         * a sequence or tensor of per-class counts or frequencies, used as is.
 

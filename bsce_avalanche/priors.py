@@ -200,7 +200,8 @@ class ClassPrior:
     :param tau: strength of the adjustment (``0`` = plain CE, ``1`` = BSCE).
     :param window: with ``mode="window"`` (only), the number ``l`` of mini-batches in the prior: the label
         counts of the last ``l`` mini-batches, the current one included, held on the device in a ring
-        buffer that no experience resets (one ``bincount`` per mini-batch, no host sync).
+        buffer that no experience resets (per mini-batch one fixed-length bincount, a ``scatter_add_``,
+        and no host sync).
     """
 
     def __init__(self, mode: Union[str, Sequence[float], Tensor] = "auto", tau: float = 1.0,
@@ -278,18 +279,21 @@ class ClassPrior:
         """Record the mini-batch's label counts (all-reduced under ``torch.distributed``: the global batch) in
         the ring buffer, over the oldest row, and return the window's ``tau * log(prior)``."""
         num_classes = logits.shape[1]
-        batch = torch.bincount(targets.long().flatten(), minlength=num_classes)
+        targets = targets.long().flatten()
+        # a bincount of fixed length (torch.bincount on CUDA reads max(targets) back to size its output)
+        batch = torch.zeros(num_classes, dtype=torch.long, device=targets.device)
+        batch.scatter_add_(0, targets, torch.ones_like(targets))
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(batch)
         ring = self._ring
         if ring is None:
-            ring = torch.zeros(self.window, batch.numel(), dtype=torch.long, device=batch.device)
+            ring = torch.zeros(self.window, num_classes, dtype=torch.long, device=batch.device)
         elif ring.device != batch.device:  # e.g. restored from a checkpoint on the CPU
             ring = ring.to(batch.device)
-        if ring.shape[1] < batch.numel():  # more classes (an IncrementalClassifier grew)
-            ring = torch.cat([ring, ring.new_zeros(self.window, batch.numel() - ring.shape[1])], dim=1)
-        elif ring.shape[1] > batch.numel():
-            batch = torch.cat([batch, batch.new_zeros(ring.shape[1] - batch.numel())])
+        if ring.shape[1] < num_classes:  # more classes (an IncrementalClassifier grew)
+            ring = torch.cat([ring, ring.new_zeros(self.window, num_classes - ring.shape[1])], dim=1)
+        elif ring.shape[1] > num_classes:
+            batch = torch.cat([batch, batch.new_zeros(ring.shape[1] - num_classes)])
         ring[self._ring_next] = batch
         self._ring, self._ring_next = ring, (self._ring_next + 1) % self.window
         return window_log_prior(ring.sum(0)[:num_classes], self.tau, logits.dtype)
