@@ -125,8 +125,17 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
           memory), as in the paper; over-corrects with Avalanche's ``ReplayDataLoader`` (README).
         * ``"batch"``: the label counts of the mini-batches drawn so far in the experience (a
           ``bincount`` and a ``log`` per mini-batch).
+        * ``"window"``: online learning (ER-LAS, Huang et al., TMLR 2024): the label counts of the
+          last ``window`` mini-batches trained, the current one included, stream and memory samples
+          as in ``strategy.mb_y``, across experiences (never reset); a fixed-length bincount per mini-batch
+          into a ring buffer on the device, no host sync.
         * a sequence or tensor of per-class counts or frequencies, used as is.
+
+        Classes absent from the prior are removed from the training softmax. Under DDP the mini-batch
+        counts of ``"batch"`` and ``"window"`` are all-reduced: every rank uses the global batch's prior.
     :param tau: strength of the logit adjustment (``0`` = plain CE, ``1`` = BSCE).
+    :param window: the window length ``l`` in mini-batches, with ``prior="window"`` only (ER-LAS: 1 on
+        CIFAR, 10 on ImageNet).
     :param distillation_weight: with Avalanche's ``ICaRL`` only, the weight ``w`` of its distillation term
         (the loss is written out in ``_ICaRLCriterion``'s docstring and the README).
 
@@ -134,13 +143,15 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
     strategy that hands its criterion a copy or a slice of ``mb_output`` instead of the logits), it
     raises rather than let the experience train with plain CE.
 
-    ``prior_history``: the prior (frequencies) of each experience trained; ``prior``: the current one.
+    ``prior_history``: the prior (frequencies) of each experience trained (window: the window's at the
+    experience's end); ``prior``: the current one. ``state_dict()`` / ``load_state_dict()``: the
+    prior's state (history, window), also saved with the plugin by the runner's checkpoints.
     """
 
     def __init__(self, prior: Union[str, Sequence[float], Tensor] = "auto", tau: float = 1.0,
-                 distillation_weight: float = 1.0):
+                 window: Optional[int] = None, distillation_weight: float = 1.0):
         super().__init__()
-        self.class_prior = ClassPrior(prior, tau)  # validates prior and tau
+        self.class_prior = ClassPrior(prior, tau, window)  # validates prior, tau and window
         if isinstance(distillation_weight, bool) or not isinstance(distillation_weight, (int, float)) or \
                 not 0 <= distillation_weight < float("inf"):
             raise ValueError(f"distillation_weight must be a finite number >= 0, got {distillation_weight!r}.")
@@ -161,6 +172,12 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
     @property
     def tau(self) -> float:
         return self.class_prior.tau
+
+    def state_dict(self) -> dict:
+        return self.class_prior.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.class_prior.load_state_dict(state)
 
     def before_training(self, strategy, **kwargs):
         mine = [p for p in strategy.plugins if isinstance(p, BalancedSoftmaxPlugin)]

@@ -4,7 +4,9 @@ BSCE's prior is the label distribution of the mini-batches actually trained on: 
 the training set's class frequency; Avalanche's ``ReplayDataLoader`` (half of every mini-batch from
 the cycled memory) draws old classes far more often. :func:`loader_class_counts` derives it exactly,
 in expectation, from the loader's datasets and batch sizes (else: the mini-batches' running label
-counts). :class:`ClassPrior` holds the policy and the cached log-adjustment.
+counts). :class:`ClassPrior` holds the policy and the cached log-adjustment; its ``"window"`` mode is
+ER-LAS's sliding-window prior (Huang et al., TMLR 2024): the label counts of the last ``l`` mini-batches,
+kept across experiences, for online continual learning.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from avalanche.benchmarks.utils.data_attribute import DataAttribute
 from avalanche.benchmarks.utils.flat_data import ConstantSequence, FlatData, LazyIndices, LazyRange
 
 from ._choices import check_choice
-from .losses import _check_tau, as_class_counts, check_targets_have_prior, log_prior_adjustment
+from .losses import ZERO_PRIOR_OFFSET, _check_tau, as_class_counts, check_targets_have_prior, log_prior_adjustment
 
 #: Prior modes accepted by ``BalancedSoftmaxPlugin(prior=...)`` and :class:`ClassPrior`.
-PRIOR_MODES = ("auto", "sampling", "dataset", "batch")
+PRIOR_MODES = ("auto", "sampling", "dataset", "batch", "window")
 
-__all__ = ["dataset_labels", "class_counts", "loader_class_counts", "ClassPrior", "PRIOR_MODES"]
+__all__ = ["dataset_labels", "class_counts", "loader_class_counts", "window_log_prior", "ClassPrior", "PRIOR_MODES"]
 
 
 def _index_tensor(indices) -> Tensor:
@@ -162,6 +164,31 @@ def loader_class_counts(loader, weighting: str = "sampling") -> Optional[Tensor]
     return None
 
 
+def window_log_prior(counts: Tensor, tau: float, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``tau * log(prior)`` of integer label ``counts`` on their device, without a host sync: up to a
+    constant (``log(count / max count)``, which the softmax ignores; exactly 0 for a uniform prior), zero-count
+    classes at :data:`~bsce_avalanche.losses.ZERO_PRIOR_OFFSET`. ``counts`` must not be all zero."""
+    if tau == 0.0:
+        return torch.zeros(counts.shape, dtype=dtype, device=counts.device)
+    counts = counts.double()
+    log_ratio = torch.log(counts.clamp_min(1.0) / counts.max())  # <= 0, one sample in 2**31 >= -21.5
+    return torch.where(counts > 0, tau * log_ratio, torch.full_like(counts, ZERO_PRIOR_OFFSET)).to(dtype)
+
+
+def _check_window(window, mode) -> Optional[int]:
+    if mode != "window":
+        if window is not None:
+            raise ValueError(f"window={window!r} applies only to prior='window' (got prior={mode!r}): remove it, or "
+                             "use prior='window'.")
+        return None
+    if window is None:
+        raise ValueError("prior='window' needs window=l, the number of mini-batches whose labels make the prior "
+                         "(ER-LAS: 1 on CIFAR, 10 on ImageNet).")
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+        raise ValueError(f"window must be a positive int (mini-batches), got {window!r}.")
+    return int(window)
+
+
 class ClassPrior:
     """BSCE's class prior, one training experience at a time, and its log-adjustment.
 
@@ -171,9 +198,14 @@ class ClassPrior:
     :param mode: one of :data:`PRIOR_MODES` (see ``BalancedSoftmaxPlugin``), or per-class counts
         (or frequencies) used as they are.
     :param tau: strength of the adjustment (``0`` = plain CE, ``1`` = BSCE).
+    :param window: with ``mode="window"`` (only), the number ``l`` of mini-batches in the prior: the label
+        counts of the last ``l`` mini-batches, the current one included, held on the device in a ring
+        buffer that no experience resets (per mini-batch one fixed-length bincount, a ``scatter_add_``,
+        and no host sync).
     """
 
-    def __init__(self, mode: Union[str, Sequence[float], Tensor] = "auto", tau: float = 1.0):
+    def __init__(self, mode: Union[str, Sequence[float], Tensor] = "auto", tau: float = 1.0,
+                 window: Optional[int] = None):
         if isinstance(mode, str):
             check_choice("prior mode", mode, PRIOR_MODES, "a sequence of per-class counts")
             self.fixed_counts: Optional[Tensor] = None
@@ -182,6 +214,9 @@ class ClassPrior:
             mode = "fixed"
         self.mode = mode
         self.tau = _check_tau(tau)
+        self.window = _check_window(window, mode)
+        self._ring: Optional[Tensor] = None  # window mode: (window, classes) label counts, one row per mini-batch
+        self._ring_next = 0  # window mode: the row the next mini-batch overwrites (the oldest)
         self.history: list[list[float]] = []  # the prior (frequencies) of every experience
         self.counts: Optional[Tensor] = None  # the current experience's class counts
         self.counts_batches = mode == "batch"  # counts = running label counts of the mini-batches
@@ -189,12 +224,22 @@ class ClassPrior:
 
     @property
     def prior(self) -> Optional[Tensor]:
-        """Class frequencies of the current experience (None before the first one)."""
-        return None if self.counts is None else (self.counts.double() / self.counts.sum()).cpu()
+        """Class frequencies of the current experience, or of the current window (None before the first one)."""
+        counts = self.window_counts if self.mode == "window" else self.counts
+        return None if counts is None else (counts.double() / counts.sum()).cpu()
+
+    @property
+    def window_counts(self) -> Optional[Tensor]:
+        """Window mode: the label counts of the last ``window`` mini-batches (None before the first one)."""
+        return None if self._ring is None else self._ring.sum(0)
 
     def start_experience(self, loader) -> None:
-        """Compute the counts of the experience that ``loader`` draws, from label tensors."""
+        """Compute the counts of the experience that ``loader`` draws, from label tensors (window mode: nothing,
+        the window runs on across experiences)."""
         self._adjustment = None
+        if self.mode == "window":
+            self.counts_batches = False
+            return
         if self.fixed_counts is not None:
             self.counts = self.fixed_counts
         elif self.mode == "batch":
@@ -212,6 +257,8 @@ class ClassPrior:
         mini-batch labels (a ``bincount`` and a ``log`` per mini-batch, all-reduced under
         ``torch.distributed`` so that every rank uses the same prior)."""
         num_classes = logits.shape[1]
+        if self.mode == "window":
+            return self._window_adjustment(logits, targets)
         if self.counts_batches:
             batch = torch.bincount(targets.long().flatten(), minlength=num_classes).double()
             if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -228,8 +275,57 @@ class ClassPrior:
             check_targets_have_prior(targets, adj)  # a user's prior may miss trained classes
         return adj
 
+    def _window_adjustment(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Record the mini-batch's label counts (all-reduced under ``torch.distributed``: the global batch) in
+        the ring buffer, over the oldest row, and return the window's ``tau * log(prior)``."""
+        num_classes = logits.shape[1]
+        targets = targets.long().flatten()
+        # a bincount of fixed length (torch.bincount on CUDA reads max(targets) back to size its output)
+        batch = torch.zeros(num_classes, dtype=torch.long, device=targets.device)
+        batch.scatter_add_(0, targets, torch.ones_like(targets))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(batch)
+        ring = self._ring
+        if ring is None:
+            ring = torch.zeros(self.window, num_classes, dtype=torch.long, device=batch.device)
+        elif ring.device != batch.device:  # e.g. restored from a checkpoint on the CPU
+            ring = ring.to(batch.device)
+        if ring.shape[1] < num_classes:  # more classes (an IncrementalClassifier grew)
+            ring = torch.cat([ring, ring.new_zeros(self.window, num_classes - ring.shape[1])], dim=1)
+        elif ring.shape[1] > num_classes:
+            batch = torch.cat([batch, batch.new_zeros(ring.shape[1] - num_classes)])
+        ring[self._ring_next] = batch
+        self._ring, self._ring_next = ring, (self._ring_next + 1) % self.window
+        return window_log_prior(ring.sum(0)[:num_classes], self.tau, logits.dtype)
+
+    def state_dict(self) -> dict:
+        """What the prior has learnt from the data: the history and, in window mode, the window (on the CPU)."""
+        state = {"mode": self.mode, "window": self.window, "history": [list(h) for h in self.history]}
+        if self.mode == "window":
+            state.update(ring=None if self._ring is None else self._ring.cpu().clone(), ring_next=self._ring_next)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` into a prior built with the same mode and window."""
+        if (state["mode"], state["window"]) != (self.mode, self.window):
+            raise ValueError(f"This state is of a prior with mode={state['mode']!r}, window={state['window']!r}, not "
+                             f"mode={self.mode!r}, window={self.window!r}: build the prior with the same settings.")
+        self.history = [list(h) for h in state["history"]]
+        if self.mode == "window":
+            self._ring = None if state["ring"] is None else state["ring"].clone()
+            self._ring_next = int(state["ring_next"])
+
     def end_experience(self) -> Optional[list[float]]:
-        """Record the experience's prior (frequencies) in :attr:`history` and return it."""
+        """Record the experience's prior (frequencies; window mode: the window's at the experience's end) in
+        :attr:`history` and return it."""
+        if self.mode == "window":
+            counts = self.window_counts
+            if counts is None:
+                return None
+            counts = counts.double().cpu()
+            counts = counts[: int(torch.nonzero(counts).max()) + 1]
+            self.history.append((counts / counts.sum()).tolist())
+            return self.history[-1]
         if self.counts is None:
             return None
         counts = self.counts.double().cpu()

@@ -159,3 +159,36 @@ def test_checkpoint_size_script_quick():
     for label in ("replay (half_batch)", "replay (concat)"):
         assert 0 < sizes[label]["references_mb"] < sizes[label]["pickled_datasets_mb"], sizes
     assert sizes["icarl"]["references_mb"] <= sizes["icarl"]["pickled_datasets_mb"]
+
+
+def test_cifar100_online_benchmark_tiny(tmp_path):
+    """The online protocol on digits: ER, ER + BSCE (window 1, per-experience prior), ER-ACE and the
+    window sweep; a re-run skips the finished runs."""
+    bench = load_script("cifar100_online")
+    out = tmp_path / "online"
+    rows = bench.main(["--tiny", "--max-runs", "7", "--output-dir", str(out)])
+    assert [r["run"] for r in rows] == [bench.run_id(r) for r in bench.planned_runs(bench.TINY_MEMORIES)[:7]]
+    assert json.loads(out.with_suffix(".json").read_text()) == json.loads(json.dumps(rows))
+    by_run = {r["run"]: r for r in rows}
+    assert [by_run[f"replay-bsce-prior_window{w}-mem100-seed0"]["window"] for w in (1, 5, 10)] == [1, 5, 10]
+    task = by_run["replay-bsce-prior_windowtask-mem100-seed0"]["window"]
+    assert task > 10  # a whole task's mini-batches of 10
+    for r in rows:
+        assert (r["batch_size"], r["batch_size_mem"]) == (10, 10)
+        assert 0 < r["average_accuracy"] <= 1 and 0 < r["final_accuracy"] <= 1
+        assert 0 <= r["newest_task_prediction_share"] <= 1 and r["train_time_s"] > 0
+        results = json.loads((out / r["run"] / "results.json").read_text())
+        assert results["config"]["epochs"] == 1 and len(results["steps"]) == 2  # one pass, evaluated per task
+    window1 = json.loads((out / "replay-bsce-prior_window1-mem100-seed0" / "results.json").read_text())
+    assert window1["config"]["prior"] == "window" and window1["config"]["prior_window"] == 1
+    again = bench.main(["--tiny", "--max-runs", "7", "--output-dir", str(out)])  # resumable: nothing trains
+    assert again == rows
+
+
+def test_window_prior_cost_quick(tmp_path):
+    cost = load_script("window_prior_cost")
+    result = cost.main(["--quick", "--output", str(tmp_path / "cost.json")])
+    on_disk = json.loads((tmp_path / "cost.json").read_text())
+    assert set(on_disk["ratio_median"]) == {"window1", "window500"} and result["rounds"] == 2
+    for method, ratio in on_disk["ratio_median"].items():
+        assert on_disk["ratio_min"][method] <= ratio <= on_disk["ratio_max"][method] and ratio > 0

@@ -117,6 +117,9 @@ class ExperimentConfig:
                             range="[0, inf)")
     memory_per_class: Optional[int] = _key(None, "memory per class instead of memory_size (B50 protocols: 20)",
                                            effect="later", range="[1, inf)")
+    prior_window: Optional[int] = _key(
+        None, "with prior: window (only): the prior is the label frequency of the last prior_window training "
+              "mini-batches, across steps (ER-LAS's l: 1 on CIFAR)", effect="resolved", range="[1, inf)", label=True)
     replay: str = _key("half_batch", "rehearsal protocol of replay and of lwf with lwf_memory: "
                        + "; ".join(f"{k}: {v}" for k, v in REPLAY_PROTOCOLS.items())
                        + " (the other strategies have their own)", effect="later", label=True)
@@ -148,6 +151,9 @@ class ExperimentConfig:
     batch_size: int = _key(32, "training mini-batch size (the global batch under torchrun)", range="[1, inf)")
     eval_batch_size: int = _key(256, "evaluation mini-batch size (thousands with data_path: device)", effect="run",
                                 range="[1, inf)")
+    batch_size_mem: Optional[int] = _key(None, "memory mini-batch size of replay (replay: half_batch) and er_ace, "
+                                               "added to batch_size (online ER: 10 and 10); null: batch_size",
+                                         range="[1, inf)")
     amp: str = _key("none", "bf16: the feature extractor runs under bf16 autocast; logits and losses stay float32")
     compile: bool = _key(False, "torch.compile the feature extractor (inductor, no CUDA graphs; the head, BSCE's "
                                 "adjustment and the losses stay eager float32): faster steps after a compilation "
@@ -237,6 +243,9 @@ class ExperimentConfig:
         if self.memory_selection == "herding" and self.memory_per_class and uses_replay_option(vars(self)):
             raise ConfigError("memory_selection: herding shares memory_size among the classes seen so far; it does "
                               "not take memory_per_class: set memory_size instead, or use memory_selection: random.")
+        if (self.prior == "window") != (self.prior_window is not None):
+            raise ConfigError("prior: window needs prior_window (the window in mini-batches, e.g. 1), and "
+                              "prior_window applies to prior: window only; set both or neither.")
         if self.first_experience_cache == "":
             raise ConfigError("first_experience_cache must be true, false or a folder, got an empty string.")
         for key, values in self.grid.items():
@@ -349,7 +358,7 @@ def method_label(config: Mapping) -> str:
     if uses_replay_option(c):
         parts += [c[k] for k in ("replay", "memory_selection") if c[k] != _DEFAULTS[k]]
     if c["loss"] == "bsce" and c["prior"] != "auto":
-        parts.append(f"prior_{c['prior']}")
+        parts.append(f"prior_{c['prior']}" + (f"{c['prior_window']}" if c["prior"] == "window" else ""))
     if c["loss"] == "bsce" and c["tau"] != 1.0:
         parts.append(f"tau{c['tau']:g}")
     return "-".join(parts)

@@ -33,7 +33,7 @@ from .divergence import NonFiniteLossGuard, TrainingDiverged
 from .fileio import lock_run_dir, write_json_atomic
 from .first_experience import FirstExperiencePlugin, cache_dir
 from .metrics import evaluate_step, summarise
-from .strategies import build_strategy
+from .strategies import build_strategy, online_keys_error
 
 __all__ = ["run_experiment", "build_benchmark", "build_model", "build_strategy", "resolve_device"]
 
@@ -120,6 +120,8 @@ def run_experiment(cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike
     """
     if combination_error(cfg):
         raise ConfigError(combination_error(cfg))
+    if online_keys_error(cfg):
+        raise ConfigError(online_keys_error(cfg))
     out = Path(output_dir or cfg.output_dir)
     # under torchrun (WORLD_SIZE > 1): join the process group; rank 0 alone writes files
     device = distributed.setup(resolve_device(cfg.device))
@@ -154,7 +156,8 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     metrics = accuracy_metrics(experience=True, stream=True), loss_metrics(experience=True, stream=True)
     evaluator = EvaluationPlugin(*metrics, loggers=[logger] if logger is not None else [])
     recorder = _PredictionRecorder()
-    bsce = (BalancedSoftmaxPlugin(prior=cfg.prior, tau=cfg.tau, distillation_weight=cfg.icarl_distillation_weight)
+    bsce = (BalancedSoftmaxPlugin(prior=cfg.prior, tau=cfg.tau, distillation_weight=cfg.icarl_distillation_weight,
+                                  window=cfg.prior_window)
             if cfg.loss == "bsce" else None)
     # first, the first experience's cache (its after_training_exp runs before the others'); the batch
     # augmentation before the plugins that should see the augmented batch
@@ -165,7 +168,8 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     guard = NonFiniteLossGuard()
     plugins += [p for p in (bsce, recorder, guard) if p is not None]
     # DDP: cfg.batch_size is the global mini-batch; each rank loads its share
-    train_cfg = cfg.replace(batch_size=distributed.per_rank_batch_size(cfg.batch_size))
+    train_cfg = cfg.replace(batch_size=distributed.per_rank_batch_size(cfg.batch_size),
+                            batch_size_mem=cfg.batch_size_mem and distributed.per_rank_batch_size(cfg.batch_size_mem))
     strategy = build_strategy(train_cfg, model, n_classes, device, plugins, evaluator)
     distributed.prepare_strategy(strategy, device, cfg.batch_size)
 

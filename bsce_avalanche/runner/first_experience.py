@@ -58,6 +58,8 @@ def first_experience_loss(cfg: ExperimentConfig, counts: Optional[Tensor], n_cla
         return STRATEGIES[cfg.strategy].ce_loss
     if cfg.tau == 0:
         return "softmax_ce"
+    if cfg.prior == "window":
+        return f"bsce(tau={cfg.tau:g}, prior=window{cfg.prior_window})"
     if counts is None:
         return f"bsce(tau={cfg.tau:g}, prior=batch)"
     present = counts[counts > 0]
@@ -118,6 +120,8 @@ def _epoch_state(plugin) -> Optional[dict]:
         return {"scheduler": plugin.scheduler.state_dict()}
     if isinstance(plugin, _ICaRLPlugin):  # set on the first mini-batch, used for the class means
         return {k: getattr(plugin, k) for k in ("input_size", "output_size", "embedding_size")}
+    if isinstance(plugin, BalancedSoftmaxPlugin) and plugin.class_prior.mode == "window":
+        return {"window": plugin.state_dict()}  # runs on into the next experience
     if isinstance(plugin, BalancedSoftmaxPlugin) and plugin.class_prior.counts_batches:
         return {"counts": plugin.class_prior.counts}
     return None
@@ -126,6 +130,8 @@ def _epoch_state(plugin) -> Optional[dict]:
 def _set_epoch_state(plugin, state: dict) -> None:
     if isinstance(plugin, LRSchedulerPlugin):
         plugin.scheduler.load_state_dict(state["scheduler"])
+    elif isinstance(plugin, BalancedSoftmaxPlugin) and "window" in state:
+        plugin.load_state_dict(state["window"])
     elif isinstance(plugin, BalancedSoftmaxPlugin):
         plugin.class_prior.counts = state["counts"]
     else:
@@ -185,7 +191,7 @@ class FirstExperiencePlugin(SupervisedPlugin, supports_distributed=True):
             return
         counts = None
         if self.cfg.loss == "bsce":  # the counts BalancedSoftmaxPlugin is about to compute
-            prior = ClassPrior(self.cfg.prior, self.cfg.tau)
+            prior = ClassPrior(self.cfg.prior, self.cfg.tau, self.cfg.prior_window)
             prior.start_experience(strategy.dataloader)
             counts = prior.counts
         data = benchmark_digest(strategy.experience.benchmark)

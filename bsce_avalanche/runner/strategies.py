@@ -19,7 +19,7 @@ from ..icarl import set_icarl_eval
 from ..replay import ConcatReplayPlugin, herding_buffer
 
 __all__ = ["STRATEGIES", "StrategyInfo", "build_strategy", "REPLAY_PROTOCOLS", "MEMORY_SELECTIONS",
-           "uses_replay_option"]
+           "uses_replay_option", "online_keys_error"]
 
 #: The rehearsal protocols of ``replay`` and ``lwf`` with ``lwf_memory`` (config key ``replay``).
 REPLAY_PROTOCOLS = {
@@ -69,7 +69,9 @@ def _replay_plugin(cfg, n_classes: int):
                                      total_num_classes=n_classes)
     else:
         buffer = ClassBalancedBuffer(max_size=cfg.memory_size, adaptive_size=True)
-    return (ConcatReplayPlugin if cfg.replay == "concat" else ReplayPlugin)(buffer.max_size, storage_policy=buffer)
+    if cfg.replay == "concat":
+        return ConcatReplayPlugin(buffer.max_size, storage_policy=buffer)
+    return ReplayPlugin(buffer.max_size, batch_size_mem=cfg.batch_size_mem, storage_policy=buffer)
 
 
 def _naive(cfg, model, n_classes, common):
@@ -91,7 +93,7 @@ def _icarl(cfg, model, n_classes, common):
 
 def _er_ace(cfg, model, n_classes, common):
     return ER_ACE(model=model, criterion=CrossEntropyLoss(), mem_size=_memory_total(cfg, n_classes),
-                  batch_size_mem=cfg.batch_size, **common)
+                  batch_size_mem=cfg.batch_size_mem or cfg.batch_size, **common)
 
 
 def _bic(cfg, model, n_classes, common):
@@ -122,6 +124,24 @@ STRATEGIES: dict[str, StrategyInfo] = {
     "gdumb": StrategyInfo(_gdumb, "GDumb: trains from scratch on a class-balanced memory", memory=True,
                           first_experience="gdumb", first_experience_keys=("memory_size", "memory_per_class")),
 }
+
+
+def online_keys_error(cfg) -> Optional[str]:
+    """Why ``prior_window`` or ``batch_size_mem`` cannot apply to this run, or None."""
+    window = cfg.loss == "bsce" and cfg.prior == "window"
+    if window and cfg.prior_window is None:
+        return "prior: window needs prior_window (mini-batches in the window, e.g. 1 as ER-LAS on CIFAR)."
+    if cfg.prior_window is not None and not window:
+        return f"prior_window applies only to loss: bsce with prior: window (got loss: {cfg.loss}, prior: " \
+               f"{cfg.prior}): remove it, or set prior: window."
+    for key in ("prior_window", "batch_size_mem"):
+        value = getattr(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            return f"{key} must be an int >= 1 or null, got {value!r}."
+    if cfg.batch_size_mem is not None and not (cfg.strategy == "er_ace" or (uses_replay_option(vars(cfg))
+                                                                             and cfg.replay == "half_batch")):
+        return "batch_size_mem applies to er_ace and to replay: half_batch (Avalanche's ReplayPlugin) only: remove it."
+    return None
 
 
 def build_strategy(cfg, model, n_classes: int, device, plugins: list, evaluator):

@@ -1,0 +1,163 @@
+"""Online class-incremental CIFAR-100 on a CPU: ER, ER + BSCE (sliding-window and per-experience
+priors), ER-ACE.
+
+    nice -n 15 python experiments/cifar100_online.py --data-dir /work/shared/data/cifar100   # ~45 min, 1 core
+    python experiments/cifar100_online.py --tiny --output-dir /tmp/x                         # seconds (tests)
+
+Protocol (:data:`PROTOCOL`): the real CIFAR-100, B0 in 10 tasks of 10 classes (class order "icarl"),
+each task's data seen once (one epoch) in stream mini-batches of 10, each with a memory
+mini-batch of 10 from a class-balanced memory (Avalanche's ``ReplayPlugin(batch_size_mem=10)``;
+ER-ACE: ``ER_ACE(batch_size_mem=10)``), SGD lr 0.1 without momentum, evaluation on the test
+classes seen so far at the end of every task; a half-width ResNet-8 (``resnet8``, width 8), one
+torch thread. Runs in priority order (:func:`planned_runs`): seed 0 of ER, ER + BSCE window 1,
+ER + BSCE per-experience prior and ER-ACE at memory 2000; the window sweep (5, 10, a whole task);
+memory 5000; seeds 1 and 2. ``--budget-min``: no run starts that would, at the median time of the
+runs so far, end after the budget. A re-run skips finished runs and resumes interrupted ones.
+Writes ``OUTPUT_DIR.json``: one entry per finished run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bsce_avalanche.runner.config import ExperimentConfig  # noqa: E402
+from bsce_avalanche.runner.fileio import write_json_atomic  # noqa: E402
+
+#: The online protocol on CIFAR-100.
+PROTOCOL = dict(name="cifar100-online", benchmark="cifar100", protocol="B0", n_steps=10, class_order="icarl",
+                model="resnet8", width=8, strategy="replay", replay="half_batch", memory_size=2000, epochs=1,
+                batch_size=10, batch_size_mem=10, eval_batch_size=500, lr=0.1, momentum=0.0, weight_decay=0.0,
+                lr_milestones=[], threads=1, wandb=False, progress=False)
+#: ``--tiny``: split digits in 2 tasks, small_cnn, memory 100 and 200 (replaces the protocol's settings).
+TINY = dict(benchmark="digits", n_steps=2, class_order="natural", model="small_cnn", width=16, memory_size=100)
+TINY_MEMORIES = (100, 200)
+MEMORIES = (2000, 5000)
+
+#: The methods: (strategy, loss, prior, window); window "task": a whole task's mini-batches.
+ER, ER_LAS, ER_BSCE, ER_ACE = ("replay", "ce", None, None), ("replay", "bsce", "window", 1), \
+    ("replay", "bsce", "auto", None), ("er_ace", "ce", None, None)
+
+
+def planned_runs(memories=MEMORIES, seeds=(0, 1, 2)) -> list[dict]:
+    """The runs, most important first (each: strategy, loss, prior, window, memory_size, seed)."""
+    low, high = memories
+    runs = [(*m, low, seeds[0]) for m in (ER, ER_LAS, ER_BSCE, ER_ACE)]
+    runs += [("replay", "bsce", "window", w, low, seeds[0]) for w in (5, 10, "task")]
+    runs += [(*m, high, seeds[0]) for m in (ER, ER_LAS, ER_BSCE, ER_ACE)]
+    runs += [(*m, low, seed) for seed in seeds[1:] for m in (ER, ER_LAS, ER_BSCE, ER_ACE)]
+    keys = ("strategy", "loss", "prior", "window", "memory_size", "seed")
+    return [dict(zip(keys, run)) for run in runs]
+
+
+def run_id(run: dict) -> str:
+    prior = "" if run["loss"] == "ce" else f"-prior_{run['prior']}" + (f"{run['window']}" if run["window"] else "")
+    return f"{run['strategy']}-{run['loss']}{prior}-mem{run['memory_size']}-seed{run['seed']}"
+
+
+def config_of(run: dict, base: dict, task_batches: int) -> ExperimentConfig:
+    window = task_batches if run["window"] == "task" else run["window"]
+    extra = {"prior": run["prior"], "prior_window": window} if run["loss"] == "bsce" else {}
+    return ExperimentConfig(**{**base, "strategy": run["strategy"], "loss": run["loss"],
+                               "memory_size": run["memory_size"], "seed": run["seed"], **extra})
+
+
+def row(run: dict, cfg: ExperimentConfig, result: dict) -> dict:
+    shares = result["new_class_prediction_share"]
+    return {"run": run_id(run), "strategy": run["strategy"], "loss": run["loss"], "prior": run["prior"],
+            "window": cfg.prior_window, "window_label": run["window"], "memory_size": run["memory_size"],
+            "seed": run["seed"], "average_accuracy": result["average_incremental_accuracy"],
+            "final_accuracy": result["last_accuracy"], "newest_task_prediction_share": shares[-1],
+            "newest_task_prediction_share_mean": sum(shares) / len(shares), "forgetting": result["forgetting"],
+            "train_time_s": result["train_time_s"], "batch_size": cfg.batch_size, "batch_size_mem": cfg.batch_size_mem,
+            "model": cfg.model, "width": cfg.width, "lr": cfg.lr, "benchmark": cfg.benchmark, "n_steps": cfg.n_steps}
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The runs as a Markdown table (mean ± std over seeds where there are several)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        method = {"replay": "ER", "er_ace": "ER-ACE"}[r["strategy"]] + (
+            "" if r["loss"] == "ce" else " + BSCE " + (f"window {r['window']}" if r["prior"] == "window"
+                                                       else "per-experience prior"))
+        if r["window_label"] == "task":
+            method += " (a whole task)"
+        groups.setdefault((r["memory_size"], method), []).append(r)
+
+    def stat(values, scale=100.0):
+        values = [scale * v for v in values]
+        return f"{values[0]:.1f}" if len(values) == 1 else \
+            f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+    lines = ["| memory | method | seeds | average accuracy (%) | final accuracy (%) | newest-task share, last "
+             "task (%) | train time (s) |", "|---|---|---|---|---|---|---|"]
+    for (memory, method), group in groups.items():
+        lines.append(f"| {memory} | {method} | {', '.join(str(r['seed']) for r in group)} | "
+                     f"{stat([r['average_accuracy'] for r in group])} | {stat([r['final_accuracy'] for r in group])} | "
+                     f"{stat([r['newest_task_prediction_share'] for r in group])} | "
+                     f"{stat([r['train_time_s'] for r in group], 1.0)} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data-dir", default=None, help="folder holding cifar100.npz (null: the runner's default)")
+    parser.add_argument("--output-dir", default=str(ROOT / "experiments" / "results" / "cifar100_online"),
+                        help="run folders go here; the summary to OUTPUT_DIR.json")
+    parser.add_argument("--tiny", action="store_true", help="split digits, for tests (seconds)")
+    parser.add_argument("--budget-min", type=float, default=float("inf"),
+                        help="start no run expected (median run time so far) to end after this many minutes")
+    parser.add_argument("--max-runs", type=int, default=None, help="at most this many runs of the plan")
+    parser.add_argument("--table", action="store_true", help="print OUTPUT_DIR.json as a Markdown table, run nothing")
+    args = parser.parse_args(argv)
+    if args.table:
+        rows = json.loads(Path(args.output_dir).with_suffix(".json").read_text())
+        print(markdown_table(rows))
+        return rows
+    warnings.simplefilter("ignore")
+    from bsce_avalanche.runner.experiment import build_benchmark, run_experiment
+
+    base = {**PROTOCOL, **(TINY if args.tiny else {}), "data_dir": None if args.tiny else args.data_dir}
+    base_cfg = ExperimentConfig(**base)
+    first = build_benchmark(base_cfg).train_stream[0]
+    task_batches = math.ceil(len(first.dataset) / base_cfg.batch_size)  # "a whole task" (B0: equal tasks)
+    out = Path(args.output_dir)
+    plan = planned_runs(TINY_MEMORIES if args.tiny else MEMORIES)[: args.max_runs]
+    rows, times, start = [], [], time.time()
+    summary = out.with_suffix(".json")
+    for i, run in enumerate(plan):
+        cfg = config_of(run, base, task_batches)
+        run_dir = out / run_id(run)
+        finished = (run_dir / "results.json").is_file() and '"finished": true' in (run_dir / "results.json").read_text()
+        elapsed = (time.time() - start) / 60
+        if not finished and times and elapsed + statistics.median(times) / 60 > args.budget_min:
+            print(f"[{i + 1}/{len(plan)}] {run_id(run)}: not started (budget {args.budget_min:g} min, "
+                  f"{elapsed:.1f} min used)", flush=True)
+            continue
+        t0 = time.time()
+        result = run_experiment(cfg, run_dir, resume=True)
+        if not finished:
+            times.append(time.time() - t0)
+        rows.append(row(run, cfg, result))
+        r = rows[-1]
+        print(f"[{i + 1}/{len(plan)}] {r['run']}: average {100 * r['average_accuracy']:.2f}%, final "
+              f"{100 * r['final_accuracy']:.2f}%, newest-task share {100 * r['newest_task_prediction_share']:.1f}%, "
+              f"train {r['train_time_s']:.0f} s{' (done before)' if finished else ''}", flush=True)
+        write_json_atomic(summary, rows)
+    write_json_atomic(summary, rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
