@@ -130,3 +130,12 @@ def test_compare_pools_only_runs_that_differ_in_their_seed_and_names_the_differi
     same = [_fake_result(seed=0), _fake_result(seed=1, threads=1, output_dir="x")]
     assert list(group_runs(same)) == ["replay-bsce"]
     assert settings_digest(same[0]["config"]) == settings_digest(same[1]["config"])
+
+
+def test_settings_of_other_strategies_are_no_part_of_a_run():
+    """bic_* changes nothing in a Replay run: same name, pooled, resumable; in a BiC run it does."""
+    replay, bic = ExperimentConfig(**TINY), ExperimentConfig(**TINY, strategy="bic", loss="ce")
+    assert replay.replace(bic_stage2_epochs=30).run_name == replay.run_name
+    assert bic.replace(bic_stage2_epochs=30).run_name != bic.run_name
+    assert _differing_keys(replay.to_dict(), replay.replace(bic_stage2_epochs=30, lwf_alpha=2.0)) == []
+    assert _differing_keys(bic.to_dict(), bic.replace(bic_stage2_epochs=30)) == ["bic_stage2_epochs"]

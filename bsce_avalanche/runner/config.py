@@ -68,11 +68,13 @@ EFFECTS = {
 }
 
 
-def _key(default, help: str, *, effect: str = "result", range: Optional[str] = None, label: bool = False):
+def _key(default, help: str, *, effect: str = "result", range: Optional[str] = None, label: bool = False,
+         only: tuple[str, ...] = ()):
     """A config key: its default, its meaning (``--help`` and the docs read it), its :data:`EFFECTS` entry,
-    its valid interval (``range``, e.g. ``"[1, inf)"``) and whether :func:`method_label` shows it."""
+    its valid interval (``range``, e.g. ``"[1, inf)"``), whether :func:`method_label` shows it, and the
+    strategies it acts on (``only``; empty: all): elsewhere it changes nothing, so it is no part of a run."""
     assert effect in EFFECTS, effect
-    metadata = {"help": help, "effect": effect, "range": range, "label": label}
+    metadata = {"help": help, "effect": effect, "range": range, "label": label, "only": only}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -126,21 +128,21 @@ class ExperimentConfig:
     memory_selection: str = _key("random", "how replay and lwf with lwf_memory choose their memory: "
                                  + "; ".join(f"{k}: {v}" for k, v in MEMORY_SELECTIONS.items()), effect="later",
                                  label=True)
-    lwf_alpha: float = _key(1.0, "weight of LwF's distillation loss", effect="later", range="[0, inf)")
-    lwf_temperature: float = _key(2.0, "temperature of LwF's distillation", effect="later", range="(0, inf)")
-    lwf_memory: bool = _key(False, "LwF with a replay memory (memory_size)", effect="later", label=True)
+    lwf_alpha: float = _key(1.0, "weight of LwF's distillation loss", effect="later", range="[0, inf)", only=('lwf',))
+    lwf_temperature: float = _key(2.0, "temperature of LwF's distillation", effect="later", range="(0, inf)", only=('lwf',))
+    lwf_memory: bool = _key(False, "LwF with a replay memory (memory_size)", effect="later", label=True, only=('lwf',))
     icarl_eval: str = _key("nme", "iCaRL's classifier at evaluation: nearest mean of exemplars or the trained head "
-                                  "(results.json reports the other too)", effect="later", label=True)
+                                  "(results.json reports the other too)", effect="later", label=True, only=('icarl',))
     icarl_distillation_weight: float = _key(
         1.0, "iCaRL with loss bsce: weight of the distillation term, the sigmoid BCE between the old and the new "
              "model's outputs averaged over the old classes' units (loss ce is iCaRL's own loss, which has no "
-             "weight: see the README)", effect="later", range="[0, inf)")
+             "weight: see the README)", effect="later", range="[0, inf)", only=('icarl',))
     bic_stage2_epochs: int = _key(200, "epochs of BiC's bias-correction stage (Avalanche's BiC: 200, lr / 10 at "
-                                       "epochs 50, 100 and 150)", effect="later", range="[0, inf)")
+                                       "epochs 50, 100 and 150)", effect="later", range="[0, inf)", only=('bic',))
     bic_stage2_lr: float = _key(0.1, "learning rate of BiC's bias-correction stage (Avalanche's BiC: 0.1)",
-                                effect="later", range="(0, inf)")
+                                effect="later", range="(0, inf)", only=('bic',))
     bic_val_fraction: float = _key(0.1, "fraction of BiC's memory held out for its bias correction",
-                                   effect="later", range="(0, 1)")
+                                   effect="later", range="(0, 1)", only=('bic',))
     recipes: dict = _key(
         {}, "per-method training recipes, applied to the runs of that method after the grid: {selector: {key: "
             "value}}, a selector being a strategy (icarl) or strategy-loss (icarl-ce), the more specific applied "
@@ -298,6 +300,7 @@ _DEFAULTS = {f.name: f.default if f.default is not MISSING else f.default_factor
 EFFECT: dict[str, str] = {f.name: f.metadata["effect"] for f in fields(ExperimentConfig)}
 #: Keys :func:`method_label` shows, where they matter (the run name's readable part).
 _LABEL: dict[str, bool] = {f.name: f.metadata["label"] for f in fields(ExperimentConfig)}
+_ONLY: dict[str, tuple] = {f.name: f.metadata["only"] for f in fields(ExperimentConfig)}
 #: Valid values of the numeric keys, as intervals (``--help`` shows them; null stays valid where allowed).
 RANGES: dict[str, str] = {f.name: f.metadata["range"] for f in fields(ExperimentConfig) if f.metadata["range"]}
 #: Keys that change what a run computes: a resumed run must agree on them, ``compare`` pools only runs that
@@ -310,9 +313,10 @@ _RECIPE_KEYS = tuple(k for k in RESULT_KEYS if k not in ("strategy", "loss", "se
 
 def result_settings(config: Mapping) -> dict:
     """The settings of ``config`` (a config dict, from this version or another) that change its results,
-    defaults filled in; keys this version does not know are dropped."""
+    defaults filled in; keys this version does not know are dropped, keys of other strategies (``only``)
+    left at their default."""
     c = {**_DEFAULTS, **config}
-    return {k: c[k] for k in RESULT_KEYS}
+    return {k: c[k] if not _ONLY[k] or c["strategy"] in _ONLY[k] else _DEFAULTS[k] for k in RESULT_KEYS}
 
 
 def settings_digest(config: Mapping) -> str:
