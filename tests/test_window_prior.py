@@ -280,16 +280,15 @@ def test_ddp_ranks_agree_on_the_window_prior(tmp_path):
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(loss="bsce", prior="window"), "prior: window needs prior_window"),
-    (dict(loss="bsce", prior="auto", prior_window=2), "prior_window applies only to loss: bsce with prior: window"),
-    (dict(loss="ce", prior_window=2), "prior_window applies only"),
-    (dict(loss="bsce", prior="window", prior_window=0), "prior_window must be an int >= 1"),
+    (dict(loss="bsce", prior="auto", prior_window=2), "prior_window applies to prior: window only"),
+    (dict(loss="ce", prior_window=2), "prior_window applies to prior: window only"),
+    (dict(loss="bsce", prior="window", prior_window=0), r"prior_window must be >= 1 or null, got 0"),
     (dict(strategy="lwf", batch_size_mem=5), "batch_size_mem applies to er_ace and to replay: half_batch"),
     (dict(strategy="replay", replay="concat", batch_size_mem=5), "batch_size_mem applies"),
 ])
-def test_runner_refuses_online_keys_that_cannot_apply(overrides, message):
+def test_config_refuses_online_keys_that_cannot_apply(overrides, message):
+    """Checked with the config (before anything is built, a whole grid at once), one line each."""
     from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
-    from bsce_avalanche.runner.experiment import run_experiment
 
-    cfg = ExperimentConfig(benchmark="digits", model="small_cnn", wandb=False, **overrides)
     with pytest.raises(ConfigError, match=message):
-        run_experiment(cfg, "/nonexistent/never-created")
+        ExperimentConfig(benchmark="digits", model="small_cnn", wandb=False, **overrides)

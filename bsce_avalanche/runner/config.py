@@ -22,7 +22,7 @@ from ..icarl import ICARL_EVAL_MODES
 from ..losses import MAX_TAU, _check_tau
 from ..models import AMP_DTYPES, MODELS
 from ..priors import PRIOR_MODES
-from .strategies import MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, uses_replay_option
+from .strategies import MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, online_keys_error, uses_replay_option
 
 __all__ = ["ExperimentConfig", "ConfigError", "load_config", "expand_grid", "combination_error", "method_label",
            "run_name", "settings_digest", "result_settings", "differing_settings", "apply_recipes", "check_unique_names",
@@ -248,6 +248,8 @@ class ExperimentConfig:
         if (self.prior == "window") != (self.prior_window is not None):
             raise ConfigError("prior: window needs prior_window (the window in mini-batches, e.g. 1), and "
                               "prior_window applies to prior: window only; set both or neither.")
+        if error := online_keys_error(self):
+            raise ConfigError(error)
         if self.first_experience_cache == "":
             raise ConfigError("first_experience_cache must be true, false or a folder, got an empty string.")
         for key, values in self.grid.items():

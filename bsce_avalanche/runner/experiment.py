@@ -33,7 +33,7 @@ from .divergence import NonFiniteLossGuard, TrainingDiverged
 from .fileio import lock_run_dir, write_json_atomic
 from .first_experience import FirstExperiencePlugin, cache_dir
 from .metrics import evaluate_step, summarise
-from .strategies import build_strategy, online_keys_error
+from .strategies import build_strategy
 
 __all__ = ["run_experiment", "build_benchmark", "build_model", "build_strategy", "resolve_device"]
 
@@ -120,8 +120,6 @@ def run_experiment(cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike
     """
     if combination_error(cfg):
         raise ConfigError(combination_error(cfg))
-    if online_keys_error(cfg):
-        raise ConfigError(online_keys_error(cfg))
     out = Path(output_dir or cfg.output_dir)
     # under torchrun (WORLD_SIZE > 1): join the process group; rank 0 alone writes files
     device = distributed.setup(resolve_device(cfg.device))

@@ -127,17 +127,7 @@ STRATEGIES: dict[str, StrategyInfo] = {
 
 
 def online_keys_error(cfg) -> Optional[str]:
-    """Why ``prior_window`` or ``batch_size_mem`` cannot apply to this run, or None."""
-    window = cfg.loss == "bsce" and cfg.prior == "window"
-    if window and cfg.prior_window is None:
-        return "prior: window needs prior_window (mini-batches in the window, e.g. 1 as ER-LAS on CIFAR)."
-    if cfg.prior_window is not None and not window:
-        return f"prior_window applies only to loss: bsce with prior: window (got loss: {cfg.loss}, prior: " \
-               f"{cfg.prior}): remove it, or set prior: window."
-    for key in ("prior_window", "batch_size_mem"):
-        value = getattr(cfg, key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            return f"{key} must be an int >= 1 or null, got {value!r}."
+    """Why ``batch_size_mem`` cannot apply to this run, or None (checked with the config)."""
     if cfg.batch_size_mem is not None and not (cfg.strategy == "er_ace" or (uses_replay_option(vars(cfg))
                                                                              and cfg.replay == "half_batch")):
         return "batch_size_mem applies to er_ace and to replay: half_batch (Avalanche's ReplayPlugin) only: remove it."
