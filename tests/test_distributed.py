@@ -23,7 +23,7 @@ import sys
 import pytest
 import torch
 
-from bsce_avalanche.compat import ReshufflingDistributedSampler, apply_avalanche_fixes
+from bsce_avalanche.compat import ReshufflingDistributedSampler, reshuffling_distributed_sampler
 from bsce_avalanche.runner import distributed
 from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
 
@@ -104,7 +104,7 @@ import torch
 from torch import nn
 
 from bsce_avalanche import BalancedSoftmaxPlugin
-from bsce_avalanche.compat import ReshufflingDistributedSampler, apply_avalanche_fixes
+from bsce_avalanche.compat import ReshufflingDistributedSampler, reshuffling_distributed_sampler
 from bsce_avalanche.runner import distributed
 
 
@@ -214,17 +214,17 @@ def test_reshuffling_sampler_agrees_across_ranks_and_reshuffles():
     assert second0 != first0
 
 
-def test_avalanche_loaders_use_the_reshuffling_sampler_after_setup(monkeypatch):
+def test_avalanche_loaders_use_the_reshuffling_sampler_while_distributed():
     from avalanche.benchmarks.utils import data_loader
 
     original = data_loader.DistributedSampler
     try:
-        apply_avalanche_fixes()
-        assert data_loader.DistributedSampler is ReshufflingDistributedSampler
-        apply_avalanche_fixes()  # idempotent
-        assert data_loader.DistributedSampler is ReshufflingDistributedSampler
+        for _ in range(2):  # idempotent
+            reshuffling_distributed_sampler(True)
+            assert data_loader.DistributedSampler is ReshufflingDistributedSampler
     finally:
-        data_loader.DistributedSampler = original
+        reshuffling_distributed_sampler(False)
+    assert data_loader.DistributedSampler is original
 
 
 @pytest.mark.slow
