@@ -53,6 +53,7 @@ BASE = dict(name="ddp", benchmark="digits", protocol="B0", n_steps=5, class_orde
             progress=False, checkpoint=False)
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_ddp_two_processes_match_one(tmp_path):
     """torchrun -m bsce_avalanche run, 2 gloo processes: priors exact, accuracy within tolerance,
     only rank 0 writes results and the W&B run."""
@@ -146,6 +147,7 @@ if __name__ == "__main__":
 '''
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_ddp_gradient_averaging_equals_the_full_batch(tmp_path):
     """Without shuffling and without BatchNorm, 2 ranks x 12 samples with DDP's gradient
     averaging are the single-process batch of 24: the weights agree up to float error,
