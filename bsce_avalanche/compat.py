@@ -1,17 +1,27 @@
-"""Compatibility fixes for avalanche-lib 0.6.0 on current PyTorch, in one place.
+"""Fixes for avalanche-lib 0.6.0 on current PyTorch, in one place, each applied only where needed and
+only while needed: Avalanche's modules stay as shipped.
 
-Each fix patches a name inside an Avalanche module at run time (never the installed files) and keeps
-Avalanche's algorithm. :func:`apply_avalanche_fixes` (idempotent) goes before building the affected
-strategies (under DDP, after joining the process group).
+* :func:`fix_strategy` gives an iCaRL strategy's plugin the herding with one host sync per pick
+  (:class:`FastHerdingICaRLPlugin`) and a BiC strategy's plugin its bias-correction stage on torch >= 2.2
+  (:class:`BiCPluginWithoutVerbose`): those two plugin instances change class, nothing else does. The
+  runner calls it on every strategy it builds; call it on your own ``ICaRL`` or ``BiC``.
+* :func:`reshuffling_distributed_sampler` makes Avalanche's loaders reshuffle every epoch under DDP, from
+  joining the process group to leaving it (``runner/distributed.py``).
+
+Each fix is applied only on the Avalanche versions it was verified on (:data:`VERIFIED_AVALANCHE`); on
+another one it is skipped with a warning (check whether that version still needs it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
-from typing import Optional
+import warnings
+from typing import Iterator, Optional
 
 import torch
+from avalanche import __version__ as avalanche_version
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -19,7 +29,21 @@ from avalanche.benchmarks.utils import _taskaware_classification_subset, data_lo
 from avalanche.training.plugins import bic
 from avalanche.training.supervised import icarl
 
-__all__ = ["apply_avalanche_fixes", "ReshufflingDistributedSampler"]
+__all__ = ["VERIFIED_AVALANCHE", "fix_strategy", "FastHerdingICaRLPlugin", "BiCPluginWithoutVerbose",
+           "ReshufflingDistributedSampler", "reshuffling_distributed_sampler", "apply_avalanche_fixes"]
+
+#: The Avalanche versions these fixes were checked against (setup.cfg admits any 0.6.x).
+VERIFIED_AVALANCHE = ("0.6.0",)
+
+
+def _verified(fix: str) -> bool:
+    """Whether ``fix`` applies to the installed Avalanche; else a warning (once per fix) and False."""
+    if avalanche_version in VERIFIED_AVALANCHE:
+        return True
+    warnings.warn(f"bsce_avalanche.compat: the {fix} fix was verified on Avalanche {', '.join(VERIFIED_AVALANCHE)} "
+                  f"only, not {avalanche_version}: not applied (check whether this version still needs it).",
+                  RuntimeWarning, stacklevel=3)
+    return False
 
 
 class _MultiStepLRWithoutVerbose(MultiStepLR):
@@ -89,17 +113,75 @@ def _construct_exemplar_set(self, strategy) -> None:
         self.order.append(order[picked])
 
 
-def apply_avalanche_fixes() -> list[str]:
-    """Apply the fixes this PyTorch needs; return the names of the ones applied."""
+class FastHerdingICaRLPlugin(icarl._ICaRLPlugin):
+    """Avalanche 0.6.0's ``_ICaRLPlugin`` with its herding picking the same exemplars with one host sync
+    per pick (:func:`_construct_exemplar_set`)."""
+
+    construct_exemplar_set = _construct_exemplar_set
+
+
+class BiCPluginWithoutVerbose(bic.BiCPlugin):
+    """Avalanche 0.6.0's ``BiCPlugin`` whose bias-correction stage builds its ``MultiStepLR`` without ``verbose``
+    (torch >= 2.2 removed it): Avalanche's module name is replaced during that stage only."""
+
+    def bias_correction_step(self, *args, **kwargs):
+        with _replaced(bic, "MultiStepLR", _MultiStepLRWithoutVerbose):
+            return super().bias_correction_step(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _replaced(module, name: str, value) -> Iterator[None]:
+    original = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def _multistep_lr_lacks_verbose() -> bool:
+    return "verbose" not in inspect.signature(MultiStepLR.__init__).parameters
+
+
+def fix_strategy(strategy) -> list[str]:
+    """Give this strategy's Avalanche plugins that need a fix their fixed subclass (the instances only);
+    return the names of the fixes applied. Idempotent; other strategies and Avalanche's classes are untouched.
+    Call it after building the strategy, before training it."""
     applied = []
-    if "verbose" not in inspect.signature(MultiStepLR.__init__).parameters:
-        if bic.MultiStepLR is MultiStepLR:
-            bic.MultiStepLR = _MultiStepLRWithoutVerbose
+    for plugin in strategy.plugins:
+        if type(plugin) is icarl._ICaRLPlugin and _verified("iCaRL herding"):
+            plugin.__class__ = FastHerdingICaRLPlugin
+            applied.append("iCaRL herding (one sync per pick)")
+        elif type(plugin) is bic.BiCPlugin and _multistep_lr_lacks_verbose() and _verified("BiC MultiStepLR(verbose=)"):
+            plugin.__class__ = BiCPluginWithoutVerbose
+            applied.append("BiC MultiStepLR(verbose=)")
+    return applied
+
+
+_sampler_original: Optional[type] = None
+
+
+def reshuffling_distributed_sampler(enable: bool) -> None:
+    """Make Avalanche's loaders build a :class:`ReshufflingDistributedSampler` (``enable``, on joining a DDP
+    process group), or restore Avalanche's ``DistributedSampler`` (on leaving it). Idempotent."""
+    global _sampler_original
+    if enable and _sampler_original is None and _verified("DistributedSampler reshuffling"):
+        _sampler_original, data_loader.DistributedSampler = data_loader.DistributedSampler, ReshufflingDistributedSampler
+    elif not enable and _sampler_original is not None:
+        data_loader.DistributedSampler, _sampler_original = _sampler_original, None
+
+
+def apply_avalanche_fixes() -> list[str]:
+    """Deprecated: patches Avalanche's classes for the whole process. Use :func:`fix_strategy` on the strategy
+    that needs a fix (the runner does); this still applies every fix process-wide, as before."""
+    warnings.warn("bsce_avalanche.compat.apply_avalanche_fixes() patches Avalanche for the whole process and is "
+                  "deprecated: call bsce_avalanche.compat.fix_strategy(strategy) on your ICaRL or BiC strategy "
+                  "instead.", DeprecationWarning, stacklevel=2)
+    applied = []
+    if _multistep_lr_lacks_verbose() and _verified("BiC MultiStepLR(verbose=)"):
+        bic.MultiStepLR = _MultiStepLRWithoutVerbose
         applied.append("bic.MultiStepLR(verbose=)")
-    # Only Avalanche's loaders under distributed sampling build this sampler.
-    if not issubclass(data_loader.DistributedSampler, ReshufflingDistributedSampler):
-        data_loader.DistributedSampler = ReshufflingDistributedSampler
-    applied.append("data_loader.DistributedSampler(reshuffles every pass)")
-    icarl._ICaRLPlugin.construct_exemplar_set = _construct_exemplar_set
-    applied.append("icarl herding (one sync per pick)")
+    if _verified("iCaRL herding"):
+        icarl._ICaRLPlugin.construct_exemplar_set = _construct_exemplar_set
+        applied.append("icarl herding (one sync per pick)")
     return applied

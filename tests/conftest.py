@@ -24,6 +24,36 @@ warnings.filterwarnings("ignore", message="no QP solver found")
 torch.set_num_threads(1)
 
 
+def _avalanche_as_shipped() -> dict:
+    """The names of the Avalanche modules and classes bsce_avalanche.compat fixes, as they are now."""
+    from avalanche.benchmarks.utils import data_loader
+    from avalanche.training.plugins import bic
+    from avalanche.training.supervised import icarl
+
+    return {f"{owner.__name__}.{name}": value
+            for owner in (data_loader, bic, icarl, bic.BiCPlugin, icarl._ICaRLPlugin)
+            for name, value in vars(owner).items() if not name.startswith("__")}  # not __warningregistry__
+
+
+#: Avalanche as shipped, captured before any test imports bsce_avalanche.
+AVALANCHE_AS_SHIPPED = _avalanche_as_shipped()
+
+
+def avalanche_changes() -> list[str]:
+    """The names of Avalanche's modules and classes that no longer hold what they shipped with."""
+    now = _avalanche_as_shipped()
+    return sorted(name for name in AVALANCHE_AS_SHIPPED.keys() | now.keys()
+                  if AVALANCHE_AS_SHIPPED.get(name) is not now.get(name))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _avalanche_left_as_shipped():
+    """After the whole session (every strategy built and trained, by the library and the runner):
+    Avalanche's modules and classes are as shipped."""
+    yield
+    assert avalanche_changes() == [], "bsce_avalanche left Avalanche patched"
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     random.seed(0)

@@ -437,7 +437,9 @@ def _evaluator():
 
 
 def _icarl_plugin(strategy):
-    return next(p for p in strategy.plugins if type(p).__name__ == "_ICaRLPlugin")
+    from avalanche.training.supervised.icarl import _ICaRLPlugin
+
+    return next(p for p in strategy.plugins if isinstance(p, _ICaRLPlugin))
 
 
 @pytest.mark.parametrize("fast_augment", [True, False])

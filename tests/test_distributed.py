@@ -23,7 +23,7 @@ import sys
 import pytest
 import torch
 
-from bsce_avalanche.compat import ReshufflingDistributedSampler, apply_avalanche_fixes
+from bsce_avalanche.compat import ReshufflingDistributedSampler, reshuffling_distributed_sampler
 from bsce_avalanche.runner import distributed
 from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
 from naming import run_dir, without_digest
@@ -54,6 +54,7 @@ BASE = dict(name="ddp", benchmark="digits", protocol="B0", n_steps=5, class_orde
             progress=False, checkpoint=False)
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_ddp_two_processes_match_one(tmp_path):
     """torchrun -m bsce_avalanche run, 2 gloo processes: priors exact, accuracy within tolerance,
     only rank 0 writes results and the W&B run."""
@@ -105,7 +106,7 @@ import torch
 from torch import nn
 
 from bsce_avalanche import BalancedSoftmaxPlugin
-from bsce_avalanche.compat import ReshufflingDistributedSampler, apply_avalanche_fixes
+from bsce_avalanche.compat import ReshufflingDistributedSampler, reshuffling_distributed_sampler
 from bsce_avalanche.runner import distributed
 
 
@@ -147,6 +148,7 @@ if __name__ == "__main__":
 '''
 
 
+@pytest.mark.slow  # torchrun: two processes
 def test_ddp_gradient_averaging_equals_the_full_batch(tmp_path):
     """Without shuffling and without BatchNorm, 2 ranks x 12 samples with DDP's gradient
     averaging are the single-process batch of 24: the weights agree up to float error,
@@ -215,17 +217,17 @@ def test_reshuffling_sampler_agrees_across_ranks_and_reshuffles():
     assert second0 != first0
 
 
-def test_avalanche_loaders_use_the_reshuffling_sampler_after_setup(monkeypatch):
+def test_avalanche_loaders_use_the_reshuffling_sampler_while_distributed():
     from avalanche.benchmarks.utils import data_loader
 
     original = data_loader.DistributedSampler
     try:
-        apply_avalanche_fixes()
-        assert data_loader.DistributedSampler is ReshufflingDistributedSampler
-        apply_avalanche_fixes()  # idempotent
-        assert data_loader.DistributedSampler is ReshufflingDistributedSampler
+        for _ in range(2):  # idempotent
+            reshuffling_distributed_sampler(True)
+            assert data_loader.DistributedSampler is ReshufflingDistributedSampler
     finally:
-        data_loader.DistributedSampler = original
+        reshuffling_distributed_sampler(False)
+    assert data_loader.DistributedSampler is original
 
 
 @pytest.mark.slow

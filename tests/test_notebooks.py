@@ -93,6 +93,7 @@ print("PROBE " + json.dumps({
 """
 
 
+@pytest.mark.slow  # executes a notebook in a fresh kernel
 def test_quickstart_runs_offline_and_shows_its_results(tmp_path, kernel_env):
     nb = execute.execute_notebook(NOTEBOOKS / "quickstart.ipynb", cwd=tmp_path, env=kernel_env,
                                   extra_cells=[QUICKSTART_PROBE])
@@ -124,6 +125,7 @@ print("PROBE " + json.dumps({"groups": {label: len(group) for label, group in gr
 """
 
 
+@pytest.mark.slow  # executes a notebook in a fresh kernel
 def test_analysis_on_the_shipped_results(tmp_path, kernel_env):
     assert SHIPPED_RESULTS.is_dir()
     env = dict(kernel_env, **{execute.RESULTS_DIR_ENV: str(SHIPPED_RESULTS)})
@@ -139,6 +141,7 @@ def test_analysis_on_the_shipped_results(tmp_path, kernel_env):
     assert probe["groups"] == {"replay-bsce": 3, "replay-bsce-prior_dataset": 3, "replay-ce": 3}
 
 
+@pytest.mark.slow  # executes a notebook in a fresh kernel
 def test_analysis_on_another_results_directory(tmp_path, kernel_env):
     """Fresh runner output with another shape (2 steps, another class order, 1 seed, an
     interrupted run): the notebook only needs the directory."""

@@ -16,11 +16,11 @@ from avalanche.training.losses import ICaRLLossPlugin
 from avalanche.training.plugins import ReplayPlugin
 
 from bsce_avalanche import BalancedSoftmaxPlugin
-from bsce_avalanche.compat import apply_avalanche_fixes
+from bsce_avalanche.compat import BiCPluginWithoutVerbose, FastHerdingICaRLPlugin, apply_avalanche_fixes, fix_strategy
 from bsce_avalanche.icarl import set_icarl_eval
 from bsce_avalanche.plugin import _ICaRLCriterion
 
-from conftest import MLP, BatchRecorder
+from conftest import AVALANCHE_AS_SHIPPED, MLP, BatchRecorder, avalanche_changes
 from test_plugin import quiet_evaluator, train_all
 
 ACC = "Top1_Acc_Stream/eval_phase/test_stream/Task000"
@@ -125,16 +125,46 @@ def test_gem_uses_plain_loss_for_its_reference_gradients(blobs_benchmark):
     assert bsce.prior_history[-1][:4] == [0, 0, 0, 0]
 
 
-def test_bic_with_compat_fix(blobs_benchmark):
-    assert apply_avalanche_fixes() is not None
+def test_bic_with_its_fix_trains_its_bias_correction(blobs_benchmark):
     bsce = BalancedSoftmaxPlugin()
     model = MLP()
     strategy = BiC(model=model, optimizer=SGD(model.parameters(), lr=0.05), criterion=CrossEntropyLoss(),
                    mem_size=30, val_percentage=0.2, stage_2_epochs=2, train_mb_size=16, train_epochs=1,
                    evaluator=quiet_evaluator, plugins=[bsce])
-    metrics = train_all(strategy, blobs_benchmark, eval_after=True)
-    assert metrics[ACC] > 1 / 6
-    assert len(bsce.prior_history) == 3
+    assert fix_strategy(strategy) == ["BiC MultiStepLR(verbose=)"]  # torch >= 2.2 has no verbose=
+    train_all(strategy, blobs_benchmark, eval_after=True)
+    bic_plugin = next(p for p in strategy.plugins if isinstance(p, BiCPluginWithoutVerbose))
+    # the bias-correction stage ran (on the old classes, from alpha = 1, beta = 0) and Avalanche is as shipped
+    assert bic_plugin.bias_layer.alpha.item() != 1.0 or bic_plugin.bias_layer.beta.item() != 0.0
+    assert len(bsce.prior_history) == 3 and avalanche_changes() == []
+
+
+def test_the_fixes_change_the_strategy_they_fix_only(blobs_benchmark):
+    """Every strategy of the runner built and trained: Avalanche's modules and classes stay as shipped."""
+    from bsce_avalanche.runner.config import ExperimentConfig
+    from bsce_avalanche.runner.strategies import STRATEGIES, build_strategy
+
+    for name in STRATEGIES:
+        cfg = ExperimentConfig(benchmark="digits", strategy=name, loss="ce", epochs=1, batch_size=16, memory_size=30,
+                               bic_stage2_epochs=1, lr_milestones=[], wandb=False, progress=False)
+        strategy = build_strategy(cfg, MLP(), 6, torch.device("cpu"), [], quiet_evaluator)
+        kinds = {type(p) for p in strategy.plugins}
+        assert (FastHerdingICaRLPlugin in kinds) == (name == "icarl")
+        assert (BiCPluginWithoutVerbose in kinds) == (name == "bic")
+        for experience in blobs_benchmark.train_stream[:2]:
+            strategy.train(experience)
+        assert avalanche_changes() == [], name
+
+
+def test_the_deprecated_process_wide_fixes_warn(monkeypatch):
+    from avalanche.training.plugins import bic
+    from avalanche.training.supervised import icarl
+
+    for owner, name in ((bic, "MultiStepLR"), (icarl._ICaRLPlugin, "construct_exemplar_set")):
+        monkeypatch.setattr(owner, name, getattr(owner, name))  # restored after the test
+    with pytest.warns(DeprecationWarning, match=r"call bsce_avalanche.compat.fix_strategy\(strategy\)"):
+        assert apply_avalanche_fixes() == ["bic.MultiStepLR(verbose=)", "icarl herding (one sync per pick)"]
+    assert icarl._ICaRLPlugin.construct_exemplar_set is FastHerdingICaRLPlugin.construct_exemplar_set
 
 
 def test_online_class_incremental_stream(blobs_benchmark):
@@ -159,23 +189,29 @@ def test_online_class_incremental_stream(blobs_benchmark):
 
 
 def test_icarl_herding_fix_picks_the_same_exemplars_with_one_sync_per_pick(blobs_benchmark, monkeypatch):
+    """The fixed herding against Avalanche's own, as shipped (captured before bsce_avalanche was imported)."""
     from avalanche.training.supervised import icarl
 
     from bsce_avalanche import compat
 
-    def exemplars(construct):
-        monkeypatch.setattr(icarl._ICaRLPlugin, "construct_exemplar_set", construct)
+    shipped = AVALANCHE_AS_SHIPPED["_ICaRLPlugin.construct_exemplar_set"]
+    assert shipped is not compat._construct_exemplar_set
+
+    def exemplars(fix):
         torch.manual_seed(0)
         strategy = make_icarl([], epochs=1)
-        train_all(strategy, blobs_benchmark)
+        if fix:
+            assert fix_strategy(strategy) == ["iCaRL herding (one sync per pick)"]
         plugin = next(p for p in strategy.plugins if isinstance(p, icarl._ICaRLPlugin))
+        assert type(plugin).construct_exemplar_set is (compat._construct_exemplar_set if fix else shipped)
+        train_all(strategy, blobs_benchmark)
         return plugin.x_memory, plugin.order
 
-    avalanche_memory, avalanche_order = exemplars(icarl._ICaRLPlugin.construct_exemplar_set)
+    avalanche_memory, avalanche_order = exemplars(fix=False)
     syncs = []
     real_int = int
     monkeypatch.setattr(compat, "int", lambda v: syncs.append(1) or real_int(v), raising=False)
-    fixed_memory, fixed_order = exemplars(compat._construct_exemplar_set)
+    fixed_memory, fixed_order = exemplars(fix=True)
     assert len(fixed_memory) == len(avalanche_memory) == 6
     for a, b, oa, ob in zip(avalanche_memory, fixed_memory, avalanche_order, fixed_order):
         assert torch.equal(a, b) and torch.equal(oa, ob)

@@ -16,6 +16,7 @@ import io
 import os
 import pickle
 import random
+import re
 import types
 from typing import Any, Iterable, Optional
 
@@ -62,7 +63,10 @@ def optimizer_param_names(strategy) -> list:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """The RNG states as tensors, numbers and strings (loadable with ``weights_only=True``)."""
+    name, keys, *rest = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.astype(np.int64)), *rest),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -70,7 +74,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -161,6 +166,12 @@ def _dumps(state, shared: list) -> bytes:
     return buffer.getvalue()
 
 
+def _global(err: Exception) -> str:
+    """The global a ``weights_only`` load refused, from torch's message (or its first line)."""
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    return match.group(1) if match else (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def save_checkpoint(path: str | os.PathLike, strategy, *, extra: Any = None, exclude: Iterable = (),
                     benchmark=None) -> None:
     """Atomically write the training state of ``strategy`` (between experiences).
@@ -232,6 +243,10 @@ def restore_strategy(strategy, payload: dict, exclude: Iterable = (), benchmark=
     token = _RESTORING.set(None if benchmark is None else benchmark_objects(benchmark))
     try:
         memory = torch.load(io.BytesIO(payload["memory"]), map_location="cpu", weights_only=False)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(f"The checkpoint's memory holds an object that is not loaded ({_global(err)}): only "
+                              "the buffers, datasets and models this strategy keeps are; delete the checkpoint to "
+                              "start the run afresh.") from None
     finally:
         _RESTORING.reset(token)
     device = next(strategy.model.parameters()).device

@@ -17,6 +17,7 @@ import yaml
 
 from .._choices import check_choice, did_you_mean
 from .._numbers import plain_number
+from .errors import ConfigError
 from ..benchmarks import BENCHMARKS, CLASS_ORDER_NAMES, get_class_order, resolve_protocol
 from ..icarl import ICARL_EVAL_MODES
 from ..losses import MAX_TAU, _check_tau
@@ -50,10 +51,6 @@ _BENCHMARK_OPTIONS = ("data_dir", "download", "fast_augment")
 
 def _benchmarks_with(option: str, default: bool = False) -> str:
     return ", ".join(n for n, b in BENCHMARKS.items() if option in b.options and (b.fast_augment or not default))
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with a message that says how to fix it."""
 
 
 #: What a config key changes (its ``effect``): the run name, the resume check, ``compare``'s grouping and the

@@ -28,7 +28,7 @@ from avalanche.training import ER_ACE
 from avalanche.training.utils import cycle
 from torch.nn.parallel import DistributedDataParallel
 
-from ..compat import ReshufflingDistributedSampler, apply_avalanche_fixes
+from ..compat import ReshufflingDistributedSampler, reshuffling_distributed_sampler
 from .checkpoint import rng_state, set_rng_state
 from .config import ConfigError
 
@@ -84,7 +84,7 @@ def setup(device: torch.device) -> torch.device:
         # what DistributedHelper.init_distributed sets, with GPU LOCAL_RANK rather than RANK
         DistributedHelper.use_cuda = use_cuda
         DistributedHelper._dev_map = DistributedHelper._make_map(device)
-        apply_avalanche_fixes()  # Avalanche's loaders must reshuffle every epoch
+        reshuffling_distributed_sampler(True)  # Avalanche's loaders must reshuffle every epoch (until shutdown)
     return device
 
 
@@ -96,6 +96,7 @@ def shutdown(wait: bool = True) -> None:
         if wait:
             dist.barrier()
         dist.destroy_process_group()
+        reshuffling_distributed_sampler(False)
 
 
 def per_rank_batch_size(batch_size: int) -> int:

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -26,7 +27,7 @@ from torch import Tensor
 from ..plugin import BalancedSoftmaxPlugin
 from ..priors import ClassPrior
 from . import distributed
-from .checkpoint import benchmark_digest, optimizer_param_names, rng_state, set_rng_state
+from .checkpoint import _global, benchmark_digest, optimizer_param_names, rng_state, set_rng_state
 from .config import EFFECT, ConfigError, ExperimentConfig
 from .fileio import atomic_write, hold_lock
 from .strategies import STRATEGIES
@@ -91,7 +92,7 @@ def first_experience_key(cfg: ExperimentConfig, counts: Optional[Tensor], n_clas
     key.update({k: getattr(cfg, k) for k in info.first_experience_keys})
     environment = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                    "threads": torch.get_num_threads() if device.type == "cpu" else None,
-                   "world_size": distributed.world_size(), "torch": torch.__version__, "avalanche": avalanche_version,
+                   "world_size": distributed.world_size(), "torch": str(torch.__version__), "avalanche": avalanche_version,
                    "source": _source_digest()}
     key.update(model=cfg.model_name, fast_augment=cfg.use_fast_augment, training=info.first_experience,
                loss=first_experience_loss(cfg, counts, n_classes), data=data, environment=environment,
@@ -154,11 +155,14 @@ def _hold_lock(path: Path) -> Optional[int]:
 def _read(path: Path, key: dict) -> Optional[dict]:
     if not path.is_file():
         return None
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # tensors, numbers and strings only: a file dropped into a shared cache folder runs no code
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file
-        raise FirstExperienceError(f"First-experience cache file {path} cannot be read ({type(err).__name__}: {err}); "
-                                   "delete it, and the next run trains its first experience again.") from None
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if isinstance(err, pickle.UnpicklingError):
+            detail = f"it holds objects other than tensors, numbers and strings, which are not loaded: {_global(err)}"
+        raise FirstExperienceError(f"First-experience cache file {path} cannot be read ({detail}); delete it, and the "
+                                   "next run trains its first experience again.") from None
     if not isinstance(payload, dict) or payload.get("key") != key:
         raise FirstExperienceError(f"First-experience cache file {path} was not written for this run's first "
                                    "experience (its key differs); delete it, or set first_experience_cache to "

@@ -14,7 +14,7 @@ from avalanche.training.storage_policy import ClassBalancedBuffer
 from torch.nn import CrossEntropyLoss
 from torch.optim import SGD
 
-from ..compat import apply_avalanche_fixes
+from ..compat import fix_strategy
 from ..icarl import set_icarl_eval
 from ..replay import ConcatReplayPlugin, herding_buffer
 
@@ -136,7 +136,6 @@ def online_keys_error(cfg) -> Optional[str]:
 
 def build_strategy(cfg, model, n_classes: int, device, plugins: list, evaluator):
     """The Avalanche strategy named by ``cfg.strategy`` (``plugins`` are added to it)."""
-    apply_avalanche_fixes()  # BiC on torch >= 2.2, iCaRL's herding on GPUs
     optimizer = SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     plugins = list(plugins)
     if cfg.lr_milestones:
@@ -146,4 +145,6 @@ def build_strategy(cfg, model, n_classes: int, device, plugins: list, evaluator)
         plugins.append(_replay_plugin(cfg, n_classes))
     common = dict(optimizer=optimizer, train_mb_size=cfg.batch_size, train_epochs=cfg.epochs,
                   eval_mb_size=cfg.eval_batch_size, device=device, plugins=plugins, evaluator=evaluator)
-    return STRATEGIES[cfg.strategy].build(cfg, model, n_classes, common)
+    strategy = STRATEGIES[cfg.strategy].build(cfg, model, n_classes, common)
+    fix_strategy(strategy)  # this strategy's plugins only: BiC on torch >= 2.2, iCaRL's herding on GPUs
+    return strategy
