@@ -17,11 +17,9 @@ import yaml
 
 from .._choices import check_choice, did_you_mean
 from ..benchmarks import BENCHMARKS, CLASS_ORDER_NAMES, get_class_order, resolve_protocol
-from ..icarl import ICARL_EVAL_MODES
-from ..losses import MAX_TAU, _check_tau
-from ..models import AMP_DTYPES, MODELS
-from ..priors import PRIOR_MODES
-from .strategies import MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, uses_replay_option
+from ..catalog import AMP_MODES, ICARL_EVAL_MODES, MAX_TAU, MODELS, PRIOR_MODES, check_tau
+from .catalog import MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, uses_replay_option
+from .errors import ConfigError
 
 __all__ = ["ExperimentConfig", "ConfigError", "load_config", "expand_grid", "combination_error", "method_label",
            "run_name", "settings_digest", "result_settings", "differing_settings", "apply_recipes", "check_unique_names",
@@ -40,7 +38,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "memory_selection": tuple(MEMORY_SELECTIONS),
     "device": ("auto", "cpu", "cuda"),
     "data_path": ("loader", "device"),
-    "amp": tuple(AMP_DTYPES),
+    "amp": tuple(AMP_MODES),
     "wandb_mode": ("online", "offline", "disabled"),
 }
 #: Keys a benchmark's builder may take (``BenchmarkInfo.options``).
@@ -49,10 +47,6 @@ _BENCHMARK_OPTIONS = ("data_dir", "download", "fast_augment")
 
 def _benchmarks_with(option: str, default: bool = False) -> str:
     return ", ".join(n for n, b in BENCHMARKS.items() if option in b.options and (b.fast_augment or not default))
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with a message that says how to fix it."""
 
 
 #: What a config key changes (its ``effect``): the run name, the resume check, ``compare``'s grouping and the
@@ -184,7 +178,7 @@ class ExperimentConfig:
             for key, valid in CHOICES.items():
                 if getattr(self, key) is not None:
                     check_choice(key, getattr(self, key), valid)
-            _check_tau(self.tau)  # the library's bound, with its reason
+            check_tau(self.tau)  # the library's bound, with its reason
         except ValueError as err:
             raise ConfigError(str(err)) from None
         for key in ("name", "output_dir", "wandb_project"):

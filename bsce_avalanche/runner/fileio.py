@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from .config import ConfigError
+from .errors import ConfigError
 
 __all__ = ["atomic_write", "write_json_atomic", "write_text_atomic", "lock_run_dir", "LOCK_FILE"]
 

@@ -29,7 +29,7 @@ from . import distributed
 from .checkpoint import optimizer_param_names, rng_state, set_rng_state
 from .config import EFFECT, ConfigError, ExperimentConfig
 from .fileio import atomic_write
-from .strategies import STRATEGIES
+from .catalog import STRATEGIES
 
 __all__ = ["FirstExperiencePlugin", "FirstExperienceError", "first_experience_key", "first_experience_loss",
            "key_digest", "cache_dir"]
