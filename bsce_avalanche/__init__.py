@@ -6,15 +6,40 @@ Incremental Learning" (ICANN 2021; CVIU 2022), as a plugin for Avalanche::
     from bsce_avalanche import BalancedSoftmaxPlugin
     strategy = Replay(model, optimizer, CrossEntropyLoss(), mem_size=2000,
                       plugins=[BalancedSoftmaxPlugin()])
+
+``import bsce_avalanche`` imports neither torch nor Avalanche: the names below are imported from
+their modules when first used (:pep:`562`), so that ``bsce-experiment --help`` answers at once.
 """
 
-from .losses import BalancedSoftmaxCrossEntropyLoss, balanced_softmax_cross_entropy, log_prior_adjustment
-from .plugin import PRIOR_MODES, BalancedSoftmaxPlugin
-from .priors import ClassPrior, class_counts, dataset_labels, loader_class_counts
-from .replay import ConcatReplayPlugin, herding_buffer
+from __future__ import annotations
+
+import importlib
+
+from .catalog import PRIOR_MODES
 
 __version__ = "0.1.0"
 
 __all__ = ["BalancedSoftmaxPlugin", "PRIOR_MODES", "ClassPrior", "BalancedSoftmaxCrossEntropyLoss",
            "balanced_softmax_cross_entropy", "log_prior_adjustment", "class_counts", "dataset_labels",
            "loader_class_counts", "ConcatReplayPlugin", "herding_buffer"]
+
+#: The names imported on first use, by module (these modules import torch and Avalanche).
+_LAZY: dict[str, tuple[str, ...]] = {
+    "losses": ("BalancedSoftmaxCrossEntropyLoss", "balanced_softmax_cross_entropy", "log_prior_adjustment"),
+    "plugin": ("BalancedSoftmaxPlugin",),
+    "priors": ("ClassPrior", "class_counts", "dataset_labels", "loader_class_counts"),
+    "replay": ("ConcatReplayPlugin", "herding_buffer"),
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value  # once imported, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF})

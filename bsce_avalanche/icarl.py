@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["ICARL_EVAL_MODES", "HeadOrNMEClassifier", "set_icarl_eval"]
+from .catalog import ICARL_EVAL_MODES
 
-ICARL_EVAL_MODES = ("nme", "head")
+__all__ = ["ICARL_EVAL_MODES", "HeadOrNMEClassifier", "set_icarl_eval"]
 
 
 class HeadOrNMEClassifier(nn.Module):

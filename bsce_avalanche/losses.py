@@ -15,17 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._numbers import plain_number
+from .catalog import MAX_TAU, ZERO_PRIOR_OFFSET, check_tau as _check_tau
 
 __all__ = ["ZERO_PRIOR_OFFSET", "MAX_TAU", "as_class_counts", "log_prior_adjustment", "check_targets_have_prior",
            "balanced_softmax_cross_entropy", "BalancedSoftmaxCrossEntropyLoss"]
-
-#: Offset added to the logits of classes with zero prior. Finite (unlike log(0)) so that
-#: no NaN/inf can appear, and far below any real logit so their softmax mass and gradient are exactly 0.
-ZERO_PRIOR_OFFSET = -1e30
-#: Largest ``tau``: the adjustment ``tau * log(prior)`` of a class with one sample in 2**31
-#: (``log(prior) >= -21.5``) stays above ``ZERO_PRIOR_OFFSET / 2``, so present classes never
-#: look absent, and far inside the range of float32 (bf16 has the same range).
-MAX_TAU = 1e28
 
 CountsLike = Union[Tensor, Sequence[float]]
 _REDUCTIONS = ("mean", "sum", "none")
@@ -50,18 +43,6 @@ def as_class_counts(counts: CountsLike, name: str = "class_counts") -> Tensor:
     if tensor.sum() <= 0:
         raise ValueError(f"{name} is all zeros: at least one class needs a positive count to define a prior.")
     return tensor
-
-
-def _check_tau(tau: float) -> float:
-    tau = plain_number(tau)
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)):
-        raise TypeError(f"tau must be a real number, got {type(tau).__name__}.")
-    if not 0 <= tau <= MAX_TAU:  # NaN fails too
-        raise ValueError(f"tau must be finite and >= 0, at most {MAX_TAU:g} (0 = plain cross-entropy, 1 = BSCE), "
-                         f"got {tau}: for priors down to 2**-31, tau * log(prior) must stay above "
-                         f"{ZERO_PRIOR_OFFSET / 2:g}, half the offset that removes absent classes from the softmax "
-                         "(in float32, and bf16, training).")
-    return float(tau)
 
 
 def log_prior_adjustment(class_counts: CountsLike, tau: float = 1.0, num_classes: int | None = None, *,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from avalanche.models import IncrementalClassifier
@@ -19,29 +18,7 @@ from torchvision.models import resnet18 as tv_resnet18
 from ._choices import check_choice
 from ._numbers import plain_number
 from .benchmarks.augment import NORMALIZATIONS, InputNormalize
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What :func:`make_model` knows about one network."""
-
-    description: str
-    #: normalisation it gets with ``input_norm="auto"``
-    input_norm: str | None
-    #: blocks per stage of a CIFAR ResNet-(6n+2) (these take ``widths=``); None for the others
-    blocks_per_stage: int | None = None
-
-
-#: The networks :func:`make_model` builds, by name. ResNet-32 is the network of
-#: iCaRL/LUCIR/PODNet; ResNet-20 and ResNet-8 are cheaper variants for CPU runs.
-MODELS: dict[str, ModelInfo] = {
-    "resnet32": ModelInfo("CIFAR ResNet-32 of iCaRL, LUCIR, PODNet (0.46M parameters)", "cifar100", 5),
-    "resnet20": ModelInfo("CIFAR ResNet-20 (0.27M parameters)", "cifar100", 3),
-    "resnet8": ModelInfo("CIFAR ResNet-8 (0.07M parameters), for CPU runs", "cifar100", 1),
-    "resnet18": ModelInfo("torchvision's ImageNet ResNet-18, untrained (11.2M parameters)", "imagenet"),
-    "resnet18_cifar": ModelInfo("ResNet-18 with a 3x3 stride-1 stem, no max-pool: for 32-64 px images", "cifar100"),
-    "small_cnn": ModelInfo("three conv-BN-ReLU layers, for the 8x8 digits (0.09M parameters)", None),
-}
+from .catalog import AMP_MODES, MODELS, ModelInfo
 
 
 class FeatureClassifier(nn.Module):
@@ -57,8 +34,10 @@ class FeatureClassifier(nn.Module):
         return self.classifier(self.feature_extractor(x))
 
 
-#: Mixed precision (the runner's ``amp`` key): the autocast dtype, or None for float32.
-AMP_DTYPES: dict[str, torch.dtype | None] = {"none": None, "bf16": torch.bfloat16}
+#: Mixed precision (the runner's ``amp`` key, :data:`~bsce_avalanche.catalog.AMP_MODES`): the autocast dtype, or
+#: None for float32.
+AMP_DTYPES: dict[str, torch.dtype | None] = {name: getattr(torch, dtype) if dtype else None
+                                             for name, dtype in AMP_MODES.items()}
 
 
 class Autocast(nn.Module):

@@ -24,10 +24,8 @@ from avalanche.benchmarks.utils.data_attribute import DataAttribute
 from avalanche.benchmarks.utils.flat_data import ConstantSequence, FlatData, LazyIndices, LazyRange
 
 from ._choices import check_choice
+from .catalog import PRIOR_MODES
 from .losses import ZERO_PRIOR_OFFSET, _check_tau, as_class_counts, check_targets_have_prior, log_prior_adjustment
-
-#: Prior modes accepted by ``BalancedSoftmaxPlugin(prior=...)`` and :class:`ClassPrior`.
-PRIOR_MODES = ("auto", "sampling", "dataset", "batch", "window")
 
 __all__ = ["dataset_labels", "class_counts", "loader_class_counts", "window_log_prior", "ClassPrior", "PRIOR_MODES"]
 

@@ -35,7 +35,8 @@ from bsce_avalanche.losses import (
     BalancedSoftmaxCrossEntropyLoss,
     balanced_softmax_cross_entropy,
 )
-from bsce_avalanche.runner import cli
+from bsce_avalanche.runner import cli, experiment
+from bsce_avalanche.runner import compare as compare_module
 from bsce_avalanche.runner.cli import build_parser, config_from_args, main, run_configs
 from bsce_avalanche.runner.config import ConfigError, ExperimentConfig, load_config
 from naming import run_dir, without_digest
@@ -278,8 +279,8 @@ def fake_runs(monkeypatch, tmp_path):
         table.write_text("# comparison\n\n| method |\n")
         return table
 
-    monkeypatch.setattr(cli, "run_experiment", run_experiment)
-    monkeypatch.setattr(cli, "compare", compare)
+    monkeypatch.setattr(experiment, "run_experiment", run_experiment)  # run_configs imports them when it runs
+    monkeypatch.setattr(compare_module, "compare", compare)
     return started, compared
 
 

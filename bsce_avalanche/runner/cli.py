@@ -26,14 +26,12 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Optional, Sequence, Union, get_args, get_origin, get_type_hints
 
-import torch
-
-from . import distributed
-from .compare import compare
 from .config import (CHOICES, RANGES, ConfigError, ExperimentConfig, combination_error, expand_grid, load_config,
                      parse_value)
-from .divergence import TrainingDiverged
-from .experiment import run_experiment
+from .errors import TrainingDiverged
+
+# Parsing the arguments and checking the config import neither torch nor Avalanche (--help and a typo answer
+# at once): the commands that run something import the training machinery (experiment, compare, distributed).
 
 _KEYS = fields(ExperimentConfig)
 _HINTS = get_type_hints(ExperimentConfig)
@@ -156,15 +154,19 @@ def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1, over
     """Run every combination of ``cfg`` into ``output_dir/<run name>/``, ``jobs`` at once, then compare them."""
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}.")
-    if jobs > 1 and distributed.launched_distributed():
-        raise ConfigError("--jobs starts processes of its own: do not combine it with torchrun (use --jobs 1).")
-    main = distributed.is_main_process()  # under torchrun every rank runs this; rank 0 reports
-    say = print if main else (lambda *args, **kwargs: None)
     runs, out = expand_grid(cfg), Path(cfg.output_dir)
     skipped = {run.run_name: combination_error(run) for run in runs if combination_error(run)}
     if len(skipped) == len(runs):
         raise ConfigError(next(iter(skipped.values())) if len(runs) == 1 else
                           f"no combination of the grid can run: {'; '.join(sorted(set(skipped.values())))}")
+    from . import distributed
+    from .compare import compare
+    from .experiment import run_experiment
+
+    if jobs > 1 and distributed.launched_distributed():
+        raise ConfigError("--jobs starts processes of its own: do not combine it with torchrun (use --jobs 1).")
+    main = distributed.is_main_process()  # under torchrun every rank runs this; rank 0 reports
+    say = print if main else (lambda *args, **kwargs: None)
     runs = [run for run in runs if run.run_name not in skipped]
     jobs = min(jobs, len(runs))
     say(f"bsce-experiment: {len(runs)} run(s) -> {out}" + (f", {jobs} at once" if jobs > 1 else ""), flush=True)
@@ -224,6 +226,10 @@ def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int, overwrite:
 
 
 def _run_one(cfg: ExperimentConfig, out: Path, resume: bool, threads: int, overwrite: bool = False) -> dict:
+    import torch
+
+    from .experiment import run_experiment
+
     signal.signal(signal.SIGINT, signal.default_int_handler)
     torch.set_num_threads(cfg.threads or threads)
     return run_experiment(cfg, out, resume=resume, overwrite=overwrite)
@@ -234,21 +240,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # SIGTERM (a cluster pre-empting the job, a W&B agent stopping a run) unwinds like Ctrl-C: the W&B run is closed
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    finished, code = False, 0
     try:
-        if args.command in ("run", "grid"):
-            run_configs(config_from_args(args), resume=args.resume, jobs=args.jobs, overwrite=args.overwrite)
-        elif args.command in ("sweep-run", "sweep-validate"):
-            from . import sweep  # sweep.py builds on this module
-
-            if args.command == "sweep-run":
-                sweep.sweep_run(config_from_args(args))
-            else:
-                code = sweep.sweep_validate(args.paths)
-        else:
-            first = Path(args.paths[0])
-            print(compare(args.paths, args.output or (first if first.is_dir() else first.parent)).read_text())
-        finished = True
+        return _command(args)
     except (ConfigError, OSError, TrainingDiverged, RunProcessDied, KeyboardInterrupt) as err:
         if args.debug:
             raise
@@ -261,9 +254,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         diverged = isinstance(err, (TrainingDiverged, RunProcessDied))
         print(f"bsce-experiment: error: {err if diverged else ' '.join(str(err).split())}", file=sys.stderr)
         return 1 if diverged else 2
+
+
+def _command(args: argparse.Namespace) -> int:
+    """Run the parsed command; its exit code."""
+    if args.command == "compare":
+        from .compare import compare
+
+        first = Path(args.paths[0])
+        print(compare(args.paths, args.output or (first if first.is_dir() else first.parent)).read_text())
+        return 0
+    if args.command == "sweep-validate":
+        from . import sweep  # sweep.py builds on this module
+
+        return sweep.sweep_validate(args.paths)
+    cfg = config_from_args(args)  # checked before torch and Avalanche are imported
+    from . import distributed
+
+    finished = False
+    try:
+        if args.command == "sweep-run":
+            from . import sweep
+
+            sweep.sweep_run(cfg)
+        else:
+            run_configs(cfg, resume=args.resume, jobs=args.jobs, overwrite=args.overwrite)
+        finished = True
     finally:
         distributed.shutdown(wait=finished)  # leave the process group (torchrun), if one was joined
-    return code
+    return 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import numpy as np
 from .config import (ConfigError, ExperimentConfig, differing_settings, method_label, result_settings,
                      settings_digest)
 from .fileio import write_text_atomic
-from .strategies import STRATEGIES, uses_replay_option
+from .catalog import STRATEGIES, uses_replay_option
 
 __all__ = ["format_mean_std", "run_label", "find_results", "load_results", "finished_results_problem",
            "check_one_setting", "group_runs", "comparison_table", "first_experience_table", "plot_comparison", "compare",

@@ -17,13 +17,10 @@ import yaml
 
 from .._choices import check_choice, did_you_mean
 from .._numbers import plain_number
-from .errors import ConfigError
 from ..benchmarks import BENCHMARKS, CLASS_ORDER_NAMES, get_class_order, resolve_protocol
-from ..icarl import ICARL_EVAL_MODES
-from ..losses import MAX_TAU, _check_tau
-from ..models import AMP_DTYPES, MODELS
-from ..priors import PRIOR_MODES
-from .strategies import MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, online_keys_error, uses_replay_option
+from ..catalog import AMP_MODES, ICARL_EVAL_MODES, MAX_TAU, MODELS, PRIOR_MODES, check_tau
+from .catalog import MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, online_keys_error, uses_replay_option
+from .errors import ConfigError
 
 __all__ = ["ExperimentConfig", "ConfigError", "load_config", "expand_grid", "combination_error", "method_label",
            "run_name", "settings_digest", "result_settings", "differing_settings", "apply_recipes", "check_unique_names",
@@ -42,7 +39,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "memory_selection": tuple(MEMORY_SELECTIONS),
     "device": ("auto", "cpu", "cuda"),
     "data_path": ("loader", "device"),
-    "amp": tuple(AMP_DTYPES),
+    "amp": tuple(AMP_MODES),
     "wandb_mode": ("online", "offline", "disabled"),
 }
 #: Keys a benchmark's builder may take (``BenchmarkInfo.options``).
@@ -193,7 +190,7 @@ class ExperimentConfig:
             for key, valid in CHOICES.items():
                 if getattr(self, key) is not None:
                     check_choice(key, getattr(self, key), valid)
-            _check_tau(self.tau)  # the library's bound, with its reason
+            check_tau(self.tau)  # the library's bound, with its reason
         except ValueError as err:
             raise ConfigError(str(err)) from None
         for key in ("name", "output_dir", "wandb_project"):

@@ -10,6 +10,7 @@ import torch.distributed as dist
 from avalanche.training.plugins import SupervisedPlugin
 
 from . import distributed
+from .errors import TrainingDiverged
 
 __all__ = ["NonFiniteLossGuard", "TrainingDiverged"]
 
@@ -21,18 +22,6 @@ _NONE = 2**62  # encoded "no non-finite loss yet", above any encoded iteration
 
 def _finite(x: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(x).all() if torch.is_floating_point(x) else torch.ones((), dtype=torch.bool, device=x.device)
-
-
-class TrainingDiverged(RuntimeError):
-    """Training produced a non-finite loss or weights; ``record`` goes into ``results.json``."""
-
-    def __init__(self, step: int, epoch: int, iteration: int, reason: str):
-        self.record = {"step": step, "epoch": epoch, "iteration": iteration, "reason": reason}
-        super().__init__(f"training diverged at step {step}, epoch {epoch}, iteration {iteration} (all counted "
-                         f"from 0; iterations within the step): {reason}")
-
-    def __reduce__(self):  # pickled across processes (run --jobs, DDP)
-        return type(self), tuple(self.record.values())
 
 
 class NonFiniteLossGuard(SupervisedPlugin, supports_distributed=True):

@@ -30,7 +30,7 @@ from . import distributed
 from .checkpoint import _global, benchmark_digest, optimizer_param_names, rng_state, set_rng_state
 from .config import EFFECT, ConfigError, ExperimentConfig
 from .fileio import atomic_write, hold_lock
-from .strategies import STRATEGIES
+from .catalog import STRATEGIES
 
 __all__ = ["FirstExperiencePlugin", "FirstExperienceError", "first_experience_key", "first_experience_loss",
            "key_digest", "cache_dir"]

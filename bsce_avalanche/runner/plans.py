@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple, Optional
 from .compare import compare, load_results
 from .config import check_unique_names, expand_grid, load_config, method_label, parse_value
 from .fileio import write_json_atomic
-from .strategies import uses_replay_option
+from .catalog import uses_replay_option
 
 __all__ = ["Plan", "run_plan", "summary_rows", "TINY"]
 

@@ -10,9 +10,6 @@ import os
 import sys
 from pathlib import Path
 
-import wandb
-
-from . import distributed
 from .cli import build_parser, config_from_args, run_configs
 from .config import ConfigError, ExperimentConfig, combination_error, load_config, load_yaml
 
@@ -35,6 +32,10 @@ def sweep_run(base: ExperimentConfig) -> None:
     if not os.environ.get("WANDB_SWEEP_ID"):
         raise ConfigError("sweep-run is the program of a W&B sweep agent (wandb agent ENTITY/PROJECT/SWEEP_ID); "
                           "to run one combination here: bsce-experiment run --config ... --strategy ... --loss ...")
+    import wandb  # here: sweep-validate imports neither wandb nor torch
+
+    from . import distributed
+
     # rank 0 joins the agent's run, other torchrun ranks only read its parameters; bounded like the
     # logger's start (wandb's default waits 90 s without network)
     run = wandb.init(mode=None if distributed.is_main_process() else "disabled",

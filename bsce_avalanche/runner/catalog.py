@@ -1,0 +1,75 @@
+"""The runner's strategies and rehearsal options by name, and their facts, without torch or Avalanche:
+config choices, ``--help``, the first-experience cache, ``compare`` and the README's table come from
+:data:`STRATEGIES` (:mod:`.strategies` builds them)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Optional
+
+__all__ = ["STRATEGIES", "StrategyInfo", "REPLAY_PROTOCOLS", "MEMORY_SELECTIONS", "uses_replay_option", "online_keys_error"]
+
+#: The rehearsal protocols of ``replay`` and ``lwf`` with ``lwf_memory`` (config key ``replay``).
+REPLAY_PROTOCOLS = {
+    "half_batch": "Avalanche's ReplayPlugin: half of every mini-batch drawn from the memory, which is cycled",
+    "concat": "the paper's (and iCaRL's, PyCIL's, FACIL's): the memory concatenated into the training set, "
+              "each sample drawn once per epoch (ConcatReplayPlugin)",
+}
+#: How that memory is chosen (config key ``memory_selection``).
+MEMORY_SELECTIONS = {
+    "random": "class-balanced random samples (Avalanche's ClassBalancedBuffer)",
+    "herding": "iCaRL's herding on the features, class-balanced (bsce_avalanche.herding_buffer)",
+}
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    """One strategy: what the config checks, the first-experience cache and ``compare`` must know about it
+    (its builder: :data:`bsce_avalanche.runner.strategies.BUILDERS`)."""
+
+    description: str
+    memory: bool  #: needs ``memory_size`` (or ``memory_per_class``) > 0
+    without_bsce: Optional[str] = None  #: why it cannot train with ``loss: bsce``, or None
+    #: how it trains the first experience (empty memory, no old model): ``"plain"`` for Naive's loop on the
+    #: experience's data (such strategies share first-experience models), else its own name
+    first_experience: str = "plain"
+    #: config keys its first experience depends on besides the common ones, e.g. a memory filled or a
+    #: validation split made before training
+    first_experience_keys: tuple[str, ...] = ()
+    ce_loss: str = "softmax_ce"  #: its training loss with ``loss: ce`` (``bsce`` is always a softmax CE)
+
+
+def uses_replay_option(config: Mapping) -> bool:
+    """Whether ``replay`` and ``memory_selection`` apply (Replay, LwF with memory; the others keep a
+    memory of their own kind, or none)."""
+    return config["strategy"] == "replay" or (config["strategy"] == "lwf" and config["lwf_memory"])
+
+
+#: Every strategy, by the name the runner's ``strategy:`` key takes.
+STRATEGIES: dict[str, StrategyInfo] = {
+    "naive": StrategyInfo("fine-tuning on each experience, no memory (Avalanche's Naive)", memory=False),
+    "replay": StrategyInfo("Naive + a rehearsal memory (replay: its protocol)", memory=True),
+    "lwf": StrategyInfo("Learning without Forgetting (distillation); lwf_memory: true adds rehearsal",
+                        memory=False),
+    # iCaRL's first mini-batch also runs an extra forward pass in train mode (BatchNorm statistics)
+    "icarl": StrategyInfo("iCaRL: herding memory, distillation; evaluates with icarl_eval", memory=True,
+                          first_experience="icarl", ce_loss="sigmoid_bce"),
+    # ER-ACE fills its memory before training (random draws); BiC holds out a validation split
+    "er_ace": StrategyInfo("ER-ACE: replay with an asymmetric cross-entropy", memory=True,
+                           without_bsce="ER-ACE uses its own loss", first_experience="er_ace",
+                           first_experience_keys=("memory_size", "memory_per_class")),
+    "bic": StrategyInfo("BiC: replay, then a bias-correction layer trained on held-out memory",
+                        memory=True, first_experience="bic",
+                        first_experience_keys=("memory_size", "memory_per_class", "bic_val_fraction")),
+    "gdumb": StrategyInfo("GDumb: trains from scratch on a class-balanced memory", memory=True,
+                          first_experience="gdumb", first_experience_keys=("memory_size", "memory_per_class")),
+}
+
+
+def online_keys_error(cfg) -> Optional[str]:
+    """Why ``batch_size_mem`` cannot apply to this run, or None (checked with the config)."""
+    if cfg.batch_size_mem is not None and not (cfg.strategy == "er_ace" or (uses_replay_option(vars(cfg))
+                                                                             and cfg.replay == "half_batch")):
+        return "batch_size_mem applies to er_ace and to replay: half_batch (Avalanche's ReplayPlugin) only: remove it."
+    return None
