@@ -23,3 +23,39 @@ def test_readme_commands_match_ci():
     assert "python -m pytest -q" in README.read_text()
     assert "torch==2.14.1 torchvision==0.29.1 -e \".[dev]\"" in ci
     assert ci.strip().endswith("python -m pytest -q")
+
+
+DOCS = (README, README.parent / "experiments" / "GUIDE.md")
+
+
+def _documented_commands() -> list[tuple[str, str]]:
+    """Every ``bsce-experiment ...`` command of the README and the guide: in bash blocks (continued lines
+    joined, comments dropped) and in inline code."""
+    found = []
+    for doc in DOCS:
+        text = doc.read_text()
+        for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+            for command in block.replace("\\\n", " ").splitlines():
+                command = re.split(r"\s+#", command)[0].strip()
+                if command.startswith("bsce-experiment") or "&& bsce-experiment" in command:
+                    found.append((doc.name, command[command.index("bsce-experiment"):]))
+        found += [(doc.name, c) for c in re.findall(r"`(bsce-experiment [^`]*)`", text)]
+    return found
+
+
+def test_every_documented_command_parses():
+    """Flags that do not exist for a command (e.g. --strategies on run) fail here, not for a reader."""
+    import shlex
+
+    from bsce_avalanche.runner.cli import build_parser
+
+    commands = _documented_commands()
+    assert len(commands) >= 15, commands
+    parser = build_parser()
+    for doc, command in commands:
+        argv = ["VALUE" if a == "..." else a for a in shlex.split(command)[1:]]  # "...": a placeholder value
+        try:
+            parser.parse_args(argv)
+        except SystemExit as err:
+            if not (err.code == 0 and ("--help" in argv or "-h" in argv)):
+                raise AssertionError(f"{doc}: `{command}` does not parse") from None
