@@ -283,7 +283,8 @@ def test_a_filesystem_without_locks_is_used_with_a_warning(tmp_path, monkeypatch
     monkeypatch.setattr(fcntl, "flock", no_locks)
     with pytest.warns(UserWarning, match="no file locks on this filesystem"):
         with lock_run_dir(tmp_path):
-            pass
+            assert (tmp_path / LOCK_FILE).exists()
+    assert not (tmp_path / LOCK_FILE).exists()  # removed, as with locks
 
 
 @pytest.mark.parametrize("where", ["a file", "under a file"])
