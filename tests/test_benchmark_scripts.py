@@ -53,7 +53,8 @@ def test_cifar100_cpu_concat_benchmark_tiny(tmp_path):
     bench = load_script("cifar100_cpu_concat")
     out = tmp_path / "cifar100_cpu_concat"
     rows = bench.main(["--tiny", "--workers", "1", "--output-dir", str(out)])
-    assert len(rows) == len(bench.planned_runs(seeds=(0,))) + 2  # iCaRL: NME and head rows
+    planned = bench.planned_runs(seeds=(0,))
+    assert len(rows) == len(planned) + sum(r["strategy"] == "icarl" for r in planned)  # iCaRL: NME and head rows
     assert json.loads(out.with_suffix(".json").read_text()) == json.loads(json.dumps(rows))
     by_method = {r["method"]: r for r in rows}
     assert {"replay-ce-concat", "replay-bsce-concat", "replay-bsce-concat-prior_dataset", "replay-bsce-concat-tau0",
@@ -71,6 +72,12 @@ def test_cifar100_cpu_concat_benchmark_tiny(tmp_path):
     assert len({r["step0_accuracy"] for r in plain}) == 1
     text = (out / "comparison.md").read_text()
     assert "## First experience" in text and "## Rehearsal protocols side by side" in text and "## tau sweep" in text
+    # iCaRL's three rows and the gain against the stronger baseline
+    assert {"icarl-ce-nme", "icarl-bsce-nme-tau0", "icarl-bsce-nme"} <= set(by_method)
+    fair = text.split("## Fair comparison")[1]
+    for row in ("iCaRL, its own loss and recipe", "iCaRL, softmax CE (BSCE with tau 0)", "iCaRL + BSCE"):
+        assert f"| iCaRL (NME) | {row} |" in fair, row
+    assert "| iCaRL (NME) | icarl-bsce-nme |" in fair  # BSCE against the stronger of the two baselines
     assert (out / "tau_sweep.png").stat().st_size > 1000
 
 

@@ -139,3 +139,12 @@ def test_settings_of_other_strategies_are_no_part_of_a_run():
     assert bic.replace(bic_stage2_epochs=30).run_name != bic.run_name
     assert _differing_keys(replay.to_dict(), replay.replace(bic_stage2_epochs=30, lwf_alpha=2.0)) == []
     assert _differing_keys(bic.to_dict(), bic.replace(bic_stage2_epochs=30)) == ["bic_stage2_epochs"]
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    """YAML 1.1 reads 1e-5 as a string; configs and --set take it as the number (weight_decay: 1e-5)."""
+    from bsce_avalanche.runner.config import parse_value
+
+    assert parse_value("1e-5") == 1e-5 and parse_value("{weight_decay: 2E-4}") == {"weight_decay": 2e-4}
+    assert parse_value("1e5x") == "1e5x"
+    assert load_config(None, {"weight_decay": parse_value("1e-5")}).weight_decay == 1e-5

@@ -91,18 +91,7 @@ if [[ -n "$epochs" ]]; then
     # another length than the config's 160: the shared milestones at 1/2 and 3/4, each recipe's scaled
     milestones="[$(( epochs / 2 > 0 ? epochs / 2 : 1 )), $(( epochs * 3 / 4 > epochs / 2 ? epochs * 3 / 4 : epochs / 2 + 1 ))]"
     (( epochs >= 4 )) || milestones="[]"
-    recipes=$(python - "$config" "$epochs" <<'EOF'
-import json, sys
-from bsce_avalanche.runner.config import load_yaml
-config, epochs = load_yaml(sys.argv[1]), int(sys.argv[2])
-recipes = config.get("recipes") or {}
-for values in recipes.values():
-    if "lr_milestones" in values:
-        scaled = {round(m * epochs / config["epochs"]) for m in values["lr_milestones"]}
-        values["lr_milestones"] = sorted(m for m in scaled if 1 <= m < epochs)
-print(json.dumps(recipes))
-EOF
-)
+    recipes=$(python "$(dirname "$0")/scaled_recipes.py" "$config" "$epochs")
     args+=(--epochs "$epochs" --lr-milestones "$milestones" --set "recipes=$recipes")
 fi
 mkdir -p "$out/logs"
