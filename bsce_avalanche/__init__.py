@@ -13,7 +13,8 @@ their modules when first used (:pep:`562`), so that ``bsce-experiment --help`` a
 
 from __future__ import annotations
 
-import importlib
+from ._lazy import lazy_exports
+
 
 from .catalog import PRIOR_MODES
 
@@ -30,16 +31,4 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "priors": ("ClassPrior", "class_counts", "dataset_labels", "loader_class_counts"),
     "replay": ("ConcatReplayPlugin", "herding_buffer"),
 }
-_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
-
-
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
-    globals()[name] = value  # once imported, an ordinary attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_MODULE_OF})
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

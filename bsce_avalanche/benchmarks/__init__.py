@@ -15,7 +15,8 @@ imported from their modules when first used (:pep:`562`).
 
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_exports
+
 
 from .catalog import BENCHMARKS, BenchmarkInfo
 from .class_orders import CLASS_ORDER_NAMES, ICARL_ORIGINAL_CIFAR100_ORDER, get_class_order, icarl_order
@@ -34,19 +35,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "imagenet": ("IMAGENET_SUBSET_NAMES", "imagenet_subset_wnids", "imagenet_wnids", "load_tiny_imagenet_files",
                  "split_imagenet", "split_imagenet_subset", "split_tiny_imagenet"),
 }
-_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
-
-
-def __getattr__(name: str):
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
-    globals()[name] = value  # once imported, an ordinary attribute
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_MODULE_OF})
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
 
 
 __all__ = ["BENCHMARKS", "BenchmarkInfo", "BatchAugmentPlugin", "CIFAR100_MEAN", "CIFAR100_STD", "CLASS_ORDER_NAMES",
