@@ -2,6 +2,7 @@
 priors), ER-ACE.
 
     nice -n 15 python experiments/cifar100_online.py --data-dir /work/shared/data/cifar100   # ~45 min, 1 core
+    python experiments/cifar100_online.py --data-dir DIR --shard 2/2   # beside --shard 1/2: two cores
     python experiments/cifar100_online.py --tiny --output-dir /tmp/x                         # seconds (tests)
 
 Protocol (:data:`PROTOCOL`): the real CIFAR-100, B0 in 10 tasks of 10 classes (class order "icarl"),
@@ -119,8 +120,17 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--budget-min", type=float, default=float("inf"),
                         help="start no run expected (median run time so far) to end after this many minutes")
     parser.add_argument("--max-runs", type=int, default=None, help="at most this many runs of the plan")
+    parser.add_argument("--shard", default="1/1", metavar="K/N",
+                        help="run only every N-th run of the plan from the K-th (1-based): N processes, one per core, "
+                             "share the plan; each rebuilds OUTPUT_DIR.json from all finished runs")
     parser.add_argument("--table", action="store_true", help="print OUTPUT_DIR.json as a Markdown table, run nothing")
     args = parser.parse_args(argv)
+    try:
+        shard, shards = (int(part) for part in args.shard.split("/"))
+        if not 1 <= shard <= shards:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--shard {args.shard!r}: expected K/N with 1 <= K <= N, e.g. --shard 2/2")
     if args.table:
         rows = json.loads(Path(args.output_dir).with_suffix(".json").read_text())
         print(markdown_table(rows))
@@ -134,28 +144,50 @@ def main(argv=None) -> list[dict]:
     task_batches = math.ceil(len(first.dataset) / base_cfg.batch_size)  # "a whole task" (B0: equal tasks)
     out = Path(args.output_dir)
     plan = planned_runs(TINY_MEMORIES if args.tiny else MEMORIES)[: args.max_runs]
-    rows, times, start = [], [], time.time()
+    times, start = [], time.time()
     summary = out.with_suffix(".json")
     for i, run in enumerate(plan):
+        if i % shards != shard - 1:
+            continue
         cfg = config_of(run, base, task_batches)
-        run_dir = out / run_id(run)
-        finished = (run_dir / "results.json").is_file() and '"finished": true' in (run_dir / "results.json").read_text()
+        finished = _finished(out / run_id(run)) is not None
         elapsed = (time.time() - start) / 60
         if not finished and times and elapsed + statistics.median(times) / 60 > args.budget_min:
             print(f"[{i + 1}/{len(plan)}] {run_id(run)}: not started (budget {args.budget_min:g} min, "
                   f"{elapsed:.1f} min used)", flush=True)
             continue
         t0 = time.time()
-        result = run_experiment(cfg, run_dir, resume=True)
+        result = run_experiment(cfg, out / run_id(run), resume=True)
         if not finished:
             times.append(time.time() - t0)
-        rows.append(row(run, cfg, result))
-        r = rows[-1]
+        r = row(run, cfg, result)
         print(f"[{i + 1}/{len(plan)}] {r['run']}: average {100 * r['average_accuracy']:.2f}%, final "
               f"{100 * r['final_accuracy']:.2f}%, newest-task share {100 * r['newest_task_prediction_share']:.1f}%, "
               f"train {r['train_time_s']:.0f} s{' (done before)' if finished else ''}", flush=True)
+        rows = _summary_rows(plan, base, task_batches, out)
         write_json_atomic(summary, rows)
+    rows = _summary_rows(plan, base, task_batches, out)
     write_json_atomic(summary, rows)
+    return rows
+
+
+def _finished(run_dir: Path) -> dict | None:
+    """The run's results if it finished, else None."""
+    path = run_dir / "results.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    return result if result.get("finished") else None
+
+
+def _summary_rows(plan: list[dict], base: dict, task_batches: int, out: Path) -> list[dict]:
+    """One row per finished run of the plan, in the plan's order, read from the run folders (so that
+    processes running other shards of the plan are counted too)."""
+    rows = []
+    for run in plan:
+        result = _finished(out / run_id(run))
+        if result is not None:
+            rows.append(row(run, config_of(run, base, task_batches), result))
     return rows
 
 

@@ -170,11 +170,14 @@ def test_checkpoint_size_script_quick():
 
 def test_cifar100_online_benchmark_tiny(tmp_path):
     """The online protocol on digits: ER, ER + BSCE (window 1, per-experience prior), ER-ACE and the
-    window sweep; a re-run skips the finished runs."""
+    window sweep, in two shards of the plan; a re-run skips the finished runs."""
     bench = load_script("cifar100_online")
     out = tmp_path / "online"
-    rows = bench.main(["--tiny", "--max-runs", "7", "--output-dir", str(out)])
-    assert [r["run"] for r in rows] == [bench.run_id(r) for r in bench.planned_runs(bench.TINY_MEMORIES)[:7]]
+    planned = [bench.run_id(r) for r in bench.planned_runs(bench.TINY_MEMORIES)[:7]]
+    first = bench.main(["--tiny", "--max-runs", "7", "--output-dir", str(out), "--shard", "1/2"])
+    assert [r["run"] for r in first] == planned[0::2]
+    rows = bench.main(["--tiny", "--max-runs", "7", "--output-dir", str(out), "--shard", "2/2"])
+    assert [r["run"] for r in rows] == planned  # the summary counts the other shard's runs
     assert json.loads(out.with_suffix(".json").read_text()) == json.loads(json.dumps(rows))
     by_run = {r["run"]: r for r in rows}
     assert [by_run[f"replay-bsce-prior_window{w}-mem100-seed0"]["window"] for w in (1, 5, 10)] == [1, 5, 10]
