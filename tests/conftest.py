@@ -150,7 +150,7 @@ def fake_wandb(monkeypatch):
 
 
 def kill_own_process(*args, **kwargs):
-    """A ``--jobs`` worker killed as the out-of-memory killer does (runner/cli.py ``_run_in_processes``)."""
+    """A ``--jobs`` worker killed as the out-of-memory killer does (runner/runs.py ``_run_in_processes``)."""
     import signal
 
     os.kill(os.getpid(), signal.SIGKILL)

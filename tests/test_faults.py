@@ -489,11 +489,10 @@ def test_compare_over_runs_of_different_benchmarks_or_splits_is_one_line(finishe
 def test_a_killed_worker_under_jobs_says_resume_continues(tmp_path, monkeypatch, capsys, cli):
     import functools
 
-    from bsce_avalanche.runner import cli as cli_module
+    from bsce_avalanche.runner import runs
     from conftest import kill_own_process
 
-    monkeypatch.setattr(cli_module, "_run_in_processes",
-                        functools.partial(cli_module._run_in_processes, worker=kill_own_process))
+    monkeypatch.setattr(runs, "_run_in_processes", functools.partial(runs._run_in_processes, worker=kill_own_process))
     assert main(["grid", "--output-dir", str(tmp_path), *cli, "--losses", "ce", "bsce", "--jobs", "2"]) == 1
     assert "died (killed, e.g. by the out-of-memory killer), and the runs under way with it; the finished runs " \
            "are saved: run the same command with --resume" in one_line_error(capsys)

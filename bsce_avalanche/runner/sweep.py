@@ -10,8 +10,9 @@ import os
 import sys
 from pathlib import Path
 
-from .cli import build_parser, config_from_args, run_configs
+from .arguments import build_parser, config_from_args
 from .config import ConfigError, ExperimentConfig, combination_error, load_config, load_yaml
+from .runs import run_configs
 
 __all__ = ["sweep_run", "sweep_config", "sweep_combinations", "sweep_validate"]
 
