@@ -12,7 +12,7 @@ ER-ACE: ``ER_ACE(batch_size_mem=10)``), SGD lr 0.1 without momentum, evaluation 
 classes seen so far at the end of every task; a half-width ResNet-8 (``resnet8``, width 8), one
 torch thread. Runs in priority order (:func:`planned_runs`): seed 0 of ER, ER + BSCE window 1,
 ER + BSCE per-experience prior and ER-ACE at memory 2000; the window sweep (5, 10, a whole task);
-memory 5000; seeds 1 and 2. ``--budget-min``: no run starts that would, at the median time of the
+memory 5000; seeds 1 and 2 at memory 2000, then at 5000, then of the window sweep; memory 1000. ``--budget-min``: no run starts that would, at the median time of the
 runs so far, end after the budget. A re-run skips finished runs and resumes interrupted ones.
 Writes ``OUTPUT_DIR.json``: one entry per finished run.
 """
@@ -43,7 +43,8 @@ PROTOCOL = dict(name="cifar100-online", benchmark="cifar100", protocol="B0", n_s
 #: ``--tiny``: split digits in 2 tasks, small_cnn, memory 100 and 200 (replaces the protocol's settings).
 TINY = dict(benchmark="digits", n_steps=2, class_order="natural", model="small_cnn", width=16, memory_size=100)
 TINY_MEMORIES = (100, 200)
-MEMORIES = (2000, 5000)
+#: the main memory (all methods, the window sweep), a larger one, then one if time allows
+MEMORIES = (2000, 5000, 1000)
 
 #: The methods: (strategy, loss, prior, window); window "task": a whole task's mini-batches.
 ER, ER_LAS, ER_BSCE, ER_ACE = ("replay", "ce", None, None), ("replay", "bsce", "window", 1), \
@@ -52,11 +53,15 @@ ER, ER_LAS, ER_BSCE, ER_ACE = ("replay", "ce", None, None), ("replay", "bsce", "
 
 def planned_runs(memories=MEMORIES, seeds=(0, 1, 2)) -> list[dict]:
     """The runs, most important first (each: strategy, loss, prior, window, memory_size, seed)."""
-    low, high = memories
+    (low, high), extra = memories[:2], memories[2:]
     runs = [(*m, low, seeds[0]) for m in (ER, ER_LAS, ER_BSCE, ER_ACE)]
     runs += [("replay", "bsce", "window", w, low, seeds[0]) for w in (5, 10, "task")]
     runs += [(*m, high, seeds[0]) for m in (ER, ER_LAS, ER_BSCE, ER_ACE)]
     runs += [(*m, low, seed) for seed in seeds[1:] for m in (ER, ER_LAS, ER_BSCE, ER_ACE)]
+    # appended (a plan's order is its runs' shard: extend it only at the end)
+    runs += [(*m, high, seed) for seed in seeds[1:] for m in (ER, ER_LAS, ER_BSCE, ER_ACE)]
+    runs += [("replay", "bsce", "window", w, low, seed) for seed in seeds[1:] for w in (5, 10, "task")]
+    runs += [(*m, smallest, seed) for seed in seeds for m in (ER, ER_LAS, ER_BSCE, ER_ACE) for smallest in extra]
     keys = ("strategy", "loss", "prior", "window", "memory_size", "seed")
     return [dict(zip(keys, run)) for run in runs]
 
