@@ -76,7 +76,7 @@ from bsce_avalanche.benchmarks import (
     split_cifar100,
 )
 from bsce_avalanche.runner.config import ExperimentConfig
-from bsce_avalanche.runner.experiment import _environment, build_model, build_strategy, resolve_device
+from bsce_avalanche.runner.experiment import _environment, build_model, build_strategy, cudnn_benchmark, resolve_device
 from bsce_avalanche.runner.fileio import write_json_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -321,7 +321,8 @@ def compile_comparison(bench, data: str, args, argv, device) -> dict:
     with _empty_inductor_cache():
         cells = [(m, path, loss) for m in args.models for path in args.paths for loss in args.losses]
         for model_name, path, loss in cells:
-            rows.append(measure_compile(bench, model_name, path, loss, args, device))
+            with cudnn_benchmark(PATHS[path][0] == "device" and device.type == "cuda"):  # as a run would
+                rows.append(measure_compile(bench, model_name, path, loss, args, device))
             r = rows[-1]
             print(f"{model_name:>10} {path:>12} {loss:>5}: eager {r['eager_images_per_s']:.1f}, compiled "
                   f"{r['compiled_images_per_s']:.1f} images/s (x{r['ratio']:.2f}); compilation "
@@ -417,7 +418,8 @@ def main(argv=None) -> dict:
     for model_name in args.models:
         for path in args.paths:
             for loss in args.losses:
-                row, strategy, loader = measure(bench, model_name, path, loss, args, device)
+                with cudnn_benchmark(PATHS[path][0] == "device" and device.type == "cuda"):  # as a run would
+                    row, strategy, loader = measure(bench, model_name, path, loss, args, device)
                 rows.append(row)
                 print(f"{model_name:>10} {path:>12} {loss:>5}: {row['images_per_s']:>9.1f} images/s (bare loop "
                       f"{row['bare_images_per_s']:.1f}), Avalanche overhead "

@@ -139,13 +139,13 @@ class BatchRecorder:
 @pytest.fixture
 def fake_wandb(monkeypatch):
     """``wandb`` inside the W&B logger replaced by a recorder (tests/fake_wandb.py); the
-    process-wide "online failed" flag starts clear."""
+    process's memo of servers that failed starts empty."""
     from bsce_avalanche.runner import wandb_logger
     from fake_wandb import FakeWandb
 
     fake = FakeWandb()
     monkeypatch.setattr(wandb_logger, "wandb", fake)
-    monkeypatch.setattr(wandb_logger, "_online_failure", None)
+    monkeypatch.setattr(wandb_logger, "_online_failures", {})
     return fake
 
 

@@ -299,16 +299,29 @@ def test_device_path_model_is_channels_last_on_cuda(monkeypatch):
     """What build_model does for a CUDA device (checked on the CPU: only the layout changes)."""
     from bsce_avalanche.runner.experiment import build_model
 
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     cfg = load_config(None, dict(benchmark="cifar100", model="resnet8", data_path="device", amp="bf16"))
     model = build_model(cfg, 10, torch.device("cuda"))
     convs = [p for p in model.parameters() if p.dim() == 4]
     assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
-    assert torch.backends.cudnn.benchmark and isinstance(model.feature_extractor, Autocast)
+    assert isinstance(model.feature_extractor, Autocast)
     reference = build_model(cfg.replace(data_path="loader"), 10, torch.device("cuda"))
     reference.load_state_dict(model.state_dict())
     x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     assert torch.allclose(model(x), reference(x), atol=1e-2)
+
+
+def test_cudnn_autotuner_is_on_while_a_run_trains_then_as_the_caller_left_it(monkeypatch):
+    from bsce_avalanche.runner.experiment import cudnn_benchmark
+
+    for before in (False, True):
+        monkeypatch.setattr(torch.backends.cudnn, "benchmark", before)
+        for enabled in (False, True):
+            with cudnn_benchmark(enabled):
+                assert torch.backends.cudnn.benchmark is (before or enabled)
+            assert torch.backends.cudnn.benchmark is before
+    with pytest.raises(KeyboardInterrupt), cudnn_benchmark(True):  # an interrupted run too
+        raise KeyboardInterrupt
+    assert torch.backends.cudnn.benchmark is True
 
 
 @pytest.mark.slow

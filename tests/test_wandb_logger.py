@@ -283,7 +283,19 @@ def test_online_start_without_network_is_decided_once(wandb_env, fake_wandb, mon
     assert first.run_id == "wanted02"  # no online attempt reserved it
     [warning] = _offline_warnings(caught)
     assert f"{UNREACHABLE} does not answer" in str(warning.message)
-    assert "later runs" in str(warning.message) and first.sync_command in str(warning.message)
+    assert f"later runs to {UNREACHABLE} for the next 10 minutes" in str(warning.message)
+    assert first.sync_command in str(warning.message)
+    # another server is tried; the failed one again once ONLINE_RETRY_S have passed
+    probed = []
+    monkeypatch.setattr(wandb_logger, "_unreachable", lambda url: probed.append(url) or "down")
+    monkeypatch.setenv("WANDB_BASE_URL", "http://other.invalid")
+    WandBLogger(project="p", dir=wandb_env / "runs", mode="online")
+    monkeypatch.setenv("WANDB_BASE_URL", UNREACHABLE)
+    WandBLogger(project="p", dir=wandb_env / "runs", mode="online")
+    when, why = wandb_logger._online_failures[UNREACHABLE]
+    wandb_logger._online_failures[UNREACHABLE] = (when - wandb_logger.ONLINE_RETRY_S - 1, why)
+    WandBLogger(project="p", dir=wandb_env / "runs", mode="online")
+    assert probed == ["http://other.invalid", UNREACHABLE]
 
 
 @pytest.mark.parametrize("error, answers", [
@@ -513,7 +525,8 @@ def test_real_wandb_online_start_without_network_is_quick(wandb_env):
     assert proc.returncode == 0, out
     starts = [line.split() for line in out.splitlines() if line.startswith("started")]
     assert [mode for _, mode, _ in starts] == ["offline", "offline"], out
-    assert all(float(seconds) < 5.0 for _, _, seconds in starts), out  # wandb alone: ~100 s each
+    # wandb alone: ~100 s each; ours ~1 s idle, 16 s seen for the first (wandb-core starting) at load 6 on 2 cores
+    assert all(float(seconds) < 30.0 for _, _, seconds in starts), out
 
 
 @pytest.mark.slow

@@ -81,7 +81,6 @@ def build_model(cfg: ExperimentConfig, n_classes: int, device: Optional[torch.de
         model.feature_extractor = Autocast(model.feature_extractor, AMP_DTYPES[cfg.amp])
     if cfg.data_path == "device" and device is not None and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # NHWC convolutions for the tensor cores
-        torch.backends.cudnn.benchmark = True  # fixed batch shapes: pick the fastest convolutions once
     if cfg.compile:
         # the feature extractor only, in place (state_dict keys unchanged; the growing head stays eager), torch's
         # default mode on CPU and CUDA alike: CUDA graphs would overwrite the features iCaRL keeps between calls
@@ -127,7 +126,20 @@ def run_experiment(cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike
         checkpoint = distributed.run_on_main(_claim_run_dir, lock, cfg, out, resume, overwrite)
         if checkpoint == "finished":
             return distributed.run_on_main(lambda: json.loads((out / RESULTS_FILE).read_text()))
+        lock.enter_context(cudnn_benchmark(cfg.data_path == "device" and device.type == "cuda"))
         return _run(cfg, out, device, checkpoint)
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool):
+    """cuDNN's autotuner on while this run trains (the device path's batch shapes are fixed: the fastest
+    convolutions are picked once), then as it was: the process's setting is the caller's."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = before or enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:

@@ -14,6 +14,7 @@ import os
 import ssl
 import urllib.error
 import urllib.request
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -38,8 +39,10 @@ _MODE_ALIASES = {"dryrun": "offline", "run": "online"}  # older spellings wandb 
 PROBE_TIMEOUT_S = 5.0
 _WANDB_VALUES = (wandb.data_types.WBValue, wandb.plot.CustomChart)  # logged as they are
 
-#: Why W&B could not start online in this process (then later runs go offline at once).
-_online_failure: Optional[str] = None
+#: The W&B servers this process could not start a run on: base URL -> (time.monotonic(), why). A grid's
+#: later runs to that server go offline at once (not one init_timeout each) for ONLINE_RETRY_S, then retry.
+_online_failures: dict[str, tuple[float, str]] = {}
+ONLINE_RETRY_S = 600.0
 
 
 class WandBOfflineWarning(UserWarning):
@@ -156,10 +159,11 @@ class WandBLogger(BaseLogger):
         return wandb.init(mode=mode, settings=settings, **kwargs)
 
     def _start(self) -> None:
-        global _online_failure
         self.mode, self._run, failed_id, failure = self.requested_mode, None, None, None
-        if self.mode == "online" and _online_failure is None:
-            failure = _unreachable(_base_url())
+        url = _base_url() if self.mode == "online" else None
+        known = _online_failures.get(url)
+        if self.mode == "online" and (known is None or time.monotonic() - known[0] > ONLINE_RETRY_S):
+            failure = _unreachable(url)
             if failure is None:
                 try:
                     self._run = self._init("online")
@@ -167,7 +171,10 @@ class WandBLogger(BaseLogger):
                     failure = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
                     # wandb keeps the failed id reserved ("run ID ... is in use"): take a new one
                     failed_id, self._init_kwargs["id"] = self._init_kwargs["id"], uuid.uuid4().hex[:8]
-            _online_failure = failure
+            if failure is None:
+                _online_failures.pop(url, None)
+            else:
+                _online_failures[url] = (time.monotonic(), failure)
         if self._run is None:
             self.mode = "offline" if self.mode == "online" else self.mode
             self._run = self._init(self.mode)
@@ -180,7 +187,7 @@ class WandBLogger(BaseLogger):
         sync = f"Sync it later with: {self.sync_command}"
         if failure is not None:
             warnings.warn(f"W&B could not start online{f' run {failed_id}' if failed_id else ''} ({failure}); "
-                          f"logging offline as run {self.run_id}, as will later runs of this process. {sync}",
+                          f"logging offline as run {self.run_id}, as will this process's later runs to {url} for the next {ONLINE_RETRY_S / 60:g} minutes. {sync}",
                           WandBOfflineWarning, stacklevel=3)
         elif self._mode_reason == "no-credentials":
             warnings.warn(f"No W&B API key found (WANDB_API_KEY or `wandb login`), so this run is logged "
