@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from naming import read_results, results_in
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -93,7 +95,7 @@ def test_gpu_paper_script_smoke(tmp_path):
     proc = subprocess.run(["bash", str(ROOT / "experiments" / "gpu" / "cifar100_paper.sh"), "--smoke",
                            "--output-dir", str(out)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    runs = [json.loads(p.read_text()) for p in sorted(out.glob("*/results.json"))]
+    runs = list(results_in(out).values())
     assert [(r["config"]["strategy"], r["config"]["loss"]) for r in runs] == \
         [("icarl", "bsce"), ("icarl", "ce"), ("replay", "bsce"), ("replay", "ce")]
     assert all(r["finished"] and r["config"]["replay"] == "concat" and r["config"]["data_path"] == "device"
@@ -141,11 +143,11 @@ def test_gpu_paper_full_script_smoke_interrupted_and_resumed(tmp_path):
     stdout, stderr = first.communicate(timeout=600)
     assert first.returncode == 130, stderr[-2000:]
     assert "interrupted" in stderr and "continue with --resume" in (out / "summary.md").read_text()
-    assert not all(json.loads(p.read_text())["finished"] for p in out.glob("*/results.json"))
+    assert not all(r["finished"] for r in results_in(out).values())
 
     again = subprocess.run(script + ["--resume"], env=env, capture_output=True, text=True, timeout=3000)
     assert again.returncode == 0, again.stderr[-2000:]
-    runs = [json.loads(p.read_text()) for p in sorted(out.glob("*/results.json"))]
+    runs = list(results_in(out).values())
     assert sorted((r["config"]["strategy"], r["config"]["loss"], r["config"]["tau"]) for r in runs) == [
         ("icarl", "bsce", 0.0), ("icarl", "bsce", 1.0), ("icarl", "ce", 1.0), ("replay", "bsce", 1.0),
         ("replay", "ce", 1.0)]
@@ -187,9 +189,9 @@ def test_cifar100_online_benchmark_tiny(tmp_path):
         assert (r["batch_size"], r["batch_size_mem"]) == (10, 10)
         assert 0 < r["average_accuracy"] <= 1 and 0 < r["final_accuracy"] <= 1
         assert 0 <= r["newest_task_prediction_share"] <= 1 and r["train_time_s"] > 0
-        results = json.loads((out / r["run"] / "results.json").read_text())
+        results = read_results(out / r["run"])
         assert results["config"]["epochs"] == 1 and len(results["steps"]) == 2  # one pass, evaluated per task
-    window1 = json.loads((out / "replay-bsce-prior_window1-mem100-seed0" / "results.json").read_text())
+    window1 = read_results(out / "replay-bsce-prior_window1-mem100-seed0")
     assert window1["config"]["prior"] == "window" and window1["config"]["prior_window"] == 1
     again = bench.main(["--tiny", "--max-runs", "7", "--output-dir", str(out)])  # resumable: nothing trains
     assert again == rows

@@ -21,6 +21,8 @@ from bsce_avalanche.runner.checkpoint import load_checkpoint
 from bsce_avalanche.runner.config import ExperimentConfig
 from bsce_avalanche.runner.experiment import build_model, run_experiment
 
+from conftest import crash_during_eval_of_step
+
 BASE = dict(benchmark="digits", protocol="B0", n_steps=5, class_order="natural", model="small_cnn",
             epochs=1, batch_size=32, memory_size=30, progress=False, wandb=False, threads=1)
 COMPARED = ("accuracy_matrix", "priors", "new_class_prediction_share", "average_incremental_accuracy")
@@ -95,15 +97,8 @@ def test_compiled_run_matches_eager_and_resumes(tmp_path, monkeypatch, traced_on
     for key in COMPARED:
         assert _close(reference[key], eager[key]), key
 
-    real = experiment._evaluate
-
-    def crash_at_step_3(strategy, recorder, benchmark, classes_per_step, t, *args, **kwargs):
-        if t == 3:
-            raise KeyboardInterrupt
-        return real(strategy, recorder, benchmark, classes_per_step, t, *args, **kwargs)
-
     with monkeypatch.context() as m:
-        m.setattr(experiment, "_evaluate", crash_at_step_3)
+        crash_during_eval_of_step(m, step=3, error=KeyboardInterrupt)
         for run_cfg, folder in ((on, "interrupted"), (cfg, "eager-interrupted")):
             with pytest.raises(KeyboardInterrupt):
                 run_experiment(run_cfg, tmp_path / folder)

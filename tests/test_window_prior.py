@@ -4,8 +4,6 @@ mini-batches trained, across experiences, resumable, identical on every DDP rank
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -21,7 +19,7 @@ from bsce_avalanche import BalancedSoftmaxPlugin, ClassPrior
 from bsce_avalanche.losses import ZERO_PRIOR_OFFSET
 from bsce_avalanche.runner.checkpoint import load_checkpoint, restore_strategy, save_checkpoint
 
-from conftest import MLP
+from conftest import MLP, subprocess_env, torchrun
 
 
 def window_frequency(label_batches, window, n_classes):
@@ -262,14 +260,9 @@ def test_ddp_ranks_agree_on_the_window_prior(tmp_path):
     global batch of 24 (per-batch counts all-reduced), equal to the single-process one."""
     import runpy
 
-    from test_distributed import _env
-
     script = tmp_path / "ddp_window.py"
     script.write_text(DDP_SCRIPT)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(script), str(tmp_path / "ddp.json")]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-6000:]
+    torchrun([tmp_path / "ddp.json"], cwd=tmp_path, env=subprocess_env(tmp_path), script=script)
     runpy.run_path(str(script))["main"](str(tmp_path / "single.json"))
     ddp = json.loads((tmp_path / "ddp.json").read_text())
     single = json.loads((tmp_path / "single.json").read_text())
