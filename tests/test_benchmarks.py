@@ -41,7 +41,7 @@ from bsce_avalanche.benchmarks import (
 from bsce_avalanche.benchmarks import cifar as cifar_module
 from bsce_avalanche.models import make_icarl_parts, make_model
 
-from conftest import write_fake_cifar
+from conftest import icarl_nme_scores, stream_accuracy, write_fake_cifar
 
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared/data/cifar100"
 SHARED_NPZ = SHARED_CIFAR / "cifar100.npz"
@@ -458,7 +458,9 @@ def test_icarl_runs_on_split_cifar100(fake_cifar_dir, fast_augment):
     for exp in bench.train_stream:
         strategy.train(exp)
     results = strategy.eval(bench.test_stream)
-    assert 0.0 <= results["Top1_Acc_Stream/eval_phase/test_stream/Task000"] <= 1.0
+    # NME over the raw (uint8) or transformed test images, counted outside Avalanche's evaluation
+    nme = stream_accuracy(icarl_nme_scores(strategy), bench.test_stream)
+    assert results["Top1_Acc_Stream/eval_phase/test_stream/Task000"] == pytest.approx(nme, abs=1e-12)
     memory = _icarl_plugin(strategy).x_memory
     assert len(memory) == 100  # one exemplar set per class
     # fast path: exemplars stay raw uint8 (the model normalises them)
@@ -513,6 +515,12 @@ def test_split_digits_structure():
     assert x.dtype == torch.float32 and x.shape == (1, 8, 8)
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
     assert y in (0, 1)
+    # one of scikit-learn's digits, its pixels 0..16 scaled by 1/16, with its label
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    same = ((digits.images / 16.0).astype(np.float32) == x[0].numpy()).reshape(len(digits.images), -1).all(1)
+    assert same.any() and set(digits.target[same]) == {y}
     again = split_digits()
     assert list(again.train_stream[2].dataset.targets) == list(bench.train_stream[2].dataset.targets)
     b4 = split_digits(protocol="B4", n_steps=3, class_order="icarl")

@@ -29,7 +29,7 @@ from bsce_avalanche.benchmarks.device_data import DeviceBatches, DeviceDataPlugi
 from bsce_avalanche.models import Autocast, make_model
 from bsce_avalanche.runner.cli import main
 from bsce_avalanche.runner.config import ConfigError, load_config
-from conftest import subprocess_env, torchrun
+from conftest import assert_accuracies_consistent, subprocess_env, torchrun
 from naming import results_in, without_digest
 
 from test_benchmark_scripts import load_script
@@ -262,7 +262,8 @@ def test_runner_bf16_runs_are_finite(tmp_path):
     cfg = load_config(None, dict(strategy="icarl", epochs=1, n_steps=2, memory_size=40, data_path="device",
                                  amp="bf16", wandb=False, progress=False))
     result = run_experiment(cfg, tmp_path)
-    assert 0 <= result["last_accuracy"] <= 1 and result["finished"]
+    assert 0 <= result["last_accuracy"] <= 1 and result["finished"]  # a number (not NaN)
+    assert_accuracies_consistent(result)  # and every accuracy the count its confusion matrix gives
 
 
 @pytest.mark.slow

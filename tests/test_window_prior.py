@@ -135,9 +135,15 @@ def test_trained_loss_is_er_las_over_the_window_in_avalanche(blobs_benchmark, ki
     for i, (logits, targets, loss) in enumerate(zip(recorder.logits, recorder.labels, recorder.losses)):
         freq = window_frequency(recorder.labels[: i + 1], window, 6)
         assert loss == pytest.approx(float(reference_loss(logits, targets, freq, tau)), abs=1e-5), i
-    # the first batch of an experience still sees the previous experience's last batches
+    # the first batch of an experience still sees the previous experience's last batches: its loss is that
+    # of the window across the boundary, not that of a window restarted with the experience
     first_of_second = window_frequency(recorder.labels[:13], window, 6)
+    restarted = window_frequency(recorder.labels[12:13], window, 6)
     assert first_of_second[:2].sum() > 0 and first_of_second[2:4].sum() > 0
+    assert not torch.equal(first_of_second, restarted)
+    logits, targets = recorder.logits[12], recorder.labels[12]
+    assert recorder.losses[12] == pytest.approx(float(reference_loss(logits, targets, first_of_second, tau)), abs=1e-5)
+    assert recorder.losses[12] != pytest.approx(float(reference_loss(logits, targets, restarted, tau)), abs=1e-3)
     assert len(bsce.prior_history) == 3
 
 
