@@ -22,6 +22,7 @@ def load_script(name: str):
     return module
 
 
+@pytest.mark.slow  # 13 runs of the runner (16 s on the loaded 2-core machine)
 def test_cifar100_cpu_benchmark_tiny(tmp_path):
     bench = load_script("cifar100_cpu")
     out = tmp_path / "cifar100_cpu"

@@ -84,7 +84,8 @@ def _close(a, b) -> bool:
 
 @pytest.mark.parametrize(
     "strategy, extra",
-    [("replay", {}), ("icarl", {}), pytest.param("lwf", {"lwf_memory": True}, marks=pytest.mark.slow),
+    [("replay", {}), pytest.param("icarl", {}, marks=pytest.mark.slow),  # icarl: 15 s (loaded 2-core machine)
+     pytest.param("lwf", {"lwf_memory": True}, marks=pytest.mark.slow),
      pytest.param("bic", {"bic_stage2_epochs": 2}, marks=pytest.mark.slow)],
 )
 def test_compiled_run_matches_eager_and_resumes(tmp_path, monkeypatch, traced_only, strategy, extra):

@@ -58,6 +58,7 @@ def test_parsing_and_checking_configs_import_neither_torch_nor_avalanche():
     assert done.stdout.splitlines()[-1] == "heavy: []"
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch and Avalanche (14 s on the loaded 2-core machine)
 def test_importing_the_package_is_light_and_its_exports_load_on_first_use():
     done = _python("""
         import sys

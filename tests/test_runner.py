@@ -300,6 +300,7 @@ def test_er_ace_with_bsce_is_refused():
         run_experiment(ExperimentConfig(**FAST, strategy="er_ace", loss="bsce", wandb=False))
 
 
+@pytest.mark.slow  # a grid of runs through the CLI (13 s on the loaded 2-core machine)
 def test_cli_run_grid_and_compare(wandb_env, capsys):
     out = wandb_env / "grid"
     code = main(["run", "--output-dir", str(out), "--epochs", "1", "--n-steps", "2", "--no-wandb",

@@ -134,6 +134,7 @@ def _agent_env(tmp_path, params, run_id):
                           WANDB_PROJECT="bsce-avalanche", WANDB_DIR=str(tmp_path / "wandb"))
 
 
+@pytest.mark.slow  # the agent's program in a child process with W&B offline (42 s on the loaded 2-core machine)
 def test_agent_program_runs_one_combination_offline(tmp_path):
     """The digits smoke sweep's command, run as the agent runs it: results.json and an
     offline W&B run that is the agent's run (its id, the sweep's parameters, the sweep id)."""
