@@ -41,6 +41,8 @@ from bsce_avalanche.benchmarks import (
 from bsce_avalanche.benchmarks import cifar as cifar_module
 from bsce_avalanche.models import make_icarl_parts, make_model
 
+from conftest import icarl_nme_scores, stream_accuracy, write_fake_cifar
+
 SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared/data/cifar100"
 SHARED_NPZ = SHARED_CIFAR / "cifar100.npz"
 SHARED_ORDERS = SHARED_CIFAR / "class_orders.json"
@@ -53,25 +55,11 @@ TRAIN_PER_CLASS, TEST_PER_CLASS = 2, 1
 # --------------------------------------------------------------------------
 
 
-def _write_fake_cifar(folder: Path) -> Path:
-    """cifar100.npz with TRAIN_PER_CLASS / TEST_PER_CLASS random images per class."""
-    rng = np.random.RandomState(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    y_train = np.repeat(np.arange(100), TRAIN_PER_CLASS)
-    y_test = np.repeat(np.arange(100), TEST_PER_CLASS)
-    np.savez(
-        folder / "cifar100.npz",
-        x_train=rng.randint(0, 256, (len(y_train), 32, 32, 3), dtype=np.uint8),
-        y_train=y_train,
-        x_test=rng.randint(0, 256, (len(y_test), 32, 32, 3), dtype=np.uint8),
-        y_test=y_test,
-    )
-    return folder
-
-
 @pytest.fixture(scope="module")
 def fake_cifar_dir(tmp_path_factory) -> Path:
-    return _write_fake_cifar(tmp_path_factory.mktemp("cifar"))
+    """cifar100.npz with TRAIN_PER_CLASS / TEST_PER_CLASS random images per class."""
+    return write_fake_cifar(tmp_path_factory.mktemp("cifar"), n_train=100 * TRAIN_PER_CLASS,
+                            n_test=100 * TEST_PER_CLASS)
 
 
 @pytest.fixture(autouse=True)
@@ -245,7 +233,8 @@ def test_data_dir_resolution(fake_cifar_dir, tmp_path, monkeypatch):
     assert resolve_data_dir(tmp_path) == tmp_path  # explicit argument wins
     assert len(load_cifar100_arrays()["y_train"]) == 100 * TRAIN_PER_CLASS
     # <dir>/cifar100/cifar100.npz is found too (the shared-data layout)
-    nested = _write_fake_cifar(tmp_path / "data" / "cifar100")
+    nested = write_fake_cifar(tmp_path / "data" / "cifar100", n_train=100 * TRAIN_PER_CLASS,
+                              n_test=100 * TEST_PER_CLASS)
     assert len(load_cifar100_arrays(nested.parent)["y_test"]) == 100 * TEST_PER_CLASS
 
 
@@ -469,7 +458,9 @@ def test_icarl_runs_on_split_cifar100(fake_cifar_dir, fast_augment):
     for exp in bench.train_stream:
         strategy.train(exp)
     results = strategy.eval(bench.test_stream)
-    assert 0.0 <= results["Top1_Acc_Stream/eval_phase/test_stream/Task000"] <= 1.0
+    # NME over the raw (uint8) or transformed test images, counted outside Avalanche's evaluation
+    nme = stream_accuracy(icarl_nme_scores(strategy), bench.test_stream)
+    assert results["Top1_Acc_Stream/eval_phase/test_stream/Task000"] == pytest.approx(nme, abs=1e-12)
     memory = _icarl_plugin(strategy).x_memory
     assert len(memory) == 100  # one exemplar set per class
     # fast path: exemplars stay raw uint8 (the model normalises them)
@@ -524,6 +515,12 @@ def test_split_digits_structure():
     assert x.dtype == torch.float32 and x.shape == (1, 8, 8)
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
     assert y in (0, 1)
+    # one of scikit-learn's digits, its pixels 0..16 scaled by 1/16, with its label
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    same = ((digits.images / 16.0).astype(np.float32) == x[0].numpy()).reshape(len(digits.images), -1).all(1)
+    assert same.any() and set(digits.target[same]) == {y}
     again = split_digits()
     assert list(again.train_stream[2].dataset.targets) == list(bench.train_stream[2].dataset.targets)
     b4 = split_digits(protocol="B4", n_steps=3, class_order="icarl")

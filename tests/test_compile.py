@@ -21,6 +21,8 @@ from bsce_avalanche.runner.checkpoint import load_checkpoint
 from bsce_avalanche.runner.config import ExperimentConfig
 from bsce_avalanche.runner.experiment import build_model, run_experiment
 
+from conftest import crash_during_eval_of_step
+
 BASE = dict(benchmark="digits", protocol="B0", n_steps=5, class_order="natural", model="small_cnn",
             epochs=1, batch_size=32, memory_size=30, progress=False, wandb=False, threads=1)
 COMPARED = ("accuracy_matrix", "priors", "new_class_prediction_share", "average_incremental_accuracy")
@@ -82,7 +84,8 @@ def _close(a, b) -> bool:
 
 @pytest.mark.parametrize(
     "strategy, extra",
-    [("replay", {}), ("icarl", {}), pytest.param("lwf", {"lwf_memory": True}, marks=pytest.mark.slow),
+    [("replay", {}), pytest.param("icarl", {}, marks=pytest.mark.slow),  # icarl: 15 s (loaded 2-core machine)
+     pytest.param("lwf", {"lwf_memory": True}, marks=pytest.mark.slow),
      pytest.param("bic", {"bic_stage2_epochs": 2}, marks=pytest.mark.slow)],
 )
 def test_compiled_run_matches_eager_and_resumes(tmp_path, monkeypatch, traced_only, strategy, extra):
@@ -95,15 +98,8 @@ def test_compiled_run_matches_eager_and_resumes(tmp_path, monkeypatch, traced_on
     for key in COMPARED:
         assert _close(reference[key], eager[key]), key
 
-    real = experiment._evaluate
-
-    def crash_at_step_3(strategy, recorder, benchmark, classes_per_step, t, *args, **kwargs):
-        if t == 3:
-            raise KeyboardInterrupt
-        return real(strategy, recorder, benchmark, classes_per_step, t, *args, **kwargs)
-
     with monkeypatch.context() as m:
-        m.setattr(experiment, "_evaluate", crash_at_step_3)
+        crash_during_eval_of_step(m, step=3, error=KeyboardInterrupt)
         for run_cfg, folder in ((on, "interrupted"), (cfg, "eager-interrupted")):
             with pytest.raises(KeyboardInterrupt):
                 run_experiment(run_cfg, tmp_path / folder)

@@ -20,7 +20,7 @@ from bsce_avalanche import BalancedSoftmaxPlugin, ConcatReplayPlugin, herding_bu
 from bsce_avalanche.replay import ModelHerdingSelectionStrategy
 from bsce_avalanche.runner.checkpoint import load_checkpoint, restore_strategy, save_checkpoint
 
-from conftest import MLP, make_blobs, tensor_benchmark
+from conftest import MLP, blobs_data, make_blobs, tensor_benchmark
 from test_plugin import quiet_evaluator
 
 MEM = 30
@@ -63,8 +63,7 @@ def memory_labels(replay) -> torch.Tensor:
 def id_benchmark():
     """6 classes in 3 experiences (60 train samples per class); the last input column is
     the sample's id, so recorded mini-batches say which samples were drawn."""
-    x, y = make_blobs(6, 60, seed=1)
-    xt, yt = make_blobs(6, 20, seed=1)
+    x, y, xt, yt = blobs_data()
     x = torch.cat([x, torch.arange(len(x), dtype=torch.float32)[:, None]], 1)
     xt = torch.cat([xt, torch.zeros(len(xt), 1)], 1)
     return tensor_benchmark(x, y, xt, yt, n_experiences=3)
@@ -237,8 +236,7 @@ def test_one_instance_listed_twice_is_refused(id_benchmark):
 
 def test_loader_that_does_not_draw_each_sample_once_is_refused():
     """Several task labels: the strategy's task-balanced loader would cycle the memory."""
-    x, y = make_blobs(4, 60, seed=1)
-    xt, yt = make_blobs(4, 20, seed=1)
+    x, y, xt, yt = blobs_data(4)
     x = torch.cat([x, torch.zeros(len(x), 1)], 1)
     xt = torch.cat([xt, torch.zeros(len(xt), 1)], 1)
     benchmark = nc_benchmark(make_dataset(x, y), make_dataset(xt, yt), n_experiences=2, task_labels=True,

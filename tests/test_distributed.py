@@ -16,9 +16,6 @@ a tolerance of 0.05 (seed 0 differs by 0.007).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -26,27 +23,10 @@ import torch
 from bsce_avalanche.compat import ReshufflingDistributedSampler, reshuffling_distributed_sampler
 from bsce_avalanche.runner import distributed
 from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
-from naming import run_dir, without_digest
+from conftest import subprocess_env, torchrun
+from naming import results_in, without_digest
 
 AIA_TOLERANCE = 0.05
-
-
-def _torchrun(args, cwd, env, nproc=2, timeout=300):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "bsce_avalanche", *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return proc
-
-
-def _env(tmp_path):
-    env = dict(os.environ)
-    env.update(WANDB_MODE="offline", WANDB_SILENT="true", OMP_NUM_THREADS="1",
-               WANDB_DATA_DIR=str(tmp_path / "wandb-data"), WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"),
-               WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"))
-    for key in ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SERVICE", "WORLD_SIZE", "RANK", "LOCAL_RANK"):
-        env.pop(key, None)  # (WANDB_SERVICE: this process's wandb-core; the ranks start their own)
-    return env
 
 
 BASE = dict(name="ddp", benchmark="digits", protocol="B0", n_steps=5, class_order="natural", model="small_cnn",
@@ -63,7 +43,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     config = tmp_path / "ddp.yaml"
     config.write_text(json.dumps({**BASE, "grid": {"prior": ["auto", "batch"]}}))
     out = tmp_path / "ddp"
-    _torchrun(["run", "--config", str(config), "--output-dir", str(out)], cwd=tmp_path, env=_env(tmp_path))
+    torchrun(["run", "--config", str(config), "--output-dir", str(out)], cwd=tmp_path, env=subprocess_env(tmp_path))
 
     for prior in ("auto", "batch"):
         cfg = ExperimentConfig(**BASE, prior=prior, wandb=False)
@@ -158,10 +138,7 @@ def test_ddp_gradient_averaging_equals_the_full_batch(tmp_path):
 
     script = tmp_path / "ddp_equivalence.py"
     script.write_text(EQUIVALENCE_SCRIPT)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(script), str(tmp_path / "ddp.json")]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-6000:]
+    torchrun([tmp_path / "ddp.json"], cwd=tmp_path, env=subprocess_env(tmp_path), script=script)
     runpy.run_path(str(script))["main"](str(tmp_path / "single.json"))
 
     ddp = json.loads((tmp_path / "ddp.json").read_text())
@@ -238,12 +215,13 @@ def test_every_strategy_trains_consistently_under_ddp(tmp_path):
     config.write_text(json.dumps({**BASE, "epochs": 1, "n_steps": 2, "lwf_memory": True, "bic_stage2_epochs": 2,
                                   "wandb": False, "grid": {"strategy": ["naive", "replay", "lwf", "icarl", "bic",
                                                                         "gdumb"]}}))
-    _torchrun(["run", "--config", str(config), "--output-dir", str(tmp_path / "all")], cwd=tmp_path, env=_env(tmp_path))
+    torchrun(["run", "--config", str(config), "--output-dir", str(tmp_path / "all")], cwd=tmp_path,
+             env=subprocess_env(tmp_path))
     config.write_text(json.dumps({**BASE, "epochs": 1, "n_steps": 2, "strategy": "er_ace", "loss": "ce",
                                   "wandb": False}))
-    _torchrun(["run", "--config", str(config), "--output-dir", str(tmp_path / "all")], cwd=tmp_path, env=_env(tmp_path))
-    results = sorted((tmp_path / "all").glob("*/results.json"))
+    torchrun(["run", "--config", str(config), "--output-dir", str(tmp_path / "all")], cwd=tmp_path,
+             env=subprocess_env(tmp_path))
+    results = results_in(tmp_path / "all")
     assert len(results) == 7
-    for path in results:
-        info = json.loads(path.read_text())["distributed"]
-        assert info["consistent_per_step"] == [True, True], path.parent.name
+    for name, run in results.items():
+        assert run["distributed"]["consistent_per_step"] == [True, True], name

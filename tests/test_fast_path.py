@@ -29,7 +29,8 @@ from bsce_avalanche.benchmarks.device_data import DeviceBatches, DeviceDataPlugi
 from bsce_avalanche.models import Autocast, make_model
 from bsce_avalanche.runner.cli import main
 from bsce_avalanche.runner.config import ConfigError, load_config
-from naming import run_dir, without_digest
+from conftest import assert_accuracies_consistent, subprocess_env, torchrun
+from naming import results_in, without_digest
 
 from test_benchmark_scripts import load_script
 
@@ -261,7 +262,8 @@ def test_runner_bf16_runs_are_finite(tmp_path):
     cfg = load_config(None, dict(strategy="icarl", epochs=1, n_steps=2, memory_size=40, data_path="device",
                                  amp="bf16", wandb=False, progress=False))
     result = run_experiment(cfg, tmp_path)
-    assert 0 <= result["last_accuracy"] <= 1 and result["finished"]
+    assert 0 <= result["last_accuracy"] <= 1 and result["finished"]  # a number (not NaN)
+    assert_accuracies_consistent(result)  # and every accuracy the count its confusion matrix gives
 
 
 @pytest.mark.slow
@@ -272,8 +274,7 @@ def test_jobs_give_the_same_results_as_one_process(tmp_path):
         out = tmp_path / f"jobs{jobs}"
         assert main(["run", "--output-dir", str(out), "--epochs", "2", "--no-wandb", "--no-progress",
                      "--jobs", str(jobs), "--set", "threads=1"]) == 0
-        matrices[jobs] = {without_digest(p.parent.name): json.loads(p.read_text())["accuracy_matrix"]
-                          for p in out.glob("*/results.json")}
+        matrices[jobs] = {without_digest(name): run["accuracy_matrix"] for name, run in results_in(out).items()}
     assert set(matrices[1]) == {"replay-ce-seed0", "replay-bsce-seed0"}
     assert matrices[1] == matrices[2]
 
@@ -327,15 +328,15 @@ def test_cudnn_autotuner_is_on_while_a_run_trains_then_as_the_caller_left_it(mon
 @pytest.mark.slow
 def test_device_path_under_ddp_matches_the_loader_path(tmp_path):
     """torchrun, 2 gloo processes: the sharded samplers are kept, so both paths train alike."""
-    from test_distributed import BASE, _env, _torchrun
+    from test_distributed import BASE
 
     results = {}
     for path in ("loader", "device"):
         config = tmp_path / f"{path}.yaml"
         config.write_text(json.dumps({**BASE, "epochs": 1, "n_steps": 2, "data_path": path, "wandb": False}))
-        _torchrun(["run", "--config", str(config), "--output-dir", str(tmp_path / path)], cwd=tmp_path,
-                  env=_env(tmp_path))
-        results[path] = json.loads(next((tmp_path / path).glob("*/results.json")).read_text())
+        torchrun(["run", "--config", str(config), "--output-dir", str(tmp_path / path)], cwd=tmp_path,
+                 env=subprocess_env(tmp_path))
+        [results[path]] = results_in(tmp_path / path).values()
     assert results["device"]["distributed"]["consistent_per_step"] == [True, True]
     for key in ("accuracy_matrix", "priors"):
         assert results["loader"][key] == results["device"][key]

@@ -31,15 +31,11 @@ from bsce_avalanche.runner.divergence import NonFiniteLossGuard, TrainingDiverge
 from bsce_avalanche.runner.experiment import run_experiment
 from bsce_avalanche.runner.fileio import LOCK_FILE, atomic_write, lock_run_dir, write_json_atomic, write_text_atomic
 
-from conftest import MLP, make_blobs, tensor_benchmark
+from conftest import MLP, Crash, blobs_data, crash_during_eval_of_step, make_blobs_benchmark, tensor_benchmark
 
 BASE = dict(benchmark="digits", protocol="B0", n_steps=2, class_order="natural", model="small_cnn",
             strategy="replay", loss="bsce", epochs=1, batch_size=32, memory_size=30, progress=False, wandb=False)
 NAME = ExperimentConfig(**BASE).run_name  # the run folder of BASE (replay-bsce-seed0-<digest>)
-
-
-class Crash(Exception):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +67,8 @@ def interrupted_run(tmp_path_factory):
     """A run that crashed while evaluating step 1: results and checkpoint of step 0."""
     cfg = ExperimentConfig(**BASE)
     out = tmp_path_factory.mktemp("interrupted") / "run"
-    real = experiment._evaluate
-
-    def crash_at_step_1(strategy, recorder, benchmark, classes_per_step, t, *args, **kwargs):
-        if t == 1:
-            raise Crash
-        return real(strategy, recorder, benchmark, classes_per_step, t, *args, **kwargs)
-
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(experiment, "_evaluate", crash_at_step_1)
+        crash_during_eval_of_step(m, step=1)
         with pytest.raises(Crash):
             run_experiment(cfg, out)
     return cfg, out
@@ -147,9 +136,7 @@ def test_nonfinite_input_is_named_and_earlier_steps_are_kept(tmp_path, monkeypat
 
 @pytest.fixture
 def blobs():
-    x, y = make_blobs(4, 40, seed=1)
-    xt, yt = make_blobs(4, 10, seed=1)
-    return tensor_benchmark(x, y, xt, yt, n_experiences=2)
+    return make_blobs_benchmark(n_classes=4, n_experiences=2, train=40, test=10)
 
 
 def naive(*plugins, lr=0.05, epochs=2):
@@ -402,8 +389,7 @@ def _memory_strategy(kind):
 
 @pytest.mark.parametrize("kind", MEMORIES)
 def test_checkpoint_holds_the_memory_not_the_dataset(tmp_path, kind):
-    x, y = make_blobs(4, 1000, dim=256, seed=2)  # 4 MB of training inputs
-    xt, yt = make_blobs(4, 10, dim=256, seed=2)
+    x, y, xt, yt = blobs_data(4, train=1000, test=10, seed=2, dim=256)  # 4 MB of training inputs
     benchmark = tensor_benchmark(x, y, xt, yt, n_experiences=2)
     strategy = _memory_strategy(kind)
     strategy.train(benchmark.train_stream[0])

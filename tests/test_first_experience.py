@@ -8,7 +8,6 @@ import json
 import re
 from dataclasses import fields
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,6 +25,9 @@ from bsce_avalanche.runner.first_experience import (
     first_experience_key,
     key_digest,
 )
+
+from conftest import Crash, crash_during_eval_of_step, write_fake_cifar
+from naming import results_in
 
 UNIFORM = torch.tensor([0.0, 50.0, 0.0, 50.0])  # a B0 first experience: classes 1 and 3, balanced
 SKEWED = torch.tensor([0.0, 50.0, 0.0, 40.0])
@@ -204,23 +206,12 @@ def test_runs_with_one_key_train_the_same_first_experience(tmp_path):
         assert torch.equal(state["rng"]["torch"], states[0]["rng"]["torch"])
 
 
-class Crash(Exception):
-    pass
-
-
 @pytest.mark.slow
 def test_a_run_resumed_past_its_first_step_needs_no_cache(tmp_path, monkeypatch):
     cfg = ExperimentConfig(**DIGITS, strategy="replay", loss="bsce")
     reference = run_experiment(cfg.replace(first_experience_cache=False), tmp_path / "reference")
-    real = experiment._evaluate
-
-    def crash_at_step_1(strategy, recorder, benchmark, classes_per_step, t, *args, **kwargs):
-        if t == 1:
-            raise Crash()
-        return real(strategy, recorder, benchmark, classes_per_step, t, *args, **kwargs)
-
     with monkeypatch.context() as m:
-        m.setattr(experiment, "_evaluate", crash_at_step_1)
+        crash_during_eval_of_step(m, step=1)
         with pytest.raises(Crash):
             run_experiment(cfg, tmp_path / "grid" / "run")
     for path in (tmp_path / "grid" / "first_experience").iterdir():
@@ -237,30 +228,22 @@ def test_runs_of_one_key_started_at_once_train_it_once(tmp_path):
 
     cfg = ExperimentConfig(**DIGITS, strategy="replay", output_dir=str(tmp_path), grid={"loss": ["ce", "bsce"]})
     run_configs(cfg, jobs=2)
-    runs = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*/results.json"))]
+    runs = list(results_in(tmp_path).values())
     assert sorted(r["first_experience"]["cached"] for r in runs) == [False, True]
     assert runs[0]["accuracy_matrix"][0] == runs[1]["accuracy_matrix"][0]
 
 
 # ---------------------------------------------------------------- the data in the key
-def _write_cifar(folder, seed):
-    """A tiny cifar100.npz (2 train, 1 test image per class), its images drawn with ``seed``."""
-    rng = np.random.default_rng(seed)
-    np.savez(folder / "cifar100.npz", x_train=rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8),
-             y_train=np.arange(200) % 100, x_test=rng.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8),
-             y_test=np.arange(100) % 100)
-
-
 TINY_CIFAR = dict(benchmark="cifar100", protocol="B50", n_steps=1, model="resnet8", width=4, epochs=1, batch_size=50,
                   strategy="naive", loss="ce", progress=False, wandb=False)
 
 
 def test_the_data_digest_follows_the_data_not_its_path(tmp_path):
     cfg = ExperimentConfig(**TINY_CIFAR, data_dir=str(tmp_path))
-    _write_cifar(tmp_path, 0)
+    write_fake_cifar(tmp_path, seed=0)
     old = benchmark_digest(experiment.build_benchmark(cfg))
     assert benchmark_digest(experiment.build_benchmark(cfg)) == old  # same data: same digest
-    _write_cifar(tmp_path, 1)  # replaced in place: same path, other images
+    write_fake_cifar(tmp_path, seed=1)  # replaced in place: same path, other images
     assert benchmark_digest(experiment.build_benchmark(cfg)) != old
     keys = [first_experience_key(ExperimentConfig(**DIGITS), UNIFORM, 4, data=d) for d in ("a", "b")]
     assert key_digest(keys[0]) != key_digest(keys[1])
@@ -270,10 +253,10 @@ def test_the_data_digest_follows_the_data_not_its_path(tmp_path):
 def test_a_data_file_replaced_in_place_trains_its_first_experience_again(tmp_path):
     cfg = ExperimentConfig(**TINY_CIFAR, data_dir=str(tmp_path))
     out = tmp_path / "runs" / cfg.run_name
-    _write_cifar(tmp_path, 0)
+    write_fake_cifar(tmp_path, seed=0)
     old = run_experiment(cfg, out)["first_experience"]
-    _write_cifar(tmp_path, 1)
+    write_fake_cifar(tmp_path, seed=1)
     new = run_experiment(cfg, out, overwrite=True)["first_experience"]
     assert not new["cached"] and new["key"] != old["key"]
-    _write_cifar(tmp_path, 0)  # the old data again: its cached first experience
+    write_fake_cifar(tmp_path, seed=0)  # the old data again: its cached first experience
     assert run_experiment(cfg, out, overwrite=True)["first_experience"] == {**old, "cached": True}

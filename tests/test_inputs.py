@@ -39,7 +39,8 @@ from bsce_avalanche.runner import cli, experiment
 from bsce_avalanche.runner import compare as compare_module
 from bsce_avalanche.runner.cli import build_parser, config_from_args, main, run_configs
 from bsce_avalanche.runner.config import ConfigError, ExperimentConfig, load_config
-from naming import run_dir, without_digest
+from conftest import fake_cifar_arrays
+from naming import without_digest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -330,18 +331,9 @@ def test_tau_bound_is_enforced_by_the_library():
 
 
 # ---------------------------------------------------------------- data files
-def fake_cifar(n_train=200, n_test=100, **changes):
-    """A tiny CIFAR-100 archive's arrays: every class in both splits."""
-    rng = np.random.default_rng(0)
-    arrays = dict(x_train=rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8), y_train=np.arange(n_train) % 100,
-                  x_test=rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8), y_test=np.arange(n_test) % 100)
-    arrays.update(changes)
-    return {k: v for k, v in arrays.items() if v is not None}
-
-
 def npz_bytes(compressed=False, **changes) -> bytes:
     buffer = io.BytesIO()
-    (np.savez_compressed if compressed else np.savez)(buffer, **fake_cifar(**changes))
+    (np.savez_compressed if compressed else np.savez)(buffer, **fake_cifar_arrays(**changes))
     return buffer.getvalue()
 
 

@@ -13,6 +13,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("nbclient")
@@ -84,6 +85,8 @@ print("PROBE " + json.dumps({
     label: {
         "accuracy_seen": [s["accuracy_seen"] for s in run["steps"]],
         "new_class_prediction_share": [s["new_class_prediction_share"] for s in run["steps"]],
+        "confusion_matrix": [s["confusion_matrix"] for s in run["steps"]],
+        "classes_per_step": [list(map(int, c)) for c in classes_per_step],
         "prior_history": run["plugin"].prior_history if run["plugin"] is not None else None,
         "wandb_mode": run["wandb"].mode,
         "wandb_run_dir": os.path.abspath(run["wandb"].run_dir),
@@ -103,13 +106,16 @@ def test_quickstart_runs_offline_and_shows_its_results(tmp_path, kernel_env):
     assert set(probe) == {"CE", "BSCE"}
     for label, run in probe.items():
         assert len(run["accuracy_seen"]) == 5
-        assert all(0.0 <= a <= 1.0 for a in run["accuracy_seen"] + run["new_class_prediction_share"])
+        # each step's figures recounted from its confusion matrix (rows: seen-class test samples)
+        for t, cm in enumerate(map(np.asarray, run["confusion_matrix"])):
+            assert cm.sum() > 0 and run["accuracy_seen"][t] == pytest.approx(np.trace(cm) / cm.sum(), abs=1e-12)
+            newest = cm[:, run["classes_per_step"][t]].sum() / cm.sum()
+            assert run["new_class_prediction_share"][t] == pytest.approx(newest, abs=1e-12)
         assert run["wandb_mode"] == "offline"
         run_dir = Path(run["wandb_run_dir"])
         assert tmp_path in run_dir.parents  # W&B wrote below the kernel's cwd, not into the repo
         assert list(run_dir.glob("run-*.wandb"))
     final = probe["BSCE"]["accuracy_seen"][-1]
-    assert 0.0 <= final <= 1.0
     assert f"final accuracy: {final:.3f}" in _stdout(nb)  # the printed number is the recorded one
     assert probe["CE"]["prior_history"] is None
     priors = probe["BSCE"]["prior_history"]

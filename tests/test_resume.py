@@ -12,31 +12,14 @@ import time
 
 import pytest
 
-from bsce_avalanche.runner import experiment
 from bsce_avalanche.runner.config import ConfigError, ExperimentConfig, run_name
 from bsce_avalanche.runner.experiment import run_experiment
+from conftest import Crash, crash_during_eval_of_step
 from naming import run_dir
 
 BASE = dict(benchmark="digits", protocol="B0", n_steps=5, class_order="natural", model="small_cnn",
             epochs=1, batch_size=32, memory_size=30, progress=False, wandb=False)
 COMPARED = ("accuracy_matrix", "priors", "new_class_prediction_share", "average_incremental_accuracy")
-
-
-class Crash(Exception):
-    pass
-
-
-def crash_during_eval_of_step(monkeypatch, step: int):
-    real = experiment._evaluate
-    calls = {"n": 0}
-
-    def flaky(strategy, recorder, benchmark, classes_per_step, t, *args, **kwargs):
-        if t == step:
-            raise Crash(f"simulated crash at step {t}")
-        return real(strategy, recorder, benchmark, classes_per_step, t, *args, **kwargs)
-
-    monkeypatch.setattr(experiment, "_evaluate", flaky)
-    return calls
 
 
 @pytest.mark.parametrize(

@@ -22,9 +22,12 @@ from bsce_avalanche.runner.experiment import build_benchmark, build_model, run_e
 from bsce_avalanche.runner.strategies import STRATEGIES
 from bsce_avalanche.runner.fileio import write_json_atomic
 from bsce_avalanche.runner.metrics import evaluate_step, summarise
+from conftest import assert_accuracies_consistent
 from naming import run_dir
 
 REPO = Path(__file__).resolve().parents[1]
+SUMMARY_KEYS = {"accuracy_matrix", "average_incremental_accuracy", "last_accuracy", "forgetting", "old_new_accuracy",
+                "new_class_prediction_share"}  # runner.metrics.summarise: a run's, and iCaRL's other classifier's
 FAST = dict(benchmark="digits", protocol="B0", n_steps=2, class_order="natural", model="small_cnn",
             epochs=1, batch_size=32, memory_size=30, progress=False)
 
@@ -247,11 +250,10 @@ def test_run_writes_results_and_an_offline_wandb_run(wandb_env, fake_wandb):
     matrix = on_disk["accuracy_matrix"]
     assert len(matrix) == 2 and all(len(row) == 2 for row in matrix)
     assert matrix[0][1] is None, "experiences not seen yet are not evaluated"
-    assert all(0 <= a <= 1 for row in matrix for a in row if a is not None)
-    assert 0 <= on_disk["average_incremental_accuracy"] <= 1
+    # every accuracy recounted from the confusion matrix (and average_incremental_accuracy = mean accuracy_seen)
+    assert_accuracies_consistent(on_disk)
+    assert np.sum(on_disk["confusion_matrix"]) == 540  # digits' 30 % test split: all 10 classes seen at the end
     assert len(on_disk["priors"]) == 2 and sum(on_disk["priors"][-1]) == pytest.approx(1)
-    assert on_disk["average_incremental_accuracy"] == pytest.approx(
-        np.mean([s["accuracy_seen"] for s in on_disk["steps"]]))
     assert results["last_accuracy"] == on_disk["last_accuracy"]
 
     [run] = fake_wandb.runs  # what the run handed to wandb (tests/fake_wandb.py)
@@ -275,12 +277,22 @@ def test_run_writes_results_and_an_offline_wandb_run(wandb_env, fake_wandb):
 
 
 def test_icarl_run_reports_nme_and_head(wandb_env):
-    cfg = ExperimentConfig(**FAST, strategy="icarl", loss="bsce", wandb=False,
-                           output_dir=str(wandb_env / "icarl"))
-    results = run_experiment(cfg)
-    assert results["finished"]
-    assert "icarl_head" in results
-    assert 0 < results["icarl_head"]["last_accuracy"] <= 1
+    """Both classifiers on the same weights: a run evaluated with NME reports under icarl_head exactly what
+    the run evaluated with the head reports as its own accuracies, and the other way round."""
+    runs = {}
+    for evaluation in ("nme", "head"):
+        cfg = ExperimentConfig(**FAST, strategy="icarl", loss="bsce", icarl_eval=evaluation, wandb=False,
+                               output_dir=str(wandb_env / evaluation))
+        runs[evaluation] = run_experiment(cfg)
+        assert runs[evaluation]["finished"]
+        assert_accuracies_consistent(runs[evaluation])
+    nme, head = runs["nme"], runs["head"]
+    assert nme["priors"] == head["priors"]  # the same training
+    assert set(nme["icarl_head"]) == set(head["icarl_nme"]) == SUMMARY_KEYS
+    for key in SUMMARY_KEYS:
+        assert nme["icarl_head"][key] == head[key], key
+        assert head["icarl_nme"][key] == nme[key], key
+    assert nme["accuracy_matrix"] != head["accuracy_matrix"]  # two classifiers, not one reported twice
 
 
 def test_er_ace_with_bsce_is_refused():
@@ -288,6 +300,7 @@ def test_er_ace_with_bsce_is_refused():
         run_experiment(ExperimentConfig(**FAST, strategy="er_ace", loss="bsce", wandb=False))
 
 
+@pytest.mark.slow  # a grid of runs through the CLI (13 s on the loaded 2-core machine)
 def test_cli_run_grid_and_compare(wandb_env, capsys):
     out = wandb_env / "grid"
     code = main(["run", "--output-dir", str(out), "--epochs", "1", "--n-steps", "2", "--no-wandb",

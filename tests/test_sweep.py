@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from bsce_avalanche.runner import sweep
 from bsce_avalanche.runner.cli import main
 from bsce_avalanche.runner.config import ConfigError, ExperimentConfig, load_config
 import naming
+from conftest import subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "experiments" / "sweeps").glob("*.yaml"))
@@ -130,17 +130,11 @@ def _agent_env(tmp_path, params, run_id):
     param_file = tmp_path / "wandb" / "sweep-smoke01" / f"config-{run_id}.yaml"
     param_file.parent.mkdir(parents=True, exist_ok=True)
     param_file.write_text(yaml.safe_dump({"wandb_version": 1, **{k: {"value": v} for k, v in params.items()}}))
-    env = dict(os.environ)
-    env.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_SWEEP_ID="smoke01", WANDB_RUN_ID=run_id,
-               WANDB_SWEEP_PARAM_PATH=str(param_file), WANDB_PROJECT="bsce-avalanche",
-               WANDB_DIR=str(tmp_path / "wandb"), WANDB_DATA_DIR=str(tmp_path / "wandb-data"),
-               WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"), WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
-               OMP_NUM_THREADS="1")
-    env.pop("WORLD_SIZE", None)
-    env.pop("WANDB_SERVICE", None)  # this process's wandb-core: the program starts its own
-    return env
+    return subprocess_env(tmp_path, WANDB_SWEEP_ID="smoke01", WANDB_RUN_ID=run_id, WANDB_SWEEP_PARAM_PATH=str(param_file),
+                          WANDB_PROJECT="bsce-avalanche", WANDB_DIR=str(tmp_path / "wandb"))
 
 
+@pytest.mark.slow  # the agent's program in a child process with W&B offline (42 s on the loaded 2-core machine)
 def test_agent_program_runs_one_combination_offline(tmp_path):
     """The digits smoke sweep's command, run as the agent runs it: results.json and an
     offline W&B run that is the agent's run (its id, the sweep's parameters, the sweep id)."""

@@ -4,8 +4,6 @@ mini-batches trained, across experiences, resumable, identical on every DDP rank
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -21,7 +19,7 @@ from bsce_avalanche import BalancedSoftmaxPlugin, ClassPrior
 from bsce_avalanche.losses import ZERO_PRIOR_OFFSET
 from bsce_avalanche.runner.checkpoint import load_checkpoint, restore_strategy, save_checkpoint
 
-from conftest import MLP
+from conftest import MLP, subprocess_env, torchrun
 
 
 def window_frequency(label_batches, window, n_classes):
@@ -137,9 +135,15 @@ def test_trained_loss_is_er_las_over_the_window_in_avalanche(blobs_benchmark, ki
     for i, (logits, targets, loss) in enumerate(zip(recorder.logits, recorder.labels, recorder.losses)):
         freq = window_frequency(recorder.labels[: i + 1], window, 6)
         assert loss == pytest.approx(float(reference_loss(logits, targets, freq, tau)), abs=1e-5), i
-    # the first batch of an experience still sees the previous experience's last batches
+    # the first batch of an experience still sees the previous experience's last batches: its loss is that
+    # of the window across the boundary, not that of a window restarted with the experience
     first_of_second = window_frequency(recorder.labels[:13], window, 6)
+    restarted = window_frequency(recorder.labels[12:13], window, 6)
     assert first_of_second[:2].sum() > 0 and first_of_second[2:4].sum() > 0
+    assert not torch.equal(first_of_second, restarted)
+    logits, targets = recorder.logits[12], recorder.labels[12]
+    assert recorder.losses[12] == pytest.approx(float(reference_loss(logits, targets, first_of_second, tau)), abs=1e-5)
+    assert recorder.losses[12] != pytest.approx(float(reference_loss(logits, targets, restarted, tau)), abs=1e-3)
     assert len(bsce.prior_history) == 3
 
 
@@ -262,14 +266,9 @@ def test_ddp_ranks_agree_on_the_window_prior(tmp_path):
     global batch of 24 (per-batch counts all-reduced), equal to the single-process one."""
     import runpy
 
-    from test_distributed import _env
-
     script = tmp_path / "ddp_window.py"
     script.write_text(DDP_SCRIPT)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(script), str(tmp_path / "ddp.json")]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-6000:]
+    torchrun([tmp_path / "ddp.json"], cwd=tmp_path, env=subprocess_env(tmp_path), script=script)
     runpy.run_path(str(script))["main"](str(tmp_path / "single.json"))
     ddp = json.loads((tmp_path / "ddp.json").read_text())
     single = json.loads((tmp_path / "single.json").read_text())
