@@ -131,7 +131,7 @@ def test_inductor_digits_accuracy_matches_eager_within_seed_noise(tmp_path):
     assert on[0] > 0.5  # learned (chance: 0.1 at the end)
 
 
-def _cifar_like(path, per_class: int = 24, seed: int = 0):
+def _cifar_like(path, per_class: int = 48, seed: int = 0):
     """A learnable CIFAR-shaped set: each class a random colour layout plus noise (uint8, NHWC)."""
     rng = np.random.default_rng(seed)
     means = rng.integers(40, 216, (100, 4, 4, 3))
@@ -147,20 +147,20 @@ def _cifar_like(path, per_class: int = 24, seed: int = 0):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="failed on its first run (issue 19 session, machine overloaded), cause not yet investigated; "
-                         "the digits test above covers compile-vs-eager accuracy meanwhile")
 def test_inductor_cifar_shaped_run_matches_eager(tmp_path):
     """Real compilation on the CIFAR path (ResNet-8, uint8 batches augmented on the device, bf16 autocast
     inside the compiled region, device data path): the same accuracy as eager within the seeds' spread."""
     torch._dynamo.reset()
     _cifar_like(tmp_path)
     cfg = ExperimentConfig(benchmark="cifar100", data_dir=str(tmp_path), protocol="B0", n_steps=5, model="resnet8",
-                           width=4, epochs=2, batch_size=64, memory_size=200, replay="concat", strategy="replay",
+                           width=4, epochs=4, batch_size=64, memory_size=200, replay="concat", strategy="replay",
                            loss="bsce", data_path="device", amp="bf16", progress=False, wandb=False, threads=1)
     eager = _accuracies(cfg, tmp_path / "eager", seeds=(0, 1))
     on = _accuracies(cfg.replace(compile=True), tmp_path / "compiled", seeds=(0,))
     assert abs(on[0] - eager[0]) <= max(max(eager) - min(eager), 0.03), (on, eager)
-    assert on[0] > 0.1  # learned (chance over the seen classes: 0.02 to 0.1)
+    # learned (chance over the seen classes: 0.01 to 0.05). With 24 images per class and 2 epochs neither variant
+    # learned (eager 0.035, compiled 0.036): this check failed, not the comparison; eager now reaches 0.48 and 0.51
+    assert on[0] > 0.3
     results = json.loads((tmp_path / "compiled" / "seed0" / "results.json").read_text())
     assert results["config"]["compile"] is True and results["finished"]
 
