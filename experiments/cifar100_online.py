@@ -51,6 +51,10 @@ ER, ER_LAS, ER_BSCE, ER_ACE = ("replay", "ce", None, None), ("replay", "bsce", "
     ("replay", "bsce", "auto", None), ("er_ace", "ce", None, None)
 
 
+#: the protocol's settings each summary entry repeats
+SUMMARY_CONFIG_KEYS = ("batch_size", "batch_size_mem", "model", "width", "lr", "benchmark", "n_steps")
+
+
 def planned_runs(memories=MEMORIES, seeds=(0, 1, 2)) -> list[dict]:
     """The runs, most important first (each: strategy, loss, prior, window, memory_size, seed)."""
     (low, high), extra = memories[:2], memories[2:]
@@ -78,15 +82,15 @@ def config_of(run: dict, base: dict, task_batches: int) -> ExperimentConfig:
                                "memory_size": run["memory_size"], "seed": run["seed"], **extra})
 
 
-def row(run: dict, cfg: ExperimentConfig, result: dict) -> dict:
-    shares = result["new_class_prediction_share"]
+def row(run: dict, result: dict) -> dict:
+    """The summary's entry for a run of the plan, from its results (and the config they record)."""
+    cfg, shares = result["config"], result["new_class_prediction_share"]
     return {"run": run_id(run), "strategy": run["strategy"], "loss": run["loss"], "prior": run["prior"],
-            "window": cfg.prior_window, "window_label": run["window"], "memory_size": run["memory_size"],
+            "window": cfg["prior_window"], "window_label": run["window"], "memory_size": run["memory_size"],
             "seed": run["seed"], "average_accuracy": result["average_incremental_accuracy"],
             "final_accuracy": result["last_accuracy"], "newest_task_prediction_share": shares[-1],
             "newest_task_prediction_share_mean": sum(shares) / len(shares), "forgetting": result["forgetting"],
-            "train_time_s": result["train_time_s"], "batch_size": cfg.batch_size, "batch_size_mem": cfg.batch_size_mem,
-            "model": cfg.model, "width": cfg.width, "lr": cfg.lr, "benchmark": cfg.benchmark, "n_steps": cfg.n_steps}
+            "train_time_s": result["train_time_s"], **{k: cfg[k] for k in SUMMARY_CONFIG_KEYS}}
 
 
 def markdown_table(rows: list[dict]) -> str:
@@ -128,7 +132,9 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--shard", default="1/1", metavar="K/N",
                         help="run only every N-th run of the plan from the K-th (1-based): N processes, one per core, "
                              "share the plan; each rebuilds OUTPUT_DIR.json from all finished runs")
-    parser.add_argument("--table", action="store_true", help="print OUTPUT_DIR.json as a Markdown table, run nothing")
+    parser.add_argument("--table", action="store_true",
+                        help="rebuild OUTPUT_DIR.json from the finished runs' folders and print it as a Markdown "
+                             "table; run nothing")
     args = parser.parse_args(argv)
     try:
         shard, shards = (int(part) for part in args.shard.split("/"))
@@ -136,8 +142,11 @@ def main(argv=None) -> list[dict]:
             raise ValueError
     except ValueError:
         parser.error(f"--shard {args.shard!r}: expected K/N with 1 <= K <= N, e.g. --shard 2/2")
+    out = Path(args.output_dir)
+    plan = planned_runs(TINY_MEMORIES if args.tiny else MEMORIES)[: args.max_runs]
     if args.table:
-        rows = json.loads(Path(args.output_dir).with_suffix(".json").read_text())
+        rows = _summary_rows(plan, out)
+        write_json_atomic(out.with_suffix(".json"), rows)
         print(markdown_table(rows))
         return rows
     warnings.simplefilter("ignore")
@@ -147,8 +156,6 @@ def main(argv=None) -> list[dict]:
     base_cfg = ExperimentConfig(**base)
     first = build_benchmark(base_cfg).train_stream[0]
     task_batches = math.ceil(len(first.dataset) / base_cfg.batch_size)  # "a whole task" (B0: equal tasks)
-    out = Path(args.output_dir)
-    plan = planned_runs(TINY_MEMORIES if args.tiny else MEMORIES)[: args.max_runs]
     times, start = [], time.time()
     summary = out.with_suffix(".json")
     for i, run in enumerate(plan):
@@ -165,13 +172,12 @@ def main(argv=None) -> list[dict]:
         result = run_experiment(cfg, out / run_id(run), resume=True)
         if not finished:
             times.append(time.time() - t0)
-        r = row(run, cfg, result)
+        r = row(run, result)
         print(f"[{i + 1}/{len(plan)}] {r['run']}: average {100 * r['average_accuracy']:.2f}%, final "
               f"{100 * r['final_accuracy']:.2f}%, newest-task share {100 * r['newest_task_prediction_share']:.1f}%, "
               f"train {r['train_time_s']:.0f} s{' (done before)' if finished else ''}", flush=True)
-        rows = _summary_rows(plan, base, task_batches, out)
-        write_json_atomic(summary, rows)
-    rows = _summary_rows(plan, base, task_batches, out)
+        write_json_atomic(summary, _summary_rows(plan, out))
+    rows = _summary_rows(plan, out)
     write_json_atomic(summary, rows)
     return rows
 
@@ -185,15 +191,10 @@ def _finished(run_dir: Path) -> dict | None:
     return result if result.get("finished") else None
 
 
-def _summary_rows(plan: list[dict], base: dict, task_batches: int, out: Path) -> list[dict]:
+def _summary_rows(plan: list[dict], out: Path) -> list[dict]:
     """One row per finished run of the plan, in the plan's order, read from the run folders (so that
     processes running other shards of the plan are counted too)."""
-    rows = []
-    for run in plan:
-        result = _finished(out / run_id(run))
-        if result is not None:
-            rows.append(row(run, config_of(run, base, task_batches), result))
-    return rows
+    return [row(run, result) for run in plan if (result := _finished(out / run_id(run))) is not None]
 
 
 if __name__ == "__main__":

@@ -209,6 +209,9 @@ def test_cifar100_online_benchmark_tiny(tmp_path):
     assert window1["config"]["prior"] == "window" and window1["config"]["prior_window"] == 1
     again = bench.main(["--tiny", "--max-runs", "7", "--output-dir", str(out)])  # resumable: nothing trains
     assert again == rows
+    out.with_suffix(".json").unlink()  # --table rebuilds the summary from the run folders alone
+    assert bench.main(["--tiny", "--output-dir", str(out), "--table"]) == rows
+    assert json.loads(out.with_suffix(".json").read_text()) == json.loads(json.dumps(rows))
 
 
 def test_window_prior_cost_quick(tmp_path):
