@@ -93,29 +93,50 @@ def row(run: dict, result: dict) -> dict:
             "train_time_s": result["train_time_s"], **{k: cfg[k] for k in SUMMARY_CONFIG_KEYS}}
 
 
+def method_name(r: dict) -> str:
+    """A summary row's method, as the tables name it."""
+    method = {"replay": "ER", "er_ace": "ER-ACE"}[r["strategy"]] + (
+        "" if r["loss"] == "ce" else " + BSCE " + (f"window {r['window']}" if r["prior"] == "window"
+                                                   else "per-experience prior"))
+    return method + (" (a whole task)" if r["window_label"] == "task" else "")
+
+
+def _stat(values, scale=100.0, sign="") -> str:
+    """One value, or mean ± std (``sign="+"``: differences, signed)."""
+    values = [scale * v for v in values]
+    return f"{values[0]:{sign}.1f}" if len(values) == 1 else \
+        f"{statistics.mean(values):{sign}.1f} ± {statistics.stdev(values):.1f}"
+
+
 def markdown_table(rows: list[dict]) -> str:
     """The runs as a Markdown table (mean ± std over seeds where there are several)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        method = {"replay": "ER", "er_ace": "ER-ACE"}[r["strategy"]] + (
-            "" if r["loss"] == "ce" else " + BSCE " + (f"window {r['window']}" if r["prior"] == "window"
-                                                       else "per-experience prior"))
-        if r["window_label"] == "task":
-            method += " (a whole task)"
-        groups.setdefault((r["memory_size"], method), []).append(r)
-
-    def stat(values, scale=100.0):
-        values = [scale * v for v in values]
-        return f"{values[0]:.1f}" if len(values) == 1 else \
-            f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
-
+        groups.setdefault((r["memory_size"], method_name(r)), []).append(r)
     lines = ["| memory | method | seeds | average accuracy (%) | final accuracy (%) | newest-task share, last "
              "task (%) | train time (s) |", "|---|---|---|---|---|---|---|"]
     for (memory, method), group in groups.items():
         lines.append(f"| {memory} | {method} | {', '.join(str(r['seed']) for r in group)} | "
-                     f"{stat([r['average_accuracy'] for r in group])} | {stat([r['final_accuracy'] for r in group])} | "
-                     f"{stat([r['newest_task_prediction_share'] for r in group])} | "
-                     f"{stat([r['train_time_s'] for r in group], 1.0)} |")
+                     f"{_stat([r['average_accuracy'] for r in group])} | {_stat([r['final_accuracy'] for r in group])} | "
+                     f"{_stat([r['newest_task_prediction_share'] for r in group])} | "
+                     f"{_stat([r['train_time_s'] for r in group], 1.0)} |")
+    return "\n".join(lines)
+
+
+def gains_table(rows: list[dict]) -> str:
+    """Each ER + BSCE method minus ER and minus ER-ACE at the same memory, paired per seed (the seeds both ran)."""
+    by = {(r["memory_size"], method_name(r), r["seed"]): r for r in rows}
+    lines = ["| memory | method | minus | seeds | average accuracy (points) | final accuracy (points) |",
+             "|---|---|---|---|---|---|"]
+    for (memory, method) in dict.fromkeys((m, n) for m, n, _ in by if "BSCE" in n):
+        for baseline in ("ER", "ER-ACE"):
+            seeds = sorted(s for m, n, s in by if (m, n) == (memory, method) and (memory, baseline, s) in by)
+            if not seeds:
+                continue
+            pairs = [(by[memory, method, s], by[memory, baseline, s]) for s in seeds]
+            lines.append(f"| {memory} | {method} | {baseline} | {', '.join(map(str, seeds))} | "
+                         + " | ".join(_stat([a[k] - b[k] for a, b in pairs], sign="+") for k in ("average_accuracy",
+                                                                                        "final_accuracy")) + " |")
     return "\n".join(lines)
 
 
@@ -147,7 +168,7 @@ def main(argv=None) -> list[dict]:
     if args.table:
         rows = _summary_rows(plan, out)
         write_json_atomic(out.with_suffix(".json"), rows)
-        print(markdown_table(rows))
+        print(markdown_table(rows) + "\n\n" + gains_table(rows))
         return rows
     warnings.simplefilter("ignore")
     from bsce_avalanche.runner.experiment import build_benchmark, run_experiment

@@ -223,3 +223,18 @@ def test_window_prior_cost_quick(tmp_path):
         assert len(ratios) == 2 and all(r > 0 for r in ratios)
         assert (on_disk["ratio_min"][method], on_disk["ratio_median"][method], on_disk["ratio_max"][method]) == (
             min(ratios), statistics.median(ratios), max(ratios))
+
+
+def test_cifar100_online_gains_are_paired_per_seed():
+    bench = load_script("cifar100_online")
+
+    def run(strategy, loss, seed, average, final):
+        return {"strategy": strategy, "loss": loss, "prior": "window" if loss == "bsce" else None,
+                "window": 1 if loss == "bsce" else None, "window_label": 1 if loss == "bsce" else None,
+                "memory_size": 100, "seed": seed, "average_accuracy": average, "final_accuracy": final}
+
+    rows = [run("replay", "ce", 0, 0.20, 0.10), run("replay", "ce", 1, 0.30, 0.10), run("replay", "bsce", 0, 0.25, 0.16),
+            run("replay", "bsce", 1, 0.31, 0.18), run("replay", "bsce", 2, 0.9, 0.9), run("er_ace", "ce", 1, 0.4, 0.1)]
+    assert bench.gains_table(rows).splitlines()[2:] == [
+        "| 100 | ER + BSCE window 1 | ER | 0, 1 | +3.0 ± 2.8 | +7.0 ± 1.4 |",  # seed 2 has no ER run: left out
+        "| 100 | ER + BSCE window 1 | ER-ACE | 1 | -9.0 | +8.0 |"]
