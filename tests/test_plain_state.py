@@ -7,6 +7,7 @@ import functools
 import io
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -35,12 +36,14 @@ def test_round_trip_keeps_shared_and_cyclic_references():
     a.next = a  # a cycle
     graph = {"a": a, "again": shared, "t": (tensor, tensor), "set": {3, 4}, (1, 2): None,
              "od": collections.OrderedDict(b=1, a=2), "counts": collections.Counter([1, 1, 2]),
-             "dd": collections.defaultdict(set, {1: {2}}), "partial": functools.partial(max, 1)}
+             "dd": collections.defaultdict(set, {1: {2}}), "partial": functools.partial(max, 1),
+             "array": np.arange(4, dtype=np.int64)}
     out = decode(round_trip(graph), ALLOWED)
     assert out["a"].next is out["a"] and out["a"].value is out["again"] == shared
     assert out["t"][0] is out["t"][1] and torch.equal(out["t"][0], tensor)
     assert out["set"] == {3, 4} and (1, 2) in out and list(out["od"]) == ["b", "a"]
     assert out["counts"] == collections.Counter([1, 1, 2]) and out["dd"][5] == set() and out["partial"](3) == 3
+    assert out["array"].dtype == np.int64 and out["array"].tolist() == [0, 1, 2, 3]
 
 
 def test_unlisted_classes_and_functions_are_refused_both_ways():

@@ -54,11 +54,11 @@ _STRATEGY_ATTRIBUTES = ("storage_policy",)
 #: The classes and functions a checkpoint's plugins may hold besides the model's module classes, by name
 #: (what the runner's strategies keep, found by running each): containers, Avalanche's replay buffers and the
 #: parts of their datasets (those not shared with the benchmark; with no benchmark given, the leaf datasets
-#: too), priors, the LR scheduler plugin's mean, LwF's, iCaRL's and BiC's state.
+#: too; LazyIndices: FlatData's unflattened index lists), priors, the LR scheduler plugin's mean, LwF's, iCaRL's
+#: and BiC's state.
 ALLOWED = {plain_state.global_name(obj): obj for obj in (
     set, collections.OrderedDict, collections.defaultdict, collections.Counter, functools.partial,
-    data.AvalancheDataset, data._FlatDataWithTransform, classification_dataset.ClassificationDataset,
-    classification_dataset.TaskAwareClassificationDataset, classification_dataset.TaskAwareSupervisedClassificationDataset,
+    data.AvalancheDataset, data._FlatDataWithTransform, classification_dataset.TaskAwareSupervisedClassificationDataset,
     classification_dataset._TensorClassificationDataset, classification_dataset.lookup, TensorImageDataset,
     data_attribute.DataAttribute, flat_data.FlatData, flat_data.LazyIndices, flat_data.ConstantSequence,
     transform_groups.TransformGroups, transform_groups.EmptyTransformGroups, transform_groups.DefaultTransformGroups,

@@ -15,6 +15,7 @@ import copyreg
 import types
 from typing import Callable, Iterable, Mapping
 
+import numpy as np
 import torch
 
 __all__ = ["encode", "decode", "check_plain", "global_name", "PlainStateError"]
@@ -77,6 +78,8 @@ def encode(root, allowed: Mapping[str, object], refs: Iterable = (), fingerprint
             return [type(obj).__name__, [value(x) for x in obj]]
         if type(obj) is dict:
             return ["dict", [value(k) for k in obj], [value(v) for v in obj.values()]]
+        if type(obj) is np.ndarray and obj.dtype.kind in "biuf":  # e.g. Avalanche's eager index lists
+            return ["ndarray", torch.from_numpy(np.ascontiguousarray(obj))]
         if _is_global(obj):
             name = global_name(obj)
             if allowed.get(name) is not obj:
@@ -125,6 +128,10 @@ def decode(data: dict, allowed: Mapping[str, object], refs: Callable = None):
         elif kind == "dict":
             done[n] = obj = {}
             obj.update((value(k), value(v)) for k, v in zip(*args, strict=True))
+        elif kind == "ndarray":
+            if type(args[0]) is not torch.Tensor:
+                raise PlainStateError("malformed array")
+            done[n] = args[0].numpy()
         elif kind == "global":
             if args[0] not in allowed:
                 raise PlainStateError(f"it holds {args[0]}, which is not loaded")
