@@ -4,16 +4,18 @@ Avalanche 0.6's ``save_checkpoint`` dills the whole strategy, which fails on tor
 state. Here one atomic ``torch.save`` holds the model's and the optimizer's state (loaded back into
 the same objects, which Avalanche keeps pointing at), every plugin's ``__dict__`` (saved together,
 so shared references survive), memory-holding strategy attributes, the RNG states and the caller's
-``extra``. Given the ``benchmark``, what the memory shares with its datasets is saved as references
-into the same benchmark rebuilt on resume: a buffer pickled as is would carry the whole training set.
+``extra``. Given the ``benchmark``, what the memory shares with its datasets (data, labels, transforms)
+is saved as indices into the same benchmark rebuilt on resume: a buffer saved as is would carry the
+whole training set.
 
 A checkpoint may sit in a shared folder, so it holds only tensors, numbers, strings and containers of
 them, and loads with ``torch.load(weights_only=True)``: a file that holds anything else (a pickled
-object that would run code) is refused with one line. The plugins' objects (replay buffers and their
-datasets, old models, priors) are saved as plain tables (:mod:`.plain_state`) and rebuilt from
-:data:`ALLOWED`, an exact list of the data classes and functions this runner's strategies keep, plus
-the module classes of the strategy's own model (for old models: LwF's, iCaRL's, BiC's); LR schedulers
-as their ``state_dict``.
+object that would run code when loaded) is refused with one line. The plugins' objects (replay buffers
+and their datasets, old models, priors) are saved as plain tables (:mod:`.plain_state`) and rebuilt from
+:data:`ALLOWED`, an exact list of the data classes and functions this runner's strategies keep, plus the
+module classes of the strategy's own model (its old copies: LwF's, iCaRL's, BiC's); LR schedulers as
+their ``state_dict``. Rather than torch's ``safe_globals`` over the same classes: the file then holds no
+object at all, and a forged table can only build instances of listed classes, never call a function.
 """
 
 from __future__ import annotations
