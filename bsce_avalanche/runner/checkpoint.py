@@ -173,7 +173,8 @@ def _resolver(benchmark):
 
     def resolve(key, fingerprint):
         if objects is None:
-            raise CheckpointError("This checkpoint refers to its benchmark's data: pass benchmark= to restore_strategy.")
+            raise CheckpointError("This checkpoint refers to its benchmark's data: pass benchmark= to "
+                                  "restore_strategy.")
         if not isinstance(key, int) or not 0 <= key < len(objects) or _fingerprint(objects[key]) != fingerprint:
             raise CheckpointError("The benchmark rebuilt for resuming differs from the checkpoint's (other data or "
                                   "split): resume with the same config and data, or delete the checkpoint to start "
