@@ -338,6 +338,45 @@ def test_unreadable_checkpoint_is_one_line_naming_it(interrupted_run, tmp_path, 
     assert "checkpoint.pt" in one_line_error(capsys)
 
 
+class RunsCode:
+    """Unpickled, it would run ``touch marker`` (what a file dropped into a shared folder could do)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_checkpoint_loads_with_weights_only(interrupted_run):
+    payload = torch.load(interrupted_run[1] / "checkpoint.pt", weights_only=True)
+    assert payload["memory"]["table"] and not any(isinstance(v, bytes) for v in payload.values())
+
+
+@pytest.mark.parametrize("where", ["file", "memory"])
+def test_a_checkpoint_that_would_run_code_is_refused_with_one_line(interrupted_run, tmp_path, capsys, cli, where):
+    cfg, out = copy_run(interrupted_run, tmp_path)
+    marker, system = tmp_path / "marker", f"{os.system.__module__}.{os.system.__name__}"
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    if where == "file":  # a pickled object anywhere in the file
+        payload["extra"]["results"]["note"] = RunsCode(marker)
+        expected = f"{out / 'checkpoint.pt'} is unreadable (truncated or corrupt: it holds objects other than " \
+                   f"tensors, numbers and strings, which are not loaded: {system})"
+    else:  # a plain memory table that names a function to call
+        table = payload["memory"]["table"]
+        table += [["object", "call", ("@", len(table) + 1), [f"touch {marker}"], None, None, None], ["global", system]]
+        payload["memory"]["root"] = ("@", len(table) - 2)
+        expected = f"The checkpoint's memory cannot be restored (it holds {system}, which is not loaded)"
+    torch.save(payload, out / "checkpoint.pt")
+    with pytest.raises(CheckpointError) as err:
+        run_experiment(cfg, out, resume=True)
+    assert str(err.value).startswith(expected) and "delete" in str(err.value) and "\n" not in str(err.value)
+    shutil.move(out, tmp_path / "cli" / cfg.run_name)
+    assert main(["run", "--output-dir", str(tmp_path / "cli"), *cli, "--resume"]) == 2
+    assert expected.split(":")[-1] in one_line_error(capsys)
+    assert not marker.exists()
+
+
 RESULTS_CORRUPTIONS = {
     "truncated": _truncate,
     "random bytes": lambda path: path.write_bytes(os.urandom(4096)),
@@ -411,6 +450,24 @@ def test_checkpoint_holds_the_memory_not_the_dataset(tmp_path, kind):
     if kind != "icarl":
         with pytest.raises(CheckpointError, match="pass benchmark= to restore_strategy"):
             restore_strategy(_memory_strategy(kind), load_checkpoint(tmp_path / "refs.pt"))
+
+
+class Unlisted:
+    pass
+
+
+class HoldsUnlisted(SupervisedPlugin):
+    def __init__(self):
+        super().__init__()
+        self.thing = Unlisted()
+
+
+def test_a_plugin_state_checkpoints_cannot_hold_is_refused_when_saving(tmp_path):
+    strategy = _memory_strategy("replay")
+    strategy.plugins.append(HoldsUnlisted())
+    with pytest.raises(CheckpointError, match=r"cannot be saved in a checkpoint \(test_faults.Unlisted is not among"):
+        save_checkpoint(tmp_path / "ckpt.pt", strategy)
+    assert not (tmp_path / "ckpt.pt").exists()
 
 
 # ---------------------------------------------------------------- what a new user does

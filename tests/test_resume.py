@@ -24,11 +24,12 @@ COMPARED = ("accuracy_matrix", "priors", "new_class_prediction_share", "average_
 
 @pytest.mark.parametrize(
     "strategy, extra",
-    [("replay", {}), ("lwf", {"lwf_memory": True}), ("icarl", {}), ("bic", {"bic_stage2_epochs": 2})],
+    [("replay", {}), ("lwf", {"lwf_memory": True}), ("icarl", {}), ("bic", {"bic_stage2_epochs": 2}),
+     ("er_ace", {"loss": "ce"}), ("replay", {"replay": "concat", "prior": "window", "prior_window": 2})],
 )
 def test_crash_then_resume_matches_uninterrupted_run(tmp_path, monkeypatch, strategy, extra):
     # two epochs and a milestone after the first: the LR scheduler's state matters too
-    cfg = ExperimentConfig(**{**BASE, "epochs": 2}, strategy=strategy, loss="bsce", lr_milestones=[1], **extra)
+    cfg = ExperimentConfig(**{**BASE, "epochs": 2, "loss": "bsce", "lr_milestones": [1], **extra}, strategy=strategy)
     reference = run_experiment(cfg, tmp_path / "reference")
 
     with monkeypatch.context() as m:

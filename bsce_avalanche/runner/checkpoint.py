@@ -4,36 +4,71 @@ Avalanche 0.6's ``save_checkpoint`` dills the whole strategy, which fails on tor
 state. Here one atomic ``torch.save`` holds the model's and the optimizer's state (loaded back into
 the same objects, which Avalanche keeps pointing at), every plugin's ``__dict__`` (saved together,
 so shared references survive), memory-holding strategy attributes, the RNG states and the caller's
-``extra``. Given the ``benchmark``, what the memory shares with its datasets is saved as references
-into the same benchmark rebuilt on resume: a buffer pickled as is would carry the whole training set.
+``extra``. Given the ``benchmark``, what the memory shares with its datasets (data, labels, transforms)
+is saved as indices into the same benchmark rebuilt on resume: a buffer saved as is would carry the
+whole training set.
+
+A checkpoint may sit in a shared folder, so it holds only tensors, numbers, strings and containers of
+them, and loads with ``torch.load(weights_only=True)``: a file that holds anything else (a pickled
+object that would run code when loaded) is refused with one line. The plugins' objects (replay buffers
+and their datasets, old models, priors) are saved as plain tables (:mod:`.plain_state`) and rebuilt from
+:data:`ALLOWED`, an exact list of the data classes and functions this runner's strategies keep, plus the
+module classes of the strategy's own model (its old copies: LwF's, iCaRL's, BiC's); LR schedulers as
+their ``state_dict``. Rather than torch's ``safe_globals`` over the same classes: the file then holds no
+object at all, and a forged table can only build instances of listed classes, never call a function.
 """
 
 from __future__ import annotations
 
-import contextvars
+import collections
+import functools
 import hashlib
-import io
 import os
 import pickle
 import random
 import re
 import types
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable
 
 import numpy as np
 import torch
+from avalanche.benchmarks.utils import classification_dataset, data, data_attribute, flat_data, transform_groups
+from avalanche.evaluation.metrics.mean import Mean
+from avalanche.models.bic_model import BiasLayer
+from avalanche.training import regularization, storage_policy
 from avalanche.training.plugins import EvaluationPlugin
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data._utils.collate import default_collate
 
+from ..benchmarks.common import TensorImageDataset
+from ..priors import ClassPrior
+from ..replay import ModelHerdingSelectionStrategy
+from . import plain_state
 from .config import ConfigError
 from .fileio import atomic_write
 
 __all__ = ["save_checkpoint", "load_checkpoint", "restore_strategy", "CheckpointError"]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Strategy attributes (not plugins) that hold training state.
 _STRATEGY_ATTRIBUTES = ("storage_policy",)
+#: The classes and functions a checkpoint's plugins may hold besides the model's module classes, by name
+#: (what the runner's strategies keep, found by running each): containers, Avalanche's replay buffers and the
+#: parts of their datasets (those not shared with the benchmark; with no benchmark given, the leaf datasets
+#: too; LazyIndices: FlatData's unflattened index lists), priors, the LR scheduler plugin's mean, LwF's, iCaRL's
+#: and BiC's state.
+ALLOWED = {plain_state.global_name(obj): obj for obj in (
+    set, collections.OrderedDict, collections.defaultdict, collections.Counter, functools.partial,
+    data.AvalancheDataset, data._FlatDataWithTransform, classification_dataset.TaskAwareSupervisedClassificationDataset,
+    classification_dataset._TensorClassificationDataset, classification_dataset.lookup, TensorImageDataset,
+    data_attribute.DataAttribute, flat_data.FlatData, flat_data.LazyIndices, flat_data.ConstantSequence,
+    transform_groups.TransformGroups, transform_groups.EmptyTransformGroups, transform_groups.DefaultTransformGroups,
+    transform_groups.TupleTransform, transform_groups.identity, default_collate,
+    storage_policy.ReservoirSamplingBuffer, storage_policy.ClassBalancedBuffer, storage_policy.ExperienceBalancedBuffer,
+    storage_policy.ParametricBuffer, storage_policy._ParametricSingleBuffer, ModelHerdingSelectionStrategy,
+    ClassPrior, Mean, regularization.LearningWithoutForgetting, nn.BCELoss, BiasLayer,
+)}
 
 
 class CheckpointError(ConfigError, RuntimeError):
@@ -46,14 +81,6 @@ def _saved_plugins(strategy, exclude: Iterable) -> dict:
         f"{i}:{type(p).__name__}": p for i, p in enumerate(strategy.plugins)
         if not (p is strategy.evaluator or isinstance(p, EvaluationPlugin) or any(p is e for e in exclude))
     }
-
-
-class _SchedulerState:
-    """A plugin's LR scheduler, saved as its ``state_dict``: pickling the scheduler would
-    pickle a copy of the optimizer it steps, detached from the strategy's optimizer."""
-
-    def __init__(self, state: dict):
-        self.state = state
 
 
 def optimizer_param_names(strategy) -> list:
@@ -81,10 +108,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-#: The rebuilt benchmark's objects while a checkpoint's memory is unpickled.
-_RESTORING: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar("benchmark_objects", default=None)
-
-
 def _fingerprint(obj) -> tuple:
     if isinstance(obj, (torch.Tensor, np.ndarray)):
         return type(obj).__name__, tuple(obj.shape), str(obj.dtype)
@@ -94,21 +117,17 @@ def _fingerprint(obj) -> tuple:
         return type(obj).__qualname__, None
 
 
-def benchmark_objects(benchmark) -> list:
-    """The data containers reachable from the datasets of ``benchmark``'s streams (tensors,
-    arrays and sized objects: datasets, label sequences, index lists' holders), in the order
-    in which pickling the datasets meets them: the same order for the same benchmark rebuilt.
-    Found by pickling into nothing, without the tensors' data."""
+def _reachable(benchmark) -> list:
+    """Every object but classes reachable from the datasets of ``benchmark``'s streams, in the order in
+    which pickling the datasets meets them: the same order for the same benchmark rebuilt. Found by
+    pickling into nothing, without the tensors' data."""
     found = []
 
     class Finder(pickle.Pickler):
         def reducer_override(self, obj):
-            if isinstance(obj, (torch.Tensor, np.ndarray)):
+            if not isinstance(obj, type):
                 found.append(obj)
-                return int, ()
-            if not isinstance(obj, type) and hasattr(type(obj), "__len__"):
-                found.append(obj)
-            return NotImplemented
+            return (int, ()) if isinstance(obj, (torch.Tensor, np.ndarray)) else NotImplemented
 
     datasets = [exp.dataset for stream in benchmark.streams.values() for exp in stream]
     try:
@@ -116,6 +135,13 @@ def benchmark_objects(benchmark) -> list:
     except (pickle.PicklingError, TypeError, AttributeError):
         pass  # an unpicklable part (e.g. a lambda transform): references to what was found
     return found
+
+
+def benchmark_objects(benchmark) -> list:
+    """The data containers among :func:`_reachable`'s objects: tensors, arrays and sized objects
+    (datasets, label sequences, index lists' holders)."""
+    return [obj for obj in _reachable(benchmark)
+            if isinstance(obj, (torch.Tensor, np.ndarray)) or hasattr(type(obj), "__len__")]
 
 
 def benchmark_digest(benchmark) -> str:
@@ -141,35 +167,33 @@ def benchmark_digest(benchmark) -> str:
     return digest.hexdigest()[:16]
 
 
-def _benchmark_object(key: int, fingerprint: tuple):
-    """Unpickles a reference written by :func:`save_checkpoint`."""
-    objects = _RESTORING.get()
-    if objects is None:
-        raise CheckpointError("This checkpoint refers to its benchmark's data: pass benchmark= to restore_strategy.")
-    if key >= len(objects) or _fingerprint(objects[key]) != fingerprint:
-        raise CheckpointError("The benchmark rebuilt for resuming differs from the checkpoint's (other data or split): "
-                              "resume with the same config and data, or delete the checkpoint to start afresh.")
-    return objects[key]
+def _resolver(benchmark):
+    """Resolves the references to ``benchmark``'s objects that :func:`save_checkpoint` wrote."""
+    objects = None if benchmark is None else _reachable(benchmark)
+
+    def resolve(key, fingerprint):
+        if objects is None:
+            raise CheckpointError("This checkpoint refers to its benchmark's data: pass benchmark= to "
+                                  "restore_strategy.")
+        if not isinstance(key, int) or not 0 <= key < len(objects) or _fingerprint(objects[key]) != fingerprint:
+            raise CheckpointError("The benchmark rebuilt for resuming differs from the checkpoint's (other data or "
+                                  "split): resume with the same config and data, or delete the checkpoint to start "
+                                  "afresh.")
+        return objects[key]
+    return resolve
 
 
-def _dumps(state, shared: list) -> bytes:
-    """``torch.save`` of ``state`` with each object of ``shared`` saved as a reference."""
-    keys = {id(obj): key for key, obj in enumerate(shared)}  # ``shared`` keeps the ids valid
-
-    class Pickler(pickle.Pickler):
-        def reducer_override(self, obj):
-            key = keys.get(id(obj))
-            return NotImplemented if key is None else (_benchmark_object, (key, _fingerprint(obj)))
-
-    buffer = io.BytesIO()
-    torch.save(state, buffer, pickle_module=types.SimpleNamespace(__name__="pickle", Pickler=Pickler))
-    return buffer.getvalue()
+def _allowed(strategy) -> dict:
+    """:data:`ALLOWED` and the module classes of the strategy's model, which its old copies are made of."""
+    return {**ALLOWED, **{plain_state.global_name(type(m)): type(m) for m in strategy.model.modules()}}
 
 
 def _global(err: Exception) -> str:
-    """The global a ``weights_only`` load refused, from torch's message (or its first line)."""
-    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-    return match.group(1) if match else (str(err).strip().splitlines() or [type(err).__name__])[0]
+    """The global a ``weights_only`` load refused, from torch's message (or its first line after the
+    preamble, which suggests ``weights_only=False``)."""
+    match = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", str(err), re.IGNORECASE)
+    lines = [line for line in str(err).splitlines() if line.strip() and not line.startswith("Weights only load failed")]
+    return match.group(1) if match else (lines or [type(err).__name__])[0]
 
 
 def save_checkpoint(path: str | os.PathLike, strategy, *, extra: Any = None, exclude: Iterable = (),
@@ -179,33 +203,44 @@ def save_checkpoint(path: str | os.PathLike, strategy, *, extra: Any = None, exc
     With ``benchmark`` (the one trained on), what the memory shares with the benchmark's
     datasets is saved as references: pass the same benchmark, rebuilt, to :func:`restore_strategy`.
     """
-    memory = {
-        "plugins": {key: {k: _SchedulerState(v.state_dict()) if isinstance(v, LRScheduler) else v
-                          for k, v in vars(p).items()}
-                    for key, p in _saved_plugins(strategy, exclude).items()},
+    plugins = _saved_plugins(strategy, exclude)
+    memory = {  # schedulers as their state_dict: pickled, one would hold a copy of the optimizer it steps
+        "plugins": {key: {k: v for k, v in vars(p).items() if not isinstance(v, LRScheduler)}
+                    for key, p in plugins.items()},
+        "schedulers": {key: {k: v.state_dict() for k, v in vars(p).items() if isinstance(v, LRScheduler)}
+                       for key, p in plugins.items()},
         "strategy": {a: getattr(strategy, a) for a in _STRATEGY_ATTRIBUTES if hasattr(strategy, a)},
     }
+    try:
+        plain_state.check_plain(extra, "extra")
+        memory = plain_state.encode(memory, _allowed(strategy), _reachable(benchmark) if benchmark is not None else (),
+                                    _fingerprint)
+    except plain_state.PlainStateError as err:
+        raise CheckpointError(f"This strategy's state cannot be saved in a checkpoint ({err}): add the class to "
+                              "checkpoint.ALLOWED if it holds plain data, or set checkpoint: false.") from None
     payload = {
         "format": FORMAT_VERSION,
         "model": strategy.model.state_dict(),
         "optimizer": strategy.optimizer.state_dict(),
         "optimizer_param_names": optimizer_param_names(strategy),
         "optimized_param_id": None if getattr(strategy, "optimized_param_id", None) is None else True,
-        "memory": _dumps(memory, benchmark_objects(benchmark) if benchmark is not None else []),
+        "memory": memory,
         "rng": rng_state(),
         "extra": extra,
     }
-    # protocol 4 pickles the memory's bytes as they are (protocol 2, torch's default, as UTF-8 text)
-    atomic_write(path, lambda tmp: torch.save(payload, tmp, pickle_protocol=4))
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint` (trusted files only: it unpickles); a truncated,
-    corrupt or foreign file raises a one-line :class:`CheckpointError` saying what to do."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+    """Read a checkpoint written by :func:`save_checkpoint`; a truncated, corrupt or foreign file, or one that
+    holds other objects than tensors, numbers and strings, raises a one-line :class:`CheckpointError` saying
+    what to do."""
+    try:  # tensors, numbers and strings only: a file dropped into a shared folder runs no code
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        if isinstance(err, pickle.UnpicklingError):
+            detail = f"it holds objects other than tensors, numbers and strings, which are not loaded: {_global(err)}"
         raise CheckpointError(f"{path} is unreadable (truncated or corrupt: {detail}): delete it to start the run "
                               "afresh, or use --overwrite.") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
@@ -240,15 +275,15 @@ def _load_model_state(model: nn.Module, state: dict) -> None:
 def restore_strategy(strategy, payload: dict, exclude: Iterable = (), benchmark=None) -> Any:
     """Put the state saved by :func:`save_checkpoint` back into a strategy freshly built from the same config (same
     plugins in the same order), with ``benchmark`` rebuilt as the one saved with; return the checkpoint's ``extra``."""
-    token = _RESTORING.set(None if benchmark is None else benchmark_objects(benchmark))
     try:
-        memory = torch.load(io.BytesIO(payload["memory"]), map_location="cpu", weights_only=False)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(f"The checkpoint's memory holds an object that is not loaded ({_global(err)}): only "
-                              "the buffers, datasets and models this strategy keeps are; delete the checkpoint to "
-                              "start the run afresh.") from None
-    finally:
-        _RESTORING.reset(token)
+        memory = plain_state.decode(payload["memory"], _allowed(strategy), _resolver(benchmark))
+    except CheckpointError:
+        raise
+    except Exception as err:  # a name not allowed, or a malformed table
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"The checkpoint's memory cannot be restored ({detail}): only the buffers, datasets and "
+                              "models this strategy keeps are; delete the checkpoint to start the run afresh, or use "
+                              "--overwrite.") from None
     device = next(strategy.model.parameters()).device
     _load_model_state(strategy.model, payload["model"])
     strategy.model.to(device)
@@ -269,10 +304,9 @@ def restore_strategy(strategy, payload: dict, exclude: Iterable = (), benchmark=
                               f"({sorted(memory['plugins'])} vs {sorted(current)}): resume with the same config.")
     for key, state in memory["plugins"].items():
         for attr, value in state.items():
-            if isinstance(value, _SchedulerState):
-                getattr(current[key], attr).load_state_dict(value.state)
-            else:
-                setattr(current[key], attr, value)
+            setattr(current[key], attr, value)
+        for attr, value in memory["schedulers"][key].items():
+            getattr(current[key], attr).load_state_dict(value)
     for attr, value in memory["strategy"].items():
         setattr(strategy, attr, value)
     set_rng_state(payload["rng"])

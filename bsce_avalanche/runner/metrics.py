@@ -11,8 +11,8 @@ import numpy as np
 __all__ = ["StepEvaluation", "evaluate_step", "summarise"]
 
 
-class StepEvaluation(dict):
-    """Metrics of one step (a plain dict, so it serialises to JSON as is)."""
+#: Metrics of one step: a plain dict, which JSON and checkpoints (``weights_only``) take as is.
+StepEvaluation = dict
 
 
 def _accuracy(mask: np.ndarray, correct: np.ndarray) -> float:
