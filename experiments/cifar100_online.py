@@ -4,6 +4,7 @@ priors), ER-ACE.
     nice -n 15 python experiments/cifar100_online.py --data-dir /work/shared/data/cifar100   # ~45 min, 1 core
     python experiments/cifar100_online.py --data-dir DIR --shard 2/2   # beside --shard 1/2: two cores
     python experiments/cifar100_online.py --tiny --output-dir /tmp/x                         # seconds (tests)
+    python experiments/cifar100_online.py --data-dir DIR --compile-comparison   # ER eager vs compiled, ~5 min
 
 Protocol (:data:`PROTOCOL`): the real CIFAR-100, B0 in 10 tasks of 10 classes (class order "icarl"),
 each task's data seen once (one epoch) in stream mini-batches of 10, each with a memory
@@ -22,6 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing as mp
+import os
 import statistics
 import sys
 import time
@@ -35,6 +38,7 @@ if str(ROOT) not in sys.path:
 from bsce_avalanche.runner.config import ExperimentConfig  # noqa: E402
 from bsce_avalanche.runner.fileio import write_json_atomic  # noqa: E402
 
+RESULTS = ROOT / "experiments" / "results"
 #: The online protocol on CIFAR-100.
 PROTOCOL = dict(name="cifar100-online", benchmark="cifar100", protocol="B0", n_steps=10, class_order="icarl",
                 model="resnet8", width=8, strategy="replay", replay="half_batch", memory_size=2000, epochs=1,
@@ -153,6 +157,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--shard", default="1/1", metavar="K/N",
                         help="run only every N-th run of the plan from the K-th (1-based): N processes, one per core, "
                              "share the plan; each rebuilds OUTPUT_DIR.json from all finished runs")
+    parser.add_argument("--compile-comparison", action="store_true",
+                        help="train the plan's first run (ER) eager and with compile: true at once, one process each, "
+                             "into OUTPUT_DIR-compile/; write results/compile_end_to_end_cpu.json (or --tiny: in "
+                             "OUTPUT_DIR-compile/); run nothing else")
     parser.add_argument("--table", action="store_true",
                         help="rebuild OUTPUT_DIR.json from the finished runs' folders and print it as a Markdown "
                              "table; run nothing")
@@ -165,6 +173,10 @@ def main(argv=None) -> list[dict]:
         parser.error(f"--shard {args.shard!r}: expected K/N with 1 <= K <= N, e.g. --shard 2/2")
     out = Path(args.output_dir)
     plan = planned_runs(TINY_MEMORIES if args.tiny else MEMORIES)[: args.max_runs]
+    if args.compile_comparison:
+        base = {**PROTOCOL, **(TINY if args.tiny else {}), "data_dir": None if args.tiny else args.data_dir}
+        return compile_comparison(config_of(plan[0], base, task_batches=0), Path(f"{out}-compile"),
+                                  (out.parent if args.tiny else RESULTS) / "compile_end_to_end_cpu.json", argv)
     if args.table:
         rows = _summary_rows(plan, out)
         write_json_atomic(out.with_suffix(".json"), rows)
@@ -201,6 +213,43 @@ def main(argv=None) -> list[dict]:
     rows = _summary_rows(plan, out)
     write_json_atomic(summary, rows)
     return rows
+
+
+def _train(args: tuple) -> float:
+    variant, cfg, out = args
+    warnings.simplefilter("ignore")
+    from bsce_avalanche.runner.experiment import run_experiment
+
+    start = time.time()
+    run_experiment(cfg.replace(compile=variant == "compiled", first_experience_cache=False), out / variant,
+                   overwrite=True)
+    return time.time() - start
+
+
+def compile_comparison(cfg: ExperimentConfig, out: Path, summary: Path, argv) -> dict:
+    """Eager vs ``compile: true`` end to end: ``cfg`` trained both ways at once (two processes, one core each:
+    the same machine load); step times (compilation included), train times and accuracies."""
+    variants = ("eager", "compiled")
+    with mp.get_context("spawn").Pool(2) as pool:
+        wall = dict(zip(variants, pool.map(_train, [(v, cfg, out) for v in variants])))
+    runs = {v: json.loads((out / v / "results.json").read_text()) for v in variants}
+    result = {"description": "One run of the online protocol trained eager and with compile: true at once (two "
+                             "processes): whether the CPU evidence scripts gain from compiling, compilation included.",
+              "command": "python experiments/cifar100_online.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "config": runs["eager"]["config"], "environment": runs["eager"]["environment"],
+              "load_average_1min_end": os.getloadavg()[0]}
+    for v in variants:
+        result[v] = {"step_times_s": [round(t, 1) for t in runs[v]["step_times_s"]],
+                     "train_time_s": round(runs[v]["train_time_s"], 1), "wall_s": round(wall[v], 1),
+                     "average_incremental_accuracy": runs[v]["average_incremental_accuracy"],
+                     "last_accuracy": runs[v]["last_accuracy"]}
+        print(f"{v:>8}: train {result[v]['train_time_s']:.0f} s, steps {result[v]['step_times_s']}, "
+              f"average accuracy {100 * result[v]['average_incremental_accuracy']:.2f}%", flush=True)
+    result["train_time_ratio_eager_over_compiled"] = round(result["eager"]["train_time_s"]
+                                                           / result["compiled"]["train_time_s"], 3)
+    write_json_atomic(summary, result)
+    print(f"-> {summary}")
+    return result
 
 
 def _finished(run_dir: Path) -> dict | None:

@@ -238,3 +238,18 @@ def test_cifar100_online_gains_are_paired_per_seed():
     assert bench.gains_table(rows).splitlines()[2:] == [
         "| 100 | ER + BSCE window 1 | ER | 0, 1 | +3.0 ± 2.8 | +7.0 ± 1.4 |",  # seed 2 has no ER run: left out
         "| 100 | ER + BSCE window 1 | ER-ACE | 1 | -9.0 | +8.0 |"]
+
+
+@pytest.mark.slow  # compiles the network (about a minute)
+def test_cifar100_online_compile_comparison_tiny(tmp_path):
+    """--compile-comparison: the plan's first run trained eager and compiled; the summary is their results."""
+    bench = load_script("cifar100_online")
+    result = bench.main(["--tiny", "--output-dir", str(tmp_path / "online"), "--compile-comparison"])
+    assert json.loads((tmp_path / "compile_end_to_end_cpu.json").read_text()) == json.loads(json.dumps(result))
+    for variant in ("eager", "compiled"):
+        run = json.loads((tmp_path / "online-compile" / variant / "results.json").read_text())
+        assert run["config"]["compile"] is (variant == "compiled") and run["config"]["strategy"] == "replay"
+        assert result[variant]["train_time_s"] == round(run["train_time_s"], 1)
+        assert result[variant]["average_incremental_accuracy"] == run["average_incremental_accuracy"]
+    assert result["train_time_ratio_eager_over_compiled"] == round(
+        result["eager"]["train_time_s"] / result["compiled"]["train_time_s"], 3)
