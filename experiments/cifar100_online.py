@@ -215,23 +215,18 @@ def main(argv=None) -> list[dict]:
     return rows
 
 
-def _train(args: tuple) -> float:
-    variant, cfg, out = args
-    warnings.simplefilter("ignore")
-    from bsce_avalanche.runner.experiment import run_experiment
-
-    start = time.time()
-    run_experiment(cfg.replace(compile=variant == "compiled", first_experience_cache=False), out / variant,
-                   overwrite=True)
-    return time.time() - start
-
-
 def compile_comparison(cfg: ExperimentConfig, out: Path, summary: Path, argv) -> dict:
     """Eager vs ``compile: true`` end to end: ``cfg`` trained both ways at once (two processes, one core each:
     the same machine load); step times (compilation included), train times and accuracies."""
-    variants = ("eager", "compiled")
+    from bsce_avalanche.runner.runs import _run_one  # importable by the spawned workers, unlike this script
+
+    variants, start, wall = ("eager", "compiled"), time.time(), {}
     with mp.get_context("spawn").Pool(2) as pool:
-        wall = dict(zip(variants, pool.map(_train, [(v, cfg, out) for v in variants])))
+        jobs = [pool.apply_async(_run_one, (cfg.replace(compile=v == "compiled", first_experience_cache=False),
+                                            out / v, False, 1, True),
+                                 callback=lambda _, v=v: wall.__setitem__(v, time.time() - start)) for v in variants]
+        for job in jobs:
+            job.get()  # re-raises a worker's error
     runs = {v: json.loads((out / v / "results.json").read_text()) for v in variants}
     result = {"description": "One run of the online protocol trained eager and with compile: true at once (two "
                              "processes): whether the CPU evidence scripts gain from compiling, compilation included.",

@@ -194,7 +194,7 @@ def test_runs_with_one_key_train_the_same_first_experience(tmp_path):
         cfg = ExperimentConfig(**DIGITS, **overrides, first_experience_cache=str(tmp_path / f"cache{i}"))
         result = run_experiment(cfg, tmp_path / f"run{i}")
         assert not result["first_experience"]["cached"]
-        states.append(torch.load(result["first_experience"]["file"], weights_only=False))
+        states.append(torch.load(result["first_experience"]["file"], weights_only=True))
     for state in states[1:]:
         assert state["key"] == states[0]["key"]
         for part in ("model", "optimizer"):
