@@ -157,11 +157,12 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--shard", default="1/1", metavar="K/N",
                         help="run only every N-th run of the plan from the K-th (1-based): N processes, one per core, "
                              "share the plan; each rebuilds OUTPUT_DIR.json from all finished runs")
-    parser.add_argument("--compile-comparison", action="store_true",
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--compile-comparison", action="store_true",
                         help="train the plan's first run (ER) eager and with compile: true at once, one process each, "
                              "into OUTPUT_DIR-compile/; write results/compile_end_to_end_cpu.json (or --tiny: in "
                              "OUTPUT_DIR-compile/); run nothing else")
-    parser.add_argument("--table", action="store_true",
+    only.add_argument("--table", action="store_true",
                         help="rebuild OUTPUT_DIR.json from the finished runs' folders and print it as a Markdown "
                              "table; run nothing")
     args = parser.parse_args(argv)
@@ -173,8 +174,8 @@ def main(argv=None) -> list[dict]:
         parser.error(f"--shard {args.shard!r}: expected K/N with 1 <= K <= N, e.g. --shard 2/2")
     out = Path(args.output_dir)
     plan = planned_runs(TINY_MEMORIES if args.tiny else MEMORIES)[: args.max_runs]
+    base = {**PROTOCOL, **(TINY if args.tiny else {}), "data_dir": None if args.tiny else args.data_dir}
     if args.compile_comparison:
-        base = {**PROTOCOL, **(TINY if args.tiny else {}), "data_dir": None if args.tiny else args.data_dir}
         return compile_comparison(config_of(plan[0], base, task_batches=0), Path(f"{out}-compile"),
                                   (out.parent if args.tiny else RESULTS) / "compile_end_to_end_cpu.json", argv)
     if args.table:
@@ -185,7 +186,6 @@ def main(argv=None) -> list[dict]:
     warnings.simplefilter("ignore")
     from bsce_avalanche.runner.experiment import build_benchmark, run_experiment
 
-    base = {**PROTOCOL, **(TINY if args.tiny else {}), "data_dir": None if args.tiny else args.data_dir}
     base_cfg = ExperimentConfig(**base)
     first = build_benchmark(base_cfg).train_stream[0]
     task_batches = math.ceil(len(first.dataset) / base_cfg.batch_size)  # "a whole task" (B0: equal tasks)
@@ -202,7 +202,11 @@ def main(argv=None) -> list[dict]:
                   f"{elapsed:.1f} min used)", flush=True)
             continue
         t0 = time.time()
-        result = run_experiment(cfg, out / run_id(run), resume=True)
+        try:
+            result = run_experiment(cfg, out / run_id(run), resume=True)
+        except KeyboardInterrupt:  # the run keeps its last finished task
+            raise SystemExit(f"interrupted during {run_id(run)}: the same command resumes it and skips the "
+                             "finished runs") from None
         if not finished:
             times.append(time.time() - t0)
         r = row(run, result)
@@ -252,7 +256,11 @@ def _finished(run_dir: Path) -> dict | None:
     path = run_dir / "results.json"
     if not path.is_file():
         return None
-    result = json.loads(path.read_text())
+    try:
+        result = json.loads(path.read_text())
+    except ValueError:
+        raise SystemExit(f"{path} is not valid JSON (truncated or edited): delete its run folder to train the run "
+                         "again") from None
     return result if result.get("finished") else None
 
 

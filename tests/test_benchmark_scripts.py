@@ -257,3 +257,12 @@ def test_cifar100_online_compile_comparison_tiny(tmp_path):
         assert result[variant]["average_incremental_accuracy"] == run["average_incremental_accuracy"]
     assert result["train_time_ratio_eager_over_compiled"] == round(
         result["eager"]["train_time_s"] / result["compiled"]["train_time_s"], 3)
+
+
+def test_cifar100_online_table_refuses_a_truncated_results_file(tmp_path):
+    bench = load_script("cifar100_online")
+    run = tmp_path / "online" / bench.run_id(bench.planned_runs(bench.TINY_MEMORIES)[0])
+    run.mkdir(parents=True)
+    (run / "results.json").write_text('{"finished": tr')
+    with pytest.raises(SystemExit, match="results.json is not valid JSON .truncated or edited.: delete its run folder"):
+        bench.main(["--tiny", "--output-dir", str(tmp_path / "online"), "--table"])
