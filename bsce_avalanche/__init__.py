@@ -22,11 +22,14 @@ __version__ = "0.1.0"
 
 __all__ = ["BalancedSoftmaxPlugin", "PRIOR_MODES", "ClassPrior", "BalancedSoftmaxCrossEntropyLoss",
            "balanced_softmax_cross_entropy", "log_prior_adjustment", "class_counts", "dataset_labels",
-           "loader_class_counts", "ConcatReplayPlugin", "herding_buffer"]
+           "loader_class_counts", "ConcatReplayPlugin", "herding_buffer", "LogitAdjustmentPlugin",
+           "posthoc_adjustment", "logit_adjusted"]
 
 #: The names imported on first use, by module (these modules import torch and Avalanche).
 _LAZY: dict[str, tuple[str, ...]] = {
-    "losses": ("BalancedSoftmaxCrossEntropyLoss", "balanced_softmax_cross_entropy", "log_prior_adjustment"),
+    "losses": ("BalancedSoftmaxCrossEntropyLoss", "balanced_softmax_cross_entropy", "log_prior_adjustment",
+               "posthoc_adjustment", "logit_adjusted"),
+    "posthoc": ("LogitAdjustmentPlugin",),
     "plugin": ("BalancedSoftmaxPlugin",),
     "priors": ("ClassPrior", "class_counts", "dataset_labels", "loader_class_counts"),
     "replay": ("ConcatReplayPlugin", "herding_buffer"),

@@ -17,8 +17,9 @@ from torch import Tensor, nn
 from ._numbers import plain_number
 from .catalog import MAX_TAU, ZERO_PRIOR_OFFSET, check_tau as _check_tau
 
-__all__ = ["ZERO_PRIOR_OFFSET", "MAX_TAU", "as_class_counts", "log_prior_adjustment", "check_targets_have_prior",
-           "balanced_softmax_cross_entropy", "BalancedSoftmaxCrossEntropyLoss"]
+__all__ = ["ZERO_PRIOR_OFFSET", "MAX_TAU", "as_class_counts", "log_prior_adjustment", "posthoc_adjustment",
+           "logit_adjusted", "check_targets_have_prior", "balanced_softmax_cross_entropy",
+           "BalancedSoftmaxCrossEntropyLoss"]
 
 CountsLike = Union[Tensor, Sequence[float]]
 _REDUCTIONS = ("mean", "sum", "none")
@@ -85,6 +86,32 @@ def log_prior_adjustment(class_counts: CountsLike, tau: float = 1.0, num_classes
         log_prior = torch.zeros_like(log_prior)
     adjustment = torch.where(present, tau * log_prior, torch.full_like(log_prior, ZERO_PRIOR_OFFSET))
     return adjustment.to(device=device, dtype=dtype)
+
+
+def posthoc_adjustment(class_counts: CountsLike, tau: float = 1.0, num_classes: int | None = None, *,
+                       device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """The vector that post-hoc logit adjustment (Menon et al., ICLR 2021) adds to a CE-trained model's logits
+    at prediction time: ``-tau * log(prior)`` for the classes present in the prior, :data:`ZERO_PRIOR_OFFSET`
+    for the absent ones (never predicted, at any ``tau``, as BSCE's training loss removes them).
+
+    BSCE adds ``+tau * log(prior)`` while training and predicts with the plain logits; post-hoc adjustment
+    trains with plain CE and subtracts it when predicting. Arguments as :func:`log_prior_adjustment`.
+    """
+    counts = as_class_counts(class_counts)
+    size = counts.numel() if num_classes is None else num_classes
+    adjustment = log_prior_adjustment(counts, tau, num_classes, dtype=torch.float64)
+    present = log_prior_adjustment(counts, 1.0, size, dtype=torch.float64) > ZERO_PRIOR_OFFSET / 2
+    return torch.where(present, -adjustment, torch.full_like(adjustment, ZERO_PRIOR_OFFSET)).to(device=device,
+                                                                                                 dtype=dtype)
+
+
+def logit_adjusted(logits: Tensor, class_counts: CountsLike, tau: float = 1.0) -> Tensor:
+    """``logits - tau * log(prior)``, classes absent from the prior at :data:`ZERO_PRIOR_OFFSET`: the scores
+    whose argmax is the post-hoc logit-adjusted prediction (in at least float32)."""
+    if logits.dim() != 2:
+        raise ValueError(f"logits must have shape (N, C), got {tuple(logits.shape)}.")
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    return logits.to(dtype) + posthoc_adjustment(class_counts, tau, logits.shape[1], device=logits.device, dtype=dtype)
 
 
 def check_targets_have_prior(targets: Tensor, adjustment: Tensor) -> None:

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["STRATEGIES", "StrategyInfo", "REPLAY_PROTOCOLS", "MEMORY_SELECTIONS", "uses_replay_option", "online_keys_error"]
+__all__ = ["STRATEGIES", "StrategyInfo", "REPLAY_PROTOCOLS", "MEMORY_SELECTIONS", "uses_replay_option", "posthoc_applies",
+           "online_keys_error"]
 
 #: The rehearsal protocols of ``replay`` and ``lwf`` with ``lwf_memory`` (config key ``replay``).
 REPLAY_PROTOCOLS = {
@@ -44,6 +45,16 @@ def uses_replay_option(config: Mapping) -> bool:
     """Whether ``replay`` and ``memory_selection`` apply (Replay, LwF with memory; the others keep a
     memory of their own kind, or none)."""
     return config["strategy"] == "replay" or (config["strategy"] == "lwf" and config["lwf_memory"])
+
+
+def posthoc_applies(config: Mapping) -> bool:
+    """Whether a run also reports post-hoc logit adjustment (``results["posthoc"]``): it trains a softmax CE
+    without adjustment (``loss: ce``, or ``bsce`` at ``tau: 0``) on a memory that covers the old classes
+    (replay, LwF with memory, iCaRL's softmax-CE ablation, evaluated with its trained head). Without a memory
+    the old classes are absent from the training prior, so post-hoc adjustment would never predict them."""
+    softmax_ce = (config["loss"] == "ce" and STRATEGIES[config["strategy"]].ce_loss == "softmax_ce") or \
+        (config["loss"] == "bsce" and config["tau"] == 0.0)
+    return softmax_ce and (uses_replay_option(config) or config["strategy"] == "icarl")
 
 
 #: Every strategy, by the name the runner's ``strategy:`` key takes.

@@ -15,9 +15,11 @@ from .config import (ConfigError, ExperimentConfig, differing_settings, method_l
                      settings_digest)
 from .fileio import write_text_atomic
 from .catalog import STRATEGIES, uses_replay_option
+from .stats import format_gain, paired_difference
 
 __all__ = ["format_mean_std", "run_label", "find_results", "load_results", "finished_results_problem",
-           "check_one_setting", "group_runs", "comparison_table", "first_experience_table", "plot_comparison", "compare",
+           "check_one_setting", "group_runs", "comparison_table", "with_posthoc", "posthoc_view", "gains_table",
+           "POSTHOC_LABEL", "first_experience_table", "plot_comparison", "compare",
            "FAMILIES", "FAMILY_COLORS", "LOSS_LINESTYLES", "method_family", "loss_kind", "method_style",
            "mean_per_experience", "per_experience_accuracy", "figure_accuracy_per_step", "figure_old_new_accuracy",
            "figure_new_class_prediction_share", "figure_per_experience_accuracy", "PLOTS"]
@@ -99,9 +101,30 @@ def check_one_setting(runs: Sequence[dict]) -> None:
                           "own, e.g. bsce-experiment compare DIR_OF_ONE_SETTING.")
 
 
+#: Appended to a CE run's label for its post-hoc logit-adjusted evaluation (:func:`posthoc_view`).
+POSTHOC_LABEL = " + post-hoc LA"
+#: The run-level metrics of :func:`~.metrics.summarise`, which a post-hoc record holds too.
+_SUMMARY_KEYS = ("accuracy_matrix", "average_incremental_accuracy", "last_accuracy", "forgetting", "old_new_accuracy",
+                 "new_class_prediction_share")
+
+
 def run_label(run: dict) -> str:
-    """The method a run belongs to, e.g. ``replay-bsce`` or ``lwf+mem-ce`` (seed left out)."""
-    return method_label(run["config"])
+    """The method a run belongs to, e.g. ``replay-bsce`` or ``lwf+mem-ce`` (seed left out); a post-hoc view
+    of a CE run: ``replay-ce-concat + post-hoc LA``."""
+    return method_label(run["config"]) + (POSTHOC_LABEL if run.get("_evaluation") == "posthoc" else "")
+
+
+def posthoc_view(run: dict) -> dict:
+    """A run whose results carry post-hoc figures (``results["posthoc"]``), seen as the run of its own method
+    "CE + post-hoc LA": the same config, seed and training; the metrics of the adjusted predictions."""
+    record = run["posthoc"]
+    return {**run, **{k: record[k] for k in _SUMMARY_KEYS}, "steps": record["steps"],
+            "per_class_accuracy": record["steps"][-1]["per_class_accuracy"], "_evaluation": "posthoc"}
+
+
+def with_posthoc(runs: Sequence[dict]) -> list[dict]:
+    """``runs`` and, after them, the post-hoc view of every finished run that has one."""
+    return list(runs) + [posthoc_view(r) for r in runs if r.get("finished") and r.get("posthoc")]
 
 
 def group_runs(runs: Sequence[dict]) -> dict[str, list[dict]]:
@@ -162,6 +185,37 @@ def comparison_table(runs: Sequence[dict]) -> str:
     ]
     lines = [f"| {' | '.join(header)} |", "|---" * len(header) + "|"] + [f"| {' | '.join(row)} |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def gains_table(runs: Sequence[dict]) -> str:
+    """Markdown table: each BSCE method (tau 1, prior auto) minus each baseline of its family and protocol
+    (CE, BSCE at tau 0, CE + post-hoc LA), paired per seed, mean and 95% t-interval in points; the strongest
+    baseline (by mean average incremental accuracy) first. "" when no BSCE method has a baseline."""
+    groups = group_runs(runs)
+    lines = []
+    for label, group in groups.items():
+        config = group[0]["config"]
+        if loss_kind(config) != "bsce" or _is_variant(config) or group[0].get("_evaluation"):
+            continue
+        panel = _panel(config, split_variants=False)[0]
+        baselines = [(other, g) for other, g in groups.items()
+                     if other != label and _panel(g[0]["config"], split_variants=False)[0] == panel
+                     and (loss_kind(g[0]["config"]) != "bsce" or g[0].get("_evaluation"))]
+        baselines.sort(key=lambda item: -np.mean([r["average_incremental_accuracy"] for r in item[1]]))
+        for rank, (other, baseline) in enumerate(baselines):
+            cells = [format_gain(paired_difference(group, baseline, lambda r, k=key: r[k], _seed))
+                     for key in ("average_incremental_accuracy", "last_accuracy")]
+            seeds = paired_difference(group, baseline, lambda r: r["last_accuracy"], _seed)
+            lines.append(f"| {label} | {other}{' (strongest)' if rank == 0 and len(baselines) > 1 else ''} | "
+                         f"{seeds.n if seeds else 0} | {cells[0]} | {cells[1]} |")
+    if not lines:
+        return ""
+    return ("| BSCE | minus | paired seeds | avg. incremental acc. (points, 95% CI) | last acc. (points, 95% CI) |\n"
+            "|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+
+
+def _seed(run: dict) -> int:
+    return run["config"]["seed"]
 
 
 def first_experience_table(runs: Sequence[dict]) -> str:
@@ -492,14 +546,20 @@ def compare(paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> P
     check_one_setting(finished)
     out_dir = Path(out_dir)
     plots = plot_comparison(finished, out_dir)  # creates out_dir
-    table = comparison_table(finished)
+    table = comparison_table(with_posthoc(finished))
+    gains = gains_table(with_posthoc(finished))
+    if gains:
+        gains = ("\n## BSCE against its baselines\n\nPaired per seed (same first-experience model and data order); "
+                 "95% Student-t interval over the seeds' differences; where it contains 0: level within noise. "
+                 f"'{POSTHOC_LABEL.strip(' +')}': the CE run's own evaluation with logits - log prior (no second "
+                 "training).\n\n" + gains)
     unfinished = [Path(r["_path"]).parent.name for r in runs if not r.get("finished")]
     note = f"\nLeft out, not finished: {', '.join(unfinished)}.\n" if unfinished else ""
     first = first_experience_table(finished)
     if first:
         first = ("\n## First experience\n\nStep-0 accuracy once per first-experience model: the runs of a row "
                  "start from the same network (trained once, see first_experience_cache).\n\n" + first)
-    text = ("# Comparison\n\n" + table + note + first + "\n"
+    text = ("# Comparison\n\n" + table + note + gains + first + "\n"
             + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n")
     write_text_atomic(out_dir / "comparison.md", text)
     return out_dir / "comparison.md"

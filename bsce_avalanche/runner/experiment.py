@@ -25,6 +25,7 @@ from ..benchmarks import BENCHMARKS, BatchAugmentPlugin, DeviceDataPlugin
 from ..models import AMP_DTYPES, Autocast, compile_model, make_model
 from ..icarl import set_icarl_eval
 from ..plugin import BalancedSoftmaxPlugin
+from ..posthoc import LogitAdjustmentPlugin
 from . import distributed
 from .checkpoint import load_checkpoint, restore_strategy, save_checkpoint
 from .compare import finished_results_problem
@@ -34,6 +35,7 @@ from .fileio import lock_run_dir, write_json_atomic
 from .first_experience import FirstExperiencePlugin, cache_dir
 from .metrics import evaluate_step, summarise
 from .strategies import build_strategy
+from .catalog import posthoc_applies
 
 __all__ = ["run_experiment", "build_benchmark", "build_model", "build_strategy", "resolve_device"]
 
@@ -89,22 +91,31 @@ def build_model(cfg: ExperimentConfig, n_classes: int, device: Optional[torch.de
 
 
 class _PredictionRecorder(SupervisedPlugin, supports_distributed=True):  # evaluates the whole test set
-    """Plugin collecting the predictions of ``strategy.eval`` (after all plugins ran)."""
+    """Plugin collecting the predictions of ``strategy.eval`` (after all plugins ran) and, with ``posthoc`` (a
+    :class:`LogitAdjustmentPlugin` that leaves the outputs alone), the post-hoc adjusted predictions of the
+    same forward pass."""
 
     def __init__(self):
         super().__init__()
-        self.y_true, self.y_pred = [], []
+        self.posthoc: Optional[LogitAdjustmentPlugin] = None
+        self.reset()
 
     def reset(self):
-        self.y_true, self.y_pred = [], []
+        self.y_true, self.y_pred, self.y_posthoc = [], [], []
 
     # after_eval_iteration: BiC corrects mb_output in after_eval_forward
     def after_eval_iteration(self, strategy, **kwargs):
+        output = strategy.mb_output.detach()
         self.y_true.append(strategy.mb_y.detach().cpu())
-        self.y_pred.append(strategy.mb_output.detach().argmax(1).cpu())
+        self.y_pred.append(output.argmax(1).cpu())
+        if self.posthoc is not None:
+            self.y_posthoc.append(self.posthoc.adjust(output).argmax(1).cpu())
 
     def arrays(self):
         return torch.cat(self.y_true).numpy(), torch.cat(self.y_pred).numpy()
+
+    def posthoc_predictions(self) -> Optional[np.ndarray]:
+        return torch.cat(self.y_posthoc).numpy() if self.y_posthoc else None
 
 
 def run_experiment(cfg: ExperimentConfig, output_dir: Optional[str | os.PathLike] = None, resume: bool = False,
@@ -176,7 +187,9 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     plugins += [DeviceDataPlugin()] if cfg.data_path == "device" else []
     plugins += [BatchAugmentPlugin()] if cfg.use_fast_augment else []
     guard = NonFiniteLossGuard()
-    plugins += [p for p in (bsce, recorder, guard) if p is not None]
+    # post-hoc logit adjustment of a softmax-CE run: recorded from the same evaluation pass, training untouched
+    posthoc = LogitAdjustmentPlugin(adjust_outputs=False) if posthoc_applies(vars(cfg)) else None
+    plugins += [p for p in (bsce, posthoc, recorder, guard) if p is not None]
     # DDP: cfg.batch_size is the global mini-batch; each rank loads its share
     train_cfg = cfg.replace(batch_size=distributed.per_rank_batch_size(cfg.batch_size),
                             batch_size_mem=cfg.batch_size_mem and distributed.per_rank_batch_size(cfg.batch_size_mem))
@@ -217,14 +230,17 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
             results["priors"].append(bsce.prior_history[-1] if bsce is not None else None)
 
             evaluation = (strategy, recorder, benchmark, classes_per_step, t, n_classes, cfg.num_workers)
-            step_eval = _evaluate(*evaluation)
+            head = cfg.strategy != "icarl" or cfg.icarl_eval == "head"  # post-hoc adjusts the trained head's logits
+            step_eval = _evaluate(*evaluation, posthoc=posthoc if head else None)
             steps.append(step_eval)
             if cfg.strategy == "icarl":
                 other = "head" if cfg.icarl_eval == "nme" else "nme"
                 set_icarl_eval(strategy, other)
-                alt_steps.append(_evaluate(*evaluation, quiet=True))
+                alt_steps.append(_evaluate(*evaluation, quiet=True, posthoc=None if head else posthoc))
                 set_icarl_eval(strategy, cfg.icarl_eval)
                 results["icarl_" + other] = summarise(alt_steps)
+            if posthoc is not None:
+                _record_posthoc(results, (steps if head else alt_steps)[-1].pop("posthoc"), posthoc)
             results.update(summarise(steps))
             results["train_time_s"] = float(sum(results["step_times_s"]))
             if distributed.is_distributed():
@@ -252,8 +268,8 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
 
     results["finished"] = True
     results.update({k: steps[-1][k] for k in ("per_class_accuracy", "confusion_matrix")})
-    for s in steps + alt_steps:  # keep the per-step file small: the last matrix is enough
-        s.pop("confusion_matrix", None)
+    for s in steps + alt_steps + (results["posthoc"]["steps"] if posthoc is not None else []):
+        s.pop("confusion_matrix", None)  # keep the per-step file small: the last matrix is enough
     if logger is not None:
         _log_final(logger, results)
     if main:
@@ -314,8 +330,22 @@ def _claim_run_dir(lock: contextlib.ExitStack, cfg: ExperimentConfig, out: Path,
     return checkpoint
 
 
-def _evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, num_workers, quiet=False):
+def _record_posthoc(results: dict, step_eval: dict, posthoc: LogitAdjustmentPlugin) -> None:
+    """Append a step's post-hoc evaluation to ``results["posthoc"]`` and summarise it like the run's."""
+    record = results.setdefault("posthoc", {"method": "post-hoc logit adjustment (Menon et al., ICLR 2021): "
+                                                      "logits - tau * log prior of the step's training data",
+                                            "tau": posthoc.tau, "prior": posthoc.class_prior.mode, "steps": []})
+    for s in record["steps"]:
+        s.pop("confusion_matrix", None)
+    record["steps"].append(step_eval)
+    record.update(summarise(record["steps"]))
+
+
+def _evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, num_workers, quiet=False,
+              posthoc=None):
+    """The step's metrics; with ``posthoc``, also those of its adjusted predictions, as ``["posthoc"]``."""
     recorder.reset()
+    recorder.posthoc = posthoc
     evaluator, plugins = strategy.evaluator, strategy.plugins
     if quiet:  # second eval pass (iCaRL's other classifier): keep it out of the metric logs
         strategy.evaluator = SimpleNamespace(get_last_metrics=dict)
@@ -324,8 +354,12 @@ def _evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, num
         strategy.eval(benchmark.test_stream[: t + 1], num_workers=num_workers)
     finally:
         strategy.evaluator, strategy.plugins = evaluator, plugins
+        recorder.posthoc = None
     y_true, y_pred = recorder.arrays()
-    return evaluate_step(y_true, y_pred, classes_per_step, t, n_classes)
+    step = evaluate_step(y_true, y_pred, classes_per_step, t, n_classes)
+    if posthoc is not None:
+        step["posthoc"] = evaluate_step(y_true, recorder.posthoc_predictions(), classes_per_step, t, n_classes)
+    return step
 
 
 def _environment(device) -> dict:
