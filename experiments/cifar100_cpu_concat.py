@@ -30,114 +30,131 @@ from pathlib import Path
 
 import numpy as np
 
-from bsce_avalanche.runner.compare import format_mean_std
+from bsce_avalanche.runner.compare import POSTHOC_LABEL, format_mean_std
 from bsce_avalanche.runner.fileio import write_text_atomic
 from bsce_avalanche.runner.plans import Plan, run_plan
+from bsce_avalanche.runner.stats import format_gain, paired_difference
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "configs" / "cifar100_cpu_concat.yaml"
 TAUS = (0.0, 0.5, 1.0, 1.5, 2.0)
-#: The method families of the fair comparison: (family, [(row name, method label)], CE baselines, BSCE row).
+#: The rows of the fair comparison, by family: (row name, method label, recipe); recipe None: the protocol's
+#: shared one. Every baseline's label appears once; BSCE's row is the one whose label has "-bsce" and no "tau0".
 FAMILIES = (
-    ("iCaRL (NME)", [("iCaRL, its own loss and recipe", "icarl-ce-nme"),
-                     ("iCaRL, softmax CE (BSCE with tau 0)", "icarl-bsce-nme-tau0"),
-                     ("iCaRL + BSCE", "icarl-bsce-nme")]),
-    ("iCaRL (trained head)", [("iCaRL, its own loss and recipe", "icarl-ce-head"),
-                              ("iCaRL, softmax CE (BSCE with tau 0)", "icarl-bsce-head-tau0"),
-                              ("iCaRL + BSCE", "icarl-bsce-head")]),
-    ("LwF + memory", [("LwF + memory + CE", "lwf+mem-ce-concat"), ("LwF + memory + BSCE", "lwf+mem-bsce-concat")]),
-    ("Replay", [("Replay + CE", "replay-ce-concat"), ("Replay + BSCE", "replay-bsce-concat")]),
-    ("peers", [("BiC (its recipe)", "bic-ce"), ("ER-ACE", "er_ace-ce")]),
+    ("Replay", [("Replay + CE", "replay-ce-concat", None),
+                ("Replay + CE + post-hoc LA", "replay-ce-concat" + POSTHOC_LABEL, None),
+                ("Replay + WA (aligning alone)", "replay-ce-concat-wa", None),
+                ("Replay + BSCE", "replay-bsce-concat", None)]),
+    ("LwF + memory", [("LwF + memory + CE", "lwf+mem-ce-concat", None),
+                      ("LwF + memory + CE + post-hoc LA", "lwf+mem-ce-concat" + POSTHOC_LABEL, None),
+                      ("WA (LwF + memory + aligning, as published)", "lwf+mem-ce-concat-wa", None),
+                      ("LwF + memory + BSCE", "lwf+mem-bsce-concat", None)]),
+    ("iCaRL (NME)", [("iCaRL, its own loss and recipe", "icarl-ce-nme", "icarl-ce"),
+                     ("iCaRL, softmax CE (BSCE with tau 0)", "icarl-bsce-nme-tau0", None),
+                     ("iCaRL + BSCE", "icarl-bsce-nme", None)]),
+    ("iCaRL (trained head)", [("iCaRL, its own loss and recipe", "icarl-ce-head", "icarl-ce"),
+                              ("iCaRL, softmax CE (BSCE with tau 0)", "icarl-bsce-head-tau0", None),
+                              ("iCaRL, softmax CE + post-hoc LA", "icarl-bsce-head-tau0" + POSTHOC_LABEL, None),
+                              ("iCaRL + BSCE", "icarl-bsce-head", None)]),
+    ("peers", [("BiC (fixed), shared schedule", "bic-ce-concat", None),
+               ("BiC (fixed), its recipe", "bic-ce-concat", "bic"),
+               ("ER-ACE (Replay's memory, updated after the step)", "er_ace-ce", None)]),
 )
+#: The columns of the fair table: key of a summary row, header, scale (fractions in %).
+_METRICS = (("step0_accuracy", "step-0 acc. (%)", 100.0), ("average_incremental_accuracy", "avg. incremental acc. (%)", 100.0),
+            ("last_accuracy", "last acc. (%)", 100.0), ("forgetting", "forgetting (%)", 100.0),
+            ("new_class_prediction_share_last_step", "predictions to newest classes, last step (%)", 100.0))
 
 
-def planned_runs(seeds=(0, 1, 2)) -> list[dict]:
-    """Config overrides of every run, in the order they start: BiC (the longest) and iCaRL first, the iCaRL
-    rows staggered so that the two workers do not both train the same first experience, then LwF."""
-    first = seeds[0]
-    icarl = [[{"strategy": "icarl", "loss": "ce", "seed": seed}, {"strategy": "icarl", "loss": "bsce", "tau": 0.0,
-                                                                  "seed": seed},
-              {"strategy": "icarl", "loss": "bsce", "seed": seed}] for seed in seeds]
-    runs = [{"strategy": "bic", "loss": "ce", "seed": first}, icarl[0][0]]
-    staggered = [icarl[i][k] for d in range(1, 3 + len(seeds)) for k in range(3) for i in range(len(seeds))
-                 if i + k == d]  # the rows of seed i, k-th, start at d = i + k
-    staggered = [r for r in staggered if r is not icarl[0][0]]
-    for position, seed in zip((1, 5), seeds[1:]):  # BiC's other seeds early: the longest runs
-        staggered.insert(position, {"strategy": "bic", "loss": "ce", "seed": seed})
-    runs += staggered
-    runs += [{"strategy": "lwf", "lwf_memory": True, "loss": loss, "seed": seed} for seed in seeds
-             for loss in ("ce", "bsce")]
-    for loss in ("ce", "bsce"):
-        runs += [{"strategy": "replay", "loss": loss, "seed": seed} for seed in seeds]
-    runs.append({"strategy": "replay", "loss": "bsce", "prior": "dataset", "seed": first})
-    runs += [{"strategy": "replay", "loss": "bsce", "tau": tau, "seed": first} for tau in TAUS if tau != 1]
-    for loss in ("ce", "bsce"):
-        runs += [{"strategy": "replay", "loss": loss, "seed": seed, "replay": "half_batch"} for seed in seeds]
-    runs += [{"strategy": "er_ace", "loss": "ce", "seed": seed} for seed in seeds]  # the closest peer
-    return runs
+def _by_row(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """Summary rows by (method label, recipe or None): Replay at other tau or prior left out."""
+    groups = defaultdict(list)
+    for r in rows:
+        if r["strategy"] != "replay" or (r["prior"] in (None, "auto") and r["tau"] in (None, 0.0, 1.0)):
+            groups[(r["method"], r.get("recipe"))].append(r)
+    return groups
+
+
+def _compute(group: list[dict]) -> list[str]:
+    """Images seen and gradient steps per epoch (mean over the steps after the first) and samples stored at the
+    last step, from the runs' counters ("–" for runs that predate them)."""
+    run = group[0]
+    if run.get("images_per_epoch") is None:
+        return ["–"] * 3
+    later = lambda values: f"{np.mean(values[1:]):,.0f}" if len(values) > 1 else f"{values[0]:,.0f}"
+    stored = run.get("samples_stored") or [None]
+    return [later(run["images_per_epoch"]), later(run["gradient_steps_per_epoch"]),
+            "–" if stored[-1] is None else f"{stored[-1]:,}"]
 
 
 def fair_table(rows: list[dict]) -> str:
-    """One row per method of each family: seeds, recipe, step-0, average incremental and last accuracy,
-    newest-class share; then BSCE minus the stronger CE baseline of its family (paired per seed)."""
-    by_method = defaultdict(list)
-    for r in rows:
-        if r["strategy"] != "replay" or (r["prior"] in (None, "auto") and r["tau"] in (None, 0.0, 1.0)):
-            by_method[r["method"]].append(r)
-    metrics = (("step0_accuracy", "step-0 acc. (%)"), ("average_incremental_accuracy", "avg. incremental acc. (%)"),
-               ("last_accuracy", "last acc. (%)"),
-               ("new_class_prediction_share_last_step", "predictions to newest classes, last step (%)"))
-    lines = ["| family | method | recipe | seeds | " + " | ".join(h for _, h in metrics) + " |",
-             "|---|---|---|---|" + "---|" * len(metrics)]
-    gains = ["| family | BSCE vs the stronger baseline | avg. incremental acc. (points) | last acc. (points) |",
-             "|---|---|---|---|"]
+    """One row per method of each family (seeds, recipe, step-0, average incremental and last accuracy,
+    forgetting, newest-class share, images and gradient steps per epoch, samples stored); then BSCE minus each
+    baseline of its family, and minus the strongest baseline of all, paired per seed with 95% t-intervals."""
+    groups = _by_row(rows)
+    lines = ["| family | method | recipe | seeds | " + " | ".join(h for _, h, _ in _METRICS)
+             + " | images / epoch | gradient steps / epoch | samples stored |",
+             "|---|---|---|---|" + "---|" * (len(_METRICS) + 3)]
+    gains = ["| family | BSCE minus | paired seeds | avg. incremental acc. (points, 95% CI) | last acc. (points, "
+             "95% CI) |", "|---|---|---|---|---|"]
+    baselines_all = {}
+    bsce_rows = {}
     for family, methods in FAMILIES:
-        present = [(name, label) for name, label in methods if by_method.get(label)]
-        for name, label in present:
-            group = by_method[label]
-            recipe = group[0].get("recipe") or "shared"
-            lines.append(f"| {family} | {name} | {recipe} | {len(group)} | "
-                         + " | ".join(format_mean_std([r[key] for r in group]) for key, _ in metrics) + " |")
-        bsce = [label for _, label in present if "-bsce" in label and "tau0" not in label]
-        baselines = [label for _, label in present if label not in bsce]
-        if not bsce or not baselines:
-            continue
-        cells = []
-        for key in ("average_incremental_accuracy", "last_accuracy"):
-            strongest = max(baselines, key=lambda b: np.mean([r[key] for r in by_method[b]]))
-            base = {r["seed"]: r[key] for r in by_method[strongest]}
-            diffs = [r[key] - base[r["seed"]] for r in by_method[bsce[0]] if r["seed"] in base]
-            cells.append(f"{format_mean_std(diffs)} vs {strongest} ({len(diffs)} seeds: "
-                         + ", ".join(f"{100 * d:+.1f}" for d in diffs) + ")")
-        gains.append(f"| {family} | {bsce[0]} | {cells[0]} | {cells[1]} |")
+        present = [(name, (label, recipe)) for name, label, recipe in methods if groups.get((label, recipe))]
+        for name, key in present:
+            group = groups[key]
+            lines.append(f"| {family} | {name} | {key[1] or 'shared'} | {len(group)} | "
+                         + " | ".join(format_mean_std([r[k] for r in group], scale) for k, _, scale in _METRICS)
+                         + " | " + " | ".join(_compute(group)) + " |")
+        bsce = [(n, k) for n, k in present if "-bsce" in k[0] and "tau0" not in k[0]]
+        baselines = [(n, k) for n, k in present if (n, k) not in bsce]
+        baselines_all.update({f"{family}: {n}": k for n, k in baselines})
+        if bsce:
+            bsce_rows[family] = bsce[0]
+        for name, key in baselines if bsce else ():
+            gains.append(_gain_row(family, name, groups[bsce[0][1]], groups[key]))
+    if baselines_all and bsce_rows:
+        strongest = max(baselines_all, key=lambda n: np.mean([r["average_incremental_accuracy"]
+                                                               for r in groups[baselines_all[n]]]))
+        for family, (name, key) in bsce_rows.items():
+            gains.append(_gain_row(family, f"**the strongest baseline of all**, {strongest}", groups[key],
+                                   groups[baselines_all[strongest]]))
     return "\n".join(lines) + "\n\n" + "\n".join(gains) + "\n"
+
+
+def _gain_row(family: str, name: str, bsce: list[dict], baseline: list[dict]) -> str:
+    cells = [paired_difference(bsce, baseline, lambda r, k=key: r[k])
+             for key in ("average_incremental_accuracy", "last_accuracy")]
+    return f"| {family} | {name} | {cells[1].n if cells[1] else 0} | {format_gain(cells[0])} | {format_gain(cells[1])} |"
+
+
+def _plain_replay(r: dict) -> bool:
+    """Replay with CE or BSCE and nothing else (no post-hoc view, no weight aligning), any tau, prior auto."""
+    return r["strategy"] == "replay" and r["prior"] in (None, "auto") and \
+        r["method"].split("-tau")[0] in {f"replay-{loss}{suffix}" for loss in ("ce", "bsce") for suffix in ("", "-concat")}
 
 
 def _replay_rows(rows: list[dict]) -> list[dict]:
     """Replay with the default prior, by protocol, loss and seed (tau 1 for BSCE)."""
-    return [r for r in rows if r["strategy"] == "replay" and r["prior"] in (None, "auto") and r["tau"] in (None, 1.0)]
+    return [r for r in rows if _plain_replay(r) and r["tau"] in (None, 1.0)]
 
 
 def protocols_table(rows: list[dict]) -> str:
-    """Replay + CE / + BSCE under concat and half_batch, side by side, and BSCE - CE per seed."""
-    cell = {}
-    by_seed = defaultdict(dict)
+    """Replay + CE / + BSCE under concat and half_batch, side by side, and BSCE - CE paired per seed (95% CI)."""
+    cell = defaultdict(list)
     for r in _replay_rows(rows):
-        cell.setdefault((r["replay"], r["loss"]), []).append(r)
-        by_seed[(r["replay"], r["seed"])][r["loss"]] = r
+        cell[(r["replay"], r["loss"])].append(r)
     lines = ["| protocol | loss | seeds | avg. incremental acc. (%) | last acc. (%) | "
-             "predictions to newest classes, last step (%) | BSCE − CE, avg. inc. acc. (points) | "
-             "BSCE − CE, last acc. (points) |", "|---|---|---|---|---|---|---|---|"]
+             "predictions to newest classes, last step (%) | BSCE − CE, avg. inc. acc. (points, 95% CI) | "
+             "BSCE − CE, last acc. (points, 95% CI) |", "|---|---|---|---|---|---|---|---|"]
     for protocol in ("concat", "half_batch"):
-        deltas = [(pair["bsce"]["average_incremental_accuracy"] - pair["ce"]["average_incremental_accuracy"],
-                   pair["bsce"]["last_accuracy"] - pair["ce"]["last_accuracy"])
-                  for (p, _), pair in by_seed.items() if p == protocol and len(pair) == 2]
         for loss in ("ce", "bsce"):
             group = cell.get((protocol, loss), [])
             if not group:
                 continue
-            delta = ["–", "–"] if loss == "ce" or not deltas else \
-                [format_mean_std([d[i] for d in deltas]) for i in (0, 1)]
+            delta = ["–", "–"] if loss == "ce" else \
+                [format_gain(paired_difference(group, cell.get((protocol, "ce"), []), lambda r, k=key: r[k]))
+                 for key in ("average_incremental_accuracy", "last_accuracy")]
             lines.append(f"| {protocol} | {loss} | {len(group)} | "
                          f"{format_mean_std([r['average_incremental_accuracy'] for r in group])} | "
                          f"{format_mean_std([r['last_accuracy'] for r in group])} | "
@@ -150,7 +167,7 @@ def tau_sweep(rows: list[dict]) -> dict[float, list[dict]]:
     """Replay + BSCE (concat, prior auto) by tau; tau 0 also from Replay + CE (the same run)."""
     sweep = defaultdict(list)
     for r in rows:
-        if r["strategy"] == "replay" and r["replay"] == "concat" and r["prior"] in (None, "auto"):
+        if _plain_replay(r) and r["replay"] == "concat":
             sweep[r["tau"] if r["loss"] == "bsce" else "ce"].append(r)
     return dict(sweep)
 
@@ -198,7 +215,7 @@ def report(rows: list[dict], out: Path) -> None:
     text += ("\n## Fair comparison: every baseline at its own recipe\n\n" + fair_table(rows)
              + "\n## Rehearsal protocols side by side (Replay)\n\nconcat: the memory concatenated into the "
              "training set (the paper's); half_batch: half of every mini-batch from the memory (Avalanche's "
-             "ReplayPlugin). BSCE − CE: mean ± std over the seeds' paired differences.\n\n" + protocols_table(rows)
+             "ReplayPlugin). BSCE − CE: mean of the seeds' paired differences and its 95% t-interval.\n\n" + protocols_table(rows)
              + "\n## tau sweep (Replay + BSCE, concat)\n\n" + tau_table(sweep) + "\n![tau_sweep](tau_sweep.png)\n")
     write_text_atomic(out / "comparison.md", text)
 

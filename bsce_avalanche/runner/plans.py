@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
-from .compare import compare, load_results
+from .compare import POSTHOC_LABEL, compare, load_results
 from .config import check_unique_names, expand_grid, load_config, method_label, parse_value
 from .fileio import write_json_atomic
 from .catalog import uses_replay_option
@@ -54,13 +54,15 @@ def summary_rows(runs: list[dict], base: Path) -> list[dict]:
     rows = []
     for run in runs:
         cfg = run["config"]
-        variants = [(None, run)]
+        variants = [(None, run, "")]
         if cfg["strategy"] == "icarl":
             other = "head" if cfg["icarl_eval"] == "nme" else "nme"
-            variants = [(cfg["icarl_eval"], run), (other, {**run, **run["icarl_" + other]})]
-        for evaluation, metrics in variants:
+            variants = [(cfg["icarl_eval"], run, ""), (other, {**run, **run["icarl_" + other]}, "")]
+        if run.get("posthoc"):  # the trained head's logits - log prior, from the same evaluation pass
+            variants.append(("head" if cfg["strategy"] == "icarl" else None, {**run, **run["posthoc"]}, POSTHOC_LABEL))
+        for evaluation, metrics, suffix in variants:
             rows.append({
-                "method": method_label({**cfg, "icarl_eval": evaluation or cfg["icarl_eval"]}),
+                "method": method_label({**cfg, "icarl_eval": evaluation or cfg["icarl_eval"]}) + suffix,
                 "strategy": cfg["strategy"],
                 "loss": cfg["loss"],
                 "prior": cfg["prior"] if cfg["loss"] == "bsce" else None,
@@ -77,6 +79,9 @@ def summary_rows(runs: list[dict], base: Path) -> list[dict]:
                 "train_time_s": run["train_time_s"],
                 "step_times_s": run["step_times_s"],
                 "step0_accuracy": metrics["accuracy_matrix"][0][0],
+                "accuracy_matrix": metrics["accuracy_matrix"],
+                # compute (None where the run predates the counters)
+                **{key: run.get(key) for key in ("images_per_epoch", "gradient_steps_per_epoch", "samples_stored")},
                 # trained once per key and seed, shared by the runs with that key
                 "first_experience": {k: v for k, v in run["first_experience"].items() if k != "file"}
                 if run.get("first_experience") else None,
