@@ -192,3 +192,19 @@ def test_replay_with_weight_aligning_runs_through_the_runner(tmp_path):
     assert results["finished"] and cfg.run_name.startswith("replay-ce-concat-wa-seed0-")
     gamma = results["weight_aligning_gamma"]
     assert len(gamma) == 2 and gamma[0] is None and gamma[1] > 0
+
+
+def test_a_resumed_run_keeps_its_seen_classes_and_gammas(tmp_path, monkeypatch):
+    from conftest import Crash, crash_during_eval_of_step
+
+    cfg = ExperimentConfig(benchmark="digits", protocol="B4", n_steps=3, class_order="natural", model="small_cnn",
+                           epochs=1, batch_size=32, memory_size=30, progress=False, strategy="replay", loss="ce",
+                           replay="concat", weight_aligning=True, wandb=False, first_experience_cache=False)
+    whole = run_experiment(cfg, tmp_path / "whole")
+    with monkeypatch.context() as m:
+        crash_during_eval_of_step(m, step=2)
+        with pytest.raises(Crash):
+            run_experiment(cfg, tmp_path / "resumed")
+    resumed = run_experiment(cfg, tmp_path / "resumed", resume=True)
+    assert resumed["weight_aligning_gamma"] == whole["weight_aligning_gamma"]
+    assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]
