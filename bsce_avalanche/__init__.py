@@ -23,7 +23,8 @@ __version__ = "0.1.0"
 __all__ = ["BalancedSoftmaxPlugin", "PRIOR_MODES", "ClassPrior", "BalancedSoftmaxCrossEntropyLoss",
            "balanced_softmax_cross_entropy", "log_prior_adjustment", "class_counts", "dataset_labels",
            "loader_class_counts", "ConcatReplayPlugin", "herding_buffer", "LogitAdjustmentPlugin",
-           "posthoc_adjustment", "logit_adjusted"]
+           "posthoc_adjustment", "logit_adjusted",
+           "WeightAligningPlugin"]
 
 #: The names imported on first use, by module (these modules import torch and Avalanche).
 _LAZY: dict[str, tuple[str, ...]] = {
@@ -33,5 +34,6 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "plugin": ("BalancedSoftmaxPlugin",),
     "priors": ("ClassPrior", "class_counts", "dataset_labels", "loader_class_counts"),
     "replay": ("ConcatReplayPlugin", "herding_buffer"),
+    "weight_aligning": ("WeightAligningPlugin",),
 }
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

@@ -53,6 +53,7 @@ def test_methods_that_train_the_first_experience_alike_share_its_key():
         dict(strategy="lwf", loss="ce", lwf_memory=True, replay="concat", memory_selection="herding"),
         dict(strategy="replay", loss="ce", replay="concat", memory_size=500),
         dict(strategy="replay", loss="bsce", prior="batch", tau=0.0),  # tau 0: a zero adjustment
+        dict(strategy="naive", loss="ce", weight_aligning=True),  # a key of replay and lwf only: ignored
     ):
         assert digest(**overrides) == plain, overrides
     assert digest(strategy="icarl", loss="bsce", tau=0.5, icarl_eval="head") == digest(strategy="icarl", loss="bsce")
@@ -75,7 +76,9 @@ def test_methods_that_train_the_first_experience_differently_do_not():
         "ER-ACE's memory filled before training": digest(strategy="er_ace", loss="ce"),
         "GDumb's training on its memory": digest(strategy="gdumb", loss="ce"),
         "another seed": digest(strategy="replay", loss="ce", seed=1),
+        "WA's weight clipping": digest(strategy="replay", loss="ce", weight_aligning=True),
     }
+    assert digest(strategy="lwf", loss="ce", weight_aligning=True) == keys["WA's weight clipping"]
     assert len(set(keys.values())) == len(keys), keys
 
 

@@ -123,6 +123,12 @@ class ExperimentConfig:
     memory_selection: str = _key("random", "how replay and lwf with lwf_memory choose their memory: "
                                  + "; ".join(f"{k}: {v}" for k, v in MEMORY_SELECTIONS.items()), effect="later",
                                  label=True)
+    weight_aligning: bool = _key(
+        False, "Weight Aligning (WA; Zhao et al., CVPR 2020; bsce_avalanche.WeightAligningPlugin): after each step "
+               "the new classes' head weights are rescaled to the old classes' mean norm, and the head's weights are "
+               "clipped to >= 0 after every optimizer step from the first experience on (as DER's WA code; PyCIL "
+               "does not clip), so its first experience differs from the run without it; meant for loss: ce",
+        label=True, only=("replay", "lwf"))
     lwf_alpha: float = _key(1.0, "weight of LwF's distillation loss", effect="later", range="[0, inf)", only=('lwf',))
     lwf_temperature: float = _key(2.0, "temperature of LwF's distillation", effect="later", range="(0, inf)", only=('lwf',))
     lwf_memory: bool = _key(False, "LwF with a replay memory (memory_size)", effect="later", label=True, only=('lwf',))
@@ -350,8 +356,8 @@ def _range_error(key: str, value, interval: str) -> Optional[str]:
 
 def method_label(config: Mapping) -> str:
     """What distinguishes a method from others in a comparison (not the seed; settings at their
-    default left out), e.g. ``replay-bsce``, ``lwf+mem-ce-concat``, ``icarl-bsce-head``. Takes a
-    config dict, so that results written by other versions get labels too."""
+    default left out), e.g. ``replay-bsce``, ``lwf+mem-ce-concat``, ``icarl-bsce-head``,
+    ``replay-ce-concat-wa``. Takes a config dict, so that results written by other versions get labels too."""
     c = {**_DEFAULTS, **config}
     parts = [c["strategy"] + ("+mem" if c["strategy"] == "lwf" and c["lwf_memory"] else ""), c["loss"]]
     if c["strategy"] == "icarl":
@@ -362,6 +368,8 @@ def method_label(config: Mapping) -> str:
         parts.append(f"prior_{c['prior']}" + (f"{c['prior_window']}" if c["prior"] == "window" else ""))
     if c["loss"] == "bsce" and c["tau"] != 1.0:
         parts.append(f"tau{c['tau']:g}")
+    if c["weight_aligning"] and c["strategy"] in _ONLY["weight_aligning"]:
+        parts.append("wa")
     return "-".join(parts)
 
 

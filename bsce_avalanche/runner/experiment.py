@@ -26,6 +26,7 @@ from ..models import AMP_DTYPES, Autocast, compile_model, make_model
 from ..icarl import set_icarl_eval
 from ..plugin import BalancedSoftmaxPlugin
 from ..posthoc import LogitAdjustmentPlugin
+from ..weight_aligning import WeightAligningPlugin
 from . import distributed
 from .checkpoint import load_checkpoint, restore_strategy, save_checkpoint
 from .compare import finished_results_problem
@@ -214,6 +215,7 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
         if main:
             print(f"{cfg.run_name}: resuming after step {len(results['steps'])} of {len(classes_per_step)}", flush=True)
     steps, start_step = results["steps"], len(results["steps"])
+    aligning = next((p for p in strategy.plugins if isinstance(p, WeightAligningPlugin)), None)
     bar = tqdm(desc=cfg.run_name, unit="step", disable=not (cfg.progress and main), initial=start_step,
                total=len(classes_per_step))
     try:
@@ -228,6 +230,8 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
                 strategy.plugins.remove(first)
                 results["first_experience"] = first.info
             results["priors"].append(bsce.prior_history[-1] if bsce is not None else None)
+            if aligning is not None:  # its whole history: a resumed run's plugin holds the earlier steps'
+                results["weight_aligning_gamma"] = list(aligning.gamma_history)
 
             evaluation = (strategy, recorder, benchmark, classes_per_step, t, n_classes, cfg.num_workers)
             head = cfg.strategy != "icarl" or cfg.icarl_eval == "head"  # post-hoc adjusts the trained head's logits

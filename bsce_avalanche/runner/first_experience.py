@@ -28,7 +28,7 @@ from ..plugin import BalancedSoftmaxPlugin
 from ..priors import ClassPrior
 from . import distributed
 from .checkpoint import _global, benchmark_digest, optimizer_param_names, rng_state, set_rng_state
-from .config import EFFECT, ConfigError, ExperimentConfig
+from .config import EFFECT, ConfigError, ExperimentConfig, result_settings
 from .fileio import atomic_write, hold_lock
 from .catalog import STRATEGIES
 
@@ -88,7 +88,8 @@ def first_experience_key(cfg: ExperimentConfig, counts: Optional[Tensor], n_clas
     numbers: the data loaded (``data``: :func:`~.checkpoint.benchmark_digest`, so a data file replaced in place
     is not mistaken for the old one), the device, CPU threads, DDP processes, the code."""
     info = STRATEGIES[cfg.strategy]
-    key = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_KEY}
+    # keys of other strategies (``only``, e.g. weight_aligning on naive) at their default: they change nothing here
+    key = {k: v for k, v in result_settings(cfg.to_dict()).items() if k not in NOT_IN_KEY}
     key.update({k: getattr(cfg, k) for k in info.first_experience_keys})
     environment = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                    "threads": torch.get_num_threads() if device.type == "cpu" else None,

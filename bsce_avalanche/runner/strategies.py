@@ -15,6 +15,8 @@ from torch.optim import SGD
 from ..compat import fix_strategy
 from ..icarl import set_icarl_eval
 from ..replay import ConcatReplayPlugin, herding_buffer
+from ..weight_aligning import WeightAligningPlugin
+from .config import result_settings
 from .catalog import MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, StrategyInfo, uses_replay_option
 
 __all__ = ["STRATEGIES", "StrategyInfo", "BUILDERS", "build_strategy", "REPLAY_PROTOCOLS", "MEMORY_SELECTIONS",
@@ -86,6 +88,8 @@ def build_strategy(cfg, model, n_classes: int, device, plugins: list, evaluator)
         plugins.append(LRSchedulerPlugin(scheduler, reset_scheduler=True, reset_lr=True))
     if uses_replay_option(vars(cfg)):  # replay, and lwf with lwf_memory
         plugins.append(_replay_plugin(cfg, n_classes))
+    if result_settings(vars(cfg))["weight_aligning"]:  # false for the strategies outside the key's ``only``
+        plugins.append(WeightAligningPlugin())  # after the memory: LwF's own plugin, last, copies the aligned model
     common = dict(optimizer=optimizer, train_mb_size=cfg.batch_size, train_epochs=cfg.epochs,
                   eval_mb_size=cfg.eval_batch_size, device=device, plugins=plugins, evaluator=evaluator)
     strategy = BUILDERS[cfg.strategy](cfg, model, n_classes, common)
