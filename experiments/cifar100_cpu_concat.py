@@ -60,6 +60,37 @@ FAMILIES = (
                ("BiC (fixed), its recipe", "bic-ce-concat", "bic"),
                ("ER-ACE (Replay's memory, updated after the step)", "er_ace-ce", None)]),
 )
+def planned_runs(seeds=(0, 1, 2)) -> list[dict]:
+    """Config overrides of every run, in the order they start: BiC (the longest) and iCaRL first, the iCaRL
+    rows staggered so that the two workers do not both train the same first experience, then LwF."""
+    first = seeds[0]
+    icarl = [[{"strategy": "icarl", "loss": "ce", "seed": seed}, {"strategy": "icarl", "loss": "bsce", "tau": 0.0,
+                                                                  "seed": seed},
+              {"strategy": "icarl", "loss": "bsce", "seed": seed}] for seed in seeds]
+    runs = [{"strategy": "bic", "loss": "ce", "seed": first}, icarl[0][0]]
+    staggered = [icarl[i][k] for d in range(1, 3 + len(seeds)) for k in range(3) for i in range(len(seeds))
+                 if i + k == d]  # the rows of seed i, k-th, start at d = i + k
+    staggered = [r for r in staggered if r is not icarl[0][0]]
+    for position, seed in zip((1, 5), seeds[1:]):  # BiC's other seeds early: the longest runs
+        staggered.insert(position, {"strategy": "bic", "loss": "ce", "seed": seed})
+    runs += staggered
+    runs += [{"strategy": "lwf", "lwf_memory": True, "loss": loss, "seed": seed} for seed in seeds
+             for loss in ("ce", "bsce")]
+    for loss in ("ce", "bsce"):
+        runs += [{"strategy": "replay", "loss": loss, "seed": seed} for seed in seeds]
+    runs.append({"strategy": "replay", "loss": "bsce", "prior": "dataset", "seed": first})
+    runs += [{"strategy": "replay", "loss": "bsce", "tau": tau, "seed": first} for tau in TAUS if tau != 1]
+    for loss in ("ce", "bsce"):
+        runs += [{"strategy": "replay", "loss": loss, "seed": seed, "replay": "half_batch"} for seed in seeds]
+    runs += [{"strategy": "er_ace", "loss": "ce", "seed": seed} for seed in seeds]  # the closest peer
+    # Weight Aligning: as published (LwF + memory, aligning, clipping) and aligning alone (Replay)
+    runs += [{"strategy": strategy, "lwf_memory": strategy == "lwf", "loss": "ce", "weight_aligning": True,
+              "seed": seed} for strategy in ("replay", "lwf") for seed in seeds]
+    # BiC (fixed) at the shared schedule too: the stronger of its two rows is the baseline
+    runs += [{"strategy": "bic", "loss": "ce", "recipes": {}, "seed": seed} for seed in seeds]
+    return runs
+
+
 #: The columns of the fair table: key of a summary row, header, scale (fractions in %).
 _METRICS = (("step0_accuracy", "step-0 acc. (%)", 100.0), ("average_incremental_accuracy", "avg. incremental acc. (%)", 100.0),
             ("last_accuracy", "last acc. (%)", 100.0), ("forgetting", "forgetting (%)", 100.0),
