@@ -13,7 +13,8 @@ order "icarl"), every baseline at its own recipe (the config's ``recipes``). Run
 * iCaRL, three rows: its own loss and recipe (sigmoid BCE, ``loss: ce``), softmax CE with the same
   distillation as iCaRL + BSCE (``loss: bsce, tau: 0``: the ablation), iCaRL + BSCE; each evaluated with
   NME and with the trained head;
-* LwF + memory + CE vs + BSCE; BiC at its recipe (PyCIL's, Avalanche's second stage); ER-ACE;
+* LwF + memory + CE vs + BSCE; BiC at its recipe (PyCIL's, Avalanche's second stage) on the same concatenated
+  rehearsal, its validation split inside the 2000 (``bic-ce-concat``: compat.ConcatRehearsalBiCPlugin); ER-ACE;
 * Replay + CE vs Replay + BSCE under Avalanche's ``half_batch`` protocol, for the side-by-side table.
 
 The runs of a seed start from one first-experience model per way of training it
@@ -47,7 +48,7 @@ FAMILIES = (
                               ("iCaRL + BSCE", "icarl-bsce-head")]),
     ("LwF + memory", [("LwF + memory + CE", "lwf+mem-ce-concat"), ("LwF + memory + BSCE", "lwf+mem-bsce-concat")]),
     ("Replay", [("Replay + CE", "replay-ce-concat"), ("Replay + BSCE", "replay-bsce-concat")]),
-    ("peers", [("BiC (its recipe)", "bic-ce"), ("ER-ACE", "er_ace-ce")]),
+    ("peers", [("BiC (its recipe)", "bic-ce-concat"), ("ER-ACE", "er_ace-ce")]),
 )
 
 
