@@ -2,9 +2,10 @@
 only while needed: Avalanche's modules stay as shipped.
 
 * :func:`fix_strategy` gives an iCaRL strategy's plugin the herding with one host sync per pick
-  (:class:`FastHerdingICaRLPlugin`) and a BiC strategy's plugin its bias-correction stage on torch >= 2.2
-  (:class:`BiCPluginWithoutVerbose`): those two plugin instances change class, nothing else does. The
-  runner calls it on every strategy it builds; call it on your own ``ICaRL`` or ``BiC``.
+  (:class:`FastHerdingICaRLPlugin`) and a BiC strategy's plugin the original's distillation, over the classes
+  (:class:`FixedBiCPlugin`; its bias-correction stage runs on torch >= 2.2), and optionally the paper's
+  concatenated rehearsal (:class:`ConcatRehearsalBiCPlugin`): those plugin instances change class, nothing
+  else does. The runner calls it on every strategy it builds; call it on your own ``ICaRL`` or ``BiC``.
 * :func:`reshuffling_distributed_sampler` makes Avalanche's loaders reshuffle every epoch under DDP, from
   joining the process group to leaving it (``runner/distributed.py``).
 
@@ -21,15 +22,19 @@ import warnings
 from typing import Iterator, Optional
 
 import torch
+import torch.nn.functional as F
 from avalanche import __version__ as avalanche_version
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader, DistributedSampler
 
 from avalanche.benchmarks.utils import _taskaware_classification_subset, data_loader
+from avalanche.benchmarks.utils.utils import concat_datasets
 from avalanche.training.plugins import bic
+from avalanche.training.storage_policy import ClassBalancedBuffer, ExemplarsBuffer, ReservoirSamplingBuffer
 from avalanche.training.supervised import icarl
 
 __all__ = ["VERIFIED_AVALANCHE", "fix_strategy", "FastHerdingICaRLPlugin", "BiCPluginWithoutVerbose",
+           "FixedBiCPlugin", "ConcatRehearsalBiCPlugin", "bic_distillation", "BIC_REHEARSALS",
            "ReshufflingDistributedSampler", "reshuffling_distributed_sampler", "apply_avalanche_fixes"]
 
 #: The Avalanche versions these fixes were checked against (setup.cfg admits any 0.6.x).
@@ -129,6 +134,127 @@ class BiCPluginWithoutVerbose(bic.BiCPlugin):
             return super().bias_correction_step(*args, **kwargs)
 
 
+def bic_distillation(new_logits: torch.Tensor, old_logits: torch.Tensor, T: float = 2.0) -> torch.Tensor:
+    """BiC's distillation (Wu et al. 2019, eq. 2): the cross-entropy between the old model's and the new model's
+    softmax at temperature ``T`` over the classes (axis 1) of the old classes' logits, averaged over the batch,
+    without a T^2 factor: the original's ``softmax_cross_entropy(logits=new / T, onehot_labels=softmax(old / T))``
+    (resnet.py L606-609), PyCIL's models/bic.py L107-113."""
+    return -(F.softmax(old_logits / T, dim=1) * F.log_softmax(new_logits / T, dim=1)).sum(dim=1).mean()
+
+
+class FixedBiCPlugin(BiCPluginWithoutVerbose):
+    """Avalanche 0.6.0's ``BiCPlugin`` with the original's distillation: softmax over the classes at ``T``
+    (:func:`bic_distillation`); its rehearsal is Avalanche's (``half_batch``), :class:`ConcatRehearsalBiCPlugin`
+    the paper's.
+
+    What differs between Avalanche 0.6.0 (avalanche/training/plugins/bic.py), the original
+    (wuyuebupt/LargeScaleIncrementalLearning @7f687a3, resnet.py, imagenet_main.py, utils_imagenet.py) and PyCIL
+    (G-U-N/PyCIL @87cc411, models/bic.py, utils/inc_net.py, utils/data_manager.py):
+
+    * Distillation. Avalanche L292-295: ``softmax(old / 2, dim=0)``, over the *batch*, and ``T`` hard-coded (its
+      ``T`` argument, L111, is unused). Original resnet.py L606-609: ``T = 2``, ``tf.nn.softmax`` over the last
+      axis (the classes) of the old classes' logits, ``softmax_cross_entropy`` averaged over the batch, no T^2;
+      PyCIL models/bic.py L107-113 the same (``dim=1``, ``-mean(sum(p * log q))``). Fixed here (both protocols).
+    * Weighting: the same in all three: lambda = n_old / n_seen, loss = (1 - lambda) CE + lambda KD (original
+      L629-630, ``itera / (itera + 1)`` for equal steps; PyCIL L64 and L114; Avalanche L246-248).
+    * Old logits: from step 2 on, the old model's logits of the previous step's classes go through the previous
+      step's bias layer (original L560-578; Avalanche L320-333); PyCIL applies every bias layer
+      (inc_net.py L263-272), the new model's training logits too.
+    * Bias layer: alpha * logit + beta on the *new* classes' logits only (original L594, alpha = 1, beta = 0 at
+      start; PyCIL inc_net.py L237-248; Avalanche BiasLayer over ``adapted_dataset``'s classes, L370-371), at
+      evaluation (original L520, Avalanche L219-224); loss CE + 0.1 beta^2 / 2 (original L636-637, Avalanche
+      L413-422); PyCIL models/bic.py L118 takes the CE of a softmax (two softmaxes) with weight decay 2e-4.
+    * Stage 2: original: after every training epoch, 2 epochs of bias training on non-augmented validation
+      images (resnet.py L738-767, imagenet_main.py L48 and L388-394: 200 epochs in all, lr / 10 at 60, 120, 160,
+      180); PyCIL: after stage 1, 170 epochs, lr 0.1 / 10 at 60, 100, 140 (L12-14, L177-200); Avalanche: after
+      stage 1, ``stage_2_epochs`` (200), SGD lr 0.1 momentum 0.9, / 10 at 50, 100, 150 (L377-385), on the
+      validation samples with the training transforms. Not changed here.
+    * Memory and validation split. Original imagenet_main.py: memory 2000 = nb_proto 20 x 100 classes (L75);
+      20 samples per class (0.1 x 2000 / 10 classes per step, L67 and L110-112; chosen at random,
+      utils_imagenet.py L59-72) are held out of every class's training data from the start; at step t each seen
+      class, old and new, gives floor(0.1 x 2000 / n_old) validation samples, and each old class
+      ceil(2000 / n_old) - that many herding exemplars to the training set (L439-454, L488-489): the 2000 stored
+      include the old classes' validation samples (10 %), the new classes' come from their own data, and the
+      training set is new data + exemplars, each drawn once per epoch. PyCIL: memory_size herding exemplars; at
+      step t >= 1, int(0.1 x memory_size / n_old) random samples of each new class and of each old class's
+      exemplars are the validation set, the rest is trained on (models/bic.py L47-55, data_manager.py
+      L149-175); step 0 trains on all its data. Avalanche: a validation set of int(val_percentage x mem_size)
+      samples (200) split over all seen classes (L149, L298-307), the first of each new class's samples (L157,
+      every step, step 0 included), kept in per-class buffers *besides* an experience-balanced memory of
+      mem_size (L104): 2200 stored; each mini-batch draws 128 new samples + 128 from the cycled memory
+      (ReplayDataLoader, L195-217). :class:`ConcatRehearsalBiCPlugin` follows the original.
+    """
+
+    def cross_entropy(self, new_outputs, old_outputs):
+        return bic_distillation(new_outputs, old_outputs, self.T)
+
+
+class ConcatRehearsalBiCPlugin(FixedBiCPlugin):
+    """:class:`FixedBiCPlugin` on the paper's rehearsal (the original's, imagenet_main.py L439-454): the training set
+    of a step is the new data less its validation samples + the stored exemplars, drawn once per epoch by the
+    strategy's own loader; the ``mem_size`` samples stored are the exemplars (``storage_policy``, ``mem_size -
+    int(val_percentage * mem_size)``, class-balanced random by default) and the old classes' validation samples
+    (``int(val_percentage * mem_size)``, equally split over the classes seen, re-split after each step). At step
+    t >= 1 each new class holds out ``validation // n_old`` samples, as many as an old class has (the original's
+    floor(0.1 x 2000 / n_old)); step 0 holds out Avalanche's split, so it trains as Avalanche's BiC does.
+    Build it with :func:`fix_strategy` (``bic_rehearsal="concat"``)."""
+
+    def use_memory(self, storage_policy: Optional[ExemplarsBuffer] = None) -> None:
+        """Make ``storage_policy`` (default: class-balanced random) the exemplar memory, before training."""
+        size = self.mem_size - int(self.val_percentage * self.mem_size)
+        if storage_policy is None:
+            storage_policy = ClassBalancedBuffer(max_size=size, adaptive_size=True)
+        elif storage_policy.max_size != size:
+            raise ValueError(f"BiC's exemplar memory must hold mem_size less the validation split ({size}), got "
+                             f"max_size {storage_policy.max_size}: build it with max_size={size}.")
+        if len(self.storage_policy.buffer) or self.val_buffer:
+            raise ValueError("BiC's rehearsal can be changed before training only: call fix_strategy(strategy, "
+                             "bic_rehearsal='concat') on a new strategy.")
+        self.storage_policy = storage_policy
+
+    def before_train_dataset_adaptation(self, strategy, **kwargs):
+        if not self.val_buffer:  # step 0: Avalanche's split (no memory yet)
+            return super().before_train_dataset_adaptation(strategy, **kwargs)
+        new_data = strategy.experience.dataset
+        task_id = strategy.clock.train_exp_counter
+        per_class = int(self.val_percentage * self.mem_size) // len(self.val_buffer)  # an old class's share
+        indices: dict[int, list[int]] = {}
+        for i, target in enumerate(new_data.targets):
+            indices.setdefault(int(target), []).append(i)
+        train = []
+        for c, idx in indices.items():
+            self.class_to_tasks[c] = task_id
+            if c not in self.val_buffer:
+                self.val_buffer[c] = ReservoirSamplingBuffer(per_class)
+            self.val_buffer[c].update_from_dataset(new_data.subset(idx[:per_class]))  # Avalanche's picks
+            train.append(new_data.subset(idx[per_class:]))
+        self.seen_classes.update(indices)
+        strategy.experience.dataset = concat_datasets(train)  # the memory is chosen from it, as in Avalanche
+
+    def after_train_dataset_adaptation(self, strategy, **kwargs):
+        if len(self.storage_policy.buffer):  # the concatenation takes the adapted (train) dataset's transforms
+            strategy.adapted_dataset = strategy.adapted_dataset.concat(self.storage_policy.buffer)
+
+    def before_training_exp(self, strategy, **kwargs):
+        if self.bias_layer is not None:  # fixed during stage 1; the strategy's own loader draws the data
+            self.bias_layer.requires_grad_(False)
+
+    def after_training_exp(self, strategy, **kwargs):
+        super().after_training_exp(strategy, **kwargs)
+        # the old classes' share of the stored validation samples, now that they are more
+        for c, size in zip(self.seen_classes, self.get_group_lengths(len(self.seen_classes))):
+            self.val_buffer[c].resize(strategy, size)
+
+    def bias_correction_step(self, strategy, *args, **kwargs):
+        # Avalanche's bias layer takes adapted_dataset's classes: the new ones, without the memory
+        with _replaced(strategy, "adapted_dataset", strategy.experience.dataset):
+            return super().bias_correction_step(strategy, *args, **kwargs)
+
+
+#: BiC's rehearsal protocols (``fix_strategy(..., bic_rehearsal=)``, the runner's ``replay``).
+BIC_REHEARSALS = ("half_batch", "concat")
+
+
 @contextlib.contextmanager
 def _replaced(module, name: str, value) -> Iterator[None]:
     original = getattr(module, name)
@@ -143,18 +269,38 @@ def _multistep_lr_lacks_verbose() -> bool:
     return "verbose" not in inspect.signature(MultiStepLR.__init__).parameters
 
 
-def fix_strategy(strategy) -> list[str]:
+def fix_strategy(strategy, bic_rehearsal: str = "half_batch",
+                 bic_memory: Optional[ExemplarsBuffer] = None) -> list[str]:
     """Give this strategy's Avalanche plugins that need a fix their fixed subclass (the instances only);
     return the names of the fixes applied. Idempotent; other strategies and Avalanche's classes are untouched.
-    Call it after building the strategy, before training it."""
+    Call it after building the strategy, before training it.
+
+    :param bic_rehearsal: a BiC strategy's rehearsal: ``"half_batch"``, Avalanche's (128 new + 128 memory
+        samples per mini-batch, :class:`FixedBiCPlugin`), or ``"concat"``, the paper's
+        (:class:`ConcatRehearsalBiCPlugin`).
+    :param bic_memory: with ``"concat"``, the exemplar memory (``max_size = mem_size - int(val_percentage *
+        mem_size)``); default: class-balanced random.
+    """
+    if bic_rehearsal not in BIC_REHEARSALS:
+        raise ValueError(f"bic_rehearsal must be one of {', '.join(BIC_REHEARSALS)}, got {bic_rehearsal!r}.")
     applied = []
     for plugin in strategy.plugins:
         if type(plugin) is icarl._ICaRLPlugin and _verified("iCaRL herding"):
             plugin.__class__ = FastHerdingICaRLPlugin
             applied.append("iCaRL herding (one sync per pick)")
-        elif type(plugin) is bic.BiCPlugin and _multistep_lr_lacks_verbose() and _verified("BiC MultiStepLR(verbose=)"):
-            plugin.__class__ = BiCPluginWithoutVerbose
-            applied.append("BiC MultiStepLR(verbose=)")
+        elif type(plugin) is bic.BiCPlugin and _verified("BiC distillation and rehearsal"):
+            plugin.__class__ = FixedBiCPlugin
+            applied.append("BiC distillation over the classes")
+            if bic_rehearsal == "concat":
+                plugin.__class__ = ConcatRehearsalBiCPlugin
+                plugin.use_memory(bic_memory)
+                applied.append("BiC concatenated rehearsal")
+            if _multistep_lr_lacks_verbose():
+                applied.append("BiC MultiStepLR(verbose=)")
+    if bic_rehearsal == "concat" and not any(isinstance(p, ConcatRehearsalBiCPlugin) for p in strategy.plugins):
+        raise ValueError(f"bic_rehearsal='concat' needs a BiC strategy with Avalanche {', '.join(VERIFIED_AVALANCHE)}'s "
+                         f"BiCPlugin, not yet fixed (here: Avalanche {avalanche_version}, plugins "
+                         f"{[type(p).__name__ for p in strategy.plugins]}): build a new BiC, or use 'half_batch'.")
     return applied
 
 

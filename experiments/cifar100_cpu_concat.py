@@ -13,7 +13,8 @@ order "icarl"), every baseline at its own recipe (the config's ``recipes``). Run
 * iCaRL, three rows: its own loss and recipe (sigmoid BCE, ``loss: ce``), softmax CE with the same
   distillation as iCaRL + BSCE (``loss: bsce, tau: 0``: the ablation), iCaRL + BSCE; each evaluated with
   NME and with the trained head;
-* LwF + memory + CE vs + BSCE; BiC at its recipe (PyCIL's, Avalanche's second stage); ER-ACE;
+* LwF + memory + CE vs + BSCE; BiC at its recipe (PyCIL's, Avalanche's second stage) on the same concatenated
+  rehearsal, its validation split inside the 2000 (``bic-ce-concat``: compat.ConcatRehearsalBiCPlugin); ER-ACE;
 * Replay + CE vs Replay + BSCE under Avalanche's ``half_batch`` protocol, for the side-by-side table.
 
 The runs of a seed start from one first-experience model per way of training it
@@ -60,6 +61,8 @@ FAMILIES = (
                ("BiC (fixed), its recipe", "bic-ce-concat", "bic"),
                ("ER-ACE (Replay's memory, updated after the step)", "er_ace-ce", None)]),
 )
+
+
 def planned_runs(seeds=(0, 1, 2)) -> list[dict]:
     """Config overrides of every run, in the order they start: BiC (the longest) and iCaRL first, the iCaRL
     rows staggered so that the two workers do not both train the same first experience, then LwF."""

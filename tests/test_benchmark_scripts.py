@@ -70,10 +70,10 @@ def test_cifar100_cpu_concat_benchmark_tiny(tmp_path):
     assert json.loads(out.with_suffix(".json").read_text()) == json.loads(json.dumps(rows))
     by_method = {r["method"]: r for r in rows}
     assert {"replay-ce-concat", "replay-bsce-concat", "replay-bsce-concat-prior_dataset", "replay-bsce-concat-tau0",
-            "replay-bsce-concat-tau2", "lwf+mem-bsce-concat", "icarl-bsce-nme", "bic-ce", "er_ace-ce", "replay-ce",
+            "replay-bsce-concat-tau2", "lwf+mem-bsce-concat", "icarl-bsce-nme", "bic-ce-concat", "er_ace-ce", "replay-ce",
             "replay-bsce"} <= set(by_method)
     assert by_method["replay-bsce-concat-tau0.5"]["tau"] == 0.5 and by_method["replay-ce-concat"]["tau"] is None
-    assert by_method["replay-bsce"]["replay"] == "half_batch" and by_method["bic-ce"]["replay"] is None
+    assert by_method["replay-bsce"]["replay"] == "half_batch" and by_method["bic-ce-concat"]["replay"] == "concat"
     # under concatenation the dataset prior is the sampling prior; tau 0 is CE: the same runs
     for a, b in (("replay-bsce-concat-prior_dataset", "replay-bsce-concat"), ("replay-bsce-concat-tau0", "replay-ce-concat")):
         assert by_method[a]["average_incremental_accuracy"] == by_method[b]["average_incremental_accuracy"], a

@@ -11,11 +11,13 @@ from typing import Optional
 __all__ = ["STRATEGIES", "StrategyInfo", "REPLAY_PROTOCOLS", "MEMORY_SELECTIONS", "uses_replay_option", "posthoc_applies",
            "online_keys_error"]
 
-#: The rehearsal protocols of ``replay`` and ``lwf`` with ``lwf_memory`` (config key ``replay``).
+#: The rehearsal protocols of ``replay``, ``lwf`` with ``lwf_memory`` and ``bic`` (config key ``replay``).
 REPLAY_PROTOCOLS = {
-    "half_batch": "Avalanche's ReplayPlugin: half of every mini-batch drawn from the memory, which is cycled",
+    "half_batch": "Avalanche's ReplayPlugin (BiC: its ReplayDataLoader): half of every mini-batch drawn from the "
+                  "memory, which is cycled",
     "concat": "the paper's (and iCaRL's, PyCIL's, FACIL's): the memory concatenated into the training set, "
-              "each sample drawn once per epoch (ConcatReplayPlugin)",
+              "each sample drawn once per epoch (ConcatReplayPlugin; BiC: compat.ConcatRehearsalBiCPlugin, its "
+              "validation split inside the memory)",
 }
 #: How that memory is chosen (config key ``memory_selection``).
 MEMORY_SELECTIONS = {
@@ -42,9 +44,9 @@ class StrategyInfo:
 
 
 def uses_replay_option(config: Mapping) -> bool:
-    """Whether ``replay`` and ``memory_selection`` apply (Replay, LwF with memory; the others keep a
-    memory of their own kind, or none)."""
-    return config["strategy"] == "replay" or (config["strategy"] == "lwf" and config["lwf_memory"])
+    """Whether ``replay`` and ``memory_selection`` apply (Replay, LwF with memory, BiC; the others keep a
+    memory of their own kind, or none). BiC keeps its memory in its plugin, Avalanche's with ``half_batch``."""
+    return config["strategy"] in ("replay", "bic") or (config["strategy"] == "lwf" and config["lwf_memory"])
 
 
 def posthoc_applies(config: Mapping) -> bool:
@@ -69,7 +71,8 @@ STRATEGIES: dict[str, StrategyInfo] = {
     # iCaRL's first mini-batch also runs an extra forward pass in train mode (BatchNorm statistics)
     "icarl": StrategyInfo("iCaRL: herding memory, distillation; evaluates with icarl_eval", memory=True,
                           first_experience="icarl", ce_loss="sigmoid_bce"),
-    # ER-ACE fills its memory before training (random draws); BiC holds out a validation split
+    # ER-ACE fills its memory before training (random draws); BiC holds out a validation split, the same with
+    # either replay protocol (no memory yet): its first experience does not depend on replay
     "er_ace": StrategyInfo("ER-ACE: replay with an asymmetric cross-entropy", memory=True,
                            without_bsce="ER-ACE uses its own loss", first_experience="er_ace",
                            first_experience_keys=("memory_size", "memory_per_class")),
@@ -83,7 +86,7 @@ STRATEGIES: dict[str, StrategyInfo] = {
 
 def online_keys_error(cfg) -> Optional[str]:
     """Why ``batch_size_mem`` cannot apply to this run, or None (checked with the config)."""
-    if cfg.batch_size_mem is not None and not (cfg.strategy == "er_ace" or (uses_replay_option(vars(cfg))
-                                                                             and cfg.replay == "half_batch")):
+    if cfg.batch_size_mem is not None and not (cfg.strategy == "er_ace" or (
+            uses_replay_option(vars(cfg)) and cfg.strategy != "bic" and cfg.replay == "half_batch")):
         return "batch_size_mem applies to er_ace and to replay: half_batch (Avalanche's ReplayPlugin) only: remove it."
     return None

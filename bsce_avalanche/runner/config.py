@@ -117,7 +117,7 @@ class ExperimentConfig:
     prior_window: Optional[int] = _key(
         None, "with prior: window (only): the prior is the label frequency of the last prior_window training "
               "mini-batches, across steps (ER-LAS's l: 1 on CIFAR)", effect="resolved", range="[1, inf)", label=True)
-    replay: str = _key("half_batch", "rehearsal protocol of replay and of lwf with lwf_memory: "
+    replay: str = _key("half_batch", "rehearsal protocol of replay, of lwf with lwf_memory and of bic: "
                        + "; ".join(f"{k}: {v}" for k, v in REPLAY_PROTOCOLS.items())
                        + " (the other strategies have their own)", effect="later", label=True)
     memory_selection: str = _key("random", "how replay and lwf with lwf_memory choose their memory: "
@@ -243,6 +243,9 @@ class ExperimentConfig:
                                   "set num_workers: 0.")
         if STRATEGIES[self.strategy].memory and self.memory_size == 0 and not self.memory_per_class:
             raise ConfigError(f"strategy {self.strategy!r} needs a memory: set memory_size > 0.")
+        if self.strategy == "bic" and self.replay == "half_batch" and self.memory_selection != "random":
+            raise ConfigError("memory_selection applies to bic with replay: concat only (half_batch is Avalanche's BiC, "
+                              "with its own random memory): set replay: concat, or memory_selection: random.")
         if self.memory_selection == "herding" and self.memory_per_class and uses_replay_option(vars(self)):
             raise ConfigError("memory_selection: herding shares memory_size among the classes seen so far; it does "
                               "not take memory_per_class: set memory_size instead, or use memory_selection: random.")

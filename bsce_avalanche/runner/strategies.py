@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from avalanche.training import BiC, ER_ACE, GDumb, ICaRL, LwF, Naive
@@ -27,15 +27,22 @@ def _memory_total(cfg, n_classes: int) -> int:
     return cfg.memory_per_class * n_classes if cfg.memory_per_class else cfg.memory_size
 
 
+def _memory(cfg, max_size: int, fixed_over: Optional[int] = None):
+    """A class-balanced memory of ``max_size`` samples chosen by ``cfg.memory_selection``, shared by the classes
+    seen so far, or split over ``fixed_over`` classes from the start."""
+    if cfg.memory_selection == "herding":
+        return herding_buffer(max_size)
+    if fixed_over:
+        return ClassBalancedBuffer(max_size=max_size, adaptive_size=False, total_num_classes=fixed_over)
+    return ClassBalancedBuffer(max_size=max_size, adaptive_size=True)
+
+
 def _replay_plugin(cfg, n_classes: int):
     """The rehearsal plugin of ``cfg.replay`` over a class-balanced memory."""
-    if cfg.memory_selection == "herding":
-        buffer = herding_buffer(cfg.memory_size)
-    elif cfg.memory_per_class:
-        buffer = ClassBalancedBuffer(max_size=_memory_total(cfg, n_classes), adaptive_size=False,
-                                     total_num_classes=n_classes)
+    if cfg.memory_per_class and cfg.memory_selection != "herding":
+        buffer = _memory(cfg, _memory_total(cfg, n_classes), fixed_over=n_classes)
     else:
-        buffer = ClassBalancedBuffer(max_size=cfg.memory_size, adaptive_size=True)
+        buffer = _memory(cfg, cfg.memory_size)
     if cfg.replay == "concat":
         return ConcatReplayPlugin(buffer.max_size, storage_policy=buffer)
     return ReplayPlugin(buffer.max_size, batch_size_mem=cfg.batch_size_mem, storage_policy=buffer)
@@ -64,9 +71,13 @@ def _er_ace(cfg, model, n_classes, common):
 
 
 def _bic(cfg, model, n_classes, common):
-    return BiC(model=model, criterion=CrossEntropyLoss(), mem_size=_memory_total(cfg, n_classes),
-               val_percentage=cfg.bic_val_fraction, stage_2_epochs=cfg.bic_stage2_epochs,
-               lr=cfg.bic_stage2_lr, **common)
+    total = _memory_total(cfg, n_classes)
+    strategy = BiC(model=model, criterion=CrossEntropyLoss(), mem_size=total, val_percentage=cfg.bic_val_fraction,
+                   stage_2_epochs=cfg.bic_stage2_epochs, lr=cfg.bic_stage2_lr, **common)
+    if cfg.replay == "concat":  # the exemplars and the validation split share the memory, as in the original
+        fix_strategy(strategy, bic_rehearsal="concat",
+                     bic_memory=_memory(cfg, total - int(cfg.bic_val_fraction * total)))
+    return strategy
 
 
 def _gdumb(cfg, model, n_classes, common):
@@ -86,12 +97,12 @@ def build_strategy(cfg, model, n_classes: int, device, plugins: list, evaluator)
     if cfg.lr_milestones:
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.lr_milestones, cfg.lr_gamma)
         plugins.append(LRSchedulerPlugin(scheduler, reset_scheduler=True, reset_lr=True))
-    if uses_replay_option(vars(cfg)):  # replay, and lwf with lwf_memory
+    if uses_replay_option(vars(cfg)) and cfg.strategy != "bic":  # replay, lwf with lwf_memory (BiC: its plugin)
         plugins.append(_replay_plugin(cfg, n_classes))
     if result_settings(vars(cfg))["weight_aligning"]:  # false for the strategies outside the key's ``only``
         plugins.append(WeightAligningPlugin())  # after the memory: LwF's own plugin, last, copies the aligned model
     common = dict(optimizer=optimizer, train_mb_size=cfg.batch_size, train_epochs=cfg.epochs,
                   eval_mb_size=cfg.eval_batch_size, device=device, plugins=plugins, evaluator=evaluator)
     strategy = BUILDERS[cfg.strategy](cfg, model, n_classes, common)
-    fix_strategy(strategy)  # this strategy's plugins only: BiC on torch >= 2.2, iCaRL's herding on GPUs
+    fix_strategy(strategy)  # this strategy's plugins only: BiC's distillation, iCaRL's herding on GPUs
     return strategy
