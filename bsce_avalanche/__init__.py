@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = ["BalancedSoftmaxPlugin", "PRIOR_MODES", "ClassPrior", "BalancedSoftmaxCrossEntropyLoss",
            "balanced_softmax_cross_entropy", "log_prior_adjustment", "class_counts", "dataset_labels",
-           "loader_class_counts", "ConcatReplayPlugin", "herding_buffer"]
+           "loader_class_counts", "ConcatReplayPlugin", "herding_buffer", "ERACE"]
 
 #: The names imported on first use, by module (these modules import torch and Avalanche).
 _LAZY: dict[str, tuple[str, ...]] = {
@@ -30,5 +30,6 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "plugin": ("BalancedSoftmaxPlugin",),
     "priors": ("ClassPrior", "class_counts", "dataset_labels", "loader_class_counts"),
     "replay": ("ConcatReplayPlugin", "herding_buffer"),
+    "er_ace": ("ERACE",),
 }
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
