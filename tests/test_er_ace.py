@@ -1,4 +1,5 @@
-"""ERACE (bsce_avalanche/er_ace.py): Avalanche's ER-ACE with Replay's memory, updated after each experience."""
+"""ERACE (bsce_avalanche/er_ace.py): Avalanche's ER-ACE with Replay's memory, updated after each experience;
+the runner's er_ace on it, sharing Replay's first experience; the compute accounting of every run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from avalanche.training.storage_policy import ClassBalancedBuffer
 from torch.optim import SGD
 
 from bsce_avalanche import ConcatReplayPlugin, ERACE
+from bsce_avalanche.runner.config import ExperimentConfig
+from bsce_avalanche.runner.experiment import build_benchmark, run_experiment
 
 from conftest import MLP, make_blobs_benchmark
 from test_plugin import quiet_evaluator
@@ -124,3 +127,45 @@ def test_a_storage_policy_of_another_size_is_refused():
     with pytest.raises(ValueError, match=r"storage_policy.max_size \(10\) differs from mem_size \(24\)"):
         ERACE(model=model, optimizer=SGD(model.parameters(), lr=0.1), mem_size=MEM,
               storage_policy=ClassBalancedBuffer(10), evaluator=quiet_evaluator)
+
+
+# ---------------------------------------------------------------- the runner
+# digits in 2 steps of 5 classes, one epoch: step sizes read off the benchmark
+DIGITS = dict(benchmark="digits", protocol="B0", n_steps=2, class_order="natural", model="small_cnn", epochs=1,
+              batch_size=32, memory_size=100, loss="ce", progress=False, wandb=False)
+
+
+def test_runner_er_ace_matches_concat_replay_where_it_should_and_counts_its_compute(tmp_path):
+    replay_cfg = ExperimentConfig(**DIGITS, strategy="replay", replay="concat", first_experience_cache=str(tmp_path / "r"))
+    er_cfg = ExperimentConfig(**DIGITS, strategy="er_ace", batch_size_mem=16, first_experience_cache=str(tmp_path / "e"))
+    replay = run_experiment(replay_cfg, tmp_path / "replay")
+    er_ace = run_experiment(er_cfg, tmp_path / "er_ace")
+    # the first experience: one key, trained apart to the same network
+    assert er_ace["first_experience"]["key"] == replay["first_experience"]["key"]
+    assert er_ace["accuracy_matrix"][0] == replay["accuracy_matrix"][0]
+    saved = [torch.load(r["first_experience"]["file"], weights_only=True)["model"] for r in (replay, er_ace)]
+    assert all(torch.equal(v, saved[1][k]) for k, v in saved[0].items())
+
+    sizes = [len(e.dataset) for e in build_benchmark(replay_cfg).train_stream]
+    mem = 100
+    assert replay["samples_stored"] == er_ace["samples_stored"] == [mem, mem]
+    steps0 = math.ceil(sizes[0] / 32)
+    assert replay["gradient_steps"] == [steps0, math.ceil((sizes[1] + mem) / 32)]
+    assert replay["images_seen"] == [sizes[0], sizes[1] + mem]
+    steps1 = math.ceil(sizes[1] / 32)  # the new data's batches, each with a memory batch of 16
+    assert er_ace["gradient_steps"] == [steps0, steps1]
+    assert er_ace["images_seen"] == [sizes[0], sizes[1] + 16 * steps1]
+    for run in (replay, er_ace):  # one epoch: the per-epoch figures are the step's
+        assert run["images_per_epoch"] == run["images_seen"]
+        assert run["gradient_steps_per_epoch"] == run["gradient_steps"]
+
+
+def test_a_cached_first_experience_reports_the_compute_it_stands_for(tmp_path):
+    cfg = ExperimentConfig(**{**DIGITS, "n_steps": 1, "protocol": "B5", "epochs": 2}, strategy="replay",
+                           first_experience_cache=str(tmp_path / "cache"))
+    trained = run_experiment(cfg, tmp_path / "trained")
+    loaded = run_experiment(cfg.replace(loss="bsce", tau=0.0), tmp_path / "loaded")
+    assert loaded["first_experience"]["cached"] and not trained["first_experience"]["cached"]
+    for key in ("images_seen", "gradient_steps", "images_per_epoch", "gradient_steps_per_epoch", "samples_stored"):
+        assert loaded[key][0] == trained[key][0], key
+    assert trained["images_per_epoch"][0] * 2 == trained["images_seen"][0]

@@ -16,6 +16,7 @@ from bsce_avalanche.losses import ZERO_PRIOR_OFFSET, log_prior_adjustment
 from bsce_avalanche.runner import experiment
 from bsce_avalanche.runner.checkpoint import benchmark_digest
 from bsce_avalanche.runner.compare import compare
+from bsce_avalanche.runner.compute import COMPUTE_KEYS
 from bsce_avalanche.runner.config import CHOICES, ExperimentConfig
 from bsce_avalanche.runner.experiment import run_experiment
 from bsce_avalanche.runner.first_experience import (
@@ -179,7 +180,7 @@ def test_every_strategy_started_from_the_cache_matches_its_training(tmp_path, na
     filled = run_experiment(cfg, tmp_path / "filled")
     loaded = run_experiment(cfg, tmp_path / "loaded")
     assert not filled["first_experience"]["cached"] and loaded["first_experience"]["cached"]
-    for key in ("accuracy_matrix", "priors", "new_class_prediction_share"):
+    for key in ("accuracy_matrix", "priors", "new_class_prediction_share", *COMPUTE_KEYS):
         assert trained[key] == filled[key] == loaded[key], key
     if cfg.strategy == "icarl":
         assert trained["icarl_head"]["accuracy_matrix"] == loaded["icarl_head"]["accuracy_matrix"]
