@@ -24,7 +24,7 @@ __all__ = ["BalancedSoftmaxPlugin", "PRIOR_MODES", "ClassPrior", "BalancedSoftma
            "balanced_softmax_cross_entropy", "log_prior_adjustment", "class_counts", "dataset_labels",
            "loader_class_counts", "ConcatReplayPlugin", "herding_buffer", "LogitAdjustmentPlugin",
            "posthoc_adjustment", "logit_adjusted",
-           "WeightAligningPlugin"]
+           "WeightAligningPlugin", "ERACE"]
 
 #: The names imported on first use, by module (these modules import torch and Avalanche).
 _LAZY: dict[str, tuple[str, ...]] = {
@@ -35,5 +35,6 @@ _LAZY: dict[str, tuple[str, ...]] = {
     "priors": ("ClassPrior", "class_counts", "dataset_labels", "loader_class_counts"),
     "replay": ("ConcatReplayPlugin", "herding_buffer"),
     "weight_aligning": ("WeightAligningPlugin",),
+    "er_ace": ("ERACE",),
 }
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

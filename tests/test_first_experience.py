@@ -16,6 +16,7 @@ from bsce_avalanche.losses import ZERO_PRIOR_OFFSET, log_prior_adjustment
 from bsce_avalanche.runner import experiment
 from bsce_avalanche.runner.checkpoint import benchmark_digest
 from bsce_avalanche.runner.compare import compare
+from bsce_avalanche.runner.compute import COMPUTE_KEYS
 from bsce_avalanche.runner.config import CHOICES, ExperimentConfig
 from bsce_avalanche.runner.experiment import run_experiment
 from bsce_avalanche.runner.first_experience import (
@@ -54,6 +55,8 @@ def test_methods_that_train_the_first_experience_alike_share_its_key():
         dict(strategy="replay", loss="ce", replay="concat", memory_size=500),
         dict(strategy="replay", loss="bsce", prior="batch", tau=0.0),  # tau 0: a zero adjustment
         dict(strategy="naive", loss="ce", weight_aligning=True),  # a key of replay and lwf only: ignored
+        dict(strategy="er_ace", loss="ce"),  # its memory is filled after training: an empty one is Naive's loop
+        dict(strategy="er_ace", loss="ce", batch_size_mem=10),
     ):
         assert digest(**overrides) == plain, overrides
     assert digest(strategy="icarl", loss="bsce", tau=0.5, icarl_eval="head") == digest(strategy="icarl", loss="bsce")
@@ -73,7 +76,6 @@ def test_methods_that_train_the_first_experience_differently_do_not():
         "BSCE, a fixed head (unseen classes not masked)": digest(strategy="replay", loss="bsce", incremental_head=False),
         "BiC's validation split": digest(strategy="bic", loss="ce"),
         "BiC's split of another memory": digest(strategy="bic", loss="ce", memory_size=400),
-        "ER-ACE's memory filled before training": digest(strategy="er_ace", loss="ce"),
         "GDumb's training on its memory": digest(strategy="gdumb", loss="ce"),
         "another seed": digest(strategy="replay", loss="ce", seed=1),
         "WA's weight clipping": digest(strategy="replay", loss="ce", weight_aligning=True),
@@ -181,7 +183,7 @@ def test_every_strategy_started_from_the_cache_matches_its_training(tmp_path, na
     filled = run_experiment(cfg, tmp_path / "filled")
     loaded = run_experiment(cfg, tmp_path / "loaded")
     assert not filled["first_experience"]["cached"] and loaded["first_experience"]["cached"]
-    for key in ("accuracy_matrix", "priors", "new_class_prediction_share"):
+    for key in ("accuracy_matrix", "priors", "new_class_prediction_share", *COMPUTE_KEYS):
         assert trained[key] == filled[key] == loaded[key], key
     if cfg.strategy == "icarl":
         assert trained["icarl_head"]["accuracy_matrix"] == loaded["icarl_head"]["accuracy_matrix"]

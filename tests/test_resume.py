@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from bsce_avalanche.runner.compute import COMPUTE_KEYS
 from bsce_avalanche.runner.config import ConfigError, ExperimentConfig, run_name
 from bsce_avalanche.runner.experiment import run_experiment
 from conftest import Crash, crash_during_eval_of_step
@@ -19,7 +20,7 @@ from naming import run_dir
 
 BASE = dict(benchmark="digits", protocol="B0", n_steps=5, class_order="natural", model="small_cnn",
             epochs=1, batch_size=32, memory_size=30, progress=False, wandb=False)
-COMPARED = ("accuracy_matrix", "priors", "new_class_prediction_share", "average_incremental_accuracy")
+COMPARED = ("accuracy_matrix", "priors", "new_class_prediction_share", "average_incremental_accuracy", *COMPUTE_KEYS)
 
 
 @pytest.mark.parametrize(

@@ -71,11 +71,11 @@ STRATEGIES: dict[str, StrategyInfo] = {
     # iCaRL's first mini-batch also runs an extra forward pass in train mode (BatchNorm statistics)
     "icarl": StrategyInfo("iCaRL: herding memory, distillation; evaluates with icarl_eval", memory=True,
                           first_experience="icarl", ce_loss="sigmoid_bce"),
-    # ER-ACE fills its memory before training (random draws); BiC holds out a validation split, the same with
-    # either replay protocol (no memory yet): its first experience does not depend on replay
-    "er_ace": StrategyInfo("ER-ACE: replay with an asymmetric cross-entropy", memory=True,
-                           without_bsce="ER-ACE uses its own loss", first_experience="er_ace",
-                           first_experience_keys=("memory_size", "memory_per_class")),
+    # ER-ACE (bsce_avalanche.ERACE) fills its memory after training, as Replay: an empty memory is Naive's loop
+    "er_ace": StrategyInfo("ER-ACE: replay with an asymmetric cross-entropy (bsce_avalanche.ERACE: "
+                           "Replay's memory, updated after each experience)", memory=True,
+                           without_bsce="ER-ACE uses its own loss"),
+    # BiC holds out a validation split before training
     "bic": StrategyInfo("BiC: replay, then a bias-correction layer trained on held-out memory",
                         memory=True, first_experience="bic",
                         first_experience_keys=("memory_size", "memory_per_class", "bic_val_fraction")),

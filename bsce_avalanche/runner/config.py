@@ -156,7 +156,7 @@ class ExperimentConfig:
                                 range="[1, inf)")
     batch_size_mem: Optional[int] = _key(None, "memory mini-batch size of replay (replay: half_batch) and er_ace, "
                                                "added to batch_size (online ER: 10 and 10); null: batch_size",
-                                         range="[1, inf)")
+                                         effect="later", range="[1, inf)")  # the first experience has no memory
     amp: str = _key("none", "bf16: the feature extractor runs under bf16 autocast; logits and losses stay float32")
     compile: bool = _key(False, "torch.compile the feature extractor (inductor, no CUDA graphs; the head, BSCE's "
                                 "adjustment and the losses stay eager float32): faster steps after a compilation "

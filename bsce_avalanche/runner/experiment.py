@@ -28,7 +28,9 @@ from ..plugin import BalancedSoftmaxPlugin
 from ..posthoc import LogitAdjustmentPlugin
 from ..weight_aligning import WeightAligningPlugin
 from . import distributed
+from .catalog import STRATEGIES, uses_replay_option
 from .checkpoint import load_checkpoint, restore_strategy, save_checkpoint
+from .compute import COMPUTE_KEYS, ComputeCounter, samples_stored
 from .compare import finished_results_problem
 from .config import ConfigError, ExperimentConfig, combination_error, RESULT_KEYS, result_settings
 from .divergence import NonFiniteLossGuard, TrainingDiverged
@@ -178,6 +180,7 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     metrics = accuracy_metrics(experience=True, stream=True), loss_metrics(experience=True, stream=True)
     evaluator = EvaluationPlugin(*metrics, loggers=[logger] if logger is not None else [])
     recorder = _PredictionRecorder()
+    counter = ComputeCounter()  # its counts go to results (and so into checkpoints) after each step
     bsce = (BalancedSoftmaxPlugin(prior=cfg.prior, tau=cfg.tau, distillation_weight=cfg.icarl_distillation_weight,
                                   window=cfg.prior_window)
             if cfg.loss == "bsce" else None)
@@ -190,7 +193,7 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     guard = NonFiniteLossGuard()
     # post-hoc logit adjustment of a softmax-CE run: recorded from the same evaluation pass, training untouched
     posthoc = LogitAdjustmentPlugin(adjust_outputs=False) if posthoc_applies(vars(cfg)) else None
-    plugins += [p for p in (bsce, posthoc, recorder, guard) if p is not None]
+    plugins += [p for p in (bsce, posthoc, recorder, counter, guard) if p is not None]
     # DDP: cfg.batch_size is the global mini-batch; each rank loads its share
     train_cfg = cfg.replace(batch_size=distributed.per_rank_batch_size(cfg.batch_size),
                             batch_size_mem=cfg.batch_size_mem and distributed.per_rank_batch_size(cfg.batch_size_mem))
@@ -201,7 +204,9 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
         "config": cfg.to_dict(), "finished": False, "n_classes": n_classes,
         "class_order": list(map(int, benchmark.classes_order)), "classes_per_step": classes_per_step,
         "environment": _environment(device), "steps": [], "priors": [], "step_times_s": [],
+        **{key: [] for key in COMPUTE_KEYS},
     }
+    has_memory = STRATEGIES[cfg.strategy].memory or uses_replay_option(vars(cfg))
     if distributed.is_distributed():
         results["distributed"] = distributed.describe(cfg.batch_size)
     if logger is not None:
@@ -209,8 +214,10 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
                             "sync_command": logger.sync_command}
     alt_steps = []  # iCaRL: the other eval mode (head vs NME) on the same weights
     if checkpoint:
-        saved = restore_strategy(strategy, checkpoint, exclude=[recorder, guard], benchmark=benchmark)
+        saved = restore_strategy(strategy, checkpoint, exclude=[recorder, counter, guard], benchmark=benchmark)
         results.update({k: v for k, v in saved["results"].items() if k != "wandb"})
+        for key in COMPUTE_KEYS:  # a checkpoint of a version that did not count: its steps are null
+            results[key] = results.get(key, []) + [None] * (len(results["steps"]) - len(results.get(key, [])))
         alt_steps = saved["alt_steps"]
         if main:
             print(f"{cfg.run_name}: resuming after step {len(results['steps'])} of {len(classes_per_step)}", flush=True)
@@ -232,6 +239,9 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
             results["priors"].append(bsce.prior_history[-1] if bsce is not None else None)
             if aligning is not None:  # its whole history: a resumed run's plugin holds the earlier steps'
                 results["weight_aligning_gamma"] = list(aligning.gamma_history)
+            for key, value in counter.step_record(distributed.world_size()).items():
+                results[key].append(value)
+            results["samples_stored"].append(samples_stored(strategy) if has_memory else 0)
 
             evaluation = (strategy, recorder, benchmark, classes_per_step, t, n_classes, cfg.num_workers)
             head = cfg.strategy != "icarl" or cfg.icarl_eval == "head"  # post-hoc adjusts the trained head's logits
@@ -257,7 +267,8 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
             if main:
                 write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
             if cfg.checkpoint and main:  # saved last: the RNG state is the one the next step starts from
-                save_checkpoint(out / CHECKPOINT_FILE, strategy, exclude=[recorder, guard], benchmark=benchmark,
+                save_checkpoint(out / CHECKPOINT_FILE, strategy, exclude=[recorder, counter, guard],
+                                benchmark=benchmark,
                                 extra={"results": results, "alt_steps": alt_steps, "config": cfg.to_dict()})
             bar.update(1)
     except BaseException as err:

@@ -28,6 +28,7 @@ from ..plugin import BalancedSoftmaxPlugin
 from ..priors import ClassPrior
 from . import distributed
 from .checkpoint import _global, benchmark_digest, optimizer_param_names, rng_state, set_rng_state
+from .compute import ComputeCounter
 from .config import EFFECT, ConfigError, ExperimentConfig, result_settings
 from .fileio import atomic_write, hold_lock
 from .catalog import STRATEGIES
@@ -118,6 +119,8 @@ def _epoch_state(plugin) -> Optional[dict]:
     """What the first experience's epochs leave in ``plugin`` (None: nothing)."""
     if isinstance(plugin, Clock):
         return dict(vars(plugin))
+    if isinstance(plugin, ComputeCounter):  # a cached first experience reports the training it stands for
+        return plugin.state()
     if isinstance(plugin, LRSchedulerPlugin):
         return {"scheduler": plugin.scheduler.state_dict()}
     if isinstance(plugin, _ICaRLPlugin):  # set on the first mini-batch, used for the class means

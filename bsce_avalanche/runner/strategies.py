@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 import torch
-from avalanche.training import BiC, ER_ACE, GDumb, ICaRL, LwF, Naive
+from avalanche.training import BiC, GDumb, ICaRL, LwF, Naive
 from avalanche.training.plugins import LRSchedulerPlugin, ReplayPlugin
 from avalanche.training.storage_policy import ClassBalancedBuffer
 from torch.nn import CrossEntropyLoss
 from torch.optim import SGD
 
 from ..compat import fix_strategy
+from ..er_ace import ERACE
 from ..icarl import set_icarl_eval
 from ..replay import ConcatReplayPlugin, herding_buffer
 from ..weight_aligning import WeightAligningPlugin
@@ -35,6 +36,15 @@ def _memory(cfg, max_size: int, fixed_over: Optional[int] = None):
     if fixed_over:
         return ClassBalancedBuffer(max_size=max_size, adaptive_size=False, total_num_classes=fixed_over)
     return ClassBalancedBuffer(max_size=max_size, adaptive_size=True)
+
+
+def _random_buffer(cfg, n_classes: int) -> ClassBalancedBuffer:
+    """Replay's random class-balanced memory: ``memory_per_class`` per class, or ``memory_size`` over the classes
+    seen so far."""
+    if cfg.memory_per_class:
+        return ClassBalancedBuffer(max_size=_memory_total(cfg, n_classes), adaptive_size=False,
+                                   total_num_classes=n_classes)
+    return ClassBalancedBuffer(max_size=cfg.memory_size, adaptive_size=True)
 
 
 def _replay_plugin(cfg, n_classes: int):
@@ -66,8 +76,10 @@ def _icarl(cfg, model, n_classes, common):
 
 
 def _er_ace(cfg, model, n_classes, common):
-    return ER_ACE(model=model, criterion=CrossEntropyLoss(), mem_size=_memory_total(cfg, n_classes),
-                  batch_size_mem=cfg.batch_size_mem or cfg.batch_size, **common)
+    # Replay's memory, updated as Replay's after each experience: the rows differ in their loss and sampling only
+    buffer = _random_buffer(cfg, n_classes)
+    return ERACE(model=model, criterion=CrossEntropyLoss(), mem_size=buffer.max_size, storage_policy=buffer,
+                 batch_size_mem=cfg.batch_size_mem or cfg.batch_size, **common)
 
 
 def _bic(cfg, model, n_classes, common):
