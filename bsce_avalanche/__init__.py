@@ -18,6 +18,8 @@ from ._lazy import lazy_exports
 
 from .catalog import PRIOR_MODES
 
+#: The one version number: setup.cfg's metadata reads it (``version = attr:``), CHANGELOG.md's top entry names it;
+#: a release is the tag ``v<__version__>``.
 __version__ = "0.1.0"
 
 __all__ = ["BalancedSoftmaxPlugin", "PRIOR_MODES", "ClassPrior", "BalancedSoftmaxCrossEntropyLoss",

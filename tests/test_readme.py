@@ -22,7 +22,8 @@ def test_readme_commands_match_ci():
     assert 'pip install torch==2.14.1 torchvision==0.29.1 -e ".[dev]" && bsce-experiment run' in README.read_text()
     assert "python -m pytest -q" in README.read_text()
     assert "torch==2.14.1 torchvision==0.29.1 -e \".[dev]\"" in ci
-    assert ci.strip().endswith("python -m pytest -q")
+    lines = ci.strip().splitlines()
+    assert lines[-2:] == ["python -m pytest -q", "bash .ci/wheel_check"]  # the tests, then the wheel's install
 
 
 DOCS = (README, README.parent / "experiments" / "GUIDE.md")

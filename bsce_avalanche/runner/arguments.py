@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import MISSING, fields
-from pathlib import Path
 from typing import Union, get_args, get_origin, get_type_hints
 
-from .config import CHOICES, RANGES, ConfigError, ExperimentConfig, load_config, parse_value
+from .config import (CHOICES, DEFAULT_CONFIG, RANGES, ConfigError, ExperimentConfig, load_config, parse_value,
+                     shipped_configs)
 
 __all__ = ["build_parser", "config_from_args"]
 
@@ -52,8 +52,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_run_arguments(p: argparse.ArgumentParser, resume: bool = True) -> None:
-    p.add_argument("--config", help="YAML config, see experiments/configs/ (default: experiments/configs/"
-                                    "default.yaml in a checkout, else the built-in defaults below)")
+    p.add_argument("--config", metavar="NAME_OR_PATH",
+                   help=f"a YAML config file's path, or a shipped config's name: {', '.join(shipped_configs())} "
+                        f"(default: {DEFAULT_CONFIG}, the offline demo: digits, Replay with CE and BSCE)")
     if resume:
         existing = p.add_mutually_exclusive_group()  # what to do with runs already in the output directory
         existing.add_argument("--resume", action="store_true", help="continue interrupted runs from their last "
@@ -118,10 +119,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     for flag, key in _GRID_FLAGS.items():
         if key in grid and key in overrides:
             raise ConfigError(f"--{flag} and --{key} (or --set {key}=...) both set {key}: give one of them.")
-    # the offline default: experiments/configs/default.yaml in a checkout, else built-in defaults
-    default = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "default.yaml"
-    cfg = load_config(args.config or (default if default.is_file() else None),
-                      {k: v for k, v in overrides.items() if k not in grid})
+    cfg = load_config(args.config or DEFAULT_CONFIG, {k: v for k, v in overrides.items() if k not in grid})
     for selector, recipe in cfg.recipes.items():
         if "recipes" not in overrides and (clash := sorted(set(recipe) & set(overrides))):
             raise ConfigError(f"--set/option {clash[0]} is also set by recipes[{selector!r}], which wins for the "

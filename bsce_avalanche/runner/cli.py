@@ -1,7 +1,7 @@
 """``bsce-experiment``: run experiments, grids of them, and compare their results.
 
     bsce-experiment run                                   # offline default (digits, CE vs BSCE)
-    bsce-experiment run --config experiments/configs/cifar100_b0_10steps.yaml --output-dir runs/c100
+    bsce-experiment run --config cifar100_b0_10steps --output-dir runs/c100   # a shipped config, or a path
     bsce-experiment grid --config ... --strategies replay lwf --losses ce bsce --seeds 0 1 2
     bsce-experiment compare runs/c100 --output runs/c100
     torchrun --standalone --nproc_per_node=4 -m bsce_avalanche run --config ...   # DDP, see distributed.py

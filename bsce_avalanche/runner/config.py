@@ -26,7 +26,7 @@ from .errors import ConfigError
 __all__ = ["ExperimentConfig", "ConfigError", "load_config", "expand_grid", "combination_error", "method_label",
            "run_name", "settings_digest", "result_settings", "differing_settings", "apply_recipes", "check_unique_names",
            "CHOICES",
-           "RANGES", "EFFECTS", "EFFECT", "RESULT_KEYS", "load_yaml", "parse_value"]
+           "RANGES", "DEFAULT_CONFIG", "shipped_configs", "resolve_config", "EFFECTS", "EFFECT", "RESULT_KEYS", "load_yaml", "parse_value"]
 
 #: Valid values of the name-like keys.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -77,7 +77,7 @@ def _key(default, help: str, *, effect: str = "result", range: Optional[str] = N
 
 @dataclass
 class ExperimentConfig:
-    """Everything that defines one run (see ``experiments/configs/*.yaml``)."""
+    """Everything that defines one run (see the shipped configs, :func:`shipped_configs`)."""
 
     name: str = _key("digits-replay", "experiment name: the W&B runs' name prefix and group", effect="run")
     # data
@@ -444,13 +444,45 @@ def parse_value(text: str) -> Any:
     return _parse_yaml(text, f"YAML value {text!r}")
 
 
+#: The shipped config ``bsce-experiment run`` runs without ``--config``: the offline demo (digits, Replay, CE and BSCE).
+DEFAULT_CONFIG = "default"
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The configs shipped with the package, by name (the file name without ``.yaml``): the default and the
+    paper's settings. One copy of each: ``experiments/configs/*.yaml`` in a checkout, installed as package data
+    in ``bsce_avalanche/configs/`` (``setup.cfg``)."""
+    package = Path(__file__).resolve().parents[1]
+    folder = package / "configs"
+    if not folder.is_dir():  # a checkout
+        folder = package.parent / "experiments" / "configs"
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"), key=lambda p: (p.stem != DEFAULT_CONFIG, p.stem))}
+
+
+def resolve_config(config: str | Path) -> Path:
+    """The YAML file ``config`` names: a file's path, or a shipped config's name (``cifar100_b0_10steps``, with or
+    without ``.yaml``; a file of that name in the working directory comes first); else a one-line
+    :class:`ConfigError` listing the shipped names."""
+    path = Path(config)
+    if path.is_file():
+        return path
+    shipped = shipped_configs()
+    name = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    if len(path.parts) == 1 and name in shipped:
+        return shipped[name]
+    names = ", ".join(shipped) or "none found (a broken install?)"
+    if len(path.parts) > 1 or path.suffix in (".yaml", ".yml"):
+        raise ConfigError(f"Config file {path} does not exist; shipped configs (--config NAME): {names}.")
+    raise ConfigError(f"Unknown config {str(config)!r}{did_you_mean(name, shipped)}: give a YAML file's path or "
+                      f"a shipped config's name: {names}.")
+
+
 def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = None) -> ExperimentConfig:
-    """Load a YAML config (or the defaults) and apply ``overrides``; bad keys or values: :class:`ConfigError`."""
+    """Load a YAML config (a file's path or a shipped config's name, :func:`resolve_config`; None: the built-in
+    defaults) and apply ``overrides``; bad keys or values: :class:`ConfigError`."""
     loaded, overrides = {}, overrides or {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"Config file {path} does not exist; see experiments/configs/ for examples.")
+        path = resolve_config(path)
         loaded = load_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"Config file {path} must hold a mapping of keys to values.")
