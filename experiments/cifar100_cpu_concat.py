@@ -134,7 +134,11 @@ def fair_table(rows: list[dict]) -> str:
     baselines_all = {}
     bsce_rows = {}
     for family, methods in FAMILIES:
-        present = [(name, (label, recipe)) for name, label, recipe in methods if groups.get((label, recipe))]
+        # a recipe row falls back to the label's runs without a recipe when no shared row is listed (--tiny)
+        shared = {label for _, label, recipe in methods if recipe is None}
+        keys = [(name, (label, recipe if groups.get((label, recipe)) or label in shared else None))
+                for name, label, recipe in methods]
+        present = [(name, key) for name, key in keys if groups.get(key)]
         for name, key in present:
             group = groups[key]
             lines.append(f"| {family} | {name} | {key[1] or 'shared'} | {len(group)} | "

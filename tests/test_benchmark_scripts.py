@@ -12,6 +12,9 @@ import pytest
 from conftest import assert_accuracies_consistent
 from naming import read_results, results_in
 
+from bsce_avalanche.runner.compare import POSTHOC_LABEL
+from bsce_avalanche.runner.plans import TINY, _config
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -65,8 +68,13 @@ def test_cifar100_cpu_concat_benchmark_tiny(tmp_path):
     bench = load_script("cifar100_cpu_concat")
     out = tmp_path / "cifar100_cpu_concat"
     rows = bench.main(["--tiny", "--workers", "1", "--output-dir", str(out)])
-    planned = bench.planned_runs(seeds=(0,))
-    assert len(rows) == len(planned) + sum(r["strategy"] == "icarl" for r in planned)  # iCaRL: NME and head rows
+    planned = {_config(str(bench.CONFIG), {**TINY, **r}).run_name: r for r in bench.planned_runs(seeds=(0,))}
+    # iCaRL: NME and head rows; softmax-CE runs with a memory: a post-hoc row too (without weight aligning)
+    posthoc = [r for r in rows if r["method"].endswith(POSTHOC_LABEL)]
+    assert len(rows) == len(planned) + sum(r["strategy"] == "icarl" for r in planned.values()) + len(posthoc)
+    assert {r["method"] for r in posthoc} == {"replay-ce-concat" + POSTHOC_LABEL, "replay-ce" + POSTHOC_LABEL,
+                                              "lwf+mem-ce-concat" + POSTHOC_LABEL, "replay-bsce-concat-tau0" + POSTHOC_LABEL,
+                                              "icarl-bsce-head-tau0" + POSTHOC_LABEL}
     assert json.loads(out.with_suffix(".json").read_text()) == json.loads(json.dumps(rows))
     by_method = {r["method"]: r for r in rows}
     assert {"replay-ce-concat", "replay-bsce-concat", "replay-bsce-concat-prior_dataset", "replay-bsce-concat-tau0",
@@ -78,7 +86,7 @@ def test_cifar100_cpu_concat_benchmark_tiny(tmp_path):
     for a, b in (("replay-bsce-concat-prior_dataset", "replay-bsce-concat"), ("replay-bsce-concat-tau0", "replay-ce-concat")):
         assert by_method[a]["average_incremental_accuracy"] == by_method[b]["average_incremental_accuracy"], a
     # one first experience for the plain methods of the seed, trained once
-    plain = [r for r in rows if r["strategy"] in ("replay", "lwf")]
+    plain = [r for r in rows if r["strategy"] in ("replay", "lwf", "er_ace") and not r["method"].endswith(("-wa", POSTHOC_LABEL))]
     assert len({r["first_experience"]["key"] for r in plain}) == 1
     assert sum(not r["first_experience"]["cached"] for r in plain) == 1
     assert len({r["step0_accuracy"] for r in plain}) == 1
@@ -89,7 +97,10 @@ def test_cifar100_cpu_concat_benchmark_tiny(tmp_path):
     fair = text.split("## Fair comparison")[1]
     for row in ("iCaRL, its own loss and recipe", "iCaRL, softmax CE (BSCE with tau 0)", "iCaRL + BSCE"):
         assert f"| iCaRL (NME) | {row} |" in fair, row
-    assert "| iCaRL (NME) | icarl-bsce-nme |" in fair  # BSCE against the stronger of the two baselines
+    for family, baseline in (("iCaRL (NME)", "iCaRL, softmax CE (BSCE with tau 0)"), ("Replay", "Replay + WA (aligning alone)"),
+                             ("Replay", "Replay + CE + post-hoc LA"), ("LwF + memory", "WA (LwF + memory + aligning, as published)")):
+        assert f"| {family} | {baseline} | 1 |" in fair, (family, baseline)  # BSCE minus it, paired (one seed here)
+    assert "the strongest baseline of all" in fair
     assert (out / "tau_sweep.png").stat().st_size > 1000
 
 

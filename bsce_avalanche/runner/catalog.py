@@ -53,13 +53,13 @@ def posthoc_applies(config: Mapping) -> bool:
     """Whether a run also reports post-hoc logit adjustment (``results["posthoc"]``): it trains a softmax CE
     without adjustment (``loss: ce``, or ``bsce`` at ``tau: 0``) on a memory that covers the old classes
     (replay, LwF with memory, iCaRL's softmax-CE ablation, evaluated with its trained head), without weight
-    aligning. Without a memory
-    the old classes are absent from the training prior, so post-hoc adjustment would never predict them."""
+    aligning. Without a memory the old classes are absent from the training prior, so post-hoc adjustment
+    would never predict them."""
     softmax_ce = (config["loss"] == "ce" and STRATEGIES[config["strategy"]].ce_loss == "softmax_ce") or \
         (config["loss"] == "bsce" and config["tau"] == 0.0)
-    # not on top of another bias correction (weight aligning)
-    return softmax_ce and not config.get("weight_aligning") and (uses_replay_option(config)
-                                                                 or config["strategy"] == "icarl")
+    # not on top of another bias correction (BiC's layer, weight aligning)
+    return softmax_ce and not config.get("weight_aligning") and config["strategy"] in ("replay", "lwf", "icarl") \
+        and (uses_replay_option(config) or config["strategy"] == "icarl")
 
 
 #: Every strategy, by the name the runner's ``strategy:`` key takes.

@@ -131,6 +131,11 @@ def run_plan(argv, plan: Plan, description: str) -> list[dict]:
     out = Path(args.output_dir)
     jobs = [(str(plan.config), {**common, **run}, str(out)) for run in plan.runs(tuple(args.seeds))]
     configs = [_config(*job[:2]) for job in jobs]  # fails fast on a bad config
+    if args.tiny:  # the tiny settings replace the recipes: a method's recipe and shared rows become one run
+        first = {}
+        for job, cfg in zip(jobs, configs):
+            first.setdefault(cfg.run_name, (job, cfg))
+        jobs, configs = [j for j, _ in first.values()], [c for _, c in first.values()]
     check_unique_names(configs)
     names = [cfg.run_name for cfg in configs]
     if args.only:
