@@ -152,3 +152,37 @@ def test_paired_difference_and_its_t_interval():
     assert not tight.level and format_gain(tight) == "+22.0 [+17.0, +27.0]"
     with pytest.raises(ValueError, match="twice"):
         paired_difference(a + a[:1], b, lambda r: r["v"])
+
+
+def test_ncm_diagnostic_predicts_the_nearest_memory_class_mean():
+    """Cosine to the normalised class means of the memory's features; a class absent from memory is never
+    predicted; the test features come from the evaluation's own forward pass (a hook)."""
+    from types import SimpleNamespace
+
+    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as make_tensor_classification_dataset
+    from avalanche.training.storage_policy import ReservoirSamplingBuffer
+
+    from bsce_avalanche.runner.ncm import NCMDiagnostic
+
+    buffer = ReservoirSamplingBuffer(4)
+    buffer.buffer = make_tensor_classification_dataset(torch.tensor([[1.0, 0.0], [3.0, 0.2], [0.0, 1.0], [0.1, 2.0]]),
+                                                       torch.tensor([0, 0, 2, 2]))
+    model = torch.nn.Module()
+    model.feature_extractor = torch.nn.Identity()
+    strategy = SimpleNamespace(model=model, plugins=[SimpleNamespace(storage_policy=buffer)], eval_mb_size=2,
+                               device="cpu")
+    ncm = NCMDiagnostic()
+    ncm.before_eval(strategy)
+    test = torch.tensor([[2.0, 0.1], [0.2, 5.0], [1.0, 0.9], [-1.0, 0.0]])
+    model.feature_extractor(test)  # the evaluation's forward pass
+    ncm.after_eval_iteration(strategy)
+    ncm.after_eval(strategy)
+    assert ncm.predictions().tolist() == [0, 2, 0, 2]  # [1, 0.9]: nearer (cosine) to class 0's mean; 1 absent
+    assert not model.feature_extractor._forward_hooks  # the hook is gone after the evaluation
+
+
+def test_runner_reports_ncm_when_asked(tmp_path):
+    on = run_experiment(ExperimentConfig(**FAST, loss="bsce", ncm_diagnostic=True, output_dir=str(tmp_path / "on")))
+    off = run_experiment(ExperimentConfig(**FAST, loss="bsce", output_dir=str(tmp_path / "off")))
+    assert "ncm" not in off and [s["accuracy_seen"] for s in on["steps"]] == [s["accuracy_seen"] for s in off["steps"]]
+    assert len(on["ncm"]["steps"]) == 2 and on["ncm"]["last_accuracy"] > 0.3  # 10 digits: chance is 0.1

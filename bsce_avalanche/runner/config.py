@@ -144,6 +144,9 @@ class ExperimentConfig:
                                 effect="later", range="(0, inf)", only=('bic',))
     bic_val_fraction: float = _key(0.1, "fraction of BiC's memory held out for its bias correction",
                                    effect="later", range="(0, 1)", only=('bic',))
+    ncm_diagnostic: bool = _key(False, "also report the accuracy of a nearest-class-mean classifier on the model's "
+                                       "features, the class means from the replay memory (results.json's ncm): does "
+                                       "BSCE change the representation or only the classifier's bias?", effect="run")
     recipes: dict = _key(
         {}, "per-method training recipes, applied to the runs of that method after the grid: {selector: {key: "
             "value}}, a selector being a strategy (icarl) or strategy-loss (icarl-ce), the more specific applied "

@@ -39,6 +39,7 @@ from .first_experience import FirstExperiencePlugin, cache_dir
 from .metrics import evaluate_step, summarise
 from .strategies import build_strategy
 from .catalog import posthoc_applies
+from .ncm import NCMDiagnostic
 
 __all__ = ["run_experiment", "build_benchmark", "build_model", "build_strategy", "resolve_device"]
 
@@ -193,7 +194,8 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     guard = NonFiniteLossGuard()
     # post-hoc logit adjustment of a softmax-CE run: recorded from the same evaluation pass, training untouched
     posthoc = LogitAdjustmentPlugin(adjust_outputs=False) if posthoc_applies(vars(cfg)) else None
-    plugins += [p for p in (bsce, posthoc, recorder, counter, guard) if p is not None]
+    ncm = NCMDiagnostic() if cfg.ncm_diagnostic else None  # features' NCM accuracy, class means from the memory
+    plugins += [p for p in (bsce, posthoc, ncm, recorder, counter, guard) if p is not None]
     # DDP: cfg.batch_size is the global mini-batch; each rank loads its share
     train_cfg = cfg.replace(batch_size=distributed.per_rank_batch_size(cfg.batch_size),
                             batch_size_mem=cfg.batch_size_mem and distributed.per_rank_batch_size(cfg.batch_size_mem))
@@ -245,7 +247,7 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
 
             evaluation = (strategy, recorder, benchmark, classes_per_step, t, n_classes, cfg.num_workers)
             head = cfg.strategy != "icarl" or cfg.icarl_eval == "head"  # post-hoc adjusts the trained head's logits
-            step_eval = _evaluate(*evaluation, posthoc=posthoc if head else None)
+            step_eval = _evaluate(*evaluation, posthoc=posthoc if head else None, ncm=ncm)
             steps.append(step_eval)
             if cfg.strategy == "icarl":
                 other = "head" if cfg.icarl_eval == "nme" else "nme"
@@ -254,7 +256,12 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
                 set_icarl_eval(strategy, cfg.icarl_eval)
                 results["icarl_" + other] = summarise(alt_steps)
             if posthoc is not None:
-                _record_posthoc(results, (steps if head else alt_steps)[-1].pop("posthoc"), posthoc)
+                _record_view(results, "posthoc", (steps if head else alt_steps)[-1].pop("posthoc"),
+                             method="post-hoc logit adjustment (Menon et al., ICLR 2021): logits - tau * log prior "
+                                    "of the step's training data", tau=posthoc.tau, prior=posthoc.class_prior.mode)
+            if "ncm" in step_eval:
+                _record_view(results, "ncm", step_eval.pop("ncm"), method="nearest class mean of the memory's "
+                                                                          "features (cosine), a diagnostic")
             results.update(summarise(steps))
             results["train_time_s"] = float(sum(results["step_times_s"]))
             if distributed.is_distributed():
@@ -283,7 +290,7 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
 
     results["finished"] = True
     results.update({k: steps[-1][k] for k in ("per_class_accuracy", "confusion_matrix")})
-    for s in steps + alt_steps + (results["posthoc"]["steps"] if posthoc is not None else []):
+    for s in steps + alt_steps + [v for k in ("posthoc", "ncm") for v in results.get(k, {}).get("steps", [])]:
         s.pop("confusion_matrix", None)  # keep the per-step file small: the last matrix is enough
     if logger is not None:
         _log_final(logger, results)
@@ -345,11 +352,10 @@ def _claim_run_dir(lock: contextlib.ExitStack, cfg: ExperimentConfig, out: Path,
     return checkpoint
 
 
-def _record_posthoc(results: dict, step_eval: dict, posthoc: LogitAdjustmentPlugin) -> None:
-    """Append a step's post-hoc evaluation to ``results["posthoc"]`` and summarise it like the run's."""
-    record = results.setdefault("posthoc", {"method": "post-hoc logit adjustment (Menon et al., ICLR 2021): "
-                                                      "logits - tau * log prior of the step's training data",
-                                            "tau": posthoc.tau, "prior": posthoc.class_prior.mode, "steps": []})
+def _record_view(results: dict, name: str, step_eval: dict, **about) -> None:
+    """Append a step's evaluation by another rule (post-hoc adjustment, NCM) to ``results[name]`` (``about``
+    describes it) and summarise it like the run's own."""
+    record = results.setdefault(name, {**about, "steps": []})
     for s in record["steps"]:
         s.pop("confusion_matrix", None)
     record["steps"].append(step_eval)
@@ -357,8 +363,9 @@ def _record_posthoc(results: dict, step_eval: dict, posthoc: LogitAdjustmentPlug
 
 
 def _evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, num_workers, quiet=False,
-              posthoc=None):
-    """The step's metrics; with ``posthoc``, also those of its adjusted predictions, as ``["posthoc"]``."""
+              posthoc=None, ncm=None):
+    """The step's metrics; with ``posthoc``, also those of its adjusted predictions, as ``["posthoc"]``; with
+    ``ncm``, those of its nearest-class-mean predictions (when the strategy has a memory), as ``["ncm"]``."""
     recorder.reset()
     recorder.posthoc = posthoc
     evaluator, plugins = strategy.evaluator, strategy.plugins
@@ -374,6 +381,8 @@ def _evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, num
     step = evaluate_step(y_true, y_pred, classes_per_step, t, n_classes)
     if posthoc is not None:
         step["posthoc"] = evaluate_step(y_true, recorder.posthoc_predictions(), classes_per_step, t, n_classes)
+    if ncm is not None and not quiet and (predictions := ncm.predictions()) is not None:
+        step["ncm"] = evaluate_step(y_true, predictions, classes_per_step, t, n_classes)
     return step
 
 
