@@ -145,7 +145,8 @@ def test_legend_is_outside_every_panel():
         for ax in _axes(fig):
             assert not box.overlaps(ax.get_window_extent(renderer)), (make.__name__, ax.get_title())
         texts = [t.get_text() for t in legend.get_texts()]
-        assert texts[:2] == ["replay-ce (3 seeds)", "replay-bsce (3 seeds)"]
+        assert texts[:2] == ["Replay + CE (3 seeds)", "Replay + BSCE (3 seeds)"]  # readable names
+        assert "solid: BSCE, dashed: CE" in legend.get_title().get_text()
 
 
 def test_unbiased_share_is_drawn_in_every_panel():
@@ -195,3 +196,15 @@ def test_plot_comparison_writes_the_same_files_deterministically(tmp_path):
         assert a.read_bytes() == b.read_bytes(), a.name
     with pytest.raises(ValueError, match="at least one run"):
         plot_comparison([], tmp_path / "c")
+
+
+def test_legends_use_readable_method_names():
+    from bsce_avalanche.runner.compare import readable_method
+
+    assert readable_method({"strategy": "replay", "loss": "ce"}) == "Replay + CE"
+    assert readable_method({"strategy": "lwf", "lwf_memory": True, "loss": "ce", "weight_aligning": True}) == \
+        "LwF + memory + CE + WA"
+    assert readable_method({"strategy": "icarl", "loss": "bsce", "tau": 0.0}) == "iCaRL, softmax CE (BSCE tau 0)"
+    assert readable_method({"strategy": "icarl", "loss": "ce"}) == "iCaRL, its own loss (sigmoid BCE)"
+    assert readable_method({"strategy": "replay", "loss": "bsce", "tau": 0.5}) == "Replay + BSCE, tau 0.5"
+    assert readable_method({"strategy": "er_ace", "loss": "ce"}) == "ER-ACE"

@@ -18,7 +18,7 @@ from .catalog import STRATEGIES, uses_replay_option
 from .stats import format_gain, paired_difference
 
 __all__ = ["format_mean_std", "run_label", "find_results", "load_results", "finished_results_problem",
-           "check_one_setting", "group_runs", "comparison_table", "with_posthoc", "posthoc_view", "gains_table",
+           "check_one_setting", "group_runs", "comparison_table", "readable_method", "with_posthoc", "posthoc_view", "gains_table",
            "POSTHOC_LABEL", "first_experience_table", "plot_comparison", "compare",
            "FAMILIES", "FAMILY_COLORS", "LOSS_LINESTYLES", "method_family", "loss_kind", "method_style",
            "mean_per_experience", "per_experience_accuracy", "figure_accuracy_per_step", "figure_old_new_accuracy",
@@ -314,7 +314,33 @@ class _Method:
 
     @property
     def legend(self) -> str:
+        """The line's label: the method label, which names the runs (``results.json``'s config)."""
         return f"{self.label} ({len(self.runs)} seed{'s' if len(self.runs) > 1 else ''})"
+
+    @property
+    def display(self) -> str:
+        """The figure legend's entry: the method's name for a reader."""
+        return f"{readable_method(self.config)} ({len(self.runs)} seed{'s' if len(self.runs) > 1 else ''})"
+
+
+def readable_method(config: Mapping) -> str:
+    """A method's name for a reader, e.g. ``Replay + BSCE``, ``LwF + memory + CE + WA``, ``iCaRL, its own loss
+    (sigmoid BCE)``, ``Replay + BSCE, tau 0.5``; the panel title gives the protocol or classifier."""
+    c = {**_CONFIG_DEFAULTS, **config}
+    name = _FAMILY_NAMES.get(method_family(c), method_family(c))
+    kind = loss_kind(c)
+    if c["strategy"] == "icarl":
+        loss = {"ce": ", its own loss (sigmoid BCE)", "bsce tau 0": ", softmax CE (BSCE tau 0)"}.get(kind, " + BSCE")
+    elif c["strategy"] in ("er_ace", "bic", "gdumb") and kind == "ce":
+        loss = ""  # their own loss
+    else:
+        loss = {"ce": " + CE", "bsce tau 0": " + BSCE, tau 0"}.get(kind, " + BSCE")
+    name += loss + (" + WA" if c.get("weight_aligning") and c["strategy"] in ("replay", "lwf") else "")
+    if kind == "bsce" and c["tau"] != 1:
+        name += f", tau {c['tau']:g}"
+    if c["loss"] == "bsce" and c["prior"] != "auto":
+        name += f", prior {c['prior']}" + (f" {c['prior_window']}" if c["prior"] == "window" else "")
+    return name
 
 
 def _methods(runs: Sequence[dict]) -> list[_Method]:
@@ -431,12 +457,13 @@ def _finish(fig, methods: Sequence[_Method], title: str, xlabel: str, ylabel: st
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], ms=5, lw=1.6, **m.style) for m in methods]
-    labels = [m.legend for m in methods]
+    labels = [m.display for m in methods]
     for handle, label in extra:
         handles.append(handle)
         labels.append(label)
     fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False,
-               title="method (line: mean,\nband: ± std over seeds)", title_fontsize=8)
+               title="method (solid: BSCE, dashed: CE,\ndotted: BSCE at tau 0; line: mean,\nband: ± std over seeds)",
+               title_fontsize=8)
     fig.suptitle(title, fontsize=11)
     fig.supxlabel(xlabel, fontsize=10)
     fig.supylabel(ylabel, fontsize=10)
