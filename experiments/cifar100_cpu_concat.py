@@ -245,6 +245,30 @@ def plot_tau_sweep(sweep: dict, path: Path) -> None:
     plt.close(fig)
 
 
+#: The methods whose accuracy matrix (mean over seeds) comparison.md and RESULTS.md show.
+MATRIX_ROWS = (("Replay + CE", "replay-ce-concat"), ("Replay + CE + post-hoc LA", "replay-ce-concat" + POSTHOC_LABEL),
+               ("Replay + BSCE", "replay-bsce-concat"), ("ER-ACE", "er_ace-ce"),
+               ("WA (LwF + memory + aligning)", "lwf+mem-ce-concat-wa"), ("BiC (fixed), shared schedule", "bic-ce-concat"))
+
+
+def matrix_table(group: list[dict]) -> str:
+    """Accuracy (%) on each step's classes (columns) after each step (rows), mean over the runs of ``group``."""
+    matrix = np.array([[[np.nan if a is None else a for a in row] for row in r["accuracy_matrix"]] for r in group],
+                      float).mean(axis=0)  # tasks not seen yet: nan in every run
+    n = matrix.shape[1]
+    lines = ["| after step | " + " | ".join(f"task {j}" for j in range(n)) + " |", "|---" * (n + 1) + "|"]
+    for t, row in enumerate(matrix):
+        lines.append(f"| {t} | " + " | ".join("" if np.isnan(a) else f"{100 * a:.1f}" for a in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def matrix_tables(rows: list[dict]) -> str:
+    groups = _by_row(rows)
+    parts = [f"\n### {name} ({len(groups[(label, None)])} seeds)\n\n" + matrix_table(groups[(label, None)])
+             for name, label in MATRIX_ROWS if groups.get((label, None))]
+    return "".join(parts)
+
+
 def report(rows: list[dict], out: Path) -> None:
     """Append the protocols, BSCE - CE and tau tables to comparison.md; plot the tau sweep."""
     sweep = tau_sweep(rows)
@@ -254,7 +278,8 @@ def report(rows: list[dict], out: Path) -> None:
              + "\n## Rehearsal protocols side by side (Replay)\n\nconcat: the memory concatenated into the "
              "training set (the paper's); half_batch: half of every mini-batch from the memory (Avalanche's "
              "ReplayPlugin). BSCE − CE: mean of the seeds' paired differences and its 95% t-interval.\n\n" + protocols_table(rows)
-             + "\n## tau sweep (Replay + BSCE, concat)\n\n" + tau_table(sweep) + "\n![tau_sweep](tau_sweep.png)\n")
+             + "\n## tau sweep (Replay + BSCE, concat)\n\n" + tau_table(sweep) + "\n![tau_sweep](tau_sweep.png)\n"
+             + "\n## Accuracy matrices (mean over seeds)\n" + matrix_tables(rows))
     write_text_atomic(out / "comparison.md", text)
 
 
