@@ -186,3 +186,43 @@ def test_runner_reports_ncm_when_asked(tmp_path):
     off = run_experiment(ExperimentConfig(**FAST, loss="bsce", output_dir=str(tmp_path / "off")))
     assert "ncm" not in off and [s["accuracy_seen"] for s in on["steps"]] == [s["accuracy_seen"] for s in off["steps"]]
     assert len(on["ncm"]["steps"]) == 2 and on["ncm"]["last_accuracy"] > 0.3  # 10 digits: chance is 0.1
+
+
+def test_plugin_composes_with_lwf_and_avalanche_replay(blobs_benchmark):
+    """LwF + concatenated memory and Avalanche's 50/50 ReplayPlugin: training as without the plugin, and the prior
+    is what the loader draws (the replay loader's sampling distribution, as BalancedSoftmaxPlugin's "auto")."""
+    from avalanche.training import LwF
+    from avalanche.training.plugins import ReplayPlugin
+
+    from bsce_avalanche import ClassPrior
+
+    def lwf(plugins):
+        torch.manual_seed(0)
+        model = _mlp()
+        return LwF(model=model, optimizer=SGD(model.parameters(), lr=0.1), criterion=CrossEntropyLoss(), alpha=1.0,
+                   temperature=2.0, train_mb_size=16, train_epochs=1, eval_mb_size=64, plugins=plugins)
+
+    plain, la = LogitAdjustmentPlugin(), None
+    with_la, without = lwf([ConcatReplayPlugin(20), plain]), lwf([ConcatReplayPlugin(20)])
+    for experience in blobs_benchmark.train_stream[:2]:
+        torch.manual_seed(1)
+        with_la.train(experience)
+        torch.manual_seed(1)
+        without.train(experience)
+    assert all(torch.equal(a, b) for a, b in zip(with_la.model.state_dict().values(), without.model.state_dict().values()))
+
+    la, sampling = LogitAdjustmentPlugin(), ClassPrior("auto")
+
+    class _Prior(SupervisedPlugin):  # what BalancedSoftmaxPlugin's auto prior would use on the same loader
+        def before_training_epoch(self, strategy, **kwargs):
+            sampling.start_experience(strategy.dataloader)
+
+        def after_training_exp(self, strategy, **kwargs):
+            sampling.end_experience()
+
+    replay = _strategy(blobs_benchmark, [ReplayPlugin(20, batch_size_mem=16), la, _Prior()])
+    for experience in blobs_benchmark.train_stream[:2]:
+        replay.train(experience)
+    assert la.prior_history == sampling.history
+    old = sum(la.prior_history[-1][:2])
+    assert 0.3 < old < 0.7  # the 50/50 loader: old classes far above their 20 / 140 share of the data
