@@ -1,21 +1,27 @@
-"""Online class-incremental CIFAR-100 on a CPU: ER, ER + BSCE (sliding-window and per-experience
-priors), ER-ACE.
+"""Online class-incremental CIFAR-100 on a CPU, the standard online protocol: ER, ER + BSCE (sliding-window
+prior, windows 1 and 5), ER-ACE, with a reservoir memory updated after every mini-batch.
 
-    nice -n 15 python experiments/cifar100_online.py --data-dir /work/shared/data/cifar100   # ~45 min, 1 core
-    python experiments/cifar100_online.py --data-dir DIR --shard 2/2   # beside --shard 1/2: two cores
+    nice -n 15 python experiments/cifar100_online.py --data-dir /work/shared/data/cifar100 --shard 1/2 &
+    nice -n 15 python experiments/cifar100_online.py --data-dir /work/shared/data/cifar100 --shard 2/2   # two cores
     python experiments/cifar100_online.py --tiny --output-dir /tmp/x                         # seconds (tests)
-    python experiments/cifar100_online.py --data-dir DIR --compile-comparison   # ER eager vs compiled, ~5 min
+    python experiments/cifar100_online.py --table        # the tables and comparison-mem*/ from the finished runs
 
-Protocol (:data:`PROTOCOL`): the real CIFAR-100, B0 in 10 tasks of 10 classes (class order "icarl"),
-each task's data seen once (one epoch) in stream mini-batches of 10, each with a memory
-mini-batch of 10 from a class-balanced memory (Avalanche's ``ReplayPlugin(batch_size_mem=10)``;
-ER-ACE: ``ER_ACE(batch_size_mem=10)``), SGD lr 0.1 without momentum, evaluation on the test
-classes seen so far at the end of every task; a half-width ResNet-8 (``resnet8``, width 8), one
-torch thread. Runs in priority order (:func:`planned_runs`): seed 0 of ER, ER + BSCE window 1,
-ER + BSCE per-experience prior and ER-ACE at memory 2000; the window sweep (5, 10, a whole task);
-memory 5000; seeds 1 and 2 at memory 2000, then at 5000, then of the window sweep; memory 1000. ``--budget-min``: no run starts that would, at the median time of the
-runs so far, end after the budget. A re-run skips finished runs and resumes interrupted ones.
-Writes ``OUTPUT_DIR.json``: one entry per finished run.
+Protocol (:data:`PROTOCOL`; the runner's ``online: true`` and ``memory_selection: reservoir``): the real
+CIFAR-100, B0 in 10 tasks of 10 classes (class order "icarl"); each task split by Avalanche's
+``split_online_stream`` into experiences of 10 samples, each trained once by its own ``train()`` call, with a
+memory mini-batch of 10 (ER: Avalanche's ``ReplayPlugin(batch_size_mem=10)``; ER-ACE: ``bsce_avalanche.ERACE``)
+from a reservoir memory (Avalanche's ``ReservoirSamplingBuffer``) updated after every mini-batch with the samples
+just trained on, so that the memory only holds samples already trained on and no task boundary reaches training
+(BSCE: ``prior: window``); SGD lr 0.1 without momentum, evaluation on the test classes seen so far at the end of
+every task; a half-width ResNet-8 (``resnet8``, width 8), one torch thread. ER's post-hoc logit adjustment
+(``results["posthoc"]``) uses the window prior of a whole task (``posthoc_window`` = the task's mini-batches).
+Runs in priority order (:func:`planned_runs`): seed 0 of the four methods at memory 2000, then at 1000, then
+seeds 1 and 2 at 2000, then at 1000. ``--budget-min``: no run starts that would, at the median time of the runs
+so far, end after the budget. A re-run skips finished runs and resumes interrupted ones (between tasks).
+Writes ``OUTPUT_DIR.json`` (one entry per finished run), ``OUTPUT_DIR/summary.md`` (the tables, BSCE minus the
+strongest baseline paired per seed with a 95% t-interval) and ``OUTPUT_DIR/comparison-mem<M>/`` (``compare``'s
+comparison.md and figures). The earlier protocol (class-balanced memory updated at task ends, ER-ACE of
+Avalanche) is recorded in ``results/cifar100_online/`` and ``results/cifar100_online.json``.
 """
 
 from __future__ import annotations
@@ -40,19 +46,21 @@ from bsce_avalanche.runner.fileio import write_json_atomic  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
 #: The online protocol on CIFAR-100.
-PROTOCOL = dict(name="cifar100-online", benchmark="cifar100", protocol="B0", n_steps=10, class_order="icarl",
-                model="resnet8", width=8, strategy="replay", replay="half_batch", memory_size=2000, epochs=1,
+PROTOCOL = dict(name="cifar100-online-reservoir", benchmark="cifar100", protocol="B0", n_steps=10,
+                class_order="icarl", model="resnet8", width=8, strategy="replay", replay="half_batch", memory_size=2000,
+                online=True, memory_selection="reservoir", epochs=1,
                 batch_size=10, batch_size_mem=10, eval_batch_size=500, lr=0.1, momentum=0.0, weight_decay=0.0,
                 lr_milestones=[], threads=1, wandb=False, progress=False)
 #: ``--tiny``: split digits in 2 tasks, small_cnn, memory 100 and 200 (replaces the protocol's settings).
 TINY = dict(benchmark="digits", n_steps=2, class_order="natural", model="small_cnn", width=16, memory_size=100)
 TINY_MEMORIES = (100, 200)
-#: the main memory (all methods, the window sweep), a larger one, then one if time allows
-MEMORIES = (2000, 5000, 1000)
+#: the main memory, then the smaller one
+MEMORIES = (2000, 1000)
 
-#: The methods: (strategy, loss, prior, window); window "task": a whole task's mini-batches.
-ER, ER_LAS, ER_BSCE, ER_ACE = ("replay", "ce", None, None), ("replay", "bsce", "window", 1), \
-    ("replay", "bsce", "auto", None), ("er_ace", "ce", None, None)
+#: The methods: (strategy, loss, prior, window); window 5: the best window of the earlier protocol's sweep.
+ER, ER_LAS, ER_BSCE5, ER_ACE = ("replay", "ce", None, None), ("replay", "bsce", "window", 1), \
+    ("replay", "bsce", "window", 5), ("er_ace", "ce", None, None)
+METHODS = (ER, ER_LAS, ER_BSCE5, ER_ACE)
 
 
 #: the protocol's settings each summary entry repeats
@@ -60,16 +68,10 @@ SUMMARY_CONFIG_KEYS = ("batch_size", "batch_size_mem", "model", "width", "lr", "
 
 
 def planned_runs(memories=MEMORIES, seeds=(0, 1, 2)) -> list[dict]:
-    """The runs, most important first (each: strategy, loss, prior, window, memory_size, seed)."""
-    (low, high), extra = memories[:2], memories[2:]
-    runs = [(*m, low, seeds[0]) for m in (ER, ER_LAS, ER_BSCE, ER_ACE)]
-    runs += [("replay", "bsce", "window", w, low, seeds[0]) for w in (5, 10, "task")]
-    runs += [(*m, high, seeds[0]) for m in (ER, ER_LAS, ER_BSCE, ER_ACE)]
-    runs += [(*m, low, seed) for seed in seeds[1:] for m in (ER, ER_LAS, ER_BSCE, ER_ACE)]
-    # appended (a plan's order is its runs' shard: extend it only at the end)
-    runs += [(*m, high, seed) for seed in seeds[1:] for m in (ER, ER_LAS, ER_BSCE, ER_ACE)]
-    runs += [("replay", "bsce", "window", w, low, seed) for seed in seeds[1:] for w in (5, 10, "task")]
-    runs += [(*m, smallest, seed) for seed in seeds for m in (ER, ER_LAS, ER_BSCE, ER_ACE) for smallest in extra]
+    """The runs, most important first (each: strategy, loss, prior, window, memory_size, seed); a plan's order
+    is its runs' shard: extend it only at the end."""
+    runs = [(*m, memory, seeds[0]) for memory in memories for m in METHODS]
+    runs += [(*m, memory, seed) for memory in memories for seed in seeds[1:] for m in METHODS]
     keys = ("strategy", "loss", "prior", "window", "memory_size", "seed")
     return [dict(zip(keys, run)) for run in runs]
 
@@ -82,6 +84,8 @@ def run_id(run: dict) -> str:
 def config_of(run: dict, base: dict, task_batches: int) -> ExperimentConfig:
     window = task_batches if run["window"] == "task" else run["window"]
     extra = {"prior": run["prior"], "prior_window": window} if run["loss"] == "bsce" else {}
+    if run["loss"] == "ce" and run["strategy"] == "replay":  # post-hoc: the window prior of a whole task
+        extra["posthoc_window"] = task_batches or None
     return ExperimentConfig(**{**base, "strategy": run["strategy"], "loss": run["loss"],
                                "memory_size": run["memory_size"], "seed": run["seed"], **extra})
 
@@ -94,11 +98,29 @@ def row(run: dict, result: dict) -> dict:
             "seed": run["seed"], "average_accuracy": result["average_incremental_accuracy"],
             "final_accuracy": result["last_accuracy"], "newest_task_prediction_share": shares[-1],
             "newest_task_prediction_share_mean": sum(shares) / len(shares), "forgetting": result["forgetting"],
-            "train_time_s": result["train_time_s"], **{k: cfg[k] for k in SUMMARY_CONFIG_KEYS}}
+            "train_time_s": result["train_time_s"], "posthoc": _posthoc(result),
+            **{k: cfg[k] for k in SUMMARY_CONFIG_KEYS}}
+
+
+def _posthoc(result: dict):
+    """The run's post-hoc logit adjustment (accuracies, its prior), or None."""
+    p = result.get("posthoc")
+    return p and {"average_accuracy": p["average_incremental_accuracy"], "final_accuracy": p["last_accuracy"],
+                  "newest_task_prediction_share": p["new_class_prediction_share"][-1], "prior": p["prior"],
+                  "prior_window": p.get("prior_window")}
+
+
+def with_posthoc(rows: list[dict]) -> list[dict]:
+    """``rows`` plus one row per run with a post-hoc evaluation (method "ER + post-hoc ..."), same seed."""
+    extra = [{**r, **r["posthoc"], "posthoc": None, "method": f"{method_name(r)} + post-hoc (window "
+              f"{r['posthoc']['prior_window'] or 'auto'})"} for r in rows if r.get("posthoc")]
+    return rows + extra
 
 
 def method_name(r: dict) -> str:
     """A summary row's method, as the tables name it."""
+    if "method" in r:
+        return r["method"]
     method = {"replay": "ER", "er_ace": "ER-ACE"}[r["strategy"]] + (
         "" if r["loss"] == "ce" else " + BSCE " + (f"window {r['window']}" if r["prior"] == "window"
                                                    else "per-experience prior"))
@@ -115,7 +137,7 @@ def _stat(values, scale=100.0, sign="") -> str:
 def markdown_table(rows: list[dict]) -> str:
     """The runs as a Markdown table (mean ± std over seeds where there are several)."""
     groups: dict[tuple, list[dict]] = {}
-    for r in rows:
+    for r in with_posthoc(rows):
         groups.setdefault((r["memory_size"], method_name(r)), []).append(r)
     lines = ["| memory | method | seeds | average accuracy (%) | final accuracy (%) | newest-task share, last "
              "task (%) | train time (s) |", "|---|---|---|---|---|---|---|"]
@@ -127,28 +149,61 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+BASELINES = ("ER", "ER-ACE")
+
+
 def gains_table(rows: list[dict]) -> str:
-    """Each ER + BSCE method minus ER and minus ER-ACE at the same memory, paired per seed (the seeds both ran)."""
-    by = {(r["memory_size"], method_name(r), r["seed"]): r for r in rows}
-    lines = ["| memory | method | minus | seeds | average accuracy (points) | final accuracy (points) |",
-             "|---|---|---|---|---|---|"]
-    for (memory, method) in dict.fromkeys((m, n) for m, n, _ in by if "BSCE" in n):
-        for baseline in ("ER", "ER-ACE"):
-            seeds = sorted(s for m, n, s in by if (m, n) == (memory, method) and (memory, baseline, s) in by)
-            if not seeds:
-                continue
-            pairs = [(by[memory, method, s], by[memory, baseline, s]) for s in seeds]
-            lines.append(f"| {memory} | {method} | {baseline} | {', '.join(map(str, seeds))} | "
-                         + " | ".join(_stat([a[k] - b[k] for a, b in pairs], sign="+") for k in ("average_accuracy",
-                                                                                        "final_accuracy")) + " |")
+    """Each ER + BSCE method minus the strongest baseline at the same memory (by mean average accuracy over its
+    seeds: ER, ER-ACE, ER + post-hoc), paired per seed (the seeds both ran), mean and 95% Student-t interval
+    (``bsce_avalanche.runner.stats``)."""
+    from bsce_avalanche.runner.stats import format_gain, paired_difference
+
+    rows = with_posthoc(rows)
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["memory_size"], method_name(r)), []).append(r)
+    lines = ["| memory | method | minus (strongest baseline) | seeds | average accuracy (points) | "
+             "final accuracy (points) |", "|---|---|---|---|---|---|"]
+    for (memory, method), group in groups.items():
+        if "BSCE" not in method:
+            continue
+        baselines = [(statistics.mean(r["average_accuracy"] for r in g), name) for (m, name), g in groups.items()
+                     if m == memory and (name in BASELINES or "post-hoc" in name)]
+        if not baselines:
+            continue
+        baseline = max(baselines)[1]
+        diffs = [paired_difference(group, groups[memory, baseline], lambda r, k=k: r[k])
+                 for k in ("average_accuracy", "final_accuracy")]
+        if diffs[0] is None:
+            continue
+        lines.append(f"| {memory} | {method} | {baseline} | {', '.join(map(str, diffs[0].seeds))} | "
+                     + " | ".join(format_gain(d) for d in diffs) + " |")
     return "\n".join(lines)
+
+
+def write_outputs(plan: list[dict], out: Path) -> list[dict]:
+    """``OUTPUT_DIR.json``, ``OUTPUT_DIR/summary.md`` and ``OUTPUT_DIR/comparison-mem<M>/`` (``compare``'s table
+    and figures, one per memory) from the finished runs; returns the summary's rows."""
+    from bsce_avalanche.runner.compare import compare
+
+    rows = _summary_rows(plan, out)
+    write_json_atomic(out.with_suffix(".json"), rows)
+    if not rows:
+        return rows
+    text = markdown_table(rows) + "\n\nBSCE minus the strongest baseline, paired per seed, 95% t-interval:\n\n" \
+        + gains_table(rows) + "\n"
+    (out / "summary.md").write_text(text)
+    for memory in dict.fromkeys(r["memory_size"] for r in rows):
+        paths = [out / r["run"] / "results.json" for r in rows if r["memory_size"] == memory]
+        compare(paths, out / f"comparison-mem{memory}")
+    return rows
 
 
 def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data-dir", default=None, help="folder holding cifar100.npz (null: the runner's default)")
-    parser.add_argument("--output-dir", default=str(ROOT / "experiments" / "results" / "cifar100_online"),
+    parser.add_argument("--output-dir", default=str(ROOT / "experiments" / "results" / "cifar100_online_reservoir"),
                         help="run folders go here; the summary to OUTPUT_DIR.json")
     parser.add_argument("--tiny", action="store_true", help="split digits, for tests (seconds)")
     parser.add_argument("--budget-min", type=float, default=float("inf"),
@@ -179,8 +234,7 @@ def main(argv=None) -> list[dict]:
         return compile_comparison(config_of(plan[0], base, task_batches=0), Path(f"{out}-compile"),
                                   (out.parent if args.tiny else RESULTS) / "compile_end_to_end_cpu.json", argv)
     if args.table:
-        rows = _summary_rows(plan, out)
-        write_json_atomic(out.with_suffix(".json"), rows)
+        rows = write_outputs(plan, out)
         print(markdown_table(rows) + "\n\n" + gains_table(rows))
         return rows
     warnings.simplefilter("ignore")
@@ -214,9 +268,7 @@ def main(argv=None) -> list[dict]:
               f"{100 * r['final_accuracy']:.2f}%, newest-task share {100 * r['newest_task_prediction_share']:.1f}%, "
               f"train {r['train_time_s']:.0f} s{' (done before)' if finished else ''}", flush=True)
         write_json_atomic(summary, _summary_rows(plan, out))
-    rows = _summary_rows(plan, out)
-    write_json_atomic(summary, rows)
-    return rows
+    return write_outputs(plan, out)
 
 
 def compile_comparison(cfg: ExperimentConfig, out: Path, summary: Path, argv) -> dict:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 __all__ = ["STRATEGIES", "StrategyInfo", "REPLAY_PROTOCOLS", "MEMORY_SELECTIONS", "uses_replay_option", "posthoc_applies",
-           "online_keys_error"]
+           "online_keys_error", "online_error", "RESERVOIR_STRATEGIES", "ONLINE_STRATEGIES"]
 
 #: The rehearsal protocols of ``replay``, ``lwf`` with ``lwf_memory`` and ``bic`` (config key ``replay``).
 REPLAY_PROTOCOLS = {
@@ -23,7 +23,13 @@ REPLAY_PROTOCOLS = {
 MEMORY_SELECTIONS = {
     "random": "class-balanced random samples (Avalanche's ClassBalancedBuffer)",
     "herding": "iCaRL's herding on the features, class-balanced (bsce_avalanche.herding_buffer)",
+    "reservoir": "a reservoir over every sample trained on, not class-balanced (Avalanche's "
+                 "ReservoirSamplingBuffer: a uniform sample of the stream so far), updated after each experience "
+                 "(online: after every mini-batch); replay, lwf with lwf_memory and er_ace",
 }
+#: The strategies that take ``memory_selection: reservoir`` and ``online: true``.
+RESERVOIR_STRATEGIES = ("replay", "lwf", "er_ace")
+ONLINE_STRATEGIES = ("naive", "replay", "er_ace")
 
 
 @dataclass(frozen=True)
@@ -89,4 +95,30 @@ def online_keys_error(cfg) -> Optional[str]:
     if cfg.batch_size_mem is not None and not (cfg.strategy == "er_ace" or (
             uses_replay_option(vars(cfg)) and cfg.strategy != "bic" and cfg.replay == "half_batch")):
         return "batch_size_mem applies to er_ace and to replay: half_batch (Avalanche's ReplayPlugin) only: remove it."
+    return None
+
+
+def online_error(cfg) -> Optional[str]:
+    """Why ``online`` or ``memory_selection: reservoir`` cannot apply to this run, or None."""
+    if cfg.memory_selection == "reservoir":
+        if cfg.strategy not in RESERVOIR_STRATEGIES or (cfg.strategy == "lwf" and not cfg.lwf_memory):
+            return ("memory_selection: reservoir applies to replay, lwf with lwf_memory and er_ace: use "
+                    "memory_selection: random.")
+        if cfg.memory_per_class:
+            return "memory_selection: reservoir is not class-wise: set memory_size instead of memory_per_class."
+    elif cfg.strategy == "er_ace" and cfg.memory_selection != "random":
+        return "er_ace's memory is random (class-balanced) or a reservoir: set memory_selection: random or reservoir."
+    if not cfg.online:
+        return None
+    if cfg.strategy not in ONLINE_STRATEGIES:
+        return (f"online: true applies to {', '.join(ONLINE_STRATEGIES)} (strategies whose training is one "
+                f"Avalanche experience at a time, with no task-end stage), not {cfg.strategy}.")
+    if cfg.epochs != 1:
+        return "online: true sees each mini-batch of the stream once: set epochs: 1."
+    if cfg.replay != "half_batch" and uses_replay_option(vars(cfg)):
+        return "online: true draws its rehearsal beside each stream mini-batch: set replay: half_batch."
+    if cfg.weight_aligning:
+        return "online: true has no task end to align the head at: set weight_aligning: false."
+    if cfg.lr_milestones:
+        return "online: true restarts nothing per mini-batch: set lr_milestones: []."
     return None

@@ -30,12 +30,17 @@ class ComputeCounter(SupervisedPlugin, supports_distributed=True):
     training it stands for.
     """
 
-    def __init__(self):
+    def __init__(self, per_experience: bool = True):
         super().__init__()
+        self.per_experience = per_experience  # False: counts summed until reset() (the runner's online tasks)
+        self.reset()
+
+    def reset(self):
         self.images = self.iterations = self.epochs = 0
 
     def before_training_exp(self, strategy, **kwargs):
-        self.images = self.iterations = self.epochs = 0
+        if self.per_experience:
+            self.reset()
 
     def after_training_iteration(self, strategy, **kwargs):
         images = strategy.mb_x.shape[0]

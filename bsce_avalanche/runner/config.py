@@ -20,7 +20,8 @@ from .._choices import check_choice, did_you_mean
 from .._numbers import plain_number
 from ..benchmarks import BENCHMARKS, CLASS_ORDER_NAMES, get_class_order, resolve_protocol
 from ..catalog import AMP_MODES, ICARL_EVAL_MODES, MAX_TAU, MODELS, PRIOR_MODES, check_tau
-from .catalog import MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, online_keys_error, uses_replay_option
+from .catalog import (MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, online_error, online_keys_error,
+                      uses_replay_option)
 from .errors import ConfigError
 
 __all__ = ["ExperimentConfig", "ConfigError", "load_config", "expand_grid", "combination_error", "method_label",
@@ -120,9 +121,23 @@ class ExperimentConfig:
     replay: str = _key("half_batch", "rehearsal protocol of replay, of lwf with lwf_memory and of bic: "
                        + "; ".join(f"{k}: {v}" for k, v in REPLAY_PROTOCOLS.items())
                        + " (the other strategies have their own)", effect="later", label=True)
-    memory_selection: str = _key("random", "how replay and lwf with lwf_memory choose their memory: "
+    memory_selection: str = _key("random", "how replay, lwf with lwf_memory and er_ace (random or reservoir) choose their memory: "
                                  + "; ".join(f"{k}: {v}" for k, v in MEMORY_SELECTIONS.items()), effect="later",
                                  label=True)
+    online: bool = _key(
+        False, "the standard online protocol (ER-LAS, Mammoth, Avalanche's online baselines): each task's data "
+               "split by Avalanche's split_online_stream into experiences of batch_size samples, each trained by "
+               "one train() call (epochs: 1: every stream sample trained on once), so that the memory (replay's "
+               "ReplayPlugin, er_ace's buffer) is updated after every mini-batch with the samples just trained on and "
+               "the head grows with the classes seen in the stream; no task boundary reaches training (prior: auto "
+               "becomes the prior of each mini-batch experience's loader; prior: window is boundary-free anyway); "
+               "evaluation after each task; no first-experience cache; naive, replay and er_ace; use with "
+               "memory_selection: reservoir", label=True)
+    posthoc_window: Optional[int] = _key(
+        None, "the prior of the post-hoc logit adjustment recorded for CE runs (results['posthoc']): null: the last "
+              "training experience's loader distribution (auto); an int: the labels of the last posthoc_window "
+              "training mini-batches (the window prior, boundary-free: the online protocol's)", effect="later",
+        range="[1, inf)")
     weight_aligning: bool = _key(
         False, "Weight Aligning (WA; Zhao et al., CVPR 2020; bsce_avalanche.WeightAligningPlugin): after each step "
                "the new classes' head weights are rescaled to the old classes' mean norm, and the head's weights are "
@@ -255,7 +270,7 @@ class ExperimentConfig:
         if (self.prior == "window") != (self.prior_window is not None):
             raise ConfigError("prior: window needs prior_window (the window in mini-batches, e.g. 1), and "
                               "prior_window applies to prior: window only; set both or neither.")
-        if error := online_keys_error(self):
+        if error := online_keys_error(self) or online_error(self):
             raise ConfigError(error)
         if self.first_experience_cache == "":
             raise ConfigError("first_experience_cache must be true, false or a folder, got an empty string.")
@@ -370,12 +385,16 @@ def method_label(config: Mapping) -> str:
         parts.append(c["icarl_eval"])
     if uses_replay_option(c):
         parts += [c[k] for k in ("replay", "memory_selection") if c[k] != _DEFAULTS[k]]
+    elif c["strategy"] == "er_ace" and c["memory_selection"] != _DEFAULTS["memory_selection"]:
+        parts.append(c["memory_selection"])
     if c["loss"] == "bsce" and c["prior"] != "auto":
         parts.append(f"prior_{c['prior']}" + (f"{c['prior_window']}" if c["prior"] == "window" else ""))
     if c["loss"] == "bsce" and c["tau"] != 1.0:
         parts.append(f"tau{c['tau']:g}")
     if c["weight_aligning"] and c["strategy"] in _ONLY["weight_aligning"]:
         parts.append("wa")
+    if c["online"]:
+        parts.append("online")
     return "-".join(parts)
 
 

@@ -37,6 +37,7 @@ from .divergence import NonFiniteLossGuard, TrainingDiverged
 from .fileio import lock_run_dir, write_json_atomic
 from .first_experience import FirstExperiencePlugin, cache_dir
 from .metrics import evaluate_step, summarise
+from .online import online_experiences, split_seed
 from .strategies import build_strategy
 from .catalog import posthoc_applies
 from .ncm import NCMDiagnostic
@@ -181,19 +182,23 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     metrics = accuracy_metrics(experience=True, stream=True), loss_metrics(experience=True, stream=True)
     evaluator = EvaluationPlugin(*metrics, loggers=[logger] if logger is not None else [])
     recorder = _PredictionRecorder()
-    counter = ComputeCounter()  # its counts go to results (and so into checkpoints) after each step
+    # its counts go to results (and so into checkpoints) after each step (online: summed over the task's
+    # mini-batch experiences)
+    counter = ComputeCounter(per_experience=not cfg.online)
     bsce = (BalancedSoftmaxPlugin(prior=cfg.prior, tau=cfg.tau, distillation_weight=cfg.icarl_distillation_weight,
                                   window=cfg.prior_window)
             if cfg.loss == "bsce" else None)
     # first, the first experience's cache (its after_training_exp runs before the others'); the batch
     # augmentation before the plugins that should see the augmented batch
-    first = None if checkpoint else FirstExperiencePlugin(cfg, n_classes, device, cache_dir(cfg, out))
+    # (online: off; its first experience is a single mini-batch, and no run shares its first task's training)
+    first = None if checkpoint or cfg.online else FirstExperiencePlugin(cfg, n_classes, device, cache_dir(cfg, out))
     plugins = [first] if first else []
     plugins += [DeviceDataPlugin()] if cfg.data_path == "device" else []
     plugins += [BatchAugmentPlugin()] if cfg.use_fast_augment else []
     guard = NonFiniteLossGuard()
     # post-hoc logit adjustment of a softmax-CE run: recorded from the same evaluation pass, training untouched
-    posthoc = LogitAdjustmentPlugin(adjust_outputs=False) if posthoc_applies(vars(cfg)) else None
+    posthoc = LogitAdjustmentPlugin(prior="window" if cfg.posthoc_window else "auto", window=cfg.posthoc_window,
+                                    adjust_outputs=False) if posthoc_applies(vars(cfg)) else None
     ncm = NCMDiagnostic() if cfg.ncm_diagnostic else None  # features' NCM accuracy, class means from the memory
     plugins += [p for p in (bsce, posthoc, ncm, recorder, counter, guard) if p is not None]
     # DDP: cfg.batch_size is the global mini-batch; each rank loads its share
@@ -233,7 +238,16 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
                 continue
             distributed.sync_rng()
             start = time.perf_counter()
-            strategy.train(experience, num_workers=cfg.num_workers)
+            if cfg.online:  # one train() per mini-batch: the memory updated after each, evaluation once per task
+                counter.reset()
+                for mini in online_experiences(experience, cfg.batch_size, split_seed(cfg.seed, t)):
+                    strategy.train(mini, num_workers=cfg.num_workers)
+                counter.epochs = 1  # one pass over the task
+                for plugin in (bsce, posthoc):  # one prior per mini-batch: keep the task's last (results["priors"])
+                    if plugin is not None:
+                        del plugin.class_prior.history[:-1]
+            else:
+                strategy.train(experience, num_workers=cfg.num_workers)
             results["step_times_s"].append(time.perf_counter() - start)
             if first is not None and t == 0:  # done: checkpoints hold the plugins of a resumed run
                 strategy.plugins.remove(first)
@@ -258,7 +272,8 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
             if posthoc is not None:
                 _record_view(results, "posthoc", (steps if head else alt_steps)[-1].pop("posthoc"),
                              method="post-hoc logit adjustment (Menon et al., ICLR 2021): logits - tau * log prior "
-                                    "of the step's training data", tau=posthoc.tau, prior=posthoc.class_prior.mode)
+                                    "of the step's training data", tau=posthoc.tau, prior=posthoc.class_prior.mode,
+                             prior_window=posthoc.class_prior.window)
             if "ncm" in step_eval:
                 _record_view(results, "ncm", step_eval.pop("ncm"), method="nearest class mean of the memory's "
                                                                           "features (cosine), a diagnostic")

@@ -8,7 +8,7 @@ from typing import Callable, Optional
 import torch
 from avalanche.training import BiC, GDumb, ICaRL, LwF, Naive
 from avalanche.training.plugins import LRSchedulerPlugin, ReplayPlugin
-from avalanche.training.storage_policy import ClassBalancedBuffer
+from avalanche.training.storage_policy import ClassBalancedBuffer, ReservoirSamplingBuffer
 from torch.nn import CrossEntropyLoss
 from torch.optim import SGD
 
@@ -33,18 +33,30 @@ def _memory(cfg, max_size: int, fixed_over: Optional[int] = None):
     seen so far, or split over ``fixed_over`` classes from the start."""
     if cfg.memory_selection == "herding":
         return herding_buffer(max_size)
+    if cfg.memory_selection == "reservoir":  # a uniform sample of everything trained on (online: per mini-batch)
+        return ReservoirSamplingBuffer(max_size)
     if fixed_over:
         return ClassBalancedBuffer(max_size=max_size, adaptive_size=False, total_num_classes=fixed_over)
     return ClassBalancedBuffer(max_size=max_size, adaptive_size=True)
 
 
-def _random_buffer(cfg, n_classes: int) -> ClassBalancedBuffer:
-    """Replay's random class-balanced memory: ``memory_per_class`` per class, or ``memory_size`` over the classes
-    seen so far."""
+def _random_buffer(cfg, n_classes: int):
+    """Replay's random memory: class-balanced, ``memory_per_class`` per class or ``memory_size`` over the classes
+    seen so far; with ``memory_selection: reservoir``, a reservoir of ``memory_size`` samples."""
+    if cfg.memory_selection == "reservoir":
+        return ReservoirSamplingBuffer(cfg.memory_size)
     if cfg.memory_per_class:
         return ClassBalancedBuffer(max_size=_memory_total(cfg, n_classes), adaptive_size=False,
                                    total_num_classes=n_classes)
     return ClassBalancedBuffer(max_size=cfg.memory_size, adaptive_size=True)
+
+
+class _OnlineReplayPlugin(ReplayPlugin):
+    """Avalanche's ``ReplayPlugin`` whose memory update calls the policy's ``post_adapt`` as its deprecated
+    ``update`` does, without a ``DeprecationWarning`` at every experience (``online``: every mini-batch)."""
+
+    def after_training_exp(self, strategy, **kwargs):
+        self.storage_policy.post_adapt(strategy, strategy.experience)
 
 
 def _replay_plugin(cfg, n_classes: int):
@@ -55,7 +67,8 @@ def _replay_plugin(cfg, n_classes: int):
         buffer = _memory(cfg, cfg.memory_size)
     if cfg.replay == "concat":
         return ConcatReplayPlugin(buffer.max_size, storage_policy=buffer)
-    return ReplayPlugin(buffer.max_size, batch_size_mem=cfg.batch_size_mem, storage_policy=buffer)
+    return (_OnlineReplayPlugin if cfg.online else ReplayPlugin)(buffer.max_size, batch_size_mem=cfg.batch_size_mem,
+                                                                 storage_policy=buffer)
 
 
 def _naive(cfg, model, n_classes, common):
@@ -76,7 +89,8 @@ def _icarl(cfg, model, n_classes, common):
 
 
 def _er_ace(cfg, model, n_classes, common):
-    # Replay's memory, updated as Replay's after each experience: the rows differ in their loss and sampling only
+    # Replay's memory, updated as Replay's after each experience (online: each mini-batch, after training on it):
+    # the rows differ in their loss and sampling only
     buffer = _random_buffer(cfg, n_classes)
     return ERACE(model=model, criterion=CrossEntropyLoss(), mem_size=buffer.max_size, storage_policy=buffer,
                  batch_size_mem=cfg.batch_size_mem or cfg.batch_size, **common)
