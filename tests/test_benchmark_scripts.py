@@ -145,8 +145,8 @@ def test_gpu_paper_script_bad_arguments_are_one_line(tmp_path, args, message):
 
 @pytest.mark.slow
 def test_gpu_paper_full_script_smoke_interrupted_and_resumed(tmp_path):
-    """experiments/gpu/cifar100_paper_full.sh --smoke: SIGINT (as from `timeout -s INT`) stops the five runs
-    after some finished steps, keeping them; --resume finishes them; the run list is the five methods."""
+    """experiments/gpu/cifar100_paper_full.sh --smoke: SIGINT (as from `timeout -s INT`) stops the runs after some
+    finished steps, keeping them; --resume finishes them; the run list is the methods and the peers."""
     import os
     import signal
     import subprocess
@@ -173,13 +173,17 @@ def test_gpu_paper_full_script_smoke_interrupted_and_resumed(tmp_path):
     again = subprocess.run(script + ["--resume"], env=env, capture_output=True, text=True, timeout=3000)
     assert again.returncode == 0, again.stderr[-2000:]
     runs = list(results_in(out).values())
-    assert sorted((r["config"]["strategy"], r["config"]["loss"], r["config"]["tau"]) for r in runs) == [
-        ("icarl", "bsce", 0.0), ("icarl", "bsce", 1.0), ("icarl", "ce", 1.0), ("replay", "bsce", 1.0),
-        ("replay", "ce", 1.0)]
+    from bsce_avalanche.runner.config import method_label
+
+    assert sorted(method_label(r["config"]) for r in runs) == sorted([
+        "icarl-bsce-nme-tau0", "icarl-bsce-nme", "icarl-ce-nme", "replay-bsce-concat", "replay-ce-concat",
+        "lwf+mem-ce-concat", "lwf+mem-bsce-concat", "lwf+mem-ce-concat-wa", "replay-ce-concat-wa", "bic-ce-concat",
+        "er_ace-ce"])
     assert all(r["finished"] and r["config"]["data_path"] == "device" and r["config"]["amp"] == "bf16"
                and r["config"]["replay"] == "concat" for r in runs)
+    assert [r for r in runs if r["config"]["strategy"] == "bic"][0]["config"]["recipe"] == "bic"
     summary = (out / "summary.md").read_text()
-    assert summary.count("\n| ") == 6 and "| 10/10 |" in summary and "of all calls" in summary
+    assert summary.count("\n| ") == len(runs) + 1 and "| 10/10 |" in summary and "of all calls" in summary
     assert len((out / "wall_times_s.txt").read_text().split()) == 2
     assert (out / "comparison.md").exists()
     bad = subprocess.run(script[:2] + ["--jobs", "0"], env=env, capture_output=True, text=True)

@@ -9,9 +9,12 @@
 #
 # Protocol: experiments/configs/cifar100_b0_10steps.yaml (B0, 10 steps of 10 classes, class order
 # "icarl", ResNet-32, memory 2000 concatenated into every step, SGD lr 0.1, batch 128, 160 epochs with
-# lr / 10 at 80 and 120; the config's recipes give iCaRL its own), seed 0. The five runs are listed in
-# RUNS below (strategy, loss, tau): Replay CE, Replay BSCE, iCaRL at its own recipe (sigmoid BCE,
-# loss ce), iCaRL with softmax CE (loss bsce, tau 0), iCaRL + BSCE (loss bsce, tau 1).
+# lr / 10 at 80 and 120; the config's recipes give iCaRL and BiC their own), seed 0. The runs are listed in
+# RUNS below (strategy, loss, tau, extra keys): Replay CE (which also reports post-hoc logit adjustment),
+# Replay BSCE, iCaRL at its own recipe (sigmoid BCE, loss ce), iCaRL with softmax CE (loss bsce, tau 0),
+# iCaRL + BSCE (loss bsce, tau 1), and the peers: LwF + memory CE / BSCE, WA (LwF + memory + weight
+# aligning), Replay + WA, BiC (fixed: distillation over the classes, the concatenated rehearsal), ER-ACE
+# (Replay's memory, updated after each step).
 # Speed: compile: true, amp: bf16, data_path: device, evaluation in batches of 2000, --jobs runs
 # (default 5: all) sharing the GPU, each in its own process with CPU cores // jobs threads.
 #
@@ -31,13 +34,20 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 # ---------------------------------------------------------------------------------------------------
-# THE RUN LIST: one line per run, "strategy loss tau" (tau acts with loss bsce only).
+# THE RUN LIST: one line per run, "strategy loss tau [key=value ...]" (tau acts with loss bsce only; the
+# extra keys are --set overrides of the config).
 RUNS=(
-    "replay ce 1"     # Replay + CE
+    "replay ce 1"     # Replay + CE (and its post-hoc logit adjustment, from the same evaluation)
     "replay bsce 1"   # Replay + BSCE
     "icarl ce 1"      # iCaRL at its own recipe: sigmoid BCE
     "icarl bsce 0"    # iCaRL with softmax CE (BSCE with tau 0)
     "icarl bsce 1"    # iCaRL + BSCE
+    "lwf ce 1 lwf_memory=true"                         # LwF + memory + CE
+    "lwf bsce 1 lwf_memory=true"                       # LwF + memory + BSCE
+    "lwf ce 1 lwf_memory=true weight_aligning=true"    # WA as published: distillation, aligning, clipping
+    "replay ce 1 weight_aligning=true"                 # Replay + WA: aligning alone
+    "bic ce 1"        # BiC, fixed (compat.FixedBiCPlugin), concatenated rehearsal, at its recipe
+    "er_ace ce 1"     # ER-ACE on Replay's memory, updated after each step
 )
 # ---------------------------------------------------------------------------------------------------
 
@@ -109,12 +119,14 @@ stop() {
 trap stop INT TERM
 
 for spec in "${RUNS[@]}"; do
-    read -r strategy loss tau <<< "$spec"
+    read -r strategy loss tau extra <<< "$spec"
     while (( interrupted == 0 )) && (( $(jobs -rp | wc -l) >= jobs )); do sleep 1; done
     (( interrupted == 0 )) || break
     name="$strategy-$loss" && [[ $loss == ce ]] || name+="-tau$tau"
+    sets=()
+    for item in $extra; do sets+=(--set "$item"); name+="-${item%%=*}"; done
     python -m bsce_avalanche run --config "$config" --data-dir "$data_dir" \
-        --set strategy="$strategy" --set loss="$loss" --set tau="$tau" --threads "$threads" "${args[@]}" \
+        --set strategy="$strategy" --set loss="$loss" --set tau="$tau" "${sets[@]}" --threads "$threads" "${args[@]}" \
         "${resume[@]}" --output-dir "$out" > "$out/logs/$name.log" 2>&1 &
     pids+=($!) names+=("$name")
     echo "started $name (log: $out/logs/$name.log)"
@@ -140,6 +152,7 @@ python - "$out" "$wall" "$interrupted" <<'EOF'
 import json, sys
 from pathlib import Path
 import numpy as np
+from bsce_avalanche.runner.compare import readable_method
 out, wall, interrupted = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 total_wall = sum(int(line) for line in (out / "wall_times_s.txt").read_text().split())
 runs = [json.loads(p.read_text()) for p in sorted(out.glob("*/results.json"))]
@@ -151,18 +164,19 @@ for r in runs:
     with np.load(Path(c["data_dir"]) / "cifar100.npz") as data:
         per_class = len(data["y_train"]) // r["n_classes"]
     # images trained per step: epochs x (the step's classes' images + the memory, from step 1 on)
-    images = [c["epochs"] * (len(classes) * per_class + (c["memory_size"] if t else 0))
-              for t, classes in enumerate(r["classes_per_step"][: len(steps)])]
+    images = r.get("images_seen") or [c["epochs"] * (len(classes) * per_class + (c["memory_size"] if t else 0))
+                                      for t, classes in enumerate(r["classes_per_step"][: len(steps)])]
     seconds = sum(r["step_times_s"][1:])
     rate = sum(images[1:]) / seconds if seconds else None
     rates.append(rate)
-    method = f"{c['strategy']} + {c['loss'].upper()}" + (f" (tau {c['tau']:g})" if c["loss"] == "bsce" else "")
+    method = readable_method(c)
     lines.append(f"| {method} | {len(steps)}/{len(r['classes_per_step'])} | {pct(r.get('average_incremental_accuracy'))} "
                  f"| {pct(r.get('last_accuracy'))} | {r.get('train_time_s', 0):.0f} | "
                  f"{'-' if rate is None else f'{rate:.0f}'} |")
 epochs = runs[0]["config"]["epochs"] if runs else "?"
 header = [
-    f"# CIFAR-100 B0-10, {epochs} epoch(s) per step: Replay CE/BSCE, iCaRL (sigmoid BCE, softmax CE, BSCE)",
+    f"# CIFAR-100 B0-10, {epochs} epoch(s) per step: Replay, LwF + memory and iCaRL with CE and BSCE; WA, BiC, "
+    f"ER-ACE",
     "",
     (f"Device: {device}; {len(runs)} runs sharing it" if runs else "No run has finished a step yet")
     + f"; wall time of this call {wall} s, of all calls {total_wall} s"
