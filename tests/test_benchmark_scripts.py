@@ -66,6 +66,7 @@ def test_cifar100_cpu_concat_benchmark_tiny(tmp_path):
     out = tmp_path / "cifar100_cpu_concat"
     rows = bench.main(["--tiny", "--workers", "1", "--output-dir", str(out)])
     planned = bench.planned_runs(seeds=(0,))
+    planned = [r for r in planned if r.get("recipes") != {}]  # --tiny has no recipes: BiC's two rows are one run
     assert len(rows) == len(planned) + sum(r["strategy"] == "icarl" for r in planned)  # iCaRL: NME and head rows
     assert json.loads(out.with_suffix(".json").read_text()) == json.loads(json.dumps(rows))
     by_method = {r["method"]: r for r in rows}
@@ -266,3 +267,42 @@ def test_cifar100_online_table_refuses_a_truncated_results_file(tmp_path):
     (run / "results.json").write_text('{"finished": tr')
     with pytest.raises(SystemExit, match="results.json is not valid JSON .truncated or edited.: delete its run folder"):
         bench.main(["--tiny", "--output-dir", str(tmp_path / "online"), "--table"])
+
+
+def test_cpu_concat_set_of_a_key_a_recipe_sets_is_refused_naming_both(capsys):
+    """issue 25: `cifar100_cpu_concat.py --set lr=0.05` trained every run at 0.05 but iCaRL's own-recipe run."""
+    bench = load_script("cifar100_cpu_concat")
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--data-dir", "nowhere", "--set", "lr=0.05"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--set sets lr and recipes['icarl-ce'] also sets lr for the icarl-ce runs" in err
+
+
+def test_cpu_concat_help_gives_run_names_the_plan_has(capsys):
+    """issue 25: `--help` gave `--only` names (replay-ce-seed0) that no run has any more."""
+    bench = load_script("cifar100_cpu_concat")
+    with pytest.raises(SystemExit):
+        bench.main(["--help"])
+    import re
+
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # argparse wraps lines at hyphens
+    examples = re.findall(r"[a-z_+-]+-seed\d+-[0-9a-f]{6}", text)
+    from bsce_avalanche.runner.plans import _config
+
+    planned = {_config(str(bench.CONFIG), {"data_dir": None, **run}).run_name for run in bench.planned_runs((0,))}
+    assert examples and set(examples) <= planned, examples
+
+
+def test_cpu_concat_interrupted_says_the_same_command_resumes_it(tmp_path, monkeypatch, capsys):
+    """issue 25: Ctrl-C of cifar100_cpu_concat.py ended in a traceback; its siblings say the command resumes it."""
+    from bsce_avalanche.runner import plans
+
+    def interrupted(job):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plans, "_run_one", interrupted)
+    bench = load_script("cifar100_cpu_concat")
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--tiny", "--workers", "1", "--output-dir", str(tmp_path / "out")])
+    assert "interrupted: the same command resumes it" in str(exit_.value.code)

@@ -90,9 +90,47 @@ def test_a_grid_key_set_by_a_recipe_and_a_cli_override_of_a_recipe_key_are_refus
                                                               "lr": [0.1, 0.2]})
     path = tmp_path / "c.yaml"
     path.write_text(json.dumps({**TINY, "recipes": ICARL_RECIPE}))
-    assert main(["run", "--config", str(path), "--set", "lr=0.3", "--no-wandb"]) == 2
+    assert main(["run", "--config", str(path), "--set", "lr=0.3", "--strategy", "icarl", "--loss", "ce",
+                 "--no-wandb"]) == 2
     err = capsys.readouterr().err
-    assert "lr is also set by recipes['icarl-ce']" in err and len(err.strip().splitlines()) == 1
+    assert "--set/option sets lr and recipes['icarl-ce'] also sets lr" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_cli_value_and_a_cli_recipe_for_one_key_are_refused_naming_both(capsys):
+    """issue 25: `run --set 'recipes={replay: {lr: 0.1}}' --lr 0.2` trained at lr 0.1 without a word."""
+    assert main(["run", "--set", "grid={}", "--epochs", "1", "--loss", "bsce", "--set", "recipes={replay: {lr: 0.1}}",
+                 "--lr", "0.2", "--no-wandb"]) == 2
+    err = capsys.readouterr().err
+    assert "sets lr and recipes['replay'] also sets lr for the replay-bsce runs" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_the_rule_applies_to_the_runs_a_recipe_reaches_only(tmp_path):
+    from bsce_avalanche.runner.arguments import build_parser, config_from_args
+
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps({**TINY, "recipes": ICARL_RECIPE, "grid": {"strategy": ["replay", "icarl"]}}))
+    args = lambda *extra: build_parser().parse_args(["grid", "--config", str(path), *extra])
+    with pytest.raises(ConfigError, match=r"recipes\['icarl-ce'\] also sets lr for the icarl-ce runs"):
+        config_from_args(args("--lr", "0.3", "--losses", "ce"))
+    assert config_from_args(args("--lr", "0.3", "--strategies", "replay")).lr == 0.3  # no recipe run: fine
+    assert config_from_args(args("--lr", "0.3", "--losses", "bsce")).lr == 0.3  # icarl-bsce has no recipe
+
+
+def test_a_protocol_shortens_with_its_recipes_dropped(capsys):
+    """GUIDE.md's quick try of a protocol config: --set recipes={} --epochs 1 --set lr_milestones=[]."""
+    from bsce_avalanche.runner.arguments import build_parser, config_from_args
+
+    args = ["grid", "--config", "cifar100_b0_10steps", "--strategies", "replay", "icarl", "bic"]
+    with pytest.raises(ConfigError, match=r"lr_milestones.*--set recipes=\{\} --epochs 1 --set lr_milestones=\[\]"):
+        config_from_args(build_parser().parse_args([*args, "--epochs", "1"]))
+    with pytest.raises(ConfigError, match=r"recipes\['(icarl-ce|bic)'\].*--set recipes=\{\} --epochs 1"):
+        config_from_args(build_parser().parse_args([*args, "--epochs", "1", "--set", "lr_milestones=[]"]))
+    with pytest.raises(ConfigError, match=r"sets lr_milestones and recipes\['icarl-ce'\] also sets"):
+        config_from_args(build_parser().parse_args([*args, "--set", "lr_milestones=[10]"]))
+    cfg = config_from_args(build_parser().parse_args([*args, "--set", "recipes={}", "--epochs", "1",
+                                                      "--set", "lr_milestones=[]"]))
+    assert {(r.epochs, r.lr, tuple(r.lr_milestones)) for r in expand_grid(cfg)} == {(1, 0.1, ())}
 
 
 def test_a_recipe_run_records_the_values_it_trained_with(tmp_path):
