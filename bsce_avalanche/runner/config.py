@@ -19,7 +19,7 @@ import yaml
 from .._choices import check_choice, did_you_mean
 from .._numbers import plain_number
 from ..benchmarks import BENCHMARKS, CLASS_ORDER_NAMES, get_class_order, resolve_protocol
-from ..catalog import AMP_MODES, ICARL_EVAL_MODES, MAX_TAU, MODELS, PRIOR_MODES, check_tau
+from ..catalog import AMP_MODES, ICARL_EVAL_MODES, MAX_TAU, MAX_WINDOW, MODELS, PRIOR_MODES, check_tau
 from .catalog import MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, online_keys_error, uses_replay_option
 from .errors import ConfigError
 
@@ -116,7 +116,8 @@ class ExperimentConfig:
                                            effect="later", range="[1, inf)")
     prior_window: Optional[int] = _key(
         None, "with prior: window (only): the prior is the label frequency of the last prior_window training "
-              "mini-batches, across steps (ER-LAS's l: 1 on CIFAR)", effect="resolved", range="[1, inf)", label=True)
+              "mini-batches, across steps (ER-LAS's l: 1 on CIFAR; at most MAX_WINDOW, the window holding window x classes "
+              "counts)", effect="resolved", range=f"[1, {MAX_WINDOW}]", label=True)
     replay: str = _key("half_batch", "rehearsal protocol of replay, of lwf with lwf_memory and of bic: "
                        + "; ".join(f"{k}: {v}" for k, v in REPLAY_PROTOCOLS.items())
                        + " (the other strategies have their own)", effect="later", label=True)

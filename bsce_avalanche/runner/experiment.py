@@ -29,7 +29,7 @@ from ..posthoc import LogitAdjustmentPlugin
 from ..weight_aligning import WeightAligningPlugin
 from . import distributed
 from .catalog import STRATEGIES, uses_replay_option
-from .checkpoint import load_checkpoint, restore_strategy, save_checkpoint
+from .checkpoint import CheckpointError, benchmark_digest, load_checkpoint, restore_strategy, save_checkpoint
 from .compute import COMPUTE_KEYS, ComputeCounter, samples_stored
 from .compare import finished_results_problem
 from .config import ConfigError, ExperimentConfig, combination_error, RESULT_KEYS, result_settings
@@ -203,6 +203,8 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     results: dict = {
         "config": cfg.to_dict(), "finished": False, "n_classes": n_classes,
         "class_order": list(map(int, benchmark.classes_order)), "classes_per_step": classes_per_step,
+        # what the run trained on is part of what it is: compare keeps runs on other data apart, --resume refuses it
+        "data_digest": benchmark_digest(benchmark),
         "environment": _environment(device), "steps": [], "priors": [], "step_times_s": [],
         **{key: [] for key in COMPUTE_KEYS},
     }
@@ -214,6 +216,11 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
                             "sync_command": logger.sync_command}
     alt_steps = []  # iCaRL: the other eval mode (head vs NME) on the same weights
     if checkpoint:
+        before = checkpoint["extra"]["results"].get("data_digest")
+        if before is not None and before != results["data_digest"]:
+            raise ConfigError(f"{out / CHECKPOINT_FILE} was trained on other data (digest {before}, now "
+                              f"{results['data_digest']}: data_dir {cfg.data_dir or 'default'}): resume with the data "
+                              "it started on, or use --overwrite or another --output-dir to start afresh on this data.")
         saved = restore_strategy(strategy, checkpoint, exclude=[recorder, counter, guard], benchmark=benchmark)
         results.update({k: v for k, v in saved["results"].items() if k != "wandb"})
         for key in COMPUTE_KEYS:  # a checkpoint of a version that did not count: its steps are null
@@ -338,6 +345,11 @@ def _claim_run_dir(lock: contextlib.ExitStack, cfg: ExperimentConfig, out: Path,
             print(f"{out}: no {CHECKPOINT_FILE} to resume from: starting the run afresh", flush=True)
         return None
     checkpoint = load_checkpoint(ckpt_path)
+    extra = checkpoint.get("extra")
+    if not (isinstance(extra, dict) and isinstance(extra.get("config"), dict) and isinstance(extra.get("results"), dict)
+            and isinstance(extra.get("alt_steps"), list)):
+        raise CheckpointError(f"{ckpt_path} has no run record (config, results) of this runner: delete it to start the "
+                          "run afresh, or use --overwrite.")
     diff = _differing_keys(checkpoint["extra"]["config"], cfg)
     if diff:
         raise ConfigError(f"{ckpt_path} was written with a different config (keys {diff} differ): resume with the "
