@@ -156,6 +156,53 @@ def _fake_result(seed=0, accuracy=0.5, **config):
             "train_time_s": 1.0}
 
 
+def test_compare_refuses_one_run_twice_and_keeps_runs_on_other_data_apart():
+    """issue 25: the same run (seed 0) in two folders became `seeds 2, ± 0.0`; runs on two data files `seeds 2`."""
+    run = {**_fake_result(), "data_digest": "aaaa"}
+    with pytest.raises(ConfigError, match=r"a/run and b/run are the same run \(replay-bsce, seed 0, same data\).*"
+                                          r"leave one of the folders out"):
+        group_runs([{**run, "_path": "a/run/results.json"}, {**run, "_path": "b/run/results.json"}])
+    other_data = {**_fake_result(seed=1), "data_digest": "bbbb"}
+    groups = group_runs([run, other_data, {**_fake_result(seed=1), "data_digest": "aaaa"}])
+    assert {k: len(v) for k, v in groups.items()} == {"replay-bsce (data=aaaa)": 2, "replay-bsce (data=bbbb)": 1}
+    assert {k: len(v) for k, v in group_runs([_fake_result(), _fake_result(seed=1)]).items()} == {"replay-bsce": 2}
+
+
+def test_resume_on_other_data_is_refused_and_results_record_the_data(tmp_path):
+    """issue 25: --resume on another data file continued the interrupted run on it without a word."""
+    from conftest import Crash, crash_during_eval_of_step
+
+    cfg = ExperimentConfig(**{**TINY, "benchmark": "digits"})
+    out = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as m:
+        crash_during_eval_of_step(m, step=1)
+        with pytest.raises(Crash):
+            run_experiment(cfg, out)
+    assert len(json.loads((out / "results.json").read_text())["data_digest"]) == 16
+    with pytest.MonkeyPatch.context() as m:  # other data (e.g. another data_dir): another digest
+        from bsce_avalanche.runner import experiment
+
+        m.setattr(experiment, "benchmark_digest", lambda benchmark: "0123456789abcdef")
+        with pytest.raises(ConfigError, match=r"checkpoint.pt was trained on other data \(digest \w+, now "
+                                              r"0123456789abcdef.*resume with the data it started on"):
+            run_experiment(cfg, out, resume=True)
+    assert run_experiment(cfg, out, resume=True)["finished"]  # the same data: resumes
+
+
+def test_resume_that_finds_nothing_says_so_and_names_the_nearest_run(tmp_path, capsys):
+    """issue 25: --resume after changing a setting silently started a new run under a new name."""
+    from bsce_avalanche.runner.runs import nothing_to_resume
+
+    cfg = ExperimentConfig(**TINY, output_dir=str(tmp_path))
+    (tmp_path / cfg.run_name).mkdir()
+    (tmp_path / cfg.run_name / "results.json").write_text(json.dumps({"config": cfg.to_dict(), "steps": []}))
+    assert nothing_to_resume(cfg, tmp_path) is None
+    note = nothing_to_resume(cfg.replace(lr=0.2), tmp_path)
+    assert note.startswith(f"--resume: nothing to resume for {cfg.replace(lr=0.2).run_name}: the nearest run, "
+                           f"{cfg.run_name}, differs in lr 0.05 -> 0.2; starting it afresh")
+    assert "no run in" in nothing_to_resume(cfg, tmp_path / "empty")
+
+
 def test_compare_pools_only_runs_that_differ_in_their_seed_and_names_the_differing_key():
     runs = [_fake_result(seed=s, lr=lr, accuracy=acc) for s in (0, 1) for lr, acc in ((0.05, 0.5), (0.1, 0.7))]
     runs.append(_fake_result(loss="ce", accuracy=0.3))

@@ -60,7 +60,7 @@ def sweep_run(base: ExperimentConfig) -> None:
     # the sweep's runs on this machine share their first experiences
     shared = {"first_experience_cache": str(sweep_dir / "first_experience")} \
         if cfg.first_experience_cache is True else {}
-    run_configs(cfg.replace(output_dir=str(sweep_dir / run.id), **shared), resume=True)
+    run_configs(cfg.replace(output_dir=str(sweep_dir / run.id), **shared), resume=True, announce=False)
 
 
 def sweep_combinations(path: str | os.PathLike) -> list[tuple[dict, ExperimentConfig, str | None]]:
