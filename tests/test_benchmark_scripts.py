@@ -306,3 +306,41 @@ def test_cpu_concat_interrupted_says_the_same_command_resumes_it(tmp_path, monke
     with pytest.raises(SystemExit) as exit_:
         bench.main(["--tiny", "--workers", "1", "--output-dir", str(tmp_path / "out")])
     assert "interrupted: the same command resumes it" in str(exit_.value.code)
+
+
+def test_online_max_runs_below_one_is_refused(capsys):
+    """issue 25: --max-runs -1 ran all but the last run (a Python slice)."""
+    with pytest.raises(SystemExit) as exit_:
+        load_script("cifar100_online").main(["--tiny", "--max-runs", "-1"])
+    assert exit_.value.code == 2 and "--max-runs must be >= 1" in capsys.readouterr().err
+
+
+def test_online_table_of_another_plans_folder_keeps_the_summary(tmp_path):
+    """issue 25: --table on a folder made with another plan printed empty tables and wrote [] over the summary."""
+    out = tmp_path / "online"
+    (out / "some-other-run").mkdir(parents=True)
+    out.with_suffix(".json").write_text('[{"run": "kept"}]')
+    with pytest.raises(SystemExit, match=r"--table: no finished run of this plan in .*left as it is"):
+        load_script("cifar100_online").main(["--tiny", "--output-dir", str(out), "--table"])
+    assert out.with_suffix(".json").read_text() == '[{"run": "kept"}]'
+
+
+def test_online_table_over_results_without_a_key_is_one_line(tmp_path):
+    """issue 25: a results.json without new_class_prediction_share was a KeyError under --table."""
+    bench = load_script("cifar100_online")
+    out = tmp_path / "online"
+    run = out / bench.run_id(bench.planned_runs(bench.TINY_MEMORIES)[0])
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({
+        "finished": True, "config": {}, "steps": [{}], "classes_per_step": [[0]], "class_order": [0],
+        "average_incremental_accuracy": 0.5, "last_accuracy": 0.5, "train_time_s": 1.0,
+        "old_new_accuracy": [{}], "per_class_accuracy": [0.5]}))
+    with pytest.raises(SystemExit, match=r"results.json has no new_class_prediction_share .*delete its run folder"):
+        bench.main(["--tiny", "--output-dir", str(out), "--table"])
+
+
+def test_online_with_a_missing_data_folder_is_one_line(tmp_path):
+    """issue 25: cifar100_online.py with a missing data folder ended in a traceback."""
+    with pytest.raises(SystemExit, match=r"cifar100_online.py: CIFAR-100 not found: looked for .*nowhere"):
+        load_script("cifar100_online").main(["--data-dir", str(tmp_path / "nowhere"), "--output-dir",
+                                             str(tmp_path / "out")])
