@@ -87,10 +87,22 @@ def build_model(cfg: ExperimentConfig, n_classes: int, device: Optional[torch.de
     if cfg.data_path == "device" and device is not None and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # NHWC convolutions for the tensor cores
     if cfg.compile:
+        if not _cxx_compiler():  # inductor builds C++ (and Triton's launchers) at the first step: say so now
+            raise ConfigError("compile: true needs a C++ compiler (torch.compile's inductor builds its kernels with "
+                              "one) and none was found ($CXX, c++, g++, clang++): install one (e.g. apt-get install "
+                              "g++), or set compile: false.")
         # the feature extractor only, in place (state_dict keys unchanged; the growing head stays eager), torch's
         # default mode on CPU and CUDA alike: CUDA graphs would overwrite the features iCaRL keeps between calls
         compile_model(model)
     return model
+
+
+def _cxx_compiler() -> Optional[str]:
+    """The C++ compiler torch.compile would use ($CXX, else c++, g++, clang++ on the PATH), or None."""
+    import shutil
+
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
+    return next((path for name in names if (path := shutil.which(name))), None)
 
 
 class _PredictionRecorder(SupervisedPlugin, supports_distributed=True):  # evaluates the whole test set
