@@ -8,6 +8,7 @@ evaluation, metrics and other loss terms (LwF / iCaRL distillation, BiC, GEM) se
 
 from __future__ import annotations
 
+import weakref
 from typing import Optional, Sequence, Union
 
 import torch
@@ -24,6 +25,8 @@ from .priors import PRIOR_MODES, ClassPrior
 __all__ = ["BalancedSoftmaxPlugin", "PRIOR_MODES"]
 
 #: Strategies whose training loss never goes through ``strategy._criterion``.
+#: The strategy each plugin last trained (a weak reference, outside the plugin: checkpoints save its attributes).
+_OWNERS: "weakref.WeakKeyDictionary[BalancedSoftmaxPlugin, weakref.ref]" = weakref.WeakKeyDictionary()
 _INCOMPATIBLE_STRATEGIES = {
     ER_ACE: "ER-ACE replaces the criterion with its own asymmetric loss (ACECriterion) from the second experience "
             "on, and already protects old classes by masking new-class logits; use ER_ACE without "
@@ -146,6 +149,11 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
     ``prior_history``: the prior (frequencies) of each experience trained (window: the window's at the
     experience's end); ``prior``: the current one. ``state_dict()`` / ``load_state_dict()``: the
     prior's state (history, window), also saved with the plugin by the runner's checkpoints.
+
+    The prior belongs to one strategy: a plugin reused for another strategy (a seed loop that builds the
+    plugin once) starts that strategy with a fresh prior (empty window, no history); after
+    ``load_state_dict`` the next strategy continues the loaded one (resuming). ``window`` is at most
+    :data:`~bsce_avalanche.priors.MAX_WINDOW` mini-batches (the ring holds window x classes counts).
     """
 
     def __init__(self, prior: Union[str, Sequence[float], Tensor] = "auto", tau: float = 1.0,
@@ -178,8 +186,13 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
 
     def load_state_dict(self, state: dict) -> None:
         self.class_prior.load_state_dict(state)
+        _OWNERS.pop(self, None)  # a restored prior continues with the next strategy this plugin trains
 
     def before_training(self, strategy, **kwargs):
+        owner = _OWNERS.get(self)
+        if owner is not None and owner() is not strategy:  # reused for another strategy: its own prior, afresh
+            self.class_prior = self.class_prior.fresh()
+        _OWNERS[self] = weakref.ref(strategy)
         mine = [p for p in strategy.plugins if isinstance(p, BalancedSoftmaxPlugin)]
         if len(mine) > 1:
             raise ValueError(f"BalancedSoftmaxPlugin is attached {len(mine)} times to {type(strategy).__name__}; the "

@@ -24,10 +24,12 @@ from avalanche.benchmarks.utils.data_attribute import DataAttribute
 from avalanche.benchmarks.utils.flat_data import ConstantSequence, FlatData, LazyIndices, LazyRange
 
 from ._choices import check_choice
-from .catalog import PRIOR_MODES
+from .catalog import MAX_WINDOW, PRIOR_MODES
 from .losses import ZERO_PRIOR_OFFSET, _check_tau, as_class_counts, check_targets_have_prior, log_prior_adjustment
 
-__all__ = ["dataset_labels", "class_counts", "loader_class_counts", "window_log_prior", "ClassPrior", "PRIOR_MODES"]
+__all__ = ["dataset_labels", "class_counts", "loader_class_counts", "window_log_prior", "ClassPrior", "PRIOR_MODES",
+           "MAX_WINDOW"]
+
 
 
 def _index_tensor(indices) -> Tensor:
@@ -184,7 +186,23 @@ def _check_window(window, mode) -> Optional[int]:
                          "(ER-LAS: 1 on CIFAR, 10 on ImageNet).")
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
         raise ValueError(f"window must be a positive int (mini-batches), got {window!r}.")
+    if window > MAX_WINDOW:
+        raise ValueError(f"window={window} is beyond what memory allows: the window holds window x classes label "
+                         f"counts (int64), so at most {MAX_WINDOW:,} mini-batches ({MAX_WINDOW * 8 * 100 / 1e9:g} GB "
+                         "with 100 classes); ER-LAS uses 1 to 10.")
     return int(window)
+
+
+def _check_ring(ring, ring_next, window) -> Optional[str]:
+    """What is wrong with a window's saved ring (``(window, classes)`` counts) and position, or None."""
+    if ring is None:
+        return None
+    if not isinstance(ring, Tensor) or ring.dim() != 2 or ring.shape[0] != window:
+        shape = tuple(ring.shape) if isinstance(ring, Tensor) else type(ring).__name__
+        return f"its window ring is {shape}, not ({window}, classes)"
+    if isinstance(ring_next, bool) or not isinstance(ring_next, int) or not 0 <= ring_next < window:
+        return f"its window position is {ring_next!r}, not in [0, {window})"
+    return None
 
 
 class ClassPrior:
@@ -308,10 +326,22 @@ class ClassPrior:
         if (state["mode"], state["window"]) != (self.mode, self.window):
             raise ValueError(f"This state is of a prior with mode={state['mode']!r}, window={state['window']!r}, not "
                              f"mode={self.mode!r}, window={self.window!r}: build the prior with the same settings.")
+        if self.mode == "window" and (problem := _check_ring(state["ring"], state["ring_next"], self.window)):
+            raise ValueError(f"This window prior's state is damaged: {problem}.")
         self.history = [list(h) for h in state["history"]]
         if self.mode == "window":
             self._ring = None if state["ring"] is None else state["ring"].clone()
             self._ring_next = int(state["ring_next"])
+
+    def fresh(self) -> "ClassPrior":
+        """A prior of the same settings that has seen no data (no history, an empty window)."""
+        return ClassPrior(self.fixed_counts if self.mode == "fixed" else self.mode, self.tau, self.window)
+
+    def check_state(self) -> None:
+        """Raise a one-line ``ValueError`` where the prior's state (restored by attribute, e.g. from a
+        checkpoint) cannot run: a window ring of another length than ``window``, a position outside it."""
+        if self.mode == "window" and (problem := _check_ring(self._ring, self._ring_next, self.window)):
+            raise ValueError(f"This window prior's state is damaged: {problem}.")
 
     def end_experience(self) -> Optional[list[float]]:
         """Record the experience's prior (frequencies; window mode: the window's at the experience's end) in

@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bsce_avalanche.runner.config import ExperimentConfig  # noqa: E402
+from bsce_avalanche.runner.compare import finished_results_problem  # noqa: E402
+from bsce_avalanche.runner.config import ConfigError, ExperimentConfig  # noqa: E402
 from bsce_avalanche.runner.fileio import write_json_atomic  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "results"
@@ -187,9 +188,10 @@ def write_outputs(plan: list[dict], out: Path) -> list[dict]:
     from bsce_avalanche.runner.compare import compare
 
     rows = _summary_rows(plan, out)
+    if not rows:  # keep the summary there is: it is not this plan's to replace
+        raise SystemExit(f"no finished run of this plan in {out} (made with another plan, e.g. with or without "
+                         f"--tiny, or not run yet): {out.with_suffix('.json')} left as it is")
     write_json_atomic(out.with_suffix(".json"), rows)
-    if not rows:
-        return rows
     text = markdown_table(rows) + "\n\nBSCE minus the strongest baseline, paired per seed, 95% t-interval:\n\n" \
         + gains_table(rows) + "\n"
     (out / "summary.md").write_text(text)
@@ -227,6 +229,8 @@ def main(argv=None) -> list[dict]:
             raise ValueError
     except ValueError:
         parser.error(f"--shard {args.shard!r}: expected K/N with 1 <= K <= N, e.g. --shard 2/2")
+    if args.max_runs is not None and args.max_runs < 1:
+        parser.error(f"--max-runs must be >= 1 (runs from the start of the plan), got {args.max_runs}")
     out = Path(args.output_dir)
     plan = planned_runs(TINY_MEMORIES if args.tiny else MEMORIES)[: args.max_runs]
     base = {**PROTOCOL, **(TINY if args.tiny else {}), "data_dir": None if args.tiny else args.data_dir}
@@ -241,7 +245,10 @@ def main(argv=None) -> list[dict]:
     from bsce_avalanche.runner.experiment import build_benchmark, run_experiment
 
     base_cfg = ExperimentConfig(**base)
-    first = build_benchmark(base_cfg).train_stream[0]
+    try:
+        first = build_benchmark(base_cfg).train_stream[0]
+    except (ConfigError, OSError) as err:  # e.g. no CIFAR-100 in --data-dir: the loader's one line
+        raise SystemExit(f"cifar100_online.py: {err}") from None
     task_batches = math.ceil(len(first.dataset) / base_cfg.batch_size)  # "a whole task" (B0: equal tasks)
     times, start = [], time.time()
     summary = out.with_suffix(".json")
@@ -313,6 +320,9 @@ def _finished(run_dir: Path) -> dict | None:
     except ValueError:
         raise SystemExit(f"{path} is not valid JSON (truncated or edited): delete its run folder to train the run "
                          "again") from None
+    if result.get("finished") and (problem := finished_results_problem(result)):
+        raise SystemExit(f"{path} {problem} (edited by hand, or written by another version): delete its run folder "
+                         "to train the run again")
     return result if result.get("finished") else None
 
 

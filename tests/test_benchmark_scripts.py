@@ -294,3 +294,80 @@ def test_cifar100_online_table_refuses_a_truncated_results_file(tmp_path):
     (run / "results.json").write_text('{"finished": tr')
     with pytest.raises(SystemExit, match="results.json is not valid JSON .truncated or edited.: delete its run folder"):
         bench.main(["--tiny", "--output-dir", str(tmp_path / "online"), "--table"])
+
+
+def test_cpu_concat_set_of_a_key_a_recipe_sets_is_refused_naming_both(capsys):
+    """issue 25: `cifar100_cpu_concat.py --set lr=0.05` trained every run at 0.05 but iCaRL's own-recipe run."""
+    bench = load_script("cifar100_cpu_concat")
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--data-dir", "nowhere", "--set", "lr=0.05"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--set sets lr and recipes['icarl-ce'] also sets lr for the icarl-ce runs" in err
+
+
+def test_cpu_concat_help_gives_run_names_the_plan_has(capsys):
+    """issue 25: `--help` gave `--only` names (replay-ce-seed0) that no run has any more."""
+    bench = load_script("cifar100_cpu_concat")
+    with pytest.raises(SystemExit):
+        bench.main(["--help"])
+    import re
+
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # argparse wraps lines at hyphens
+    examples = re.findall(r"[a-z_+-]+-seed\d+-[0-9a-f]{6}", text)
+    from bsce_avalanche.runner.plans import _config
+
+    planned = {_config(str(bench.CONFIG), {"data_dir": None, **run}).run_name for run in bench.planned_runs((0,))}
+    assert examples and set(examples) <= planned, examples
+
+
+def test_cpu_concat_interrupted_says_the_same_command_resumes_it(tmp_path, monkeypatch, capsys):
+    """issue 25: Ctrl-C of cifar100_cpu_concat.py ended in a traceback; its siblings say the command resumes it."""
+    from bsce_avalanche.runner import plans
+
+    def interrupted(job):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plans, "_run_one", interrupted)
+    bench = load_script("cifar100_cpu_concat")
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--tiny", "--workers", "1", "--output-dir", str(tmp_path / "out")])
+    assert "interrupted: the same command resumes it" in str(exit_.value.code)
+
+
+def test_online_max_runs_below_one_is_refused(capsys):
+    """issue 25: --max-runs -1 ran all but the last run (a Python slice)."""
+    with pytest.raises(SystemExit) as exit_:
+        load_script("cifar100_online").main(["--tiny", "--max-runs", "-1"])
+    assert exit_.value.code == 2 and "--max-runs must be >= 1" in capsys.readouterr().err
+
+
+def test_online_table_of_another_plans_folder_keeps_the_summary(tmp_path):
+    """issue 25: --table on a folder made with another plan printed empty tables and wrote [] over the summary."""
+    out = tmp_path / "online"
+    (out / "some-other-run").mkdir(parents=True)
+    out.with_suffix(".json").write_text('[{"run": "kept"}]')
+    with pytest.raises(SystemExit, match=r"--table: no finished run of this plan in .*left as it is"):
+        load_script("cifar100_online").main(["--tiny", "--output-dir", str(out), "--table"])
+    assert out.with_suffix(".json").read_text() == '[{"run": "kept"}]'
+
+
+def test_online_table_over_results_without_a_key_is_one_line(tmp_path):
+    """issue 25: a results.json without new_class_prediction_share was a KeyError under --table."""
+    bench = load_script("cifar100_online")
+    out = tmp_path / "online"
+    run = out / bench.run_id(bench.planned_runs(bench.TINY_MEMORIES)[0])
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({
+        "finished": True, "config": {}, "steps": [{}], "classes_per_step": [[0]], "class_order": [0],
+        "average_incremental_accuracy": 0.5, "last_accuracy": 0.5, "train_time_s": 1.0,
+        "old_new_accuracy": [{}], "per_class_accuracy": [0.5]}))
+    with pytest.raises(SystemExit, match=r"results.json has no new_class_prediction_share .*delete its run folder"):
+        bench.main(["--tiny", "--output-dir", str(out), "--table"])
+
+
+def test_online_with_a_missing_data_folder_is_one_line(tmp_path):
+    """issue 25: cifar100_online.py with a missing data folder ended in a traceback."""
+    with pytest.raises(SystemExit, match=r"cifar100_online.py: CIFAR-100 not found: looked for .*nowhere"):
+        load_script("cifar100_online").main(["--data-dir", str(tmp_path / "nowhere"), "--output-dir",
+                                             str(tmp_path / "out")])

@@ -126,3 +126,17 @@ def test_a_loss_state_dict_loads_into_a_fresh_loss():
         assert torch.equal(fresh(logits, targets), trained(logits, targets))
     with pytest.raises(ValueError, match="class_counts contains negative values"):
         BalancedSoftmaxCrossEntropyLoss().load_state_dict({"_counts": torch.tensor([1.0, -1.0])})
+
+
+def test_compile_without_a_cxx_compiler_is_one_line(tmp_path, monkeypatch, capsys):
+    """issue 25: `compile: true` on a machine without a C++ compiler ended in inductor's traceback mid-step."""
+    import shutil
+
+    from bsce_avalanche.runner.cli import main
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: None)
+    assert main(["run", "--set", "grid={}", "--loss", "bsce", "--epochs", "1", "--n-steps", "2", "--compile",
+                 "--no-wandb", "--no-progress", "--output-dir", str(tmp_path)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("bsce-experiment: error:")]
+    assert len(err) == 1 and "compile: true needs a C++ compiler" in err[0] and "set compile: false" in err[0]

@@ -324,7 +324,43 @@ CORRUPTIONS = {
     "random bytes": lambda path: path.write_bytes(os.urandom(4096)),
     "empty": lambda path: path.write_bytes(b""),
     "old format": lambda path: torch.save({"format": 1}, path),
+    # issue 25: a checkpoint without its optimizer entry, or without the runner's record, was a KeyError
+    "no optimizer entry": lambda path: _edit_checkpoint(path, lambda payload: payload.pop("optimizer")),
+    "no run record": lambda path: _edit_checkpoint(path, lambda payload: payload.update(extra=None)),
 }
+
+
+def _edit_checkpoint(path, edit):
+    payload = torch.load(path, weights_only=True)
+    edit(payload)
+    torch.save(payload, path)
+
+
+def _cut_window_ring(node, window):
+    """The first (window, classes) int64 tensor below ``node`` (the window ring) cut to ``window - 1`` rows."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        if isinstance(value, torch.Tensor) and value.dtype == torch.long and value.dim() == 2 and \
+                value.shape[0] == window:
+            node[key] = value[: window - 1].clone()
+            return True
+        if isinstance(value, (dict, list)) and _cut_window_ring(value, window):
+            return True
+    return False
+
+
+def test_a_checkpoint_with_a_cut_window_ring_is_one_line(tmp_path, capsys):
+    """issue 25: a window ring cut short in a checkpoint ended in a traceback at the first iteration."""
+    cfg = ExperimentConfig(**{**BASE, "prior": "window", "prior_window": 3})
+    out = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as m:
+        crash_during_eval_of_step(m, step=1)
+        with pytest.raises(Crash):
+            run_experiment(cfg, out)
+    _edit_checkpoint(out / "checkpoint.pt", lambda payload: _cut_window_ring(payload["memory"], 3) or 1 / 0)
+    with pytest.raises(CheckpointError, match=r"BalancedSoftmaxPlugin cannot be restored: .*window ring is \(2, "
+                                              r"\d+\), not \(3, classes\).*Delete the checkpoint"):
+        run_experiment(cfg, out, resume=True)
 
 
 @pytest.mark.parametrize("corrupt", CORRUPTIONS)

@@ -140,3 +140,17 @@ def test_the_wheel_carries_the_configs_and_runs_installed(tmp_path):
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(len(list(CONFIGS.glob("*.yaml")))), "False"]
+
+
+#: The tracked top level of the repository (issue 25: a stray run_logged.pid had been committed there).
+TOP_LEVEL = {".ci", ".gitignore", "CHANGELOG.md", "CITATION.cff", "LICENSE", "MANIFEST.in", "README.md", "bsce_avalanche",
+             "experiments", "notebooks", "pyproject.toml", "setup.cfg", "tests"}
+
+
+def test_the_tracked_top_level_holds_only_the_declared_layout():
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout.split("\n")
+    top = {f.split("/")[0] for f in files if f}
+    assert top == TOP_LEVEL, f"not declared: {sorted(top - TOP_LEVEL)}; missing: {sorted(TOP_LEVEL - top)}"

@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -60,3 +62,51 @@ def test_every_documented_command_parses():
         except SystemExit as err:
             if not (err.code == 0 and ("--help" in argv or "-h" in argv)):
                 raise AssertionError(f"{doc}: `{command}` does not parse") from None
+
+
+@pytest.mark.parametrize("head", ["incremental, access_task_boundaries", "fixed"])
+def test_readme_online_composition_trains(head):
+    """README's online row: `split_online_stream` with an IncrementalClassifier needs access_task_boundaries=True
+    (without it Avalanche fails: OnlineCLExperience has no classes_in_this_experience), or a fixed head; the memory a
+    ReservoirSamplingBuffer."""
+    import warnings
+
+    import torch
+    from avalanche.benchmarks.scenarios.online import split_online_stream
+    from avalanche.training import Naive
+    from avalanche.training.plugins import EvaluationPlugin, ReplayPlugin
+    from avalanche.training.storage_policy import ReservoirSamplingBuffer
+
+    from bsce_avalanche import BalancedSoftmaxPlugin
+    from conftest import make_blobs_benchmark
+
+    warnings.simplefilter("ignore", DeprecationWarning)
+    torch.manual_seed(0)
+    benchmark = make_blobs_benchmark(train=20)
+    incremental = head != "fixed"
+    model = _blobs_model(incremental)
+    replay = ReplayPlugin(mem_size=30, batch_size=10, batch_size_mem=10, storage_policy=ReservoirSamplingBuffer(30))
+    bsce = BalancedSoftmaxPlugin(prior="window", window=1)
+    strategy = Naive(model, torch.optim.SGD(model.parameters(), lr=0.05), torch.nn.CrossEntropyLoss(),
+                     train_mb_size=10, train_epochs=1, evaluator=EvaluationPlugin(loggers=[]), plugins=[bsce, replay])
+    online = split_online_stream(benchmark.train_stream, experience_size=10, access_task_boundaries=incremental)
+    for n, experience in enumerate(online, 1):
+        strategy.train(experience)
+    assert n == 12 and len(replay.storage_policy.buffer) == 30 and len(bsce.prior_history) == 12
+
+
+def _blobs_model(incremental: bool):
+    import torch
+    from avalanche.models import IncrementalClassifier
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.feature_extractor = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU())
+            self.classifier = IncrementalClassifier(32, initial_out_features=2) if incremental else \
+                torch.nn.Linear(32, 6)
+
+        def forward(self, x):
+            return self.classifier(self.feature_extractor(x))
+
+    return Net()

@@ -90,9 +90,47 @@ def test_a_grid_key_set_by_a_recipe_and_a_cli_override_of_a_recipe_key_are_refus
                                                               "lr": [0.1, 0.2]})
     path = tmp_path / "c.yaml"
     path.write_text(json.dumps({**TINY, "recipes": ICARL_RECIPE}))
-    assert main(["run", "--config", str(path), "--set", "lr=0.3", "--no-wandb"]) == 2
+    assert main(["run", "--config", str(path), "--set", "lr=0.3", "--strategy", "icarl", "--loss", "ce",
+                 "--no-wandb"]) == 2
     err = capsys.readouterr().err
-    assert "lr is also set by recipes['icarl-ce']" in err and len(err.strip().splitlines()) == 1
+    assert "--set/option sets lr and recipes['icarl-ce'] also sets lr" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_cli_value_and_a_cli_recipe_for_one_key_are_refused_naming_both(capsys):
+    """issue 25: `run --set 'recipes={replay: {lr: 0.1}}' --lr 0.2` trained at lr 0.1 without a word."""
+    assert main(["run", "--set", "grid={}", "--epochs", "1", "--loss", "bsce", "--set", "recipes={replay: {lr: 0.1}}",
+                 "--lr", "0.2", "--no-wandb"]) == 2
+    err = capsys.readouterr().err
+    assert "sets lr and recipes['replay'] also sets lr for the replay-bsce runs" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_the_rule_applies_to_the_runs_a_recipe_reaches_only(tmp_path):
+    from bsce_avalanche.runner.arguments import build_parser, config_from_args
+
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps({**TINY, "recipes": ICARL_RECIPE, "grid": {"strategy": ["replay", "icarl"]}}))
+    args = lambda *extra: build_parser().parse_args(["grid", "--config", str(path), *extra])
+    with pytest.raises(ConfigError, match=r"recipes\['icarl-ce'\] also sets lr for the icarl-ce runs"):
+        config_from_args(args("--lr", "0.3", "--losses", "ce"))
+    assert config_from_args(args("--lr", "0.3", "--strategies", "replay")).lr == 0.3  # no recipe run: fine
+    assert config_from_args(args("--lr", "0.3", "--losses", "bsce")).lr == 0.3  # icarl-bsce has no recipe
+
+
+def test_a_protocol_shortens_with_its_recipes_dropped(capsys):
+    """GUIDE.md's quick try of a protocol config: --set recipes={} --epochs 1 --set lr_milestones=[]."""
+    from bsce_avalanche.runner.arguments import build_parser, config_from_args
+
+    args = ["grid", "--config", "cifar100_b0_10steps", "--strategies", "replay", "icarl", "bic"]
+    with pytest.raises(ConfigError, match=r"lr_milestones.*--set recipes=\{\} --epochs 1 --set lr_milestones=\[\]"):
+        config_from_args(build_parser().parse_args([*args, "--epochs", "1"]))
+    with pytest.raises(ConfigError, match=r"recipes\['(icarl-ce|bic)'\].*--set recipes=\{\} --epochs 1"):
+        config_from_args(build_parser().parse_args([*args, "--epochs", "1", "--set", "lr_milestones=[]"]))
+    with pytest.raises(ConfigError, match=r"sets lr_milestones and recipes\['icarl-ce'\] also sets"):
+        config_from_args(build_parser().parse_args([*args, "--set", "lr_milestones=[10]"]))
+    cfg = config_from_args(build_parser().parse_args([*args, "--set", "recipes={}", "--epochs", "1",
+                                                      "--set", "lr_milestones=[]"]))
+    assert {(r.epochs, r.lr, tuple(r.lr_milestones)) for r in expand_grid(cfg)} == {(1, 0.1, ())}
 
 
 def test_a_recipe_run_records_the_values_it_trained_with(tmp_path):
@@ -116,6 +154,53 @@ def _fake_result(seed=0, accuracy=0.5, **config):
     return {"config": cfg, "average_incremental_accuracy": accuracy, "last_accuracy": accuracy, "forgetting": 0.0,
             "old_new_accuracy": [{"old": accuracy, "new": accuracy}], "new_class_prediction_share": [0.2],
             "train_time_s": 1.0}
+
+
+def test_compare_refuses_one_run_twice_and_keeps_runs_on_other_data_apart():
+    """issue 25: the same run (seed 0) in two folders became `seeds 2, ± 0.0`; runs on two data files `seeds 2`."""
+    run = {**_fake_result(), "data_digest": "aaaa"}
+    with pytest.raises(ConfigError, match=r"a/run and b/run are the same run \(replay-bsce, seed 0, same data\).*"
+                                          r"leave one of the folders out"):
+        group_runs([{**run, "_path": "a/run/results.json"}, {**run, "_path": "b/run/results.json"}])
+    other_data = {**_fake_result(seed=1), "data_digest": "bbbb"}
+    groups = group_runs([run, other_data, {**_fake_result(seed=1), "data_digest": "aaaa"}])
+    assert {k: len(v) for k, v in groups.items()} == {"replay-bsce (data=aaaa)": 2, "replay-bsce (data=bbbb)": 1}
+    assert {k: len(v) for k, v in group_runs([_fake_result(), _fake_result(seed=1)]).items()} == {"replay-bsce": 2}
+
+
+def test_resume_on_other_data_is_refused_and_results_record_the_data(tmp_path):
+    """issue 25: --resume on another data file continued the interrupted run on it without a word."""
+    from conftest import Crash, crash_during_eval_of_step
+
+    cfg = ExperimentConfig(**{**TINY, "benchmark": "digits"})
+    out = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as m:
+        crash_during_eval_of_step(m, step=1)
+        with pytest.raises(Crash):
+            run_experiment(cfg, out)
+    assert len(json.loads((out / "results.json").read_text())["data_digest"]) == 16
+    with pytest.MonkeyPatch.context() as m:  # other data (e.g. another data_dir): another digest
+        from bsce_avalanche.runner import experiment
+
+        m.setattr(experiment, "benchmark_digest", lambda benchmark: "0123456789abcdef")
+        with pytest.raises(ConfigError, match=r"checkpoint.pt was trained on other data \(digest \w+, now "
+                                              r"0123456789abcdef.*resume with the data it started on"):
+            run_experiment(cfg, out, resume=True)
+    assert run_experiment(cfg, out, resume=True)["finished"]  # the same data: resumes
+
+
+def test_resume_that_finds_nothing_says_so_and_names_the_nearest_run(tmp_path, capsys):
+    """issue 25: --resume after changing a setting silently started a new run under a new name."""
+    from bsce_avalanche.runner.runs import nothing_to_resume
+
+    cfg = ExperimentConfig(**TINY, output_dir=str(tmp_path))
+    (tmp_path / cfg.run_name).mkdir()
+    (tmp_path / cfg.run_name / "results.json").write_text(json.dumps({"config": cfg.to_dict(), "steps": []}))
+    assert nothing_to_resume(cfg, tmp_path) is None
+    note = nothing_to_resume(cfg.replace(lr=0.2), tmp_path)
+    assert note.startswith(f"--resume: nothing to resume for {cfg.replace(lr=0.2).run_name}: the nearest run, "
+                           f"{cfg.run_name}, differs in lr 0.05 -> 0.2; starting it afresh")
+    assert "no run in" in nothing_to_resume(cfg, tmp_path / "empty")
 
 
 def test_compare_pools_only_runs_that_differ_in_their_seed_and_names_the_differing_key():

@@ -125,6 +125,25 @@ def test_sweep_config_takes_the_base_grid_keys_it_sets():
         sweep.sweep_config(base, {"los": "ce"})
 
 
+def test_a_sweep_over_a_key_a_recipe_sets_is_refused_naming_both(tmp_path, capsys):
+    """issue 25: a sweep over lr on a config whose recipe sets lr for iCaRL: sweep-validate counted every
+    combination a run, sweep-run trained them all at the recipe's lr under one name."""
+    config = tmp_path / "base.yaml"
+    config.write_text(yaml.safe_dump({**yaml.safe_load((REPO / "experiments/configs/default.yaml").read_text()),
+                                      "grid": {}, "recipes": {"icarl-ce": {"lr": 2.0}}}))
+    path = _write_sweep(tmp_path, command=[*SWEEP_RUN, f"--config={config}"],
+                        parameters={"strategy": {"values": ["replay", "icarl"]}, "loss": {"value": "ce"},
+                                    "lr": {"values": [0.05, 0.1]}})
+    assert main(["sweep-validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "the sweep's parameter sets lr and recipes['icarl-ce'] also sets lr for the icarl-ce runs" in err
+    assert len(err.strip().splitlines()) == 1
+    base = load_config(config)
+    with pytest.raises(ConfigError, match=r"recipes\['icarl-ce'\] also sets lr"):
+        sweep.sweep_config(base, {"strategy": "icarl", "loss": "ce", "lr": 0.1})
+    assert sweep.sweep_config(base, {"strategy": "replay", "loss": "ce", "lr": 0.1}).lr == 0.1
+
+
 def _agent_env(tmp_path, params, run_id):
     """The environment ``wandb agent`` gives its program (offline here)."""
     param_file = tmp_path / "wandb" / "sweep-smoke01" / f"config-{run_id}.yaml"

@@ -108,6 +108,36 @@ def test_window_validated_at_construction(kwargs, message):
         BalancedSoftmaxPlugin(**kwargs)
 
 
+def test_a_window_beyond_memory_is_refused_at_construction():
+    """issue 25: window=10**12 was accepted, then an 80 TB allocation at the first iteration."""
+    from bsce_avalanche.catalog import MAX_WINDOW
+    from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
+
+    with pytest.raises(ValueError, match=r"window=1000000000000 is beyond what memory allows.*at most 100,000"):
+        BalancedSoftmaxPlugin(prior="window", window=10**12)
+    assert BalancedSoftmaxPlugin(prior="window", window=MAX_WINDOW).class_prior.window == MAX_WINDOW
+    with pytest.raises(ConfigError, match=r"prior_window must be in \[1, 100000\]"):
+        ExperimentConfig(prior="window", prior_window=10**12)
+
+
+@pytest.mark.parametrize("prior", ["window", "auto"])
+def test_a_plugin_reused_for_another_strategy_starts_a_fresh_prior(blobs_benchmark, prior):
+    """issue 25: a seed loop that builds the plugin once carried the first run's labels into the second's prior."""
+    window = 4 if prior == "window" else None
+
+    def run(bsce):
+        torch.manual_seed(0)
+        recorder = LossRecorder()
+        strategy = _strategy("naive_replay_plugin", MLP(), [bsce, recorder])
+        strategy.train(blobs_benchmark.train_stream[0])
+        return recorder.losses, list(bsce.prior_history)
+
+    reused = BalancedSoftmaxPlugin(prior=prior, window=window)
+    first = run(reused)
+    assert run(reused) == first == run(BalancedSoftmaxPlugin(prior=prior, window=window))
+    assert len(reused.prior_history) == 1  # the second strategy's only
+
+
 def _strategy(kind, model, plugins, batch=10):
     optimizer = SGD(model.parameters(), lr=0.05)
     if kind == "replay":  # Avalanche's Replay wrapper: batch + batch from the memory
@@ -281,7 +311,7 @@ def test_ddp_ranks_agree_on_the_window_prior(tmp_path):
     (dict(loss="bsce", prior="window"), "prior: window needs prior_window"),
     (dict(loss="bsce", prior="auto", prior_window=2), "prior_window applies to prior: window only"),
     (dict(loss="ce", prior_window=2), "prior_window applies to prior: window only"),
-    (dict(loss="bsce", prior="window", prior_window=0), r"prior_window must be >= 1 or null, got 0"),
+    (dict(loss="bsce", prior="window", prior_window=0), r"prior_window must be in \[1, 100000\] or null, got 0"),
     (dict(strategy="lwf", batch_size_mem=5), "batch_size_mem applies to er_ace and to replay: half_batch"),
     (dict(strategy="replay", replay="concat", batch_size_mem=5), "batch_size_mem applies"),
 ])

@@ -8,8 +8,8 @@ import argparse
 from dataclasses import MISSING, fields
 from typing import Union, get_args, get_origin, get_type_hints
 
-from .config import (CHOICES, DEFAULT_CONFIG, RANGES, ConfigError, ExperimentConfig, load_config, parse_value,
-                     shipped_configs)
+from .config import (CHOICES, DEFAULT_CONFIG, RANGES, ConfigError, ExperimentConfig, check_recipe_overrides, load_config,
+                     parse_value, shipped_configs)
 
 __all__ = ["build_parser", "config_from_args"]
 
@@ -120,9 +120,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         if key in grid and key in overrides:
             raise ConfigError(f"--{flag} and --{key} (or --set {key}=...) both set {key}: give one of them.")
     cfg = load_config(args.config or DEFAULT_CONFIG, {k: v for k, v in overrides.items() if k not in grid})
-    for selector, recipe in cfg.recipes.items():
-        if "recipes" not in overrides and (clash := sorted(set(recipe) & set(overrides))):
-            raise ConfigError(f"--set/option {clash[0]} is also set by recipes[{selector!r}], which wins for the "
-                              f"{selector} runs: change it in the recipe (--set 'recipes=...') or drop the recipe.")
     grid = {**{k: v for k, v in cfg.grid.items() if k not in overrides}, **grid}
-    return cfg.replace(grid=grid) if grid != cfg.grid else cfg
+    cfg = cfg.replace(grid=grid) if grid != cfg.grid else cfg
+    check_recipe_overrides(cfg, overrides, "--set/option")  # the runs as they will run: the grid's final
+    return cfg

@@ -246,7 +246,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a bsce-avalanche checkpoint of format {FORMAT_VERSION} (an older "
                               "version's, or another file): delete it to start the run afresh, or use --overwrite.")
+    for key, kind in _PAYLOAD_KEYS.items():
+        if not isinstance(payload.get(key), kind):
+            raise CheckpointError(f"{path} has {'no' if key not in payload else 'a damaged'} {key} entry (cut, or "
+                                  "edited by hand): delete it to start the run afresh, or use --overwrite.")
     return payload
+
+
+#: What a checkpoint of :data:`FORMAT_VERSION` holds: key -> type (``optimized_param_id``: None or True).
+_PAYLOAD_KEYS = {"model": dict, "optimizer": dict, "optimizer_param_names": list, "optimized_param_id": (type(None), bool),
+                 "memory": dict, "rng": dict}
 
 
 def _load_model_state(model: nn.Module, state: dict) -> None:
@@ -304,6 +313,12 @@ def restore_strategy(strategy, payload: dict, exclude: Iterable = (), benchmark=
                               f"({sorted(memory['plugins'])} vs {sorted(current)}): resume with the same config.")
     for key, state in memory["plugins"].items():
         for attr, value in state.items():
+            if isinstance(value, ClassPrior):  # a cut window ring: one line now, not a traceback mid-training
+                try:
+                    value.check_state()
+                except ValueError as err:
+                    raise CheckpointError(f"The checkpoint's {type(current[key]).__name__} cannot be restored: {err} "
+                                          "Delete the checkpoint to start the run afresh, or use --overwrite.") from None
             setattr(current[key], attr, value)
         for attr, value in memory["schedulers"][key].items():
             getattr(current[key], attr).load_state_dict(value)

@@ -11,7 +11,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .config import (ConfigError, ExperimentConfig, differing_settings, method_label, result_settings,
+from .config import (ConfigError, ExperimentConfig, differing_settings, method_label, result_settings, run_name,
                      settings_digest)
 from .fileio import write_text_atomic
 from .catalog import STRATEGIES, uses_replay_option
@@ -128,22 +128,34 @@ def with_posthoc(runs: Sequence[dict]) -> list[dict]:
 
 
 def group_runs(runs: Sequence[dict]) -> dict[str, list[dict]]:
-    """Runs pooled only when they differ in nothing but the seed (same :func:`settings_digest` and label).
-    Each group is named by its method label; where several groups share one, the label names the settings
-    that tell them apart, e.g. ``replay-bsce (lr=0.1)`` and ``replay-bsce (lr=0.2)``."""
+    """Runs pooled only when they differ in nothing but the seed (same :func:`settings_digest` and label) and
+    trained on the same data (``data_digest``). Each group is named by its method label; where several groups
+    share one, the label names the settings that tell them apart, e.g. ``replay-bsce (lr=0.1)`` and
+    ``replay-bsce (lr=0.2)``, or ``replay-bsce (data=<digest>)``. One seed twice in a group (the same run in two
+    folders) is a :class:`ConfigError` naming both."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    for run in runs:
-        groups[(run_label(run), settings_digest(run["config"]))].append(run)
+    for run in runs:  # the data trained on is part of what a run is (results.json's data_digest)
+        groups[(run_label(run), settings_digest(run["config"]), run.get("data_digest"))].append(run)
+    for group in groups.values():  # one run twice (copied folders) is not two seeds
+        seen: dict = {}
+        for run in group:
+            if (other := seen.setdefault(run_name(run["config"]), run)) is not run:
+                where = [str(Path(r["_path"]).parent) if r.get("_path") else "a run" for r in (other, run)]
+                raise ConfigError(f"{where[0]} and {where[1]} are the same run "
+                                  f"({run_label(run)}, seed {run['config'].get('seed')}, same data): their mean would "
+                                  "count one seed twice; leave one of the folders out of the paths.")
     by_label: dict[str, list[tuple]] = defaultdict(list)
     for key in groups:
         by_label[key[0]].append(key)
     named = {}
     for label, keys in by_label.items():
         differ = differing_settings([groups[k][0]["config"] for k in keys]) if len(keys) > 1 else []
+        other_data = len({k[2] for k in keys}) > 1
         for key in keys:
             config = result_settings(groups[key][0]["config"])
-            shown = ", ".join(f"{k}={_short(config[k])}" for k in differ)
-            named[f"{label} ({shown})" if shown else label] = groups[key]
+            shown = [f"{k}={_short(config[k])}" for k in differ]
+            shown += [f"data={key[2] or 'unrecorded'}"] if other_data else []
+            named[f"{label} ({', '.join(shown)})" if shown else label] = groups[key]
     return dict(sorted(named.items()))
 
 

@@ -19,14 +19,14 @@ import yaml
 from .._choices import check_choice, did_you_mean
 from .._numbers import plain_number
 from ..benchmarks import BENCHMARKS, CLASS_ORDER_NAMES, get_class_order, resolve_protocol
-from ..catalog import AMP_MODES, ICARL_EVAL_MODES, MAX_TAU, MODELS, PRIOR_MODES, check_tau
+from ..catalog import AMP_MODES, ICARL_EVAL_MODES, MAX_TAU, MAX_WINDOW, MODELS, PRIOR_MODES, check_tau
 from .catalog import (MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, online_error, online_keys_error,
                       uses_replay_option)
 from .errors import ConfigError
 
 __all__ = ["ExperimentConfig", "ConfigError", "load_config", "expand_grid", "combination_error", "method_label",
            "run_name", "settings_digest", "result_settings", "differing_settings", "apply_recipes", "check_unique_names",
-           "CHOICES",
+           "check_recipe_overrides", "CHOICES",
            "RANGES", "DEFAULT_CONFIG", "shipped_configs", "resolve_config", "EFFECTS", "EFFECT", "RESULT_KEYS", "load_yaml", "parse_value"]
 
 #: Valid values of the name-like keys.
@@ -117,7 +117,8 @@ class ExperimentConfig:
                                            effect="later", range="[1, inf)")
     prior_window: Optional[int] = _key(
         None, "with prior: window (only): the prior is the label frequency of the last prior_window training "
-              "mini-batches, across steps (ER-LAS's l: 1 on CIFAR)", effect="resolved", range="[1, inf)", label=True)
+              "mini-batches, across steps (ER-LAS's l: 1 on CIFAR; at most MAX_WINDOW, the window holding window x classes "
+              "counts)", effect="resolved", range=f"[1, {MAX_WINDOW}]", label=True)
     replay: str = _key("half_batch", "rehearsal protocol of replay, of lwf with lwf_memory and of bic: "
                        + "; ".join(f"{k}: {v}" for k, v in REPLAY_PROTOCOLS.items())
                        + " (the other strategies have their own)", effect="later", label=True)
@@ -233,6 +234,8 @@ class ExperimentConfig:
         if milestones and milestones[-1] >= self.epochs:  # the schedule restarts at every experience
             fix = (f"set milestones below {self.epochs} (e.g. --set 'lr_milestones=[{self.epochs - 1}]') or [] for a "
                    "constant rate") if self.epochs > 1 else "with one epoch, set lr_milestones: []"
+            if any("lr_milestones" in (v if isinstance(v, dict) else {}) for v in self.recipes.values()):
+                fix += " (a recipe sets it too: for a quick try, --set recipes={} --epochs 1 --set lr_milestones=[])"
             raise ConfigError(f"lr_milestones {milestones} reach epochs ({self.epochs}): a milestone >= epochs never "
                               f"lowers the learning rate; {fix}.")
         info = BENCHMARKS[self.benchmark]
@@ -550,7 +553,30 @@ def apply_recipes(config: ExperimentConfig, grid_keys: Sequence[str] = ()) -> Ex
     try:
         return config.replace(recipes={}, recipe=", ".join(applied), **values)
     except ConfigError as err:
-        raise ConfigError(f"recipes[{applied[-1]!r}] applied to {config.strategy}-{config.loss}: {err}") from None
+        raise ConfigError(f"recipes[{applied[-1]!r}] applied to {config.strategy}-{config.loss}: {err} (a quick try "
+                          "of a protocol: --set recipes={} --epochs 1 --set lr_milestones=[])") from None
+
+
+def check_recipe_overrides(config: ExperimentConfig, keys, source: str = "the command line") -> None:
+    """The one rule of recipes, in every entry point (``run``, ``grid``, a sweep, the evidence scripts' ``--set``):
+    a key that ``source`` sets (``keys``: the command line's ``--set``/options, a sweep's parameters) and that a
+    recipe also sets for one of ``config``'s runs is a :class:`ConfigError` naming both; the recipe never wins
+    silently. ``recipes`` and ``grid`` themselves are not such keys (they replace the file's)."""
+    keys = set(keys) - {"recipes", "recipe", "grid"}
+    if not keys or not config.recipes:
+        return
+    grid = config.grid
+    strategies = [config.strategy] if "strategy" not in grid else grid["strategy"]
+    losses = [config.loss] if "loss" not in grid else grid["loss"]
+    for strategy, loss in itertools.product(strategies, losses):
+        for selector in (strategy, f"{strategy}-{loss}"):
+            clash = sorted(keys & set(config.recipes.get(selector) or {}))
+            if clash:
+                key = clash[0]
+                raise ConfigError(
+                    f"{source} sets {key} and recipes[{selector!r}] also sets {key} for the {strategy}-{loss} runs: "
+                    f"one of them would be ignored. Change it in the recipe (--set 'recipes=...'), drop the recipes "
+                    f"(--set recipes={{}}), or leave {key} to the recipe.")
 
 
 def expand_grid(config: ExperimentConfig) -> list[ExperimentConfig]:

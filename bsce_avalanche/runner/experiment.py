@@ -29,7 +29,7 @@ from ..posthoc import LogitAdjustmentPlugin
 from ..weight_aligning import WeightAligningPlugin
 from . import distributed
 from .catalog import STRATEGIES, uses_replay_option
-from .checkpoint import load_checkpoint, restore_strategy, save_checkpoint
+from .checkpoint import CheckpointError, benchmark_digest, load_checkpoint, restore_strategy, save_checkpoint
 from .compute import COMPUTE_KEYS, ComputeCounter, samples_stored
 from .compare import finished_results_problem
 from .config import ConfigError, ExperimentConfig, combination_error, RESULT_KEYS, result_settings
@@ -89,10 +89,22 @@ def build_model(cfg: ExperimentConfig, n_classes: int, device: Optional[torch.de
     if cfg.data_path == "device" and device is not None and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)  # NHWC convolutions for the tensor cores
     if cfg.compile:
+        if not _cxx_compiler():  # inductor builds C++ (and Triton's launchers) at the first step: say so now
+            raise ConfigError("compile: true needs a C++ compiler (torch.compile's inductor builds its kernels with "
+                              "one) and none was found ($CXX, c++, g++, clang++): install one (e.g. apt-get install "
+                              "g++), or set compile: false.")
         # the feature extractor only, in place (state_dict keys unchanged; the growing head stays eager), torch's
         # default mode on CPU and CUDA alike: CUDA graphs would overwrite the features iCaRL keeps between calls
         compile_model(model)
     return model
+
+
+def _cxx_compiler() -> Optional[str]:
+    """The C++ compiler torch.compile would use ($CXX, else c++, g++, clang++ on the PATH), or None."""
+    import shutil
+
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
+    return next((path for name in names if (path := shutil.which(name))), None)
 
 
 class _PredictionRecorder(SupervisedPlugin, supports_distributed=True):  # evaluates the whole test set
@@ -210,6 +222,8 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     results: dict = {
         "config": cfg.to_dict(), "finished": False, "n_classes": n_classes,
         "class_order": list(map(int, benchmark.classes_order)), "classes_per_step": classes_per_step,
+        # what the run trained on is part of what it is: compare keeps runs on other data apart, --resume refuses it
+        "data_digest": benchmark_digest(benchmark),
         "environment": _environment(device), "steps": [], "priors": [], "step_times_s": [],
         **{key: [] for key in COMPUTE_KEYS},
     }
@@ -221,6 +235,11 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
                             "sync_command": logger.sync_command}
     alt_steps = []  # iCaRL: the other eval mode (head vs NME) on the same weights
     if checkpoint:
+        before = checkpoint["extra"]["results"].get("data_digest")
+        if before is not None and before != results["data_digest"]:
+            raise ConfigError(f"{out / CHECKPOINT_FILE} was trained on other data (digest {before}, now "
+                              f"{results['data_digest']}: data_dir {cfg.data_dir or 'default'}): resume with the data "
+                              "it started on, or use --overwrite or another --output-dir to start afresh on this data.")
         saved = restore_strategy(strategy, checkpoint, exclude=[recorder, counter, guard], benchmark=benchmark)
         results.update({k: v for k, v in saved["results"].items() if k != "wandb"})
         for key in COMPUTE_KEYS:  # a checkpoint of a version that did not count: its steps are null
@@ -360,6 +379,11 @@ def _claim_run_dir(lock: contextlib.ExitStack, cfg: ExperimentConfig, out: Path,
             print(f"{out}: no {CHECKPOINT_FILE} to resume from: starting the run afresh", flush=True)
         return None
     checkpoint = load_checkpoint(ckpt_path)
+    extra = checkpoint.get("extra")
+    if not (isinstance(extra, dict) and isinstance(extra.get("config"), dict) and isinstance(extra.get("results"), dict)
+            and isinstance(extra.get("alt_steps"), list)):
+        raise CheckpointError(f"{ckpt_path} has no run record (config, results) of this runner: delete it to start the "
+                          "run afresh, or use --overwrite.")
     diff = _differing_keys(checkpoint["extra"]["config"], cfg)
     if diff:
         raise ConfigError(f"{ckpt_path} was written with a different config (keys {diff} differ): resume with the "

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
 from .compare import POSTHOC_LABEL, compare, load_results
-from .config import check_unique_names, expand_grid, load_config, method_label, parse_value
+from .config import (ConfigError, check_recipe_overrides, check_unique_names, expand_grid, load_config,
+                     method_label, parse_value)
 from .fileio import write_json_atomic
 from .catalog import uses_replay_option
 
@@ -25,9 +26,21 @@ TINY = {"benchmark": "digits", "model": "small_cnn", "width": 16, "protocol": "B
         "class_order": [1, 4, 0, 2, 3, 5, 6, 7, 8, 9], "progress": False, "recipes": {}}
 
 
-def _config(config_path: str, overrides: dict):
-    """The run's config: the protocol's file, the run's overrides, then its method's recipe."""
-    return expand_grid(load_config(config_path, overrides))[0]
+def _config(config_path: str, overrides: dict, set_keys=()):
+    """The run's config: the protocol's file, the run's overrides, then its method's recipe; a key of
+    ``set_keys`` (the command line's ``--set``) that the run's recipe also sets is a :class:`ConfigError`
+    (the rule of ``bsce-experiment run``: :func:`~.config.check_recipe_overrides`)."""
+    config = load_config(config_path, overrides)
+    check_recipe_overrides(config, set_keys, "--set")
+    return expand_grid(config)[0]
+
+
+def _example_names(plan: "Plan") -> str:
+    """Two planned run names, for ``--only``'s help (computed, so they are the names the plan writes)."""
+    try:
+        return " ".join(_config(str(plan.config), {"data_dir": None, **run}).run_name for run in plan.runs((0,))[:2])
+    except Exception:  # --help never fails
+        return "replay-ce-seed0-<digest>"
 
 
 def _run_one(args: tuple) -> str:
@@ -112,9 +125,12 @@ def run_plan(argv, plan: Plan, description: str) -> list[dict]:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="+", metavar="RUN",
-                        help="run only these runs (names as in the output, e.g. replay-ce-seed0 bic-ce-seed0)")
+                        help="run only these runs, by their folder names in OUTPUT_DIR (<method>-seed<N>-<digest>, "
+                             f"e.g. {_example_names(plan)}); an unknown name lists the planned ones")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a key of the CPU protocol for every run, e.g. --set epochs=3")
+                        help="override a key of the CPU protocol for every run, e.g. --set epochs=3; a key a "
+                             "method's recipe also sets is an error (experiments/GUIDE.md, recipes): shorten the "
+                             "protocol with --set recipes={} --set epochs=1 --set lr_milestones=[]")
     parser.add_argument("--tiny", action="store_true",
                         help="digits, 3 steps, 1 epoch, one seed: checks the script end to end in seconds")
     args = parser.parse_args(argv)
@@ -125,18 +141,24 @@ def run_plan(argv, plan: Plan, description: str) -> list[dict]:
     if args.tiny:
         common = dict(TINY)
         args.seeds = args.seeds[:1]
-    for item in args.set:
-        key, _, value = item.partition("=")
-        common[key.strip()] = parse_value(value)
-    out = Path(args.output_dir)
-    jobs = [(str(plan.config), {**common, **run}, str(out)) for run in plan.runs(tuple(args.seeds))]
-    configs = [_config(*job[:2]) for job in jobs]  # fails fast on a bad config
-    if args.tiny:  # the tiny settings replace the recipes: a method's recipe and shared rows become one run
-        first = {}
+    set_keys = []
+    try:
+        for item in args.set:
+            key, _, value = item.partition("=")
+            common[key.strip()] = parse_value(value)
+            set_keys.append(key.strip())
+        out = Path(args.output_dir)
+        jobs = [(str(plan.config), {**common, **run}, str(out)) for run in plan.runs(tuple(args.seeds))]
+        configs = [_config(*job[:2], set_keys) for job in jobs]  # fails fast on a bad config
+        # runs made one by the overrides (BiC with and without its recipe, under --set recipes={} or --tiny): once
+        kept = {}
         for job, cfg in zip(jobs, configs):
-            first.setdefault(cfg.run_name, (job, cfg))
-        jobs, configs = [j for j, _ in first.values()], [c for _, c in first.values()]
-    check_unique_names(configs)
+            if kept.setdefault(cfg.run_name, (job, cfg))[1].to_dict() != cfg.to_dict():
+                kept[f"{cfg.run_name} ({len(kept)})"] = (job, cfg)  # refused below, naming what differs
+        jobs, configs = [job for job, _ in kept.values()], [cfg for _, cfg in kept.values()]
+        check_unique_names(configs)
+    except ConfigError as err:
+        parser.error(str(err))
     names = [cfg.run_name for cfg in configs]
     if args.only:
         unknown = sorted(set(args.only) - set(names))
@@ -147,13 +169,17 @@ def run_plan(argv, plan: Plan, description: str) -> list[dict]:
     # SIGTERM unwinds like Ctrl-C, so that the pool's exit terminates the worker processes
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.time()
-    if args.workers > 1:
-        with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
-            for line in pool.imap_unordered(_run_one, jobs):
-                print(line, flush=True)
-    else:
-        for job in jobs:
-            print(_run_one(job), flush=True)
+    try:
+        if args.workers > 1:
+            with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
+                for line in pool.imap_unordered(_run_one, jobs):
+                    print(line, flush=True)
+        else:
+            for job in jobs:
+                print(_run_one(job), flush=True)
+    except KeyboardInterrupt:  # the runs keep their last finished step
+        raise SystemExit("interrupted: the same command resumes it (finished runs are skipped, interrupted ones "
+                         "continue from their last finished step).") from None
     runs = [r for r in load_results([out]) if r.get("finished")]
     rows = summary_rows(runs, out.parent)
     write_json_atomic(out.with_suffix(".json"), rows)

@@ -3,6 +3,7 @@ in fresh processes (``--jobs``), then compares them (``bsce-experiment run`` and
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -11,13 +12,16 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Optional
 
-from .config import ConfigError, ExperimentConfig, combination_error, expand_grid
+from .config import (ConfigError, ExperimentConfig, combination_error, differing_settings, expand_grid,
+                     result_settings)
 
-__all__ = ["run_configs", "RunProcessDied"]
+__all__ = ["run_configs", "nothing_to_resume", "RunProcessDied"]
 
 
-def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1, overwrite: bool = False) -> Optional[Path]:
-    """Run every combination of ``cfg`` into ``output_dir/<run name>/``, ``jobs`` at once, then compare them."""
+def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1, overwrite: bool = False,
+                announce: bool = True) -> Optional[Path]:
+    """Run every combination of ``cfg`` into ``output_dir/<run name>/``, ``jobs`` at once, then compare them;
+    with ``resume`` (and ``announce``), a run that finds nothing to resume says so (:func:`nothing_to_resume`)."""
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}.")
     runs, out = expand_grid(cfg), Path(cfg.output_dir)
@@ -38,6 +42,10 @@ def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1, over
     say(f"bsce-experiment: {len(runs)} run(s) -> {out}" + (f", {jobs} at once" if jobs > 1 else ""), flush=True)
     for name, reason in skipped.items():
         say(f"  skipping {name}: {reason}", flush=True)
+    if resume and announce:
+        for run in runs:
+            if note := nothing_to_resume(run, out):
+                say(f"  {note}", flush=True)
     if jobs > 1:
         results = _run_in_processes(runs, out, resume, jobs, overwrite)
     else:
@@ -54,6 +62,31 @@ def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1, over
     print(f"comparison: {table}", flush=True)
     print(table.read_text().split("\n\n")[1], flush=True)
     return table
+
+
+def nothing_to_resume(run: ExperimentConfig, out: Path) -> Optional[str]:
+    """Where ``--resume`` finds no run of ``run``'s name in ``out``: a line saying so, naming the nearest run
+    folder there (the fewest result settings apart) and the settings that differ; else None."""
+    if (out / run.run_name / "results.json").exists() or (out / run.run_name / "checkpoint.pt").exists():
+        return None
+    nearest = None
+    for path in sorted(out.glob("*/results.json")) if out.is_dir() else ():
+        try:
+            config = json.loads(path.read_text())["config"]
+            differ = differing_settings([config, run.to_dict()])
+            if result_settings(config)["seed"] != run.seed:
+                differ.append("seed")
+        except (ValueError, KeyError, TypeError):
+            continue
+        if nearest is None or len(differ) < len(nearest[1]):
+            nearest = (path.parent, differ, result_settings(config))
+    if nearest is None:
+        return f"--resume: nothing to resume for {run.run_name} (no run in {out}): starting it afresh"
+    folder, differ, before = nearest
+    now = result_settings(run.to_dict())
+    shown = ", ".join(f"{k} {before[k]!r} -> {now[k]!r}" for k in differ[:4]) + (", ..." if len(differ) > 4 else "")
+    return (f"--resume: nothing to resume for {run.run_name}: the nearest run, {folder.name}, differs in {shown}; "
+            "starting it afresh (to continue that run, resume with its settings)")
 
 
 class RunProcessDied(RuntimeError):

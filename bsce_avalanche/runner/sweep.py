@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from .arguments import build_parser, config_from_args
-from .config import ConfigError, ExperimentConfig, combination_error, load_config, load_yaml
+from .config import (ConfigError, ExperimentConfig, check_recipe_overrides, combination_error, load_config,
+                     load_yaml)
 from .runs import run_configs
 
 __all__ = ["sweep_run", "sweep_config", "sweep_combinations", "sweep_validate"]
@@ -25,6 +26,7 @@ def sweep_config(base: ExperimentConfig, params: dict) -> ExperimentConfig:
     if cfg.grid:
         raise ConfigError(f"the base config has a grid over {sorted(cfg.grid)}: add {', '.join(cfg.grid)} to the "
                           "sweep's parameters (one sweep run is one experiment).")
+    check_recipe_overrides(cfg, params, "the sweep's parameter")  # a recipe's key is not swept past it
     return cfg
 
 
@@ -58,7 +60,7 @@ def sweep_run(base: ExperimentConfig) -> None:
     # the sweep's runs on this machine share their first experiences
     shared = {"first_experience_cache": str(sweep_dir / "first_experience")} \
         if cfg.first_experience_cache is True else {}
-    run_configs(cfg.replace(output_dir=str(sweep_dir / run.id), **shared), resume=True)
+    run_configs(cfg.replace(output_dir=str(sweep_dir / run.id), **shared), resume=True, announce=False)
 
 
 def sweep_combinations(path: str | os.PathLike) -> list[tuple[dict, ExperimentConfig, str | None]]:

@@ -80,13 +80,15 @@ else
 fi
 milestones="[$(( epochs / 2 > 0 ? epochs / 2 : 1 )), $(( epochs * 3 / 4 > epochs / 2 ? epochs * 3 / 4 : epochs / 2 + 1 ))]"
 (( epochs >= 4 )) || milestones="[]"
-# each method's recipe (iCaRL's own) scaled to these epochs, milestones at the same fractions
-recipes=$(python "$(dirname "$0")/scaled_recipes.py" experiments/configs/cifar100_b0_10steps.yaml "$epochs")
+# the protocol at these epochs, each method's recipe (iCaRL's own) scaled, milestones at the same fractions: one
+# config file (a key set on the command line that a recipe also sets is an error, GUIDE.md)
+mkdir -p "$out"
+python "$(dirname "$0")/scaled_recipes.py" experiments/configs/cifar100_b0_10steps.yaml "$epochs" "$milestones" \
+    > "$out/config.json"
 
 start=$(date +%s)
-python -m bsce_avalanche grid --config experiments/configs/cifar100_b0_10steps.yaml --data-dir "$data_dir" \
-    --epochs "$epochs" --lr-milestones "$milestones" --set "recipes=$recipes" --no-wandb "${extra[@]}" "${args[@]}" \
-    --output-dir "$out"
+python -m bsce_avalanche grid --config "$out/config.json" --data-dir "$data_dir" \
+    --no-wandb "${extra[@]}" "${args[@]}" --output-dir "$out"
 wall=$(( $(date +%s) - start ))
 
 python - "$out" "$title" "$milestones" "$wall" "$jobs" <<'EOF'

@@ -101,8 +101,10 @@ if [[ -n "$epochs" ]]; then
     # another length than the config's 160: the shared milestones at 1/2 and 3/4, each recipe's scaled
     milestones="[$(( epochs / 2 > 0 ? epochs / 2 : 1 )), $(( epochs * 3 / 4 > epochs / 2 ? epochs * 3 / 4 : epochs / 2 + 1 ))]"
     (( epochs >= 4 )) || milestones="[]"
-    recipes=$(python "$(dirname "$0")/scaled_recipes.py" "$config" "$epochs")
-    args+=(--epochs "$epochs" --lr-milestones "$milestones" --set "recipes=$recipes")
+    # one config file: a key set on the command line that a recipe also sets is an error (GUIDE.md)
+    mkdir -p "$out"
+    python "$(dirname "$0")/scaled_recipes.py" "$config" "$epochs" "$milestones" > "$out/config.json"
+    config="$out/config.json"
 fi
 mkdir -p "$out/logs"
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$out/compile-cache}
