@@ -347,7 +347,7 @@ def test_online_table_of_another_plans_folder_keeps_the_summary(tmp_path):
     out = tmp_path / "online"
     (out / "some-other-run").mkdir(parents=True)
     out.with_suffix(".json").write_text('[{"run": "kept"}]')
-    with pytest.raises(SystemExit, match=r"--table: no finished run of this plan in .*left as it is"):
+    with pytest.raises(SystemExit, match=r"no finished run of this plan in .*left as it is"):
         load_script("cifar100_online").main(["--tiny", "--output-dir", str(out), "--table"])
     assert out.with_suffix(".json").read_text() == '[{"run": "kept"}]'
 
