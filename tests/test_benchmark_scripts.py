@@ -371,3 +371,19 @@ def test_online_with_a_missing_data_folder_is_one_line(tmp_path):
     with pytest.raises(SystemExit, match=r"cifar100_online.py: CIFAR-100 not found: looked for .*nowhere"):
         load_script("cifar100_online").main(["--data-dir", str(tmp_path / "nowhere"), "--output-dir",
                                              str(tmp_path / "out")])
+
+
+def test_cifar100_cpu_epochs_plan_and_report_tiny(tmp_path):
+    """The training-length plan: lr / 10 for the last tenth at every length, the first seed only at 30 epochs; the
+    report's table pairs BSCE with CE, CE + post-hoc LA and ER-ACE per length, with the NCM diagnostic."""
+    bench = load_script("cifar100_cpu_epochs")
+    assert [bench.schedule(e) for e in bench.EPOCHS] == [[], [2], [9], [27]]
+    planned = bench.planned_runs((0, 1, 2))
+    assert {r["seed"] for r in planned if r["epochs"] == 30} == {0} and len(planned) == 3 * (3 * 3 + 1)
+    names = [_config(str(bench.CONFIG), {**TINY, **r}).run_name for r in planned if r["epochs"] == 1 and r["seed"] == 0]
+    out = tmp_path / "epochs"
+    bench.main(["--tiny", "--workers", "1", "--output-dir", str(out), "--only", *names])
+    text = (out / "comparison.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| 1 | 1 |"))
+    assert row.count("(1 seed)") == 6 and " / " in row.split("|")[-5]  # 3 gains x 2 metrics; NCM of CE / BSCE
+    assert (out / "gain_vs_epochs.png").stat().st_size > 1000
