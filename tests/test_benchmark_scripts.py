@@ -387,3 +387,14 @@ def test_cifar100_cpu_epochs_plan_and_report_tiny(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| 1 | 1 |"))
     assert row.count("(1 seed)") == 6 and " / " in row.split("|")[-5]  # 3 gains x 2 metrics; NCM of CE / BSCE
     assert (out / "gain_vs_epochs.png").stat().st_size > 1000
+
+
+def test_cifar100_cpu_settings_tiny(tmp_path):
+    """One folder per setting, the imbalance ratio at the last step, BSCE's gains over CE and CE + post-hoc LA."""
+    bench = load_script("cifar100_cpu_settings")
+    assert {k: bench.imbalance_ratio(*v) for k, v in bench.SETTINGS.items()} == {
+        "B0-5": 20.0, "B0-10": 22.5, "B0-20": 23.75, "B0-50": 24.5, "B50-5": 22.5, "B50-10": 23.75, "B50-25": 24.5}
+    text = bench.main(["--tiny", "--workers", "1", "--settings", "B0-5", "--output-dir", str(tmp_path)])
+    assert (tmp_path / "B0-5" / "comparison.md").exists() and (tmp_path / "gain_vs_steps.png").exists()
+    row = next(line for line in text.splitlines() if line.startswith("| B0-5 |"))
+    assert "| 5 | 20.0 : 1 | 1 |" in row and row.count("(1 seed)") == 4
