@@ -21,9 +21,9 @@ import torch
 from avalanche.training.plugins import LRSchedulerPlugin, SupervisedPlugin
 from avalanche import __version__ as avalanche_version
 from avalanche.training.plugins.clock import Clock
-from avalanche.training.supervised.icarl import _ICaRLPlugin
 from torch import Tensor
 
+from ..compat import ICaRLPlugin
 from ..plugin import BalancedSoftmaxPlugin
 from ..priors import ClassPrior
 from . import distributed
@@ -119,7 +119,7 @@ def _epoch_state(plugin) -> Optional[dict]:
         return plugin.state()
     if isinstance(plugin, LRSchedulerPlugin):
         return {"scheduler": plugin.scheduler.state_dict()}
-    if isinstance(plugin, _ICaRLPlugin):  # set on the first mini-batch, used for the class means
+    if isinstance(plugin, ICaRLPlugin):  # set on the first mini-batch, used for the class means
         return {k: getattr(plugin, k) for k in ("input_size", "output_size", "embedding_size")}
     if isinstance(plugin, BalancedSoftmaxPlugin) and plugin.class_prior.mode == "window":
         return {"window": plugin.state_dict()}  # runs on into the next experience

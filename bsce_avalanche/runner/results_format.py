@@ -15,10 +15,9 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from .compute import COMPUTE_KEYS
 from .errors import ConfigError
 
-__all__ = ["FORMAT_VERSION", "FORMAT_KEY", "FIELDS", "FINISHED_FIELDS", "new_results", "format_version",
+__all__ = ["COMPUTE_KEYS", "FORMAT_VERSION", "FORMAT_KEY", "FIELDS", "FINISHED_FIELDS", "new_results", "format_version",
            "results_problem", "finished_results_problem", "problem_cause", "read_results", "ResultsFormatError"]
 
 #: The version this code writes. 1: files without ``format`` (before it was recorded); 2: ``format`` added.
@@ -70,6 +69,10 @@ FIELDS: dict[str, str] = {
     "distributed": "under torchrun: world size, per-rank batch, consistent_per_step, last_digests",
     "wandb": "with W&B: {run_id, run_dir, sync_command}",
 }
+
+#: The per-step lists of the compute counters (runner/compute.py; one entry per step; null: a step run by a
+#: version that did not count).
+COMPUTE_KEYS = ("images_seen", "gradient_steps", "images_per_epoch", "gradient_steps_per_epoch", "samples_stored")
 
 #: What a finished run's ``results.json`` must hold for ``compare`` and ``run --resume``: field -> type.
 FINISHED_FIELDS = {"config": dict, "steps": list, "classes_per_step": list, "class_order": list,
