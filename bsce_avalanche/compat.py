@@ -11,6 +11,15 @@ only while needed: Avalanche's modules stay as shipped.
 
 Each fix is applied only on the Avalanche versions it was verified on (:data:`VERIFIED_AVALANCHE`); on
 another one it is skipped with a warning (check whether that version still needs it).
+
+Avalanche's private names that the package reads elsewhere are read here too, behind small functions
+(:data:`AVALANCHE_PRIVATE_NAMES` lists them; ``tests/test_imports.py`` fails when one disappears): the label
+tree of a ``FlatData`` (:func:`flat_data_parts` and friends, the priors' vectorised label read), the private
+classes a checkpoint may hold (:data:`CHECKPOINT_PRIVATE_CLASSES`), iCaRL's plugin class
+(:data:`ICaRLPlugin`), and the strategy hooks and the device map that DDP training rebinds
+(:func:`set_distributed_device`, :func:`strategy_hook`, :func:`rebind_strategy_hooks`). Where a different
+version could break a read, it is taken only on :data:`VERIFIED_AVALANCHE` (else the caller's slower public
+path, or a warning).
 """
 
 from __future__ import annotations
@@ -27,7 +36,11 @@ from avalanche import __version__ as avalanche_version
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.utils.data import DataLoader, DistributedSampler
 
-from avalanche.benchmarks.utils import _taskaware_classification_subset, data_loader
+from avalanche.benchmarks.utils import _taskaware_classification_subset, classification_dataset, data_loader
+from avalanche.benchmarks.utils import data as avalanche_data
+from avalanche.benchmarks.utils import flat_data
+from avalanche.distributed import DistributedHelper
+from avalanche.training import storage_policy
 from avalanche.benchmarks.utils.utils import concat_datasets
 from avalanche.training.plugins import bic
 from avalanche.training.storage_policy import ClassBalancedBuffer, ExemplarsBuffer, ReservoirSamplingBuffer
@@ -35,7 +48,10 @@ from avalanche.training.supervised import icarl
 
 __all__ = ["VERIFIED_AVALANCHE", "fix_strategy", "FastHerdingICaRLPlugin", "BiCPluginWithoutVerbose",
            "FixedBiCPlugin", "ConcatRehearsalBiCPlugin", "bic_distillation", "BIC_REHEARSALS",
-           "ReshufflingDistributedSampler", "reshuffling_distributed_sampler", "apply_avalanche_fixes"]
+           "ReshufflingDistributedSampler", "reshuffling_distributed_sampler", "apply_avalanche_fixes",
+           "AVALANCHE_PRIVATE_NAMES", "missing_private_names", "flat_data_parts", "lazy_range_start",
+           "lazy_indices_list", "constant_sequence_value", "CHECKPOINT_PRIVATE_CLASSES", "ICaRLPlugin",
+           "set_distributed_device", "STRATEGY_HOOKS", "strategy_hook", "rebind_strategy_hooks"]
 
 #: The Avalanche versions these fixes were checked against (setup.cfg admits any 0.6.x).
 VERIFIED_AVALANCHE = ("0.6.0",)
@@ -331,3 +347,128 @@ def apply_avalanche_fixes() -> list[str]:
         icarl._ICaRLPlugin.construct_exemplar_set = _construct_exemplar_set
         applied.append("icarl herding (one sync per pick)")
     return applied
+
+
+# ------------------------------------------------------------------ Avalanche's private names, in one place
+#: Every private name of Avalanche the package relies on: (module, class or None, attribute; the attribute is
+#: an instance's where the class only sets it in ``__init__``). :func:`missing_private_names` checks them.
+AVALANCHE_PRIVATE_NAMES = (
+    ("avalanche.benchmarks.utils.flat_data", "FlatData", "_datasets"),
+    ("avalanche.benchmarks.utils.flat_data", "FlatData", "_indices"),
+    ("avalanche.benchmarks.utils.flat_data", "LazyRange", "_start"),
+    ("avalanche.benchmarks.utils.flat_data", "LazyRange", "_offset"),
+    ("avalanche.benchmarks.utils.flat_data", "LazyIndices", "_to_eager"),
+    ("avalanche.benchmarks.utils.flat_data", "LazyIndices", "_eager_list"),
+    ("avalanche.benchmarks.utils.flat_data", "ConstantSequence", "_constant_value"),
+    ("avalanche.benchmarks.utils.data", None, "_FlatDataWithTransform"),
+    ("avalanche.benchmarks.utils.classification_dataset", None, "_TensorClassificationDataset"),
+    ("avalanche.training.storage_policy", None, "_ParametricSingleBuffer"),
+    ("avalanche.training.supervised.icarl", None, "_ICaRLPlugin"),
+    ("avalanche.distributed", "DistributedHelper", "_dev_map"),
+    ("avalanche.distributed", "DistributedHelper", "_make_map"),
+    ("avalanche.training.templates", "SupervisedTemplate", "_distributed_check"),
+    ("avalanche.training.templates", "SupervisedTemplate", "_after_training_epoch"),
+    ("avalanche.training.templates", "SupervisedTemplate", "_before_training_exp"),
+    ("avalanche.training.templates", "SupervisedTemplate", "_after_training_exp"),
+)
+
+
+def _instance(cls):
+    """A small instance of the classes whose private attributes are set in ``__init__``, or ``cls`` itself."""
+    if cls is flat_data.FlatData:
+        return flat_data.FlatData([[0, 1, 2]], indices=[0, 2])
+    if cls is flat_data.LazyRange:
+        return flat_data.LazyRange(0, 3)
+    if cls is flat_data.LazyIndices:
+        return flat_data.LazyIndices([0, 1])
+    if cls is flat_data.ConstantSequence:
+        return flat_data.ConstantSequence(1, 3)
+    if getattr(cls, "__name__", None) == "SupervisedTemplate":  # _distributed_check: set in BaseTemplate.__init__
+        from avalanche.training.plugins import EvaluationPlugin
+
+        model = torch.nn.Linear(1, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "No loggers specified"
+            return cls(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), evaluator=EvaluationPlugin())
+    return cls  # DistributedHelper: Avalanche's instance
+
+
+def missing_private_names(names=AVALANCHE_PRIVATE_NAMES) -> list[str]:
+    """The names of ``names`` that the installed Avalanche lacks (``module.Class.attribute``)."""
+    import importlib
+
+    missing = []
+    for module_name, class_name, attribute in names:
+        try:
+            owner = importlib.import_module(module_name)
+            if class_name is not None:
+                owner = _instance(getattr(owner, class_name))
+            if hasattr(owner, attribute):
+                continue
+        except (ImportError, AttributeError, TypeError):
+            pass
+        missing.append(".".join(filter(None, (module_name, class_name, attribute))))
+    return missing
+
+
+_PRIVATE_READS_OK = avalanche_version in VERIFIED_AVALANCHE
+
+
+def flat_data_parts(flat) -> Optional[tuple]:
+    """A ``FlatData``'s leaves and index list (its ``_datasets`` and ``_indices``: None where it has none), or
+    None on an Avalanche version these reads were not verified on (the caller reads element by element)."""
+    if not _PRIVATE_READS_OK:
+        return None
+    return getattr(flat, "_datasets", ()), getattr(flat, "_indices", None)
+
+
+def lazy_range_start(indices: "flat_data.LazyRange") -> int:
+    """The first index of a ``LazyRange`` (``LazyRange[i] == start + offset + i``; its ``__getitem__`` asserts)."""
+    return indices._start + indices._offset
+
+
+def lazy_indices_list(indices: "flat_data.LazyIndices") -> list:
+    """A ``LazyIndices`` as the eager list it holds (made eager in place, as Avalanche does on first use)."""
+    indices._to_eager()  # fills _eager_list in place, returns None
+    return indices._eager_list
+
+
+def constant_sequence_value(sequence: "flat_data.ConstantSequence"):
+    """The value every element of a ``ConstantSequence`` holds."""
+    return sequence._constant_value
+
+
+#: Avalanche's private classes whose instances a checkpoint's replay memory may hold (runner/checkpoint.py).
+CHECKPOINT_PRIVATE_CLASSES = (avalanche_data._FlatDataWithTransform, classification_dataset._TensorClassificationDataset,
+                              storage_policy._ParametricSingleBuffer)
+#: iCaRL's plugin class (Avalanche's ICaRL adds it; the first-experience cache saves its sizes).
+ICaRLPlugin = icarl._ICaRLPlugin
+
+
+def set_distributed_device(device: torch.device, use_cuda: bool) -> None:
+    """What Avalanche's ``DistributedHelper.init_distributed`` sets after joining a process group, with the
+    given ``device`` (the runner's, from LOCAL_RANK rather than RANK)."""
+    DistributedHelper.use_cuda = use_cuda
+    if _verified("DistributedHelper device map"):
+        DistributedHelper._dev_map = DistributedHelper._make_map(device)
+
+
+#: The strategy's private training hooks that DDP training wraps (runner/distributed.py).
+STRATEGY_HOOKS = ("_after_training_epoch", "_before_training_exp", "_after_training_exp")
+
+
+def strategy_hook(strategy, name: str):
+    """The strategy's bound hook ``name`` (one of :data:`STRATEGY_HOOKS`)."""
+    if name not in STRATEGY_HOOKS or not hasattr(strategy, name):
+        raise RuntimeError(f"bsce_avalanche.compat: this Avalanche ({avalanche_version}) strategy has no {name} "
+                           f"to wrap for DDP training (verified on {', '.join(VERIFIED_AVALANCHE)}).")
+    return getattr(strategy, name)
+
+
+def rebind_strategy_hooks(strategy, **hooks) -> None:
+    """Set the instance's hooks (``after_training_epoch=...``: :data:`STRATEGY_HOOKS` without the underscore),
+    and turn off Avalanche's check that only warns about plugins without a ``supports_distributed`` flag."""
+    for name, hook in hooks.items():
+        strategy_hook(strategy, "_" + name)  # it exists
+        setattr(strategy, "_" + name, hook)
+    strategy._distributed_check = True

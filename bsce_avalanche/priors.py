@@ -23,6 +23,7 @@ from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader
 from avalanche.benchmarks.utils.data_attribute import DataAttribute
 from avalanche.benchmarks.utils.flat_data import ConstantSequence, FlatData, LazyIndices, LazyRange
 
+from . import compat
 from ._choices import check_choice
 from .catalog import MAX_WINDOW, PRIOR_MODES
 from .losses import ZERO_PRIOR_OFFSET, _check_tau, as_class_counts, check_targets_have_prior, log_prior_adjustment
@@ -34,23 +35,27 @@ __all__ = ["dataset_labels", "class_counts", "loader_class_counts", "window_log_
 
 def _index_tensor(indices) -> Tensor:
     """An Avalanche ``FlatData``'s index list (a list, ``LazyIndices`` or ``LazyRange``) as a tensor."""
-    if isinstance(indices, LazyRange):  # LazyRange[i] == start + offset + i (its __getitem__ asserts)
-        return torch.arange(len(indices)) + (indices._start + indices._offset)
+    if isinstance(indices, LazyRange):
+        return torch.arange(len(indices)) + compat.lazy_range_start(indices)
     if isinstance(indices, LazyIndices):
-        indices._to_eager()  # fills _eager_list in place, returns None
-        indices = indices._eager_list
+        indices = compat.lazy_indices_list(indices)
     return torch.as_tensor(np.asarray(indices, dtype=np.int64))
 
 
 def _flat_data_labels(flat) -> Optional[Tensor]:
     """Vectorised read of an Avalanche ``FlatData`` of labels (concat + subset tree), or None for
-    a structure we do not know. Element by element costs ~0.6 us per label (ImageNet: 1.28M)."""
+    a structure we do not know. Element by element costs ~0.6 us per label (ImageNet: 1.28M). Its private
+    parts are read through :mod:`.compat` (None on an Avalanche version they were not verified on)."""
+    parts = compat.flat_data_parts(flat)
+    if parts is None:
+        return None
+    datasets, indices = parts
     leaves = []
-    for leaf in getattr(flat, "_datasets", ()):
+    for leaf in datasets:
         if isinstance(leaf, DataAttribute):
             leaf = leaf.data
         if isinstance(leaf, ConstantSequence):
-            leaves.append(torch.full((len(leaf),), int(leaf._constant_value), dtype=torch.long))
+            leaves.append(torch.full((len(leaf),), int(compat.constant_sequence_value(leaf)), dtype=torch.long))
         elif isinstance(leaf, FlatData):
             sub = _flat_data_labels(leaf)
             if sub is None:
@@ -63,7 +68,6 @@ def _flat_data_labels(flat) -> Optional[Tensor]:
     if not leaves:
         return None
     labels = torch.cat(leaves)
-    indices = getattr(flat, "_indices", None)
     if indices is not None:
         labels = labels[_index_tensor(indices)]
     return labels

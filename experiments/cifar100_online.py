@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bsce_avalanche.runner.compare import finished_results_problem  # noqa: E402
+from bsce_avalanche.runner.results_format import problem_cause, results_problem  # noqa: E402
 from bsce_avalanche.runner.config import ConfigError, ExperimentConfig  # noqa: E402
 from bsce_avalanche.runner.fileio import write_json_atomic  # noqa: E402
 
@@ -320,9 +320,8 @@ def _finished(run_dir: Path) -> dict | None:
     except ValueError:
         raise SystemExit(f"{path} is not valid JSON (truncated or edited): delete its run folder to train the run "
                          "again") from None
-    if result.get("finished") and (problem := finished_results_problem(result)):
-        raise SystemExit(f"{path} {problem} (edited by hand, or written by another version): delete its run folder "
-                         "to train the run again")
+    if problem := results_problem(result):
+        raise SystemExit(f"{path} {problem}{problem_cause(problem)}: delete its run folder to train the run again")
     return result if result.get("finished") else None
 
 

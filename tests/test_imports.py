@@ -161,3 +161,60 @@ def test_no_module_imports_itself_through_others():
     assert {"bsce_avalanche.runner.cli", "bsce_avalanche.runner.config"} <= set(graph)
     assert "bsce_avalanche.runner.experiment" in graph["bsce_avalanche.runner.runs"]  # imports in functions count
     assert _cycles(graph) == []
+
+
+def test_the_library_never_imports_the_runner():
+    """bsce_avalanche outside bsce_avalanche/runner (the plugin library) stands alone: no import of the runner,
+    at module level or inside a function, relative or absolute."""
+    graph = _import_graph(REPO / "bsce_avalanche")
+    # bsce_avalanche.__main__ is `python -m bsce_avalanche`, the runner's command line: an entry point, not library
+    library = {name for name in graph if not name.startswith("bsce_avalanche.runner") and name != "bsce_avalanche.__main__"}
+    assert {"bsce_avalanche.plugin", "bsce_avalanche.priors", "bsce_avalanche.compat"} <= library
+    offending = {name: sorted(t for t in graph[name] if t.startswith("bsce_avalanche.runner")) for name in library}
+    assert {k: v for k, v in offending.items() if v} == {}
+    # and the names imported: `import bsce_avalanche.runner.x`, `from bsce_avalanche import runner`
+    for name in library:
+        path = REPO / (name.replace(".", "/") + ".py")
+        path = path if path.is_file() else path.with_suffix("") / "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("bsce_avalanche.runner") for a in node.names), (name, node.lineno)
+            elif isinstance(node, ast.ImportFrom):
+                assert not (node.module or "").startswith(("bsce_avalanche.runner", "runner")), (name, node.lineno)
+                if node.module in ("bsce_avalanche", None) or (node.level == 1 and node.module is None):
+                    assert "runner" not in {a.name for a in node.names}, (name, node.lineno)
+
+
+#: The modules whose use of Avalanche's private names went behind compat (issue 26): none may read one again.
+_THROUGH_COMPAT = ("priors.py", "runner/checkpoint.py", "runner/first_experience.py", "runner/distributed.py")
+
+
+def test_avalanche_private_names_the_package_relies_on_exist():
+    """Fails when an Avalanche version drops or renames a private name that compat reads for the package."""
+    from bsce_avalanche import compat
+
+    assert compat.missing_private_names() == []
+    assert len(compat.AVALANCHE_PRIVATE_NAMES) >= 17
+
+
+def test_the_private_names_check_catches_a_name_that_disappears(monkeypatch):
+    from avalanche.benchmarks.utils import flat_data
+    from bsce_avalanche import compat
+
+    monkeypatch.delattr(flat_data.LazyIndices, "_to_eager")
+    assert compat.missing_private_names() == ["avalanche.benchmarks.utils.flat_data.LazyIndices._to_eager"]
+
+
+@pytest.mark.parametrize("module", _THROUGH_COMPAT)
+def test_private_avalanche_names_are_read_in_compat_only(module):
+    """No `obj._name` (but self's and cls's) and no `from avalanche... import _Name` outside compat."""
+    tree = ast.parse((REPO / "bsce_avalanche" / module).read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__") \
+                and ast.unparse(node.value) not in ("self", "cls", "owner"):  # owner: torch's nn.Module._buffers
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("avalanche"):
+            found += [f"{node.lineno}: {a.name}" for a in node.names if a.name.startswith("_") and
+                      not a.name.startswith("__")]
+    assert found == []

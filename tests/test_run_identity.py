@@ -14,7 +14,7 @@ from bsce_avalanche.runner.compare import comparison_table, group_runs
 from bsce_avalanche.runner.config import (EFFECT, EFFECTS, RANGES, RESULT_KEYS, ConfigError, ExperimentConfig,
                                           expand_grid, load_config, run_name, settings_digest)
 from bsce_avalanche.runner.experiment import _differing_keys, run_experiment
-from bsce_avalanche.runner.first_experience import NOT_IN_KEY
+from bsce_avalanche.runner.config import RESOLVED_ENTRIES, first_experience_settings, resolved_first_experience_keys
 
 TINY = dict(benchmark="digits", model="small_cnn", n_steps=2, epochs=1, memory_size=20, progress=False, wandb=False)
 ICARL_RECIPE = {"icarl-ce": {"lr": 2.0, "weight_decay": 1.0e-5, "lr_gamma": 0.2}}
@@ -24,7 +24,11 @@ def test_every_key_has_an_effect_and_the_derived_lists_agree():
     assert {f.name for f in fields(ExperimentConfig)} == set(EFFECT)
     assert set(EFFECT.values()) <= set(EFFECTS)
     assert set(RESULT_KEYS) == {k for k, e in EFFECT.items() if e != "run"}
-    assert NOT_IN_KEY == {k for k, e in EFFECT.items() if e != "result"}
+    # every resolved key names the first-experience key entries it enters as, and only entries that exist
+    assert set(resolved_first_experience_keys()) == {k for k, e in EFFECT.items() if e == "resolved"}
+    assert all(v and set(v) <= set(RESOLVED_ENTRIES) for v in resolved_first_experience_keys().values())
+    assert "lr" in first_experience_settings({}) and "memory_size" not in first_experience_settings({})
+    assert first_experience_settings({"strategy": "bic", "loss": "ce"})["memory_size"] == 200
     # the keys that obviously change results are result keys, the bookkeeping ones are not
     assert {"lr", "weight_decay", "epochs", "seed", "tau", "strategy", "memory_size"} <= set(RESULT_KEYS)
     assert not {"output_dir", "progress", "wandb", "threads", "name", "recipes"} & set(RESULT_KEYS)
@@ -233,3 +237,81 @@ def test_exponent_floats_without_a_dot_are_numbers():
     assert parse_value("1e-5") == 1e-5 and parse_value("{weight_decay: 2E-4}") == {"weight_decay": 2e-4}
     assert parse_value("1e5x") == "1e5x"
     assert load_config(None, {"weight_decay": parse_value("1e-5")}).weight_decay == 1e-5
+
+
+#: For each result key but the seed: a run it acts on (the base) and another valid value. Written by hand: a key
+#: added later fails the test until it is given here, and then must change the run name.
+_BASES = {"only_lwf": dict(strategy="lwf"), "icarl": dict(strategy="icarl"), "bic": dict(strategy="bic", loss="ce")}
+OTHER_VALUE = {
+    "benchmark": ({}, "cifar100"), "protocol": ({"n_steps": 1}, "B5"), "n_steps": ({}, 5), "class_order": ({}, "random"),
+    "fast_augment": ({"benchmark": "cifar100", "model": "auto"}, False), "data_path": ({"benchmark": "cifar100", "model": "auto"}, "device"),
+    "model": ({}, "resnet8"), "width": ({"model": "resnet8"}, 8), "incremental_head": ({}, False),
+    "strategy": ({}, "naive"), "loss": ({}, "ce"), "tau": ({}, 0.5), "prior": ({}, "dataset"),
+    "memory_size": ({}, 30), "memory_per_class": ({}, 3), "prior_window": ({"prior": "window", "prior_window": 1}, 2),
+    "replay": ({}, "concat"), "memory_selection": ({}, "herding"), "online": ({"epochs": 1}, True),
+    "posthoc_window": ({"loss": "ce"}, 5), "weight_aligning": ({}, True), "lwf_alpha": (_BASES["only_lwf"], 2.0),
+    "lwf_temperature": (_BASES["only_lwf"], 3.0), "lwf_memory": (_BASES["only_lwf"], True),
+    "icarl_eval": (_BASES["icarl"], "head"), "icarl_distillation_weight": (_BASES["icarl"], 0.5),
+    "bic_stage2_epochs": (_BASES["bic"], 3), "bic_stage2_lr": (_BASES["bic"], 0.2), "bic_val_fraction": (_BASES["bic"], 0.2),
+    "epochs": ({}, 2), "batch_size": ({}, 16), "batch_size_mem": ({}, 8), "amp": ({}, "bf16"), "compile": ({}, True),
+    "lr": ({}, 0.1), "momentum": ({}, 0.5), "weight_decay": ({}, 1e-4), "lr_milestones": ({"epochs": 2}, [1]),
+    "lr_gamma": ({"lr_milestones": [1], "epochs": 2}, 0.5), "num_workers": ({}, 1),
+}
+
+
+def test_two_configs_differing_in_any_result_key_get_different_names():
+    assert set(OTHER_VALUE) == set(RESULT_KEYS) - {"seed"}
+    for key, (base, value) in OTHER_VALUE.items():
+        config = ExperimentConfig(**{**TINY, **base})
+        other = config.replace(**{key: value})
+        assert other.run_name != config.run_name, key
+        # and by exact value: a float key a hair away (tau's label prints 6 digits)
+        if isinstance(value, float):
+            assert config.replace(**{key: value + 1e-7}).run_name not in (other.run_name, config.run_name), key
+
+
+def test_tau_values_the_label_cannot_tell_apart_get_different_names_and_their_grid_runs():
+    """issue 26: tau 0.1234567 and 0.1234568 shared a name, and a grid over them was refused "differ only in tau"."""
+    a, b = (ExperimentConfig(**TINY, tau=t) for t in (0.1234567, 0.1234568))
+    assert a.run_name != b.run_name and a.run_name.startswith("replay-bsce-tau0.123457-seed0-")
+    assert len({r.run_name for r in expand_grid(ExperimentConfig(**TINY, grid={"tau": [0.1234567, 0.1234568]}))}) == 2
+    # a value the label shows exactly stays out of the digest: the names of the committed runs are unchanged
+    assert ExperimentConfig(**TINY, tau=0.5).run_name.endswith(ExperimentConfig(**TINY).run_name[-7:])
+    # keys that do not act on a run change nothing: tau with loss ce, replay's protocol for iCaRL
+    ce = ExperimentConfig(**TINY, loss="ce")
+    assert ce.replace(tau=0.1234567).run_name == ce.run_name
+    icarl = ExperimentConfig(**TINY, strategy="icarl")
+    assert icarl.replace(replay="concat").run_name == icarl.run_name
+
+
+#: Result folders whose names were not made by run_name from their config, by results set, with the reason.
+#: Every other folder holding a results.json must be named run_name(config): the names of committed runs
+#: never change under them.
+NOT_NAMED_BY_RUN_NAME = {
+    "cifar100_cpu": "written before run names held a settings digest (<label>-seed<N>)",
+    "cifar100_cpu_longer": "written before run names held a settings digest",
+    "cifar100_cpu_timing": "written before run names held a settings digest",
+    "prior_modes_digits": "written before run names held a settings digest",
+    "gpu_h100_cifar100_paper": "written before run names held a settings digest",
+    "cifar100_online": "named by experiments/cifar100_online.py (prior mode and memory size in the folder name)",
+    "cifar100_online-compile": "one run per folder, named for the comparison: eager, compiled",
+    "compile_end_to_end_concat": "one run per folder, named for the comparison: eager, compiled",
+}
+
+
+def test_committed_results_keep_their_names():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "experiments" / "results"
+    checked, sets = 0, set()
+    for path in sorted(root.glob("**/results.json")):
+        folder = path.parent
+        results_set = folder.relative_to(root).parts[0]
+        sets.add(results_set)
+        if results_set in NOT_NAMED_BY_RUN_NAME:
+            continue
+        assert run_name(json.loads(path.read_text())["config"]) == folder.name, folder
+        checked += 1
+    assert checked >= 26 and set(NOT_NAMED_BY_RUN_NAME) <= sets  # no stale entry in the list
+    for name in ("replay-bsce-concat-tau0.5-seed0-18da67", "icarl-ce-nme-seed0-88fea9", "replay-ce-concat-wa-seed0-18da67"):
+        assert (root / "cifar100_cpu_concat" / name / "results.json").is_file(), name

@@ -13,7 +13,7 @@ from torch.optim import SGD
 
 from avalanche.training import DER, ER_ACE, GEM, BiC, GDumb, ICaRL, Naive
 from avalanche.training.losses import ICaRLLossPlugin
-from avalanche.training.plugins import ReplayPlugin
+from avalanche.training.plugins import ReplayPlugin, SupervisedPlugin
 
 from bsce_avalanche import BalancedSoftmaxPlugin
 from bsce_avalanche.compat import (BiCPluginWithoutVerbose, FastHerdingICaRLPlugin, FixedBiCPlugin, apply_avalanche_fixes,
@@ -129,10 +129,36 @@ def test_gem_uses_plain_loss_for_its_reference_gradients(blobs_benchmark):
     strategy = GEM(model=model, optimizer=SGD(model.parameters(), lr=0.05), criterion=CrossEntropyLoss(),
                    patterns_per_exp=10, train_mb_size=16, train_epochs=1, evaluator=quiet_evaluator,
                    plugins=[bsce])
+    # which logits reach the plain criterion: the model's own outputs (not adjusted) or new tensors (adjusted)
+    outputs, calls, iterations = [], [], [0]
+    model.register_forward_hook(lambda module, args, out: outputs.append(out))
+    plain = strategy._criterion
+
+    class Spy(type(plain)):
+        def forward(self, logits, targets):
+            if strategy.is_training:  # not the evaluation's loss
+                calls.append(("plain" if any(logits is o for o in outputs) else "adjusted",
+                              strategy.clock.train_exp_counter))
+            return super().forward(logits, targets)
+
+    plain.__class__ = Spy
+
+    class CountIterations(SupervisedPlugin):
+        def after_training_iteration(self, strategy, **kwargs):
+            iterations[0] += 1
+
+    strategy.plugins.append(CountIterations())
     metrics = train_all(strategy, blobs_benchmark, eval_after=True)
     assert np.isfinite(metrics["Loss_Stream/eval_phase/test_stream/Task000"])
     # GEM does not replay: old classes have no training samples in later experiences
     assert bsce.prior_history[-1][:4] == [0, 0, 0, 0]
+    # every training loss adjusted once; GEM's reference gradients (from the second experience on, one per past
+    # experience's memory per iteration) with the plain loss of the model's own outputs
+    training = [c for c in calls if c[0] == "adjusted"]
+    assert len(training) == iterations[0] > 0
+    reference = [exp for kind, exp in calls if kind == "plain"]
+    assert all(exp > 0 for exp in reference)
+    assert len(reference) == sum(exp for _, exp in training) > 0
 
 
 def test_bic_with_its_fix_trains_its_bias_correction(blobs_benchmark):

@@ -43,9 +43,8 @@ class StrategyInfo:
     #: how it trains the first experience (empty memory, no old model): ``"plain"`` for Naive's loop on the
     #: experience's data (such strategies share first-experience models), else its own name
     first_experience: str = "plain"
-    #: config keys its first experience depends on besides the common ones, e.g. a memory filled or a
-    #: validation split made before training
-    first_experience_keys: tuple[str, ...] = ()
+    # the config keys its first experience depends on besides the common ones (a memory filled or a validation
+    # split made before training) are declared beside those keys: config._key's first_experience
     ce_loss: str = "softmax_ce"  #: its training loss with ``loss: ce`` (``bsce`` is always a softmax CE)
 
 
@@ -83,10 +82,9 @@ STRATEGIES: dict[str, StrategyInfo] = {
                            without_bsce="ER-ACE uses its own loss"),
     # BiC holds out a validation split before training
     "bic": StrategyInfo("BiC: replay, then a bias-correction layer trained on held-out memory",
-                        memory=True, first_experience="bic",
-                        first_experience_keys=("memory_size", "memory_per_class", "bic_val_fraction")),
+                        memory=True, first_experience="bic"),
     "gdumb": StrategyInfo("GDumb: trains from scratch on a class-balanced memory", memory=True,
-                          first_experience="gdumb", first_experience_keys=("memory_size", "memory_per_class")),
+                          first_experience="gdumb"),
 }
 
 

@@ -42,6 +42,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data._utils.collate import default_collate
 
 from ..benchmarks.common import TensorImageDataset
+from ..compat import CHECKPOINT_PRIVATE_CLASSES
 from ..priors import ClassPrior
 from ..replay import ModelHerdingSelectionStrategy
 from . import plain_state
@@ -60,13 +61,13 @@ _STRATEGY_ATTRIBUTES = ("storage_policy",)
 #: and BiC's state.
 ALLOWED = {plain_state.global_name(obj): obj for obj in (
     set, collections.OrderedDict, collections.defaultdict, collections.Counter, functools.partial,
-    data.AvalancheDataset, data._FlatDataWithTransform, classification_dataset.TaskAwareSupervisedClassificationDataset,
-    classification_dataset._TensorClassificationDataset, classification_dataset.lookup, TensorImageDataset,
+    data.AvalancheDataset, classification_dataset.TaskAwareSupervisedClassificationDataset,
+    classification_dataset.lookup, TensorImageDataset, *CHECKPOINT_PRIVATE_CLASSES,
     data_attribute.DataAttribute, flat_data.FlatData, flat_data.LazyIndices, flat_data.ConstantSequence,
     transform_groups.TransformGroups, transform_groups.EmptyTransformGroups, transform_groups.DefaultTransformGroups,
     transform_groups.TupleTransform, transform_groups.identity, default_collate,
     storage_policy.ReservoirSamplingBuffer, storage_policy.ClassBalancedBuffer, storage_policy.ExperienceBalancedBuffer,
-    storage_policy.ParametricBuffer, storage_policy._ParametricSingleBuffer, ModelHerdingSelectionStrategy,
+    storage_policy.ParametricBuffer, ModelHerdingSelectionStrategy,
     ClassPrior, Mean, regularization.LearningWithoutForgetting, nn.BCELoss, BiasLayer,
 )}
 

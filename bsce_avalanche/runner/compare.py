@@ -14,6 +14,7 @@ import numpy as np
 from .config import (ConfigError, ExperimentConfig, differing_settings, method_label, result_settings, run_name,
                      settings_digest)
 from .fileio import write_text_atomic
+from .results_format import finished_results_problem, read_results  # finished_results_problem: kept importable here
 from .catalog import STRATEGIES, uses_replay_option
 from .stats import format_gain, paired_difference
 
@@ -40,45 +41,12 @@ def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return found
 
 
-#: What a finished run's ``results.json`` holds for ``compare`` and ``run --resume``: key -> type.
-_FINISHED_KEYS = {"config": dict, "steps": list, "classes_per_step": list, "class_order": list,
-                  "average_incremental_accuracy": float, "last_accuracy": float, "train_time_s": float,
-                  "old_new_accuracy": list, "new_class_prediction_share": list, "per_class_accuracy": list}
-
-
-def finished_results_problem(results) -> Optional[str]:
-    """What keeps a finished run's results from being reported (a missing key, a wrong type, step lists of
-    different lengths), or None."""
-    if not isinstance(results, dict):
-        return f"holds a JSON {type(results).__name__}, not an object"
-    for key, kind in _FINISHED_KEYS.items():
-        value = results.get(key)
-        fits = isinstance(value, (int, float)) and not isinstance(value, bool) if kind is float \
-            else isinstance(value, kind)
-        if not fits:
-            return f"has no {key}" if key not in results else f"has a {type(value).__name__} as {key}"
-    lengths = {key: len(results[key]) for key in ("steps", "classes_per_step", "old_new_accuracy",
-                                                  "new_class_prediction_share")}
-    if len(set(lengths.values())) > 1:
-        return f"has lists of different lengths ({', '.join(f'{k}: {n}' for k, n in lengths.items())})"
-    return None
-
-
 def load_results(paths: Iterable[str | os.PathLike]) -> list[dict]:
-    """The runs of the ``results.json`` files of ``paths``; an unreadable file, or a finished run whose
-    results are incomplete, is a :class:`ConfigError` naming the file."""
-    runs = []
-    for path in find_results(paths):
-        leave_out = "leave its folder out of the paths, or run it again (bsce-experiment run --overwrite)"
-        try:
-            run = json.loads(path.read_text())
-        except ValueError as err:
-            raise ConfigError(f"{path} is unreadable (truncated or corrupt: {err}): {leave_out}.") from None
-        problem = finished_results_problem(run) if not isinstance(run, dict) or run.get("finished") else None
-        if problem:
-            raise ConfigError(f"{path} {problem} (edited by hand, or written by another version): {leave_out}.")
-        runs.append({**run, "_path": str(path)})
-    return runs
+    """The runs of the ``results.json`` files of ``paths``; an unreadable file, one of a newer format, or a
+    finished run whose results are incomplete, is a :class:`ConfigError` naming the file
+    (:func:`.results_format.read_results`)."""
+    leave_out = "leave its folder out of the paths, or run it again (bsce-experiment run --overwrite)"
+    return [{**read_results(path, leave_out), "_path": str(path)} for path in find_results(paths)]
 
 
 def _setting(run: dict) -> str:

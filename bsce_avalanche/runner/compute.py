@@ -18,8 +18,7 @@ from avalanche.training.storage_policy import ExemplarsBuffer
 
 __all__ = ["ComputeCounter", "samples_stored", "COMPUTE_KEYS"]
 
-#: The per-step lists of ``results.json`` (one entry per step; null: a step run by a version that did not count).
-COMPUTE_KEYS = ("images_seen", "gradient_steps", "images_per_epoch", "gradient_steps_per_epoch", "samples_stored")
+from .results_format import COMPUTE_KEYS  # the per-step lists of results.json it fills
 
 
 class ComputeCounter(SupervisedPlugin, supports_distributed=True):

@@ -9,7 +9,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
@@ -25,7 +25,8 @@ from .catalog import (MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, online_er
 from .errors import ConfigError
 
 __all__ = ["ExperimentConfig", "ConfigError", "load_config", "expand_grid", "combination_error", "method_label",
-           "run_name", "settings_digest", "result_settings", "differing_settings", "apply_recipes", "check_unique_names",
+           "run_name", "settings_digest", "result_settings", "first_experience_settings",
+           "resolved_first_experience_keys", "RESOLVED_ENTRIES", "differing_settings", "apply_recipes", "check_unique_names",
            "check_recipe_overrides", "CHOICES",
            "RANGES", "DEFAULT_CONFIG", "shipped_configs", "resolve_config", "EFFECTS", "EFFECT", "RESULT_KEYS", "load_yaml", "parse_value"]
 
@@ -59,21 +60,54 @@ EFFECTS = {
     "resolved": "changes the results; the first-experience key holds what it resolves to (the strategy's "
                 "first-experience training, the loss it trains with, the model's name)",
     "later": "changes the results from the second experience on, or the evaluation only (not in the "
-             "first-experience key, except where a strategy lists it: StrategyInfo.first_experience_keys)",
+             "first-experience key, except for the strategies its field lists in first_experience)",
     "run": "bookkeeping or environment: never changes what a run computes (may differ when resuming)",
 }
 
 
+#: The entries of the first-experience key that ``resolved`` keys enter it as (``first_experience_key``
+#: computes them: the strategy's first-experience training, the first-experience loss, the model's name,
+#: the benchmark's fast_augment default resolved).
+RESOLVED_ENTRIES = ("training", "loss", "model", "fast_augment")
+
+
 def _key(default, help: str, *, effect: str = "result", range: Optional[str] = None, label: bool = False,
-         only: tuple[str, ...] = ()):
+         only: tuple[str, ...] = (), applies: Optional[Callable[[Mapping], bool]] = None,
+         first_experience: Union[tuple[str, ...], str] = ()):
     """A config key: its default, its meaning (``--help`` and the docs read it), its :data:`EFFECTS` entry,
     its valid interval (``range``, e.g. ``"[1, inf)"``), whether :func:`method_label` shows it, and the
-    strategies it acts on (``only``; empty: all): elsewhere it changes nothing, so it is no part of a run."""
+    strategies it acts on (``only``; empty: all) or, finer, the configs it acts on (``applies``, a predicate
+    over the config dict): elsewhere it changes nothing, so it is no part of a run (:func:`result_settings`
+    sets it to its default).
+
+    What the first experience depends on is declared here, once, by ``effect`` and ``first_experience``:
+    ``result`` keys enter the first-experience key as they are; ``later`` keys do not, except for the
+    strategies ``first_experience`` lists (e.g. BiC's validation split is made from its memory before it
+    trains); ``resolved`` keys enter it as the :data:`RESOLVED_ENTRIES` that ``first_experience`` names
+    (e.g. ``tau`` as the first-experience loss); ``run`` keys never. :func:`first_experience_settings`
+    reads it."""
     assert effect in EFFECTS, effect
-    metadata = {"help": help, "effect": effect, "range": range, "label": label, "only": only}
+    if effect == "resolved":
+        names = (first_experience,) if isinstance(first_experience, str) else first_experience
+        assert names and set(names) <= set(RESOLVED_ENTRIES), (first_experience, RESOLVED_ENTRIES)
+        first_experience = names
+    else:
+        assert isinstance(first_experience, tuple) and (not first_experience or effect == "later"), first_experience
+    metadata = {"help": help, "effect": effect, "range": range, "label": label, "only": only, "applies": applies,
+                "first_experience": first_experience}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def _bsce(config: Mapping) -> bool:
+    """Whether BSCE's settings (tau, prior) apply: with ``loss: ce`` no adjustment is built."""
+    return config["loss"] == "bsce"
+
+
+#: The strategies whose first experience depends on the memory's size: BiC holds out a validation split of
+#: its memory before training, GDumb trains on its memory.
+_MEMORY_FIRST = ("bic", "gdumb")
 
 
 @dataclass
@@ -94,37 +128,40 @@ class ExperimentConfig:
     fast_augment: Optional[bool] = _key(
         None, f"uint8 images cropped and flipped in batches on the device ({_benchmarks_with('fast_augment')}); "
               f"null: the benchmark's default (on for {_benchmarks_with('fast_augment', default=True)})",
-        effect="resolved")
+        effect="resolved", first_experience="fast_augment")
     data_path: str = _key(
         "loader", "how batches are fetched: loader (Avalanche's per-sample DataLoader) or device (images kept on "
                   f"the training device, whole batches gathered there from the same sampler; "
                   f"{', '.join(n for n, b in BENCHMARKS.items() if b.in_memory)}, num_workers 0)")
     # model and method
-    model: str = _key("auto", "the network (auto: the benchmark's default)", effect="resolved")
+    model: str = _key("auto", "the network (auto: the benchmark's default)", effect="resolved", first_experience="model")
     width: int = _key(16, "base width of the CIFAR ResNets: stages of width, 2x, 4x channels (16 in the papers)",
                       range="[1, inf)")
     incremental_head: bool = _key(True, "Avalanche's IncrementalClassifier, which masks the units of classes not "
                                         "seen yet; false: a fixed linear head over all classes")
-    strategy: str = _key("replay", "the Avalanche strategy", effect="resolved", label=True)
+    strategy: str = _key("replay", "the Avalanche strategy", effect="resolved", label=True,
+                         first_experience=("training", "loss"))
     loss: str = _key("bsce", "training loss: ce (cross-entropy) or bsce (BalancedSoftmaxPlugin)", effect="resolved",
-                     label=True)
+                     label=True, first_experience="loss")
     tau: float = _key(1.0, "strength of the BSCE adjustment, logits + tau * log(prior) (0: plain CE)",
-                      effect="resolved", range=f"[0, {MAX_TAU:g}]", label=True)
-    prior: str = _key("auto", "where BSCE's class prior comes from (see the README)", effect="resolved", label=True)
+                      effect="resolved", range=f"[0, {MAX_TAU:g}]", label=True, applies=_bsce, first_experience="loss")
+    prior: str = _key("auto", "where BSCE's class prior comes from (see the README)", effect="resolved", label=True,
+                      applies=_bsce, first_experience="loss")
     memory_size: int = _key(200, "replay memory, in samples, shared by all seen classes", effect="later",
-                            range="[0, inf)")
+                            range="[0, inf)", first_experience=_MEMORY_FIRST)
     memory_per_class: Optional[int] = _key(None, "memory per class instead of memory_size (B50 protocols: 20)",
-                                           effect="later", range="[1, inf)")
+                                           effect="later", range="[1, inf)", first_experience=_MEMORY_FIRST)
     prior_window: Optional[int] = _key(
         None, "with prior: window (only): the prior is the label frequency of the last prior_window training "
               "mini-batches, across steps (ER-LAS's l: 1 on CIFAR; at most MAX_WINDOW, the window holding window x classes "
-              "counts)", effect="resolved", range=f"[1, {MAX_WINDOW}]", label=True)
+              "counts)", effect="resolved", range=f"[1, {MAX_WINDOW}]", label=True,
+        applies=lambda c: _bsce(c) and c["prior"] == "window", first_experience="loss")
     replay: str = _key("half_batch", "rehearsal protocol of replay, of lwf with lwf_memory and of bic: "
                        + "; ".join(f"{k}: {v}" for k, v in REPLAY_PROTOCOLS.items())
-                       + " (the other strategies have their own)", effect="later", label=True)
+                       + " (the other strategies have their own)", effect="later", label=True, applies=uses_replay_option)
     memory_selection: str = _key("random", "how replay, lwf with lwf_memory and er_ace (random or reservoir) choose their memory: "
                                  + "; ".join(f"{k}: {v}" for k, v in MEMORY_SELECTIONS.items()), effect="later",
-                                 label=True)
+                                 label=True, applies=lambda c: uses_replay_option(c) or c["strategy"] == "er_ace")
     online: bool = _key(
         False, "the standard online protocol (ER-LAS, Mammoth, Avalanche's online baselines): each task's data "
                "split by Avalanche's split_online_stream into experiences of batch_size samples, each trained by "
@@ -159,7 +196,7 @@ class ExperimentConfig:
     bic_stage2_lr: float = _key(0.1, "learning rate of BiC's bias-correction stage (Avalanche's BiC: 0.1)",
                                 effect="later", range="(0, inf)", only=('bic',))
     bic_val_fraction: float = _key(0.1, "fraction of BiC's memory held out for its bias correction",
-                                   effect="later", range="(0, 1)", only=('bic',))
+                                   effect="later", range="(0, 1)", only=('bic',), first_experience=("bic",))
     ncm_diagnostic: bool = _key(False, "also report the accuracy of a nearest-class-mean classifier on the model's "
                                        "features, the class means from the replay memory (results.json's ncm): does "
                                        "BSCE change the representation or only the classifier's bias?", effect="run")
@@ -328,6 +365,9 @@ EFFECT: dict[str, str] = {f.name: f.metadata["effect"] for f in fields(Experimen
 #: Keys :func:`method_label` shows, where they matter (the run name's readable part).
 _LABEL: dict[str, bool] = {f.name: f.metadata["label"] for f in fields(ExperimentConfig)}
 _ONLY: dict[str, tuple] = {f.name: f.metadata["only"] for f in fields(ExperimentConfig)}
+_APPLIES: dict[str, Optional[Callable[[Mapping], bool]]] = {f.name: f.metadata["applies"]
+                                                            for f in fields(ExperimentConfig)}
+_FIRST_EXPERIENCE: dict[str, tuple] = {f.name: f.metadata["first_experience"] for f in fields(ExperimentConfig)}
 #: Valid values of the numeric keys, as intervals (``--help`` shows them; null stays valid where allowed).
 RANGES: dict[str, str] = {f.name: f.metadata["range"] for f in fields(ExperimentConfig) if f.metadata["range"]}
 #: Keys that change what a run computes: a resumed run must agree on them, ``compare`` pools only runs that
@@ -338,21 +378,53 @@ _RECIPE_KEYS = tuple(k for k in RESULT_KEYS if k not in ("strategy", "loss", "se
                                                            "n_steps", "class_order"))
 
 
+def _applies(key: str, c: Mapping) -> bool:
+    """Whether ``key`` acts on the run ``c`` (a full config dict): its field's ``only`` and ``applies``."""
+    return (not _ONLY[key] or c["strategy"] in _ONLY[key]) and (_APPLIES[key] is None or _APPLIES[key](c))
+
+
 def result_settings(config: Mapping) -> dict:
     """The settings of ``config`` (a config dict, from this version or another) that change its results,
-    defaults filled in; keys this version does not know are dropped, keys of other strategies (``only``)
-    left at their default."""
+    defaults filled in; keys this version does not know are dropped, keys that do not act on this run (their
+    field's ``only`` or ``applies``: another strategy's key, tau with ``loss: ce``) left at their default."""
     c = {**_DEFAULTS, **config}
-    return {k: c[k] if not _ONLY[k] or c["strategy"] in _ONLY[k] else _DEFAULTS[k] for k in RESULT_KEYS}
+    return {k: c[k] if _applies(k, c) else _DEFAULTS[k] for k in RESULT_KEYS}
+
+
+def _shown_exactly(key: str, value) -> bool:
+    """Whether :func:`method_label` shows a label key's ``value`` exactly (it shows every label key that
+    applies, at a value other than its default): floats are printed with ``:g`` (6 significant digits),
+    so ``tau: 0.1234567`` is not."""
+    return not isinstance(value, float) or float(f"{value:g}") == value
 
 
 def settings_digest(config: Mapping) -> str:
-    """Six hex digits naming every result setting but the seed and those :func:`method_label` shows (so the
-    runs of one protocol share it), stable across versions (keys at their default are left out, so a key
-    added later changes no name)."""
+    """Six hex digits naming every result setting but the seed, by exact value: the settings at a value
+    other than their default, less those :func:`method_label` shows exactly (so the runs of one protocol share
+    it). Stable across versions: keys at their default are left out, so a key added later changes no name,
+    and a label key enters only when the label loses part of its value (``tau: 0.1234567``), so the names of
+    runs whose label shows everything did not change when this rule was added."""
     settings = {k: v for k, v in result_settings(config).items()
-                if k != "seed" and not _LABEL[k] and v != _DEFAULTS[k]}
+                if k != "seed" and v != _DEFAULTS[k] and not (_LABEL[k] and _shown_exactly(k, v))}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:6]
+
+
+def first_experience_settings(config: Mapping) -> dict:
+    """The single source of what a run's first experience depends on among its settings, read off each field's
+    declaration (:func:`_key`'s ``effect`` and ``first_experience``): the ``result`` keys as they are, the
+    ``later`` keys whose field lists this run's strategy (``memory_size`` for BiC and GDumb), each at its
+    default where it does not act on this run. The ``resolved`` keys are not here: they enter the
+    first-experience key as what they resolve to (:data:`RESOLVED_ENTRIES`, computed by
+    ``first_experience.first_experience_key``; :func:`resolved_first_experience_keys` lists them)."""
+    c = {**_DEFAULTS, **config}
+    settings = result_settings(c)
+    return {k: v for k, v in settings.items()
+            if EFFECT[k] == "result" or (EFFECT[k] == "later" and c["strategy"] in _FIRST_EXPERIENCE[k])}
+
+
+def resolved_first_experience_keys() -> dict[str, tuple[str, ...]]:
+    """Each ``resolved`` key and the first-experience key entries it enters as (``tau``: ``("loss",)``)."""
+    return {k: _FIRST_EXPERIENCE[k] for k, effect in EFFECT.items() if effect == "resolved"}
 
 
 def run_name(config: Mapping) -> str:

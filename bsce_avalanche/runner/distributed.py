@@ -23,12 +23,12 @@ from typing import Any, Callable, Optional, TypeVar
 import torch
 import torch.distributed as dist
 from avalanche.benchmarks.utils.data_loader import MultiDatasetDataLoader, SingleDatasetDataLoader
-from avalanche.distributed import DistributedHelper
 from avalanche.training import ER_ACE
 from avalanche.training.utils import cycle
 from torch.nn.parallel import DistributedDataParallel
 
-from ..compat import ReshufflingDistributedSampler, reshuffling_distributed_sampler
+from ..compat import (ReshufflingDistributedSampler, rebind_strategy_hooks, reshuffling_distributed_sampler,
+                      set_distributed_device, strategy_hook)
 from .checkpoint import rng_state, set_rng_state
 from .config import ConfigError
 
@@ -81,9 +81,7 @@ def setup(device: torch.device) -> torch.device:
         backend = os.environ.get("BSCE_DIST_BACKEND") or ("nccl" if use_cuda else "gloo")
         kwargs = {"device_id": device} if backend == "nccl" else {}
         dist.init_process_group(backend=backend, **kwargs)
-        # what DistributedHelper.init_distributed sets, with GPU LOCAL_RANK rather than RANK
-        DistributedHelper.use_cuda = use_cuda
-        DistributedHelper._dev_map = DistributedHelper._make_map(device)
+        set_distributed_device(device, use_cuda)  # DistributedHelper's, with GPU LOCAL_RANK rather than RANK
         reshuffling_distributed_sampler(True)  # Avalanche's loaders must reshuffle every epoch (until shutdown)
     return device
 
@@ -210,8 +208,9 @@ def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
                 strategy.model = ddp.module
         return original_forward()
 
-    original_make_eval, original_after_epoch = strategy.make_eval_dataloader, strategy._after_training_epoch
-    original_before_exp, original_after_exp = strategy._before_training_exp, strategy._after_training_exp
+    original_make_eval, original_after_epoch = strategy.make_eval_dataloader, strategy_hook(strategy, "_after_training_epoch")
+    original_before_exp = strategy_hook(strategy, "_before_training_exp")
+    original_after_exp = strategy_hook(strategy, "_after_training_exp")
 
     def make_eval_dataloader(**kwargs):
         original_make_eval(**kwargs)
@@ -247,14 +246,12 @@ def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
             strategy.train_mb_size = per_rank
 
     strategy.forward = forward
+    strategy.make_eval_dataloader = make_eval_dataloader
     # Avalanche's check only warns about plugins without a ``supports_distributed`` flag
     # (LwF's, iCaRL's, BiC's...); ranks are instead compared after every step
-    # (consistency_digests), which checks what the flag only promises.
-    strategy._distributed_check = True
-    strategy.make_eval_dataloader = make_eval_dataloader
-    strategy._after_training_epoch = _after_training_epoch
-    strategy._before_training_exp = _before_training_exp
-    strategy._after_training_exp = _after_training_exp
+    # (consistency_digests), which checks what the flag only promises: rebind_strategy_hooks turns it off.
+    rebind_strategy_hooks(strategy, after_training_epoch=_after_training_epoch,
+                          before_training_exp=_before_training_exp, after_training_exp=_after_training_exp)
     return strategy
 
 

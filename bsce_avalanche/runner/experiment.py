@@ -31,7 +31,7 @@ from . import distributed
 from .catalog import STRATEGIES, uses_replay_option
 from .checkpoint import CheckpointError, benchmark_digest, load_checkpoint, restore_strategy, save_checkpoint
 from .compute import COMPUTE_KEYS, ComputeCounter, samples_stored
-from .compare import finished_results_problem
+from .results_format import new_results, problem_cause, results_problem
 from .config import ConfigError, ExperimentConfig, combination_error, RESULT_KEYS, result_settings
 from .divergence import NonFiniteLossGuard, TrainingDiverged
 from .fileio import lock_run_dir, write_json_atomic
@@ -219,14 +219,9 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     strategy = build_strategy(train_cfg, model, n_classes, device, plugins, evaluator)
     distributed.prepare_strategy(strategy, device, cfg.batch_size)
 
-    results: dict = {
-        "config": cfg.to_dict(), "finished": False, "n_classes": n_classes,
-        "class_order": list(map(int, benchmark.classes_order)), "classes_per_step": classes_per_step,
-        # what the run trained on is part of what it is: compare keeps runs on other data apart, --resume refuses it
-        "data_digest": benchmark_digest(benchmark),
-        "environment": _environment(device), "steps": [], "priors": [], "step_times_s": [],
-        **{key: [] for key in COMPUTE_KEYS},
-    }
+    # the fields and their meaning: results_format.FIELDS
+    results = new_results(cfg.to_dict(), n_classes, list(map(int, benchmark.classes_order)), classes_per_step,
+                          benchmark_digest(benchmark), _environment(device))
     has_memory = STRATEGIES[cfg.strategy].memory or uses_replay_option(vars(cfg))
     if distributed.is_distributed():
         results["distributed"] = distributed.describe(cfg.batch_size)
@@ -363,9 +358,9 @@ def _claim_run_dir(lock: contextlib.ExitStack, cfg: ExperimentConfig, out: Path,
         if diff:
             raise ConfigError(f"{results_path} was written with a different config (keys {diff} differ): use "
                               "--overwrite to replace it, or another --output-dir.")
-        if results.get("finished") and (problem := finished_results_problem(results)):
-            raise ConfigError(f"{results_path} {problem} (edited by hand, or written by another version): delete "
-                              "it (the run starts afresh), or use --overwrite.")
+        if problem := results_problem(results):
+            raise ConfigError(f"{results_path} {problem}{problem_cause(problem)}: delete it (the run starts "
+                              "afresh), or use --overwrite.")
         if results.get("finished"):
             if resume:
                 return "finished"

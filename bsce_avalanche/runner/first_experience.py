@@ -21,15 +21,15 @@ import torch
 from avalanche.training.plugins import LRSchedulerPlugin, SupervisedPlugin
 from avalanche import __version__ as avalanche_version
 from avalanche.training.plugins.clock import Clock
-from avalanche.training.supervised.icarl import _ICaRLPlugin
 from torch import Tensor
 
+from ..compat import ICaRLPlugin
 from ..plugin import BalancedSoftmaxPlugin
 from ..priors import ClassPrior
 from . import distributed
 from .checkpoint import _global, benchmark_digest, optimizer_param_names, rng_state, set_rng_state
 from .compute import ComputeCounter
-from .config import EFFECT, ConfigError, ExperimentConfig, result_settings
+from .config import RESOLVED_ENTRIES, ConfigError, ExperimentConfig, first_experience_settings
 from .fileio import atomic_write, hold_lock
 from .catalog import STRATEGIES
 
@@ -37,11 +37,6 @@ __all__ = ["FirstExperiencePlugin", "FirstExperienceError", "first_experience_ke
            "key_digest", "cache_dir"]
 
 FORMAT_VERSION = 2
-#: Config keys left out of the key: those that never change a run's numbers, act from the second experience
-#: on, or enter it as what they resolve to (the strategy's ``first_experience`` and
-#: :func:`first_experience_loss`, the model's name): read off :data:`~.config.EFFECT`, so every key added
-#: later that changes results is in the key.
-NOT_IN_KEY = frozenset(k for k, effect in EFFECT.items() if effect != "result")
 
 
 class FirstExperienceError(ConfigError):
@@ -84,21 +79,22 @@ def _source_digest() -> str:
 def first_experience_key(cfg: ExperimentConfig, counts: Optional[Tensor], n_classes: int,
                          device: torch.device = torch.device("cpu"), data: Optional[str] = None) -> dict:
     """Everything that determines the network at the end of the first experience's training (equal
-    keys: the same training, bit for bit): every config key but :data:`NOT_IN_KEY`, the strategy's
-    ``first_experience`` and ``first_experience_keys``, :func:`first_experience_loss`, and what else changes the
-    numbers: the data loaded (``data``: :func:`~.checkpoint.benchmark_digest`, so a data file replaced in place
-    is not mistaken for the old one), the device, CPU threads, DDP processes, the code."""
-    info = STRATEGIES[cfg.strategy]
-    # keys of other strategies (``only``, e.g. weight_aligning on naive) at their default: they change nothing here
-    key = {k: v for k, v in result_settings(cfg.to_dict()).items() if k not in NOT_IN_KEY}
-    key.update({k: getattr(cfg, k) for k in info.first_experience_keys})
+    keys: the same training, bit for bit). The config's part is declared beside each field (``_key``'s
+    ``effect`` and ``first_experience``; :func:`~.config.first_experience_settings` reads it, the one source):
+    the settings as they are, and the ``resolved`` keys as :data:`~.config.RESOLVED_ENTRIES` (the strategy's
+    ``first_experience`` training, :func:`first_experience_loss`, the model's name, fast_augment resolved).
+    Then what else changes the numbers: the data loaded (``data``: :func:`~.checkpoint.benchmark_digest`, so a
+    data file replaced in place is not mistaken for the old one), the device, CPU threads, DDP processes, the
+    code."""
+    key = first_experience_settings(cfg.to_dict())
+    resolved = {"training": STRATEGIES[cfg.strategy].first_experience, "loss": first_experience_loss(cfg, counts, n_classes),
+                "model": cfg.model_name, "fast_augment": cfg.use_fast_augment}
+    assert tuple(resolved) == RESOLVED_ENTRIES
     environment = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                    "threads": torch.get_num_threads() if device.type == "cpu" else None,
                    "world_size": distributed.world_size(), "torch": str(torch.__version__), "avalanche": avalanche_version,
                    "source": _source_digest()}
-    key.update(model=cfg.model_name, fast_augment=cfg.use_fast_augment, training=info.first_experience,
-               loss=first_experience_loss(cfg, counts, n_classes), data=data, environment=environment,
-               format=FORMAT_VERSION)
+    key.update(resolved, data=data, environment=environment, format=FORMAT_VERSION)
     return key
 
 
@@ -123,7 +119,7 @@ def _epoch_state(plugin) -> Optional[dict]:
         return plugin.state()
     if isinstance(plugin, LRSchedulerPlugin):
         return {"scheduler": plugin.scheduler.state_dict()}
-    if isinstance(plugin, _ICaRLPlugin):  # set on the first mini-batch, used for the class means
+    if isinstance(plugin, ICaRLPlugin):  # set on the first mini-batch, used for the class means
         return {k: getattr(plugin, k) for k in ("input_size", "output_size", "embedding_size")}
     if isinstance(plugin, BalancedSoftmaxPlugin) and plugin.class_prior.mode == "window":
         return {"window": plugin.state_dict()}  # runs on into the next experience
