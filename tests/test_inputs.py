@@ -512,3 +512,18 @@ def test_process_exit_codes_and_streams(tmp_path):
     assert run.returncode == 130
     assert one_line("\n".join(l for l in err.splitlines() if "Warning" not in l and "warn(" not in l)) == \
         "bsce-experiment: interrupted (--resume continues from the last finished step)"
+
+
+def test_a_grid_over_a_key_of_a_cross_key_check_is_checked_per_combination():
+    """issue 25: a grid over prior_window alone (prior: window set) was refused with "set both or neither";
+    a grid over epochs whose milestones fit every combination likewise."""
+    from bsce_avalanche.runner.config import ExperimentConfig, expand_grid
+
+    runs = expand_grid(ExperimentConfig(loss="bsce", prior="window", grid={"prior_window": [1, 5]}))
+    assert [r.prior_window for r in runs] == [1, 5]
+    runs = expand_grid(ExperimentConfig(epochs=1, lr_milestones=[2], grid={"epochs": [3, 4]}))
+    assert [r.epochs for r in runs] == [3, 4]
+    with pytest.raises(ConfigError, match=r"grid combination \{'prior_window': 1\}: prior: window needs"):
+        ExperimentConfig(loss="bsce", grid={"prior_window": [1, 5]})
+    with pytest.raises(ConfigError, match=r"grid combination \{'epochs': 2\}: lr_milestones \[2\] reach epochs"):
+        ExperimentConfig(epochs=10, lr_milestones=[2], grid={"epochs": [3, 2]})

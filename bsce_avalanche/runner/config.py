@@ -268,7 +268,9 @@ class ExperimentConfig:
                 any(a >= b for a, b in zip(milestones, milestones[1:])):
             raise ConfigError(f"lr_milestones must be strictly increasing epochs >= 1, e.g. [80, 120], "
                               f"got {milestones!r}.")
-        if milestones and milestones[-1] >= self.epochs:  # the schedule restarts at every experience
+        # a check across keys that the grid varies is made on each combination (expand_grid), not on the base
+        varied = set(self.grid)
+        if milestones and milestones[-1] >= self.epochs and not {"epochs", "lr_milestones"} & varied:
             fix = (f"set milestones below {self.epochs} (e.g. --set 'lr_milestones=[{self.epochs - 1}]') or [] for a "
                    "constant rate") if self.epochs > 1 else "with one epoch, set lr_milestones: []"
             if any("lr_milestones" in (v if isinstance(v, dict) else {}) for v in self.recipes.values()):
@@ -307,7 +309,7 @@ class ExperimentConfig:
         if self.memory_selection == "herding" and self.memory_per_class and uses_replay_option(vars(self)):
             raise ConfigError("memory_selection: herding shares memory_size among the classes seen so far; it does "
                               "not take memory_per_class: set memory_size instead, or use memory_selection: random.")
-        if (self.prior == "window") != (self.prior_window is not None):
+        if (self.prior == "window") != (self.prior_window is not None) and not {"prior", "prior_window"} & varied:
             raise ConfigError("prior: window needs prior_window (the window in mini-batches, e.g. 1), and "
                               "prior_window applies to prior: window only; set both or neither.")
         if error := online_keys_error(self) or online_error(self):
