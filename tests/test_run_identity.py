@@ -294,6 +294,7 @@ NOT_NAMED_BY_RUN_NAME = {
     "prior_modes_digits": "written before run names held a settings digest",
     "gpu_h100_cifar100_paper": "written before run names held a settings digest",
     "cifar100_online": "named by experiments/cifar100_online.py (prior mode and memory size in the folder name)",
+    "cifar100_online_reservoir": "named by experiments/cifar100_online.py (method, prior and memory size in the folder name)",
     "cifar100_online-compile": "one run per folder, named for the comparison: eager, compiled",
     "compile_end_to_end_concat": "one run per folder, named for the comparison: eager, compiled",
 }
