@@ -63,7 +63,7 @@ class Autocast(nn.Module):
         return f"dtype={self.dtype}"
 
 
-def compile_model(model: nn.Module, **compile_kwargs) -> nn.Module:
+def compile_model(model: nn.Module, *, one_graph_per_mode: bool = False, **compile_kwargs) -> nn.Module:
     """Compile ``model.feature_extractor`` with :func:`torch.compile`, in place; return ``model``.
 
     Only the feature extractor is compiled (its ``Module.compile()``): the head stays eager, so an
@@ -76,7 +76,17 @@ def compile_model(model: nn.Module, **compile_kwargs) -> nn.Module:
 
     ``compile_kwargs`` go to :func:`torch.compile` (``mode``, ``dynamic``, ``backend``...). Defaults
     to torch's: inductor, no CUDA graphs; a new batch size (the last partial batch, evaluation)
-    compiles once more with the batch dimension dynamic, and eval mode once (BatchNorm differs).
+    compiles once more with the batch dimension dynamic, and eval mode once (BatchNorm differs); the
+    dynamic graph's guards (``5 <= batch <= 15``, ``batch >= 16``, ``batch > 64``: inductor's CPU
+    kernels) make a later last-batch size compile again.
+
+    ``one_graph_per_mode=True`` (the runner's ``compile: true``): static shapes (``dynamic=False``)
+    and one graph per mode, the mode being ``(module.training, torch.is_grad_enabled())``: a mode's
+    first call compiles for its batch size, a call with a larger batch than any compiled in its mode
+    compiles once more, and any other batch size (the last, smaller batch of an epoch, a small
+    evaluation set) runs eager, the module's own call. Every sample is still trained on; the eager
+    batches round like eager code.
+
     ``mode="reduce-overhead"`` (CUDA graphs) is not safe with iCaRL: its herding and class means
     keep the features of successive calls, which a CUDA graph's next replay overwrites.
 
@@ -87,7 +97,23 @@ def compile_model(model: nn.Module, **compile_kwargs) -> nn.Module:
     if not isinstance(feature_extractor, nn.Module):
         raise TypeError(f"compile_model needs a model with a feature_extractor module (a FeatureClassifier of "
                         f"make_model), not {type(model).__name__}: call module.compile() on other modules.")
-    feature_extractor.compile(**compile_kwargs)
+    if not one_graph_per_mode:
+        feature_extractor.compile(**compile_kwargs)
+        return model
+    compiled = torch.compile(feature_extractor._call_impl, **{"dynamic": False, **compile_kwargs})
+    sizes: dict[tuple[bool, bool], set[int]] = {}  # per mode, the batch sizes compiled for
+
+    def call(*args, **kwargs):
+        mode = (feature_extractor.training, torch.is_grad_enabled())
+        batch = args[0].shape[0] if args and isinstance(args[0], Tensor) and args[0].dim() else 0
+        seen = sizes.setdefault(mode, set())
+        if batch in seen or batch > max(seen, default=-1):
+            seen.add(batch)
+            return compiled(*args, **kwargs)
+        return feature_extractor._call_impl(*args, **kwargs)  # eager: the module's own call
+
+    # Module._wrapped_call_impl calls it; Module.__getstate__ drops it (a deep copy is eager)
+    feature_extractor._compiled_call_impl = call
     return model
 
 

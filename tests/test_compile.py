@@ -52,6 +52,36 @@ def test_compile_model_compiles_the_feature_extractor_in_place():
         compile_model(torch.nn.Linear(2, 2))
 
 
+def test_one_graph_per_mode_does_not_recompile_for_another_last_batch():
+    """The runner's policy: a graph per mode (train, eval) at its full batch; the last, smaller batch of each
+    epoch (another size each epoch) runs eager, so a second epoch compiles nothing; a larger batch compiles once."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    model = compile_model(make_model("small_cnn", 4, input_norm=None), one_graph_per_mode=True, backend="aot_eager")
+
+    def epoch(last: int):
+        model.train()
+        for batch in (32, 32, last):
+            model(torch.randn(batch, 1, 8, 8)).sum().backward()
+        model.eval()
+        reference = copy.deepcopy(model)  # eager, the same weights and BatchNorm statistics
+        with torch.no_grad():
+            for batch in (64, 64, last):
+                x = torch.randn(batch, 1, 8, 8)
+                assert torch.allclose(model(x), reference(x), atol=1e-5)
+        return counters["stats"]["unique_graphs"]
+
+    assert epoch(last=8) == 2  # train at 32, eval at 64; the 8s eager
+    assert epoch(last=24) == 2  # another last batch: no recompilation
+    model.train()
+    model(torch.randn(48, 1, 8, 8))
+    assert counters["stats"]["unique_graphs"] == 3  # a larger batch: one more graph
+    torch._dynamo.reset()
+
+
 def test_runner_compiles_the_feature_extractor_only_and_autocast_inside():
     cfg = ExperimentConfig(**BASE, compile=True, amp="bf16")
     model = build_model(cfg, 10)
@@ -97,6 +127,7 @@ def test_compiled_run_matches_eager_and_resumes(tmp_path, monkeypatch, traced_on
     reference = run_experiment(on, tmp_path / "compiled")
     for key in COMPARED:
         assert _close(reference[key], eager[key]), key
+    assert reference["environment"]["compile"] == experiment.COMPILE_RECORD and eager["environment"]["compile"] is None
 
     with monkeypatch.context() as m:
         crash_during_eval_of_step(m, step=3, error=KeyboardInterrupt)

@@ -94,9 +94,16 @@ def build_model(cfg: ExperimentConfig, n_classes: int, device: Optional[torch.de
                               "one) and none was found ($CXX, c++, g++, clang++): install one (e.g. apt-get install "
                               "g++), or set compile: false.")
         # the feature extractor only, in place (state_dict keys unchanged; the growing head stays eager), torch's
-        # default mode on CPU and CUDA alike: CUDA graphs would overwrite the features iCaRL keeps between calls
-        compile_model(model)
+        # default mode on CPU and CUDA alike: CUDA graphs would overwrite the features iCaRL keeps between calls.
+        # Static shapes, one graph per mode (train, eval) at its full batch; the last, smaller batch of an epoch
+        # runs eager instead of compiling again (RESULTS.md section 4c)
+        compile_model(model, one_graph_per_mode=True)
     return model
+
+
+#: results["environment"]["compile"] of a run with compile: true (null without): how it was compiled.
+COMPILE_RECORD = ("inductor, feature extractor only, static shapes: one graph per mode (train, eval) at its largest "
+                  "batch, other batch sizes eager")
 
 
 def _cxx_compiler() -> Optional[str]:
@@ -221,7 +228,8 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
 
     # the fields and their meaning: results_format.FIELDS
     results = new_results(cfg.to_dict(), n_classes, list(map(int, benchmark.classes_order)), classes_per_step,
-                          benchmark_digest(benchmark), _environment(device))
+                          benchmark_digest(benchmark),
+                          {**_environment(device), "compile": COMPILE_RECORD if cfg.compile else None})
     has_memory = STRATEGIES[cfg.strategy].memory or uses_replay_option(vars(cfg))
     if distributed.is_distributed():
         results["distributed"] = distributed.describe(cfg.batch_size)

@@ -37,7 +37,8 @@ FIELDS: dict[str, str] = {
     "class_order": "the class ids in the order they arrive",
     "classes_per_step": "per step, the class ids of that experience",
     "data_digest": "digest of the data loaded (compare keeps runs on other data apart; --resume refuses it)",
-    "environment": "device, GPU, CPU, threads, Python, torch and Avalanche versions of the run",
+    "environment": "device, GPU, CPU, threads, Python, torch and Avalanche versions of the run; compile: how "
+                   "the model was compiled (null: eager)",
     "steps": "per step, its evaluation: accuracy_per_experience, accuracy_seen, old_accuracy, new_accuracy, "
              "new_class_prediction_share, per_class_accuracy (the last step's confusion_matrix: top level)",
     "priors": "per step, BSCE's class prior at the end of its training (null for loss: ce)",
