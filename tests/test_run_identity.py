@@ -297,6 +297,7 @@ NOT_NAMED_BY_RUN_NAME = {
     "cifar100_online_reservoir": "named by experiments/cifar100_online.py (method, prior and memory size in the folder name)",
     "cifar100_online-compile": "one run per folder, named for the comparison: eager, compiled",
     "compile_end_to_end_concat": "one run per folder, named for the comparison: eager, compiled",
+    "compile_end_to_end_10epochs": "one run per folder, named for the comparison: eager, compiled, compiled_previous",
 }
 
 
