@@ -317,3 +317,15 @@ def test_committed_results_keep_their_names():
     assert checked >= 26 and set(NOT_NAMED_BY_RUN_NAME) <= sets  # no stale entry in the list
     for name in ("replay-bsce-concat-tau0.5-seed0-18da67", "icarl-ce-nme-seed0-88fea9", "replay-ce-concat-wa-seed0-18da67"):
         assert (root / "cifar100_cpu_concat" / name / "results.json").is_file(), name
+
+
+def test_the_data_digest_is_the_same_for_every_seed():
+    """A seed draws its own split of digits from the same data: compare must still pool the seeds (the slow CLI
+    test's lwf-bsce seeds 0 and 1 were shown apart as other data)."""
+    from bsce_avalanche.runner.checkpoint import benchmark_digest
+    from bsce_avalanche.runner.experiment import _data_digest, build_benchmark
+
+    configs = [ExperimentConfig(**{**TINY, "benchmark": "digits", "seed": s}) for s in (0, 1)]
+    benchmarks = [build_benchmark(c) for c in configs]
+    assert benchmark_digest(benchmarks[0]) != benchmark_digest(benchmarks[1])  # the seeds' own splits differ
+    assert _data_digest(configs[0], benchmarks[0]) == _data_digest(configs[1], benchmarks[1])

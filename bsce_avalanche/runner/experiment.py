@@ -228,7 +228,7 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
 
     # the fields and their meaning: results_format.FIELDS
     results = new_results(cfg.to_dict(), n_classes, list(map(int, benchmark.classes_order)), classes_per_step,
-                          benchmark_digest(benchmark),
+                          _data_digest(cfg, benchmark),
                           {**_environment(device), "compile": COMPILE_RECORD if cfg.compile else None})
     has_memory = STRATEGIES[cfg.strategy].memory or uses_replay_option(vars(cfg))
     if distributed.is_distributed():
@@ -426,6 +426,12 @@ def _evaluate(strategy, recorder, benchmark, classes_per_step, t, n_classes, num
     if ncm is not None and not quiet and (predictions := ncm.predictions()) is not None:
         step["ncm"] = evaluate_step(y_true, predictions, classes_per_step, t, n_classes)
     return step
+
+
+def _data_digest(cfg: ExperimentConfig, benchmark) -> str:
+    """The digest of the data a run trains on, the same for every seed: that of the benchmark as built with seed 0
+    (a seed may draw its own split or class order from the same data, which is no other data)."""
+    return benchmark_digest(benchmark if cfg.seed == 0 else build_benchmark(cfg.replace(seed=0)))
 
 
 def _environment(device) -> dict:

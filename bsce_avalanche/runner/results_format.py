@@ -36,7 +36,8 @@ FIELDS: dict[str, str] = {
     "n_classes": "number of classes of the benchmark",
     "class_order": "the class ids in the order they arrive",
     "classes_per_step": "per step, the class ids of that experience",
-    "data_digest": "digest of the data loaded (compare keeps runs on other data apart; --resume refuses it)",
+    "data_digest": "digest of the data loaded, as built with seed 0 (the same for every seed of a run; compare "
+                   "keeps runs on other data apart; --resume refuses it)",
     "environment": "device, GPU, CPU, threads, Python, torch and Avalanche versions of the run; compile: how "
                    "the model was compiled (null: eager)",
     "steps": "per step, its evaluation: accuracy_per_experience, accuracy_seen, old_accuracy, new_accuracy, "
