@@ -40,15 +40,12 @@ def _memory(cfg, max_size: int, fixed_over: Optional[int] = None):
     return ClassBalancedBuffer(max_size=max_size, adaptive_size=True)
 
 
-def _random_buffer(cfg, n_classes: int):
-    """Replay's random memory: class-balanced, ``memory_per_class`` per class or ``memory_size`` over the classes
-    seen so far; with ``memory_selection: reservoir``, a reservoir of ``memory_size`` samples."""
-    if cfg.memory_selection == "reservoir":
-        return ReservoirSamplingBuffer(cfg.memory_size)
-    if cfg.memory_per_class:
-        return ClassBalancedBuffer(max_size=_memory_total(cfg, n_classes), adaptive_size=False,
-                                   total_num_classes=n_classes)
-    return ClassBalancedBuffer(max_size=cfg.memory_size, adaptive_size=True)
+def _rehearsal_memory(cfg, n_classes: int):
+    """The memory of replay, LwF with memory and ER-ACE (one memory, so that they hold the same samples):
+    ``memory_per_class`` per class from the start, or ``memory_size`` shared by the classes seen so far."""
+    if cfg.memory_per_class and cfg.memory_selection not in ("herding", "reservoir"):
+        return _memory(cfg, _memory_total(cfg, n_classes), fixed_over=n_classes)
+    return _memory(cfg, cfg.memory_size)
 
 
 class _OnlineReplayPlugin(ReplayPlugin):
@@ -61,10 +58,7 @@ class _OnlineReplayPlugin(ReplayPlugin):
 
 def _replay_plugin(cfg, n_classes: int):
     """The rehearsal plugin of ``cfg.replay`` over a class-balanced memory."""
-    if cfg.memory_per_class and cfg.memory_selection != "herding":
-        buffer = _memory(cfg, _memory_total(cfg, n_classes), fixed_over=n_classes)
-    else:
-        buffer = _memory(cfg, cfg.memory_size)
+    buffer = _rehearsal_memory(cfg, n_classes)
     if cfg.replay == "concat":
         return ConcatReplayPlugin(buffer.max_size, storage_policy=buffer)
     return (_OnlineReplayPlugin if cfg.online else ReplayPlugin)(buffer.max_size, batch_size_mem=cfg.batch_size_mem,
@@ -91,7 +85,7 @@ def _icarl(cfg, model, n_classes, common):
 def _er_ace(cfg, model, n_classes, common):
     # Replay's memory, updated as Replay's after each experience (online: each mini-batch, after training on it):
     # the rows differ in their loss and sampling only
-    buffer = _random_buffer(cfg, n_classes)
+    buffer = _rehearsal_memory(cfg, n_classes)
     return ERACE(model=model, criterion=CrossEntropyLoss(), mem_size=buffer.max_size, storage_policy=buffer,
                  batch_size_mem=cfg.batch_size_mem or cfg.batch_size, **common)
 
