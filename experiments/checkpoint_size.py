@@ -22,7 +22,7 @@ from avalanche.training.plugins import EvaluationPlugin
 
 from bsce_avalanche.benchmarks import BatchAugmentPlugin
 from bsce_avalanche.runner.checkpoint import save_checkpoint
-from bsce_avalanche.runner.config import load_config
+from bsce_avalanche.runner.config_files import load_config
 from bsce_avalanche.runner.experiment import build_benchmark, build_model
 from bsce_avalanche.runner.fileio import write_json_atomic
 from bsce_avalanche.runner.strategies import build_strategy

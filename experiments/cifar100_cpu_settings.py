@@ -21,10 +21,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from bsce_avalanche.runner.compare import POSTHOC_LABEL, format_mean_std, load_results
 from bsce_avalanche.runner.fileio import write_text_atomic
+from bsce_avalanche.runner.labels import POSTHOC_LABEL
 from bsce_avalanche.runner.plans import Plan, run_plan, summary_rows
-from bsce_avalanche.runner.stats import format_gain, paired_difference
+from bsce_avalanche.runner.results import load_results
+from bsce_avalanche.runner.stats import format_gain, format_mean_std, paired_difference
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "experiments" / "configs" / "cifar100_cpu_concat.yaml"

@@ -15,14 +15,14 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from bsce_avalanche.runner.compare import format_mean_std
+from bsce_avalanche.runner.stats import format_mean_std
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def cifar_table(rows: list[dict]) -> str:
     groups = defaultdict(list)
-    for row in rows:  # the method labels of cifar100_cpu.py (runner.config.method_label)
+    for row in rows:  # the method labels of cifar100_cpu.py (runner.identity.method_label)
         groups[row["method"]].append(row)
     lines = [
         "| method | seeds | avg. incremental acc. (%) | last acc. (%) | old acc., last step (%) "

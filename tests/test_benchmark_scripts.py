@@ -12,7 +12,7 @@ import pytest
 from conftest import assert_accuracies_consistent
 from naming import read_results, results_in
 
-from bsce_avalanche.runner.compare import POSTHOC_LABEL
+from bsce_avalanche.runner.labels import POSTHOC_LABEL
 from bsce_avalanche.runner.plans import TINY, _config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,7 +176,7 @@ def test_gpu_paper_full_script_smoke_interrupted_and_resumed(tmp_path):
     again = subprocess.run(script + ["--resume"], env=env, capture_output=True, text=True, timeout=3000)
     assert again.returncode == 0, again.stderr[-2000:]
     runs = list(results_in(out).values())
-    from bsce_avalanche.runner.config import method_label
+    from bsce_avalanche.runner.identity import method_label
 
     assert sorted(method_label(r["config"]) for r in runs) == sorted([
         "icarl-bsce-nme-tau0", "icarl-bsce-nme", "icarl-ce-nme", "replay-bsce-concat", "replay-ce-concat",

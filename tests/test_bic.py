@@ -144,7 +144,8 @@ def test_the_fix_is_for_verified_avalanche_and_that_plugin_only(monkeypatch):
 
 
 def test_runner_bic_concat_label_and_config():
-    from bsce_avalanche.runner.config import ConfigError, ExperimentConfig, method_label
+    from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
+    from bsce_avalanche.runner.identity import method_label
     from bsce_avalanche.runner.strategies import build_strategy
 
     base = dict(benchmark="digits", strategy="bic", loss="ce", memory_size=40, wandb=False, progress=False)

@@ -9,10 +9,11 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 
-from bsce_avalanche.runner import compare
-from bsce_avalanche.runner.compare import (FAMILY_COLORS, figure_accuracy_per_step, figure_new_class_prediction_share,
-                                           figure_old_new_accuracy, figure_per_experience_accuracy, group_runs,
-                                           per_experience_accuracy, plot_comparison)
+from bsce_avalanche.runner import results
+from bsce_avalanche.runner.figures import (figure_accuracy_per_step, figure_new_class_prediction_share,
+                                           figure_old_new_accuracy, figure_per_experience_accuracy, plot_comparison)
+from bsce_avalanche.runner.labels import FAMILY_COLORS
+from bsce_avalanche.runner.metrics import per_experience_accuracy
 
 CLASSES = [[4, 0], [1, 5, 2], [3]]  # uneven experiences, ids out of order
 
@@ -175,9 +176,9 @@ def test_per_class_accuracy_is_averaged_over_each_experience():
 
 def test_labels_come_from_group_runs_and_styles_from_the_config(monkeypatch):
     """Whatever the label function says, the family and loss are read from each run's config."""
-    monkeypatch.setattr(compare, "run_label", lambda run: f"M{run['config']['strategy'][0]}{run['config']['loss']}")
+    monkeypatch.setattr(results, "run_label", lambda run: f"M{run['config']['strategy'][0]}{run['config']['loss']}")
     runs = grid_runs()
-    assert set(group_runs(runs)) == {"Mrce", "Mrbsce", "Mlce", "Mlbsce", "Mice", "Mibsce"}
+    assert set(results.group_runs(runs)) == {"Mrce", "Mrbsce", "Mlce", "Mlbsce", "Mice", "Mibsce"}
     fig = figure_accuracy_per_step([r for r in runs if r["config"]["tau"] == 1.0])
     [ce] = _lines(fig, "Mrce")
     [bsce] = _lines(fig, "Mibsce")
@@ -199,7 +200,7 @@ def test_plot_comparison_writes_the_same_files_deterministically(tmp_path):
 
 
 def test_legends_use_readable_method_names():
-    from bsce_avalanche.runner.compare import readable_method
+    from bsce_avalanche.runner.labels import readable_method
 
     assert readable_method({"strategy": "replay", "loss": "ce"}) == "Replay + CE"
     assert readable_method({"strategy": "lwf", "lwf_memory": True, "loss": "ce", "weight_aligning": True}) == \

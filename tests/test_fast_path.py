@@ -28,7 +28,8 @@ from bsce_avalanche.benchmarks import (
 from bsce_avalanche.benchmarks.device_data import DeviceBatches, DeviceDataPlugin, use_device_batches
 from bsce_avalanche.models import Autocast, make_model
 from bsce_avalanche.runner.cli import main
-from bsce_avalanche.runner.config import ConfigError, load_config
+from bsce_avalanche.runner.config import ConfigError
+from bsce_avalanche.runner.config_files import load_config
 from conftest import assert_accuracies_consistent, subprocess_env, torchrun
 from naming import results_in, without_digest
 

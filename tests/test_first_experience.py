@@ -17,7 +17,8 @@ from bsce_avalanche.runner import experiment
 from bsce_avalanche.runner.checkpoint import benchmark_digest
 from bsce_avalanche.runner.compare import compare
 from bsce_avalanche.runner.compute import COMPUTE_KEYS
-from bsce_avalanche.runner.config import CHOICES, ExperimentConfig
+from bsce_avalanche.runner.config import ExperimentConfig
+from bsce_avalanche.runner.schema import CHOICES
 from bsce_avalanche.runner.experiment import run_experiment
 from bsce_avalanche.runner.first_experience import (
     FirstExperienceError,

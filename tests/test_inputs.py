@@ -38,7 +38,8 @@ from bsce_avalanche.losses import (
 from bsce_avalanche.runner import cli, experiment
 from bsce_avalanche.runner import compare as compare_module
 from bsce_avalanche.runner.cli import build_parser, config_from_args, main, run_configs
-from bsce_avalanche.runner.config import ConfigError, ExperimentConfig, load_config
+from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
+from bsce_avalanche.runner.config_files import load_config
 from conftest import fake_cifar_arrays
 from naming import without_digest
 
@@ -517,7 +518,8 @@ def test_process_exit_codes_and_streams(tmp_path):
 def test_a_grid_over_a_key_of_a_cross_key_check_is_checked_per_combination():
     """issue 25: a grid over prior_window alone (prior: window set) was refused with "set both or neither";
     a grid over epochs whose milestones fit every combination likewise."""
-    from bsce_avalanche.runner.config import ExperimentConfig, expand_grid
+    from bsce_avalanche.runner.config import ExperimentConfig
+    from bsce_avalanche.runner.grid import expand_grid
 
     runs = expand_grid(ExperimentConfig(loss="bsce", prior="window", grid={"prior_window": [1, 5]}))
     assert [r.prior_window for r in runs] == [1, 5]

@@ -11,7 +11,8 @@ from avalanche.training.plugins import SupervisedPlugin
 from avalanche.training.storage_policy import ReservoirSamplingBuffer
 
 from bsce_avalanche.runner import experiment
-from bsce_avalanche.runner.config import ConfigError, ExperimentConfig, method_label
+from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
+from bsce_avalanche.runner.identity import method_label
 from bsce_avalanche.runner.online import online_experiences, split_seed
 from bsce_avalanche.runner.strategies import build_strategy
 

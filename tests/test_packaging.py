@@ -17,7 +17,8 @@ import pytest
 
 import bsce_avalanche
 from bsce_avalanche.runner.cli import build_parser, config_from_args, main
-from bsce_avalanche.runner.config import DEFAULT_CONFIG, ConfigError, load_config, resolve_config, shipped_configs
+from bsce_avalanche.runner.config import ConfigError
+from bsce_avalanche.runner.config_files import DEFAULT_CONFIG, load_config, resolve_config, shipped_configs
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "experiments" / "configs"
@@ -127,7 +128,7 @@ def test_the_wheel_carries_the_configs_and_runs_installed(tmp_path):
         from pathlib import Path
         import bsce_avalanche
         from bsce_avalanche.runner.cli import build_parser, config_from_args
-        from bsce_avalanche.runner.config import resolve_config, shipped_configs
+        from bsce_avalanche.runner.config_files import resolve_config, shipped_configs
         package = Path(bsce_avalanche.__file__).parent
         assert package == Path(sys.argv[1]) / "bsce_avalanche", package
         assert all(p.parent == package / "configs" for p in shipped_configs().values())

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from bsce_avalanche.runner.cli import main
-from bsce_avalanche.runner.compare import comparison_table, load_results, with_posthoc
+from bsce_avalanche.runner.compare import comparison_table
 from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
 from bsce_avalanche.runner.experiment import run_experiment
+from bsce_avalanche.runner.results import load_results, with_posthoc
 from bsce_avalanche.runner.results_format import (FIELDS, FINISHED_FIELDS, FORMAT_VERSION, ResultsFormatError,
                                                   format_version, read_results)
 

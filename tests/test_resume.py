@@ -13,7 +13,8 @@ import time
 import pytest
 
 from bsce_avalanche.runner.compute import COMPUTE_KEYS
-from bsce_avalanche.runner.config import ConfigError, ExperimentConfig, run_name
+from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
+from bsce_avalanche.runner.identity import run_name
 from bsce_avalanche.runner.experiment import run_experiment
 from conftest import Crash, crash_during_eval_of_step
 from naming import run_dir

@@ -10,11 +10,15 @@ from dataclasses import fields
 import pytest
 
 from bsce_avalanche.runner.cli import main
-from bsce_avalanche.runner.compare import comparison_table, group_runs
-from bsce_avalanche.runner.config import (EFFECT, EFFECTS, RANGES, RESULT_KEYS, ConfigError, ExperimentConfig,
-                                          expand_grid, load_config, run_name, settings_digest)
+from bsce_avalanche.runner.compare import comparison_table
+from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
+from bsce_avalanche.runner.config_files import load_config
 from bsce_avalanche.runner.experiment import _differing_keys, run_experiment
-from bsce_avalanche.runner.config import RESOLVED_ENTRIES, first_experience_settings, resolved_first_experience_keys
+from bsce_avalanche.runner.grid import expand_grid
+from bsce_avalanche.runner.identity import (RESULT_KEYS, first_experience_settings, resolved_first_experience_keys,
+                                            run_name, settings_digest)
+from bsce_avalanche.runner.results import group_runs
+from bsce_avalanche.runner.schema import EFFECT, EFFECTS, RANGES, RESOLVED_ENTRIES
 
 TINY = dict(benchmark="digits", model="small_cnn", n_steps=2, epochs=1, memory_size=20, progress=False, wandb=False)
 ICARL_RECIPE = {"icarl-ce": {"lr": 2.0, "weight_decay": 1.0e-5, "lr_gamma": 0.2}}
@@ -232,7 +236,7 @@ def test_settings_of_other_strategies_are_no_part_of_a_run():
 
 def test_exponent_floats_without_a_dot_are_numbers():
     """YAML 1.1 reads 1e-5 as a string; configs and --set take it as the number (weight_decay: 1e-5)."""
-    from bsce_avalanche.runner.config import parse_value
+    from bsce_avalanche.runner.config_files import parse_value
 
     assert parse_value("1e-5") == 1e-5 and parse_value("{weight_decay: 2E-4}") == {"weight_decay": 2e-4}
     assert parse_value("1e5x") == "1e5x"

@@ -16,12 +16,16 @@ from bsce_avalanche import PRIOR_MODES
 from bsce_avalanche.benchmarks import BENCHMARKS, CLASS_ORDER_NAMES
 from bsce_avalanche.models import MODELS
 from bsce_avalanche.runner.cli import build_parser, config_from_args, main
-from bsce_avalanche.runner.compare import comparison_table, per_experience_accuracy, run_label
-from bsce_avalanche.runner.config import CHOICES, ConfigError, ExperimentConfig, expand_grid, load_config
+from bsce_avalanche.runner.compare import comparison_table
+from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
+from bsce_avalanche.runner.config_files import load_config
 from bsce_avalanche.runner.experiment import build_benchmark, build_model, run_experiment
-from bsce_avalanche.runner.strategies import STRATEGIES
 from bsce_avalanche.runner.fileio import write_json_atomic
-from bsce_avalanche.runner.metrics import evaluate_step, summarise
+from bsce_avalanche.runner.grid import expand_grid
+from bsce_avalanche.runner.labels import run_label
+from bsce_avalanche.runner.metrics import evaluate_step, per_experience_accuracy, summarise
+from bsce_avalanche.runner.schema import CHOICES
+from bsce_avalanche.runner.strategies import STRATEGIES
 from conftest import assert_accuracies_consistent
 from naming import run_dir
 

@@ -19,7 +19,8 @@ import yaml
 
 from bsce_avalanche.runner import sweep
 from bsce_avalanche.runner.cli import main
-from bsce_avalanche.runner.config import ConfigError, ExperimentConfig, load_config
+from bsce_avalanche.runner.config import ConfigError, ExperimentConfig
+from bsce_avalanche.runner.config_files import load_config
 import naming
 from conftest import subprocess_env
 

@@ -16,7 +16,8 @@ from torch.optim import SGD
 
 from bsce_avalanche import ConcatReplayPlugin, WeightAligningPlugin
 from bsce_avalanche.runner import checkpoint, plain_state
-from bsce_avalanche.runner.config import ExperimentConfig, method_label
+from bsce_avalanche.runner.config import ExperimentConfig
+from bsce_avalanche.runner.identity import method_label
 from bsce_avalanche.runner.experiment import run_experiment
 from bsce_avalanche.weight_aligning import (align_weights_, clip_weights_, find_linear_head,
                                             weight_aligning_gamma)

@@ -8,8 +8,10 @@ import argparse
 from dataclasses import MISSING, fields
 from typing import Union, get_args, get_origin, get_type_hints
 
-from .config import (CHOICES, DEFAULT_CONFIG, RANGES, ConfigError, ExperimentConfig, check_recipe_overrides, load_config,
-                     parse_value, shipped_configs)
+from .config import ConfigError, ExperimentConfig
+from .config_files import DEFAULT_CONFIG, load_config, parse_value, shipped_configs
+from .grid import check_recipe_overrides
+from .schema import CHOICES, RANGES
 
 __all__ = ["build_parser", "config_from_args"]
 

@@ -44,7 +44,7 @@ class StrategyInfo:
     #: experience's data (such strategies share first-experience models), else its own name
     first_experience: str = "plain"
     # the config keys its first experience depends on besides the common ones (a memory filled or a validation
-    # split made before training) are declared beside those keys: config._key's first_experience
+    # split made before training) are declared beside those keys: schema._key's first_experience
     ce_loss: str = "softmax_ce"  #: its training loss with ``loss: ce`` (``bsce`` is always a softmax CE)
 
 

@@ -32,10 +32,12 @@ from .catalog import STRATEGIES, uses_replay_option
 from .checkpoint import CheckpointError, benchmark_digest, load_checkpoint, restore_strategy, save_checkpoint
 from .compute import COMPUTE_KEYS, ComputeCounter, samples_stored
 from .results_format import new_results, problem_cause, results_problem
-from .config import ConfigError, ExperimentConfig, combination_error, RESULT_KEYS, result_settings
+from .config import ConfigError, ExperimentConfig
 from .divergence import NonFiniteLossGuard, TrainingDiverged
 from .fileio import lock_run_dir, write_json_atomic
 from .first_experience import FirstExperiencePlugin, cache_dir
+from .grid import combination_error
+from .identity import RESULT_KEYS, result_settings
 from .metrics import evaluate_step, summarise
 from .online import online_experiences, split_seed
 from .strategies import build_strategy

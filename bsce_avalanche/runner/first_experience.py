@@ -29,7 +29,9 @@ from ..priors import ClassPrior
 from . import distributed
 from .checkpoint import _global, benchmark_digest, optimizer_param_names, rng_state, set_rng_state
 from .compute import ComputeCounter
-from .config import RESOLVED_ENTRIES, ConfigError, ExperimentConfig, first_experience_settings
+from .config import ConfigError, ExperimentConfig
+from .identity import first_experience_settings
+from .schema import RESOLVED_ENTRIES
 from .fileio import atomic_write, hold_lock
 from .catalog import STRATEGIES
 
@@ -79,9 +81,9 @@ def _source_digest() -> str:
 def first_experience_key(cfg: ExperimentConfig, counts: Optional[Tensor], n_classes: int,
                          device: torch.device = torch.device("cpu"), data: Optional[str] = None) -> dict:
     """Everything that determines the network at the end of the first experience's training (equal
-    keys: the same training, bit for bit). The config's part is declared beside each field (``_key``'s
-    ``effect`` and ``first_experience``; :func:`~.config.first_experience_settings` reads it, the one source):
-    the settings as they are, and the ``resolved`` keys as :data:`~.config.RESOLVED_ENTRIES` (the strategy's
+    keys: the same training, bit for bit). The config's part is declared beside each field (``schema._key``'s
+    ``effect`` and ``first_experience``; :func:`~.identity.first_experience_settings` reads it, the one source):
+    the settings as they are, and the ``resolved`` keys as :data:`~.schema.RESOLVED_ENTRIES` (the strategy's
     ``first_experience`` training, :func:`first_experience_loss`, the model's name, fast_augment resolved).
     Then what else changes the numbers: the data loaded (``data``: :func:`~.checkpoint.benchmark_digest`, so a
     data file replaced in place is not mistaken for the old one), the device, CPU threads, DDP processes, the

@@ -1,14 +1,15 @@
-"""Class-incremental metrics from test-set predictions after each step. Accuracies are fractions
-in [0, 1]; the test samples of experience ``j`` are those whose label is in ``classes_per_step[j]``.
+"""Class-incremental metrics from test-set predictions after each step, and a run's per-class accuracy averaged
+per experience (:func:`per_experience_accuracy`). Accuracies are fractions in [0, 1]; the test samples of
+experience ``j`` are those whose label is in ``classes_per_step[j]``.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["StepEvaluation", "evaluate_step", "summarise"]
+__all__ = ["StepEvaluation", "evaluate_step", "summarise", "mean_per_experience", "per_experience_accuracy"]
 
 
 #: Metrics of one step: a plain dict, which JSON and checkpoints (``weights_only``) take as is.
@@ -84,3 +85,20 @@ def summarise(steps: Sequence[StepEvaluation]) -> dict:
         "old_new_accuracy": [{"old": s["old_accuracy"], "new": s["new_accuracy"]} for s in steps],
         "new_class_prediction_share": [s["new_class_prediction_share"] for s in steps],
     }
+
+
+def mean_per_experience(per_class: Sequence[Optional[float]],
+                        classes_per_step: Sequence[Sequence[int]]) -> list[Optional[float]]:
+    """``per_class[c]`` (indexed by class id) averaged over the classes of each experience; None
+    for an experience none of whose classes has a value."""
+    means = []
+    for classes in classes_per_step:
+        values = [per_class[c] for c in classes if per_class[c] is not None and not np.isnan(per_class[c])]
+        means.append(float(np.mean(values)) if values else None)
+    return means
+
+
+def per_experience_accuracy(run: dict) -> list[Optional[float]]:
+    """A run's per-class accuracy after the last step, averaged over the classes of each experience."""
+    accuracy = run.get("per_class_accuracy") or run["steps"][-1]["per_class_accuracy"]
+    return mean_per_experience(accuracy, run["classes_per_step"])

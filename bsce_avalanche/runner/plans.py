@@ -12,9 +12,13 @@ import time
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
-from .compare import POSTHOC_LABEL, compare, load_results
-from .config import (ConfigError, check_recipe_overrides, check_unique_names, expand_grid, load_config,
-                     method_label, parse_value)
+from .compare import compare
+from .config import ConfigError
+from .config_files import load_config, parse_value
+from .grid import check_recipe_overrides, check_unique_names, expand_grid
+from .identity import method_label
+from .labels import POSTHOC_LABEL
+from .results import load_results
 from .fileio import write_json_atomic
 from .catalog import uses_replay_option
 

@@ -2,7 +2,7 @@
 version (:data:`FORMAT_VERSION`, written as ``results["format"]``), the record a run starts
 (:func:`new_results`, written by :mod:`.experiment`) and the check every reader makes (:func:`read_results`,
 :func:`results_problem`: ``compare``, ``run --resume``, the evidence scripts, the notebooks through
-``compare.load_results``). ``experiments/GUIDE.md`` lists the fields for readers outside Python.
+``results.load_results``). ``experiments/GUIDE.md`` lists the fields for readers outside Python.
 
 Files written before the version field existed (the committed evidence) are format 1, and load as they are:
 format 2 only added the field. A reader meets one message per bad file: unreadable JSON, a format newer than
@@ -30,7 +30,7 @@ FORMAT_KEY = "format"
 FIELDS: dict[str, str] = {
     "format": "the results format's version (FORMAT_VERSION; missing: 1, written before it was recorded)",
     "config": "the run's full config (ExperimentConfig.to_dict(): recipes applied, the values trained with); "
-              "config.run_name(config) is the run's folder name",
+              "identity.run_name(config) is the run's folder name",
     "finished": "whether every step ran (false: interrupted, --resume continues it; see failed)",
     "failed": "only when training diverged: {reason, step, ...}; the steps before it stay valid",
     "n_classes": "number of classes of the benchmark",

@@ -12,8 +12,9 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Optional
 
-from .config import (ConfigError, ExperimentConfig, combination_error, differing_settings, expand_grid,
-                     result_settings)
+from .config import ConfigError, ExperimentConfig
+from .grid import combination_error, expand_grid
+from .identity import differing_settings, result_settings
 
 __all__ = ["run_configs", "nothing_to_resume", "RunProcessDied"]
 

@@ -1,7 +1,7 @@
 """Paired per-seed differences and their 95% t-intervals: how every gain is stated (compare, the evidence
 scripts, RESULTS.md). Runs of two methods are paired by seed (same first-experience model, same data order),
 the interval is Student's t over the n paired differences (n - 1 degrees of freedom); where it contains 0,
-the difference is "level within noise"."""
+the difference is "level within noise". A table's cell: the mean ± sample std over seeds (:func:`format_mean_std`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["PairedDifference", "paired_difference", "t_interval", "format_gain", "LEVEL"]
+__all__ = ["PairedDifference", "paired_difference", "t_interval", "format_gain", "format_mean_std", "LEVEL"]
 
 #: What a difference whose interval contains 0 is called.
 LEVEL = "level within noise"
@@ -87,3 +87,14 @@ def format_gain(diff: Optional[PairedDifference], scale: float = 100.0, digits: 
         return f"{mean} (1 seed)"
     text = f"{mean} [{scale * diff.low:+.{digits}f}, {scale * diff.high:+.{digits}f}]"
     return f"{text}, {LEVEL}" if diff.level else text
+
+
+def format_mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:
+    """``mean ± sample std`` of the non-null values, scaled (fractions -> percent by default)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    arr = np.asarray(values, dtype=float) * scale
+    if len(arr) == 1:
+        return f"{arr[0]:.{digits}f}"
+    return f"{arr.mean():.{digits}f} ± {arr.std(ddof=1):.{digits}f}"

@@ -17,7 +17,7 @@ from ..er_ace import ERACE
 from ..icarl import set_icarl_eval
 from ..replay import ConcatReplayPlugin, herding_buffer
 from ..weight_aligning import WeightAligningPlugin
-from .config import result_settings
+from .identity import result_settings
 from .catalog import MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, StrategyInfo, uses_replay_option
 
 __all__ = ["STRATEGIES", "StrategyInfo", "BUILDERS", "build_strategy", "REPLAY_PROTOCOLS", "MEMORY_SELECTIONS",

@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 from .arguments import build_parser, config_from_args
-from .config import (ConfigError, ExperimentConfig, check_recipe_overrides, combination_error, load_config,
-                     load_yaml)
+from .config import ConfigError, ExperimentConfig
+from .config_files import load_config, load_yaml
+from .grid import check_recipe_overrides, combination_error
 from .runs import run_configs
 
 __all__ = ["sweep_run", "sweep_config", "sweep_combinations", "sweep_validate"]

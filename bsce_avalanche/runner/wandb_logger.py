@@ -29,8 +29,8 @@ from avalanche.logging import BaseLogger
 from matplotlib.figure import Figure
 from PIL.Image import Image as PILImage
 
-from .compare import mean_per_experience
-from .config import CHOICES
+from .metrics import mean_per_experience
+from .schema import CHOICES
 
 __all__ = ["WandBLogger", "WandBOfflineWarning", "has_wandb_credentials", "resolve_wandb_mode", "MODES"]
 

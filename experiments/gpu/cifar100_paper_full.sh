@@ -154,7 +154,7 @@ python - "$out" "$wall" "$interrupted" <<'EOF'
 import json, sys
 from pathlib import Path
 import numpy as np
-from bsce_avalanche.runner.compare import readable_method
+from bsce_avalanche.runner.labels import readable_method
 out, wall, interrupted = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 total_wall = sum(int(line) for line in (out / "wall_times_s.txt").read_text().split())
 runs = [json.loads(p.read_text()) for p in sorted(out.glob("*/results.json"))]

@@ -10,7 +10,7 @@ fractions of the training (used by the GPU scripts' ``--epochs``). A whole confi
 import json
 import sys
 
-from bsce_avalanche.runner.config import load_yaml, parse_value
+from bsce_avalanche.runner.config_files import load_yaml, parse_value
 
 
 def _scaled(milestones, epochs: int, of: int) -> list:
