@@ -263,7 +263,7 @@ class ClassPrior(_Prior):
     :param window: only with ``mode="window"``.
     """
 
-    window = None  # a window prior's setting; saved with the state, which must match on loading
+    window = None  # no window (WindowPrior's setting): in the state_dict, which must match on loading
 
     def __new__(cls, mode: Union[str, Sequence[float], Tensor] = "auto", tau: float = 1.0,
                 window: Optional[int] = None):

@@ -211,10 +211,12 @@ class _Run:
 
     @property
     def has_memory(self) -> bool:
+        """Whether the strategy keeps a rehearsal memory (``samples_stored`` counts it)."""
         return STRATEGIES[self.cfg.strategy].memory or uses_replay_option(vars(self.cfg))
 
 
 def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
+    """The run in ``out`` (locked), from ``checkpoint`` when resuming: set up, train the steps left, finish."""
     run = _setup(cfg, out, device, checkpoint)
     _train_steps(run)
     return _finish(run)
