@@ -22,7 +22,7 @@ from .catalog import PRIOR_MODES
 #: a release is the tag ``v<__version__>``.
 __version__ = "0.1.0"
 
-__all__ = ["BalancedSoftmaxPlugin", "PRIOR_MODES", "ClassPrior", "BalancedSoftmaxCrossEntropyLoss",
+__all__ = ["BalancedSoftmaxPlugin", "PRIOR_MODES", "ClassPrior", "WindowPrior", "BalancedSoftmaxCrossEntropyLoss",
            "balanced_softmax_cross_entropy", "log_prior_adjustment", "class_counts", "dataset_labels",
            "loader_class_counts", "ConcatReplayPlugin", "herding_buffer", "LogitAdjustmentPlugin",
            "posthoc_adjustment", "logit_adjusted",
@@ -34,7 +34,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
                "posthoc_adjustment", "logit_adjusted"),
     "posthoc": ("LogitAdjustmentPlugin",),
     "plugin": ("BalancedSoftmaxPlugin",),
-    "priors": ("ClassPrior", "class_counts", "dataset_labels", "loader_class_counts"),
+    "priors": ("ClassPrior", "WindowPrior", "class_counts", "dataset_labels", "loader_class_counts"),
     "replay": ("ConcatReplayPlugin", "herding_buffer"),
     "weight_aligning": ("WeightAligningPlugin",),
     "er_ace": ("ERACE",),

@@ -1,9 +1,10 @@
 """``BalancedSoftmaxPlugin``: train any softmax-CE Avalanche strategy with BSCE.
 
 A thin plugin in the shape of Avalanche's ``LwFPlugin``: its callbacks drive a
-:class:`~bsce_avalanche.priors.ClassPrior`, and the criterion it wraps adds ``tau * log(prior)`` to
-the logits only for the training mini-batch's own loss. ``strategy.mb_output`` is never changed, so
-evaluation, metrics and other loss terms (LwF / iCaRL distillation, BiC, GEM) see the plain logits.
+:class:`~bsce_avalanche.priors.ClassPrior` (online: a :class:`~bsce_avalanche.priors.WindowPrior`), and the
+criterion it wraps adds ``tau * log(prior)`` to the logits only for the training mini-batch's own loss.
+``strategy.mb_output`` is never changed, so evaluation, metrics and other loss terms (LwF / iCaRL distillation,
+BiC, GEM) see the plain logits.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from avalanche.training.losses import ICaRLLossPlugin
 from avalanche.training.plugins import SupervisedPlugin
 
 from .losses import BalancedSoftmaxCrossEntropyLoss
-from .priors import PRIOR_MODES, ClassPrior
+from .priors import PRIOR_MODES, make_prior
 
 __all__ = ["BalancedSoftmaxPlugin", "PRIOR_MODES"]
 
@@ -159,7 +160,7 @@ class BalancedSoftmaxPlugin(SupervisedPlugin, supports_distributed=True):
     def __init__(self, prior: Union[str, Sequence[float], Tensor] = "auto", tau: float = 1.0,
                  window: Optional[int] = None, distillation_weight: float = 1.0):
         super().__init__()
-        self.class_prior = ClassPrior(prior, tau, window)  # validates prior, tau and window
+        self.class_prior = make_prior(prior, tau, window)  # validates prior, tau and window
         if isinstance(distillation_weight, bool) or not isinstance(distillation_weight, (int, float)) or \
                 not 0 <= distillation_weight < float("inf"):
             raise ValueError(f"distillation_weight must be a finite number >= 0, got {distillation_weight!r}.")

@@ -3,8 +3,9 @@
 Post-hoc logit adjustment (Menon et al., "Long-tail learning via logit adjustment", ICLR 2021) trains with
 plain cross-entropy and predicts with ``logits - tau * log(prior)``; BSCE trains with ``logits + tau *
 log(prior)`` and predicts with the plain logits. Both take the prior from the same place
-(:class:`~bsce_avalanche.priors.ClassPrior`, driven exactly as :class:`~bsce_avalanche.BalancedSoftmaxPlugin`
-drives it), so the two differ in one thing: when the correction is applied.
+(:class:`~bsce_avalanche.priors.ClassPrior`, or :class:`~bsce_avalanche.priors.WindowPrior` online, driven
+exactly as :class:`~bsce_avalanche.BalancedSoftmaxPlugin` drives it), so the two differ in one thing: when the
+correction is applied.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import Tensor
 from avalanche.training.plugins import SupervisedPlugin
 
 from .losses import posthoc_adjustment
-from .priors import ClassPrior
+from .priors import make_prior
 
 __all__ = ["LogitAdjustmentPlugin"]
 
@@ -48,7 +49,7 @@ class LogitAdjustmentPlugin(SupervisedPlugin, supports_distributed=True):
     def __init__(self, prior: Union[str, Sequence[float], Tensor] = "auto", tau: float = 1.0,
                  window: Optional[int] = None, adjust_outputs: bool = True):
         super().__init__()
-        self.class_prior = ClassPrior(prior, tau, window)  # validates prior, tau and window
+        self.class_prior = make_prior(prior, tau, window)  # validates prior, tau and window
         if not isinstance(adjust_outputs, bool):
             raise TypeError(f"adjust_outputs must be True or False, got {adjust_outputs!r}.")
         self.adjust_outputs = adjust_outputs
@@ -86,13 +87,12 @@ class LogitAdjustmentPlugin(SupervisedPlugin, supports_distributed=True):
             self.class_prior.start_experience(self._loader)
 
     def after_training_iteration(self, strategy, **kwargs):
-        if self.class_prior.counts_batches or self.class_prior.mode == "window":  # count the mini-batch's labels
+        if self.class_prior.counts_batches:  # count the mini-batch's labels (batch and window priors)
             self.class_prior.adjustment(strategy.mb_output.detach(), strategy.mb_y)
 
     def after_training_exp(self, strategy, **kwargs):
-        prior = self.class_prior
-        counts = prior.window_counts if prior.mode == "window" else prior.counts
-        prior.end_experience()
+        counts = self.class_prior.counts  # a window prior's: the window's at the experience's end
+        self.class_prior.end_experience()
         self._counts = None if counts is None else counts.detach().double().cpu()
         self._cached = None
         self._loader = None

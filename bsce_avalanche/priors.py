@@ -4,9 +4,10 @@ BSCE's prior is the label distribution of the mini-batches actually trained on: 
 the training set's class frequency; Avalanche's ``ReplayDataLoader`` (half of every mini-batch from
 the cycled memory) draws old classes far more often. :func:`loader_class_counts` derives it exactly,
 in expectation, from the loader's datasets and batch sizes (else: the mini-batches' running label
-counts). :class:`ClassPrior` holds the policy and the cached log-adjustment; its ``"window"`` mode is
-ER-LAS's sliding-window prior (Huang et al., TMLR 2024): the label counts of the last ``l`` mini-batches,
-kept across experiences, for online continual learning.
+counts). :class:`ClassPrior` holds the policy and the cached log-adjustment, one experience at a time;
+:class:`WindowPrior`, beside it, is ER-LAS's sliding-window prior (Huang et al., TMLR 2024): the label counts of
+the last ``l`` mini-batches, kept across experiences, for online continual learning. :func:`make_prior` builds
+the one a prior mode names.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from ._choices import check_choice
 from .catalog import MAX_WINDOW, PRIOR_MODES
 from .losses import ZERO_PRIOR_OFFSET, _check_tau, as_class_counts, check_targets_have_prior, log_prior_adjustment
 
-__all__ = ["dataset_labels", "class_counts", "loader_class_counts", "window_log_prior", "ClassPrior", "PRIOR_MODES",
-           "MAX_WINDOW"]
+__all__ = ["dataset_labels", "class_counts", "loader_class_counts", "window_log_prior", "make_prior", "ClassPrior",
+           "WindowPrior", "PRIOR_MODES", "MAX_WINDOW"]
 
 
 
@@ -179,12 +180,8 @@ def window_log_prior(counts: Tensor, tau: float, dtype: torch.dtype = torch.floa
     return torch.where(counts > 0, tau * log_ratio, torch.full_like(counts, ZERO_PRIOR_OFFSET)).to(dtype)
 
 
-def _check_window(window, mode) -> Optional[int]:
-    if mode != "window":
-        if window is not None:
-            raise ValueError(f"window={window!r} applies only to prior='window' (got prior={mode!r}): remove it, or "
-                             "use prior='window'.")
-        return None
+def _check_window(window) -> int:
+    """``window`` (mini-batches) as an int, or a ValueError saying what is wrong with it."""
     if window is None:
         raise ValueError("prior='window' needs window=l, the number of mini-batches whose labels make the prior "
                          "(ER-LAS: 1 on CIFAR, 10 on ImageNet).")
@@ -209,57 +206,101 @@ def _check_ring(ring, ring_next, window) -> Optional[str]:
     return None
 
 
-class ClassPrior:
+def make_prior(mode: Union[str, Sequence[float], Tensor] = "auto", tau: float = 1.0,
+               window: Optional[int] = None) -> Union["ClassPrior", "WindowPrior"]:
+    """BSCE's class prior for ``mode`` (one of :data:`PRIOR_MODES`, or per-class counts): a :class:`WindowPrior` of
+    ``window`` mini-batches for ``"window"``, else a :class:`ClassPrior`; ``tau``: the strength of the adjustment."""
+    if isinstance(mode, str) and mode == "window":
+        return WindowPrior(window, tau)
+    return ClassPrior(mode, tau, window)
+
+
+class _Prior:
+    """What both priors share: ``tau``, ``history`` (the prior, as frequencies, at the end of every experience),
+    ``prior`` and the ``(mode, window)`` a saved state must match. ``counts`` (a property or attribute of each):
+    the label counts the prior is made of now, or None."""
+
+    mode: str
+    window: Optional[int]
+    counts: Optional[Tensor]
+
+    def __init__(self, tau: float):
+        self.tau = _check_tau(tau)
+        self.history: list[list[float]] = []  # the prior (frequencies) of every experience
+
+    @property
+    def prior(self) -> Optional[Tensor]:
+        """Class frequencies of the current experience, or of the current window (None before the first one)."""
+        counts = self.counts
+        return None if counts is None else (counts.double() / counts.sum()).cpu()
+
+    def _record(self, counts: Optional[Tensor], trim: bool) -> Optional[list[float]]:
+        """Append ``counts`` as frequencies (``trim``: to the classes seen) to :attr:`history` and return them."""
+        if counts is None:
+            return None
+        counts = counts.double().cpu()
+        if trim:  # sized like the logits: trim to the classes seen, as the others
+            counts = counts[: int(torch.nonzero(counts).max()) + 1]
+        self.history.append((counts / counts.sum()).tolist())
+        return self.history[-1]
+
+    def _check_settings(self, state: dict) -> None:
+        if (state["mode"], state["window"]) != (self.mode, self.window):
+            raise ValueError(f"This state is of a prior with mode={state['mode']!r}, window={state['window']!r}, not "
+                             f"mode={self.mode!r}, window={self.window!r}: build the prior with the same settings.")
+
+
+class ClassPrior(_Prior):
     """BSCE's class prior, one training experience at a time, and its log-adjustment.
 
     :class:`~bsce_avalanche.BalancedSoftmaxPlugin` drives it: :meth:`start_experience` on a new training
     loader, :meth:`adjustment` for every training mini-batch, :meth:`end_experience` at the end.
 
-    :param mode: one of :data:`PRIOR_MODES` (see ``BalancedSoftmaxPlugin``), or per-class counts
-        (or frequencies) used as they are.
+    :param mode: one of :data:`PRIOR_MODES` (see ``BalancedSoftmaxPlugin``) but ``"window"``, or per-class counts
+        (or frequencies) used as they are. ``ClassPrior("window", window=l)`` builds a :class:`WindowPrior`
+        (as :func:`make_prior` does).
     :param tau: strength of the adjustment (``0`` = plain CE, ``1`` = BSCE).
-    :param window: with ``mode="window"`` (only), the number ``l`` of mini-batches in the prior: the label
-        counts of the last ``l`` mini-batches, the current one included, held on the device in a ring
-        buffer that no experience resets (per mini-batch one fixed-length bincount, a ``scatter_add_``,
-        and no host sync).
+    :param window: only with ``mode="window"``.
     """
+
+    window = None  # no window (WindowPrior's setting): in the state_dict, which must match on loading
+
+    def __new__(cls, mode: Union[str, Sequence[float], Tensor] = "auto", tau: float = 1.0,
+                window: Optional[int] = None):
+        if cls is ClassPrior and isinstance(mode, str) and mode == "window":  # as before WindowPrior
+            return WindowPrior(window, tau)
+        return super().__new__(cls)
 
     def __init__(self, mode: Union[str, Sequence[float], Tensor] = "auto", tau: float = 1.0,
                  window: Optional[int] = None):
         if isinstance(mode, str):
             check_choice("prior mode", mode, PRIOR_MODES, "a sequence of per-class counts")
+            if mode == "window":  # only a subclass gets here: ClassPrior("window") is a WindowPrior
+                raise TypeError(f"{type(self).__name__} has no window mode: build a WindowPrior (make_prior).")
             self.fixed_counts: Optional[Tensor] = None
         else:
             self.fixed_counts = as_class_counts(mode, name="prior")
             mode = "fixed"
         self.mode = mode
-        self.tau = _check_tau(tau)
-        self.window = _check_window(window, mode)
-        self._ring: Optional[Tensor] = None  # window mode: (window, classes) label counts, one row per mini-batch
-        self._ring_next = 0  # window mode: the row the next mini-batch overwrites (the oldest)
-        self.history: list[list[float]] = []  # the prior (frequencies) of every experience
+        super().__init__(tau)
+        if window is not None:
+            raise ValueError(f"window={window!r} applies only to prior='window' (got prior={mode!r}): remove it, or "
+                             "use prior='window'.")
         self.counts: Optional[Tensor] = None  # the current experience's class counts
         self.counts_batches = mode == "batch"  # counts = running label counts of the mini-batches
         self._adjustment: Optional[Tensor] = None  # cached tau * log prior, logits-sized
 
-    @property
-    def prior(self) -> Optional[Tensor]:
-        """Class frequencies of the current experience, or of the current window (None before the first one)."""
-        counts = self.window_counts if self.mode == "window" else self.counts
-        return None if counts is None else (counts.double() / counts.sum()).cpu()
-
-    @property
-    def window_counts(self) -> Optional[Tensor]:
-        """Window mode: the label counts of the last ``window`` mini-batches (None before the first one)."""
-        return None if self._ring is None else self._ring.sum(0)
+    def __setstate__(self, state: dict) -> None:
+        """Unpickled (from a checkpoint): a window prior saved before :class:`WindowPrior` (a ClassPrior of mode
+        ``"window"``) becomes one."""
+        if state.get("mode") == "window":
+            self.__class__ = WindowPrior
+            state = {k: v for k, v in state.items() if k in WindowPrior.STATE_ATTRIBUTES}
+        self.__dict__.update(state)
 
     def start_experience(self, loader) -> None:
-        """Compute the counts of the experience that ``loader`` draws, from label tensors (window mode: nothing,
-        the window runs on across experiences)."""
+        """Compute the counts of the experience that ``loader`` draws, from label tensors."""
         self._adjustment = None
-        if self.mode == "window":
-            self.counts_batches = False
-            return
         if self.fixed_counts is not None:
             self.counts = self.fixed_counts
         elif self.mode == "batch":
@@ -277,8 +318,6 @@ class ClassPrior:
         mini-batch labels (a ``bincount`` and a ``log`` per mini-batch, all-reduced under
         ``torch.distributed`` so that every rank uses the same prior)."""
         num_classes = logits.shape[1]
-        if self.mode == "window":
-            return self._window_adjustment(logits, targets)
         if self.counts_batches:
             batch = torch.bincount(targets.long().flatten(), minlength=num_classes).double()
             if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -295,7 +334,64 @@ class ClassPrior:
             check_targets_have_prior(targets, adj)  # a user's prior may miss trained classes
         return adj
 
-    def _window_adjustment(self, logits: Tensor, targets: Tensor) -> Tensor:
+    def end_experience(self) -> Optional[list[float]]:
+        """Record the experience's prior (frequencies) in :attr:`history` and return it."""
+        return self._record(self.counts, trim=self.counts_batches)
+
+    def state_dict(self) -> dict:
+        """What the prior has learnt from the data: the history."""
+        return {"mode": self.mode, "window": self.window, "history": [list(h) for h in self.history]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` into a prior built with the same mode."""
+        self._check_settings(state)
+        self.history = [list(h) for h in state["history"]]
+
+    def fresh(self) -> "ClassPrior":
+        """A prior of the same settings that has seen no data (no history)."""
+        return ClassPrior(self.fixed_counts if self.mode == "fixed" else self.mode, self.tau)
+
+    def check_state(self) -> None:
+        """Nothing to check (as :meth:`WindowPrior.check_state`, for a prior restored by attribute)."""
+
+
+class WindowPrior(_Prior):
+    """ER-LAS's sliding-window prior (Huang et al., TMLR 2024), for online continual learning: the label counts of
+    the last ``window`` training mini-batches, the current one included, stream and memory samples alike, kept
+    across experiences (never reset), and its log-adjustment.
+
+    Driven as :class:`ClassPrior` is (``BalancedSoftmaxPlugin(prior="window", window=l)`` builds one): every
+    :meth:`adjustment` records its mini-batch's labels in a ring buffer of ``(window, classes)`` counts held on the
+    device, over the oldest row (one fixed-length bincount, a ``scatter_add_``, no host sync), and returns the
+    window's ``tau * log(prior)``.
+
+    :param window: the number ``l`` of mini-batches in the prior (ER-LAS: 1 on CIFAR, 10 on ImageNet), at most
+        :data:`MAX_WINDOW`.
+    :param tau: strength of the adjustment (``0`` = plain CE, ``1`` = BSCE).
+    """
+
+    mode = "window"
+    counts_batches = True  # counted from the training mini-batches: every one goes through adjustment()
+    #: The attributes a checkpoint holds (and an old checkpoint's window ClassPrior is read into).
+    STATE_ATTRIBUTES = ("tau", "window", "history", "_ring", "_ring_next")
+
+    def __init__(self, window: int, tau: float = 1.0):
+        super().__init__(tau)
+        self.window = _check_window(window)
+        self._ring: Optional[Tensor] = None  # (window, classes) label counts, one row per mini-batch
+        self._ring_next = 0  # the row the next mini-batch overwrites (the oldest)
+
+    @property
+    def counts(self) -> Optional[Tensor]:
+        """The label counts of the last ``window`` mini-batches (None before the first one)."""
+        return None if self._ring is None else self._ring.sum(0)
+
+    window_counts = counts  # its name when the window was a mode of ClassPrior
+
+    def start_experience(self, loader) -> None:
+        """Nothing: the window runs on across experiences."""
+
+    def adjustment(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Record the mini-batch's label counts (all-reduced under ``torch.distributed``: the global batch) in
         the ring buffer, over the oldest row, and return the window's ``tau * log(prior)``."""
         num_classes = logits.shape[1]
@@ -318,50 +414,31 @@ class ClassPrior:
         self._ring, self._ring_next = ring, (self._ring_next + 1) % self.window
         return window_log_prior(ring.sum(0)[:num_classes], self.tau, logits.dtype)
 
+    def end_experience(self) -> Optional[list[float]]:
+        """Record the window's prior at the experience's end (frequencies, to the classes seen) in :attr:`history`
+        and return it."""
+        return self._record(self.counts, trim=True)
+
     def state_dict(self) -> dict:
-        """What the prior has learnt from the data: the history and, in window mode, the window (on the CPU)."""
-        state = {"mode": self.mode, "window": self.window, "history": [list(h) for h in self.history]}
-        if self.mode == "window":
-            state.update(ring=None if self._ring is None else self._ring.cpu().clone(), ring_next=self._ring_next)
-        return state
+        """What the prior has learnt from the data: the history and the window (on the CPU)."""
+        return {"mode": self.mode, "window": self.window, "history": [list(h) for h in self.history],
+                "ring": None if self._ring is None else self._ring.cpu().clone(), "ring_next": self._ring_next}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` into a prior built with the same mode and window."""
-        if (state["mode"], state["window"]) != (self.mode, self.window):
-            raise ValueError(f"This state is of a prior with mode={state['mode']!r}, window={state['window']!r}, not "
-                             f"mode={self.mode!r}, window={self.window!r}: build the prior with the same settings.")
-        if self.mode == "window" and (problem := _check_ring(state["ring"], state["ring_next"], self.window)):
+        """Restore :meth:`state_dict` into a prior built with the same window."""
+        self._check_settings(state)
+        if problem := _check_ring(state["ring"], state["ring_next"], self.window):
             raise ValueError(f"This window prior's state is damaged: {problem}.")
         self.history = [list(h) for h in state["history"]]
-        if self.mode == "window":
-            self._ring = None if state["ring"] is None else state["ring"].clone()
-            self._ring_next = int(state["ring_next"])
+        self._ring = None if state["ring"] is None else state["ring"].clone()
+        self._ring_next = int(state["ring_next"])
 
-    def fresh(self) -> "ClassPrior":
+    def fresh(self) -> "WindowPrior":
         """A prior of the same settings that has seen no data (no history, an empty window)."""
-        return ClassPrior(self.fixed_counts if self.mode == "fixed" else self.mode, self.tau, self.window)
+        return WindowPrior(self.window, self.tau)
 
     def check_state(self) -> None:
         """Raise a one-line ``ValueError`` where the prior's state (restored by attribute, e.g. from a
         checkpoint) cannot run: a window ring of another length than ``window``, a position outside it."""
-        if self.mode == "window" and (problem := _check_ring(self._ring, self._ring_next, self.window)):
+        if problem := _check_ring(self._ring, self._ring_next, self.window):
             raise ValueError(f"This window prior's state is damaged: {problem}.")
-
-    def end_experience(self) -> Optional[list[float]]:
-        """Record the experience's prior (frequencies; window mode: the window's at the experience's end) in
-        :attr:`history` and return it."""
-        if self.mode == "window":
-            counts = self.window_counts
-            if counts is None:
-                return None
-            counts = counts.double().cpu()
-            counts = counts[: int(torch.nonzero(counts).max()) + 1]
-            self.history.append((counts / counts.sum()).tolist())
-            return self.history[-1]
-        if self.counts is None:
-            return None
-        counts = self.counts.double().cpu()
-        if self.counts_batches:  # sized like the logits: trim to the classes seen, as the others
-            counts = counts[: int(torch.nonzero(counts).max()) + 1]
-        self.history.append((counts / counts.sum()).tolist())
-        return self.history[-1]

@@ -184,12 +184,12 @@ class BatchRecorder:
 def fake_wandb(monkeypatch):
     """``wandb`` inside the W&B logger replaced by a recorder (tests/fake_wandb.py); the
     process's memo of servers that failed starts empty."""
-    from bsce_avalanche.runner import wandb_logger
+    from bsce_avalanche.runner import wandb_logger, wandb_mode
     from fake_wandb import FakeWandb
 
     fake = FakeWandb()
     monkeypatch.setattr(wandb_logger, "wandb", fake)
-    monkeypatch.setattr(wandb_logger, "_online_failures", {})
+    monkeypatch.setattr(wandb_mode, "_online_failures", {})
     return fake
 
 

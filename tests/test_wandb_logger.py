@@ -1,4 +1,4 @@
-"""Tests for bsce_avalanche.runner.wandb_logger.
+"""Tests for bsce_avalanche.runner.wandb_logger and the mode choice it starts from (runner/wandb_mode.py).
 
 Most tests replace ``wandb`` inside the logger by a recorder (``fake_wandb`` fixture,
 tests/fake_wandb.py) and assert on what the logger handed to wandb. The ``real`` tests run
@@ -27,13 +27,9 @@ import torch
 import wandb
 from avalanche.evaluation.metric_results import AlternativeValues, LoggingType, MetricValue, TensorImage
 
-from bsce_avalanche.runner import wandb_logger
-from bsce_avalanche.runner.wandb_logger import (
-    WandBLogger,
-    WandBOfflineWarning,
-    has_wandb_credentials,
-    resolve_wandb_mode,
-)
+from bsce_avalanche.runner import wandb_logger, wandb_mode
+from bsce_avalanche.runner.wandb_logger import WandBLogger, WandBOfflineWarning
+from bsce_avalanche.runner.wandb_mode import has_wandb_credentials, resolve_wandb_mode
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE_KEY = "k" * 40
@@ -95,6 +91,9 @@ def test_mode_resolution_precedence(wandb_env, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "nope")
     with pytest.raises(ValueError, match="WANDB_MODE"):
         resolve_wandb_mode()
+    # the logger's module still offers them (their first home)
+    assert (wandb_logger.resolve_wandb_mode, wandb_logger.has_wandb_credentials, wandb_logger.MODES) == \
+        (resolve_wandb_mode, has_wandb_credentials, wandb_mode.MODES)
 
 
 def test_netrc_entry_counts_as_credentials(wandb_env, monkeypatch):
@@ -244,7 +243,7 @@ def test_explicit_offline_mode_is_silent_and_env_mode_wins_over_key(wandb_env, f
 
 def test_failed_online_init_falls_back_to_offline(wandb_env, fake_wandb, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)  # credentials -> tries online
-    monkeypatch.setattr(wandb_logger, "_unreachable", lambda url: None)  # the server answers...
+    monkeypatch.setattr(wandb_mode, "server_unreachable", lambda url: None)  # the server answers...
     fake_wandb.fail_online = wandb.errors.CommError("dial tcp: no such host\nmore details")  # ...init fails
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -276,7 +275,7 @@ def test_online_start_without_network_is_decided_once(wandb_env, fake_wandb, mon
         start = time.monotonic()
         first = WandBLogger(project="p", dir=wandb_env / "runs", id="wanted02")
         assert time.monotonic() - start < 2.0
-        monkeypatch.setattr(wandb_logger, "_unreachable", lambda url: pytest.fail("probed twice"))
+        monkeypatch.setattr(wandb_mode, "server_unreachable", lambda url: pytest.fail("probed twice"))
         second = WandBLogger(project="p", dir=wandb_env / "runs", mode="online")
     assert fake_wandb.init_modes == ["offline", "offline"]
     assert (first.mode, second.mode) == ("offline", "offline")
@@ -287,13 +286,13 @@ def test_online_start_without_network_is_decided_once(wandb_env, fake_wandb, mon
     assert first.sync_command in str(warning.message)
     # another server is tried; the failed one again once ONLINE_RETRY_S have passed
     probed = []
-    monkeypatch.setattr(wandb_logger, "_unreachable", lambda url: probed.append(url) or "down")
+    monkeypatch.setattr(wandb_mode, "server_unreachable", lambda url: probed.append(url) or "down")
     monkeypatch.setenv("WANDB_BASE_URL", "http://other.invalid")
     WandBLogger(project="p", dir=wandb_env / "runs", mode="online")
     monkeypatch.setenv("WANDB_BASE_URL", UNREACHABLE)
     WandBLogger(project="p", dir=wandb_env / "runs", mode="online")
-    when, why = wandb_logger._online_failures[UNREACHABLE]
-    wandb_logger._online_failures[UNREACHABLE] = (when - wandb_logger.ONLINE_RETRY_S - 1, why)
+    when, why = wandb_mode._online_failures[UNREACHABLE]
+    wandb_mode._online_failures[UNREACHABLE] = (when - wandb_mode.ONLINE_RETRY_S - 1, why)
     WandBLogger(project="p", dir=wandb_env / "runs", mode="online")
     assert probed == ["http://other.invalid", UNREACHABLE]
 
@@ -311,12 +310,12 @@ def test_the_server_probe(monkeypatch, error, answers):
         raise error
 
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
-    assert (wandb_logger._unreachable("http://w/") is None) == answers
+    assert (wandb_mode.server_unreachable("http://w/") is None) == answers
 
 
 def test_online_start_that_works_stays_online(wandb_env, fake_wandb, monkeypatch):
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
-    monkeypatch.setattr(wandb_logger, "_unreachable", lambda url: None)
+    monkeypatch.setattr(wandb_mode, "server_unreachable", lambda url: None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         logger = WandBLogger(project="p", dir=wandb_env / "runs", init_timeout=12.0)

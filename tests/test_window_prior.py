@@ -95,6 +95,62 @@ def test_window_prior_constructor_and_repr(window):
     assert plugin.class_prior.window == window and plugin.prior is None
 
 
+def test_the_window_prior_is_its_own_class_beside_class_prior():
+    """``WindowPrior`` holds the window, ``ClassPrior`` the per-experience priors; every way of asking for a window
+    prior (make_prior, the plugins, ``ClassPrior("window", ...)`` as before WindowPrior) builds a WindowPrior, with
+    the same state_dict format as before."""
+    from bsce_avalanche import LogitAdjustmentPlugin, WindowPrior
+    from bsce_avalanche.priors import make_prior
+
+    built = [make_prior("window", 0.5, 3), ClassPrior("window", tau=0.5, window=3),
+             BalancedSoftmaxPlugin(prior="window", tau=0.5, window=3).class_prior,
+             LogitAdjustmentPlugin(prior="window", tau=0.5, window=3).class_prior]
+    for prior in built:
+        assert type(prior) is WindowPrior and (prior.mode, prior.window, prior.tau) == ("window", 3, 0.5)
+        assert prior.counts_batches and prior.counts is None and prior.prior is None
+        assert prior.state_dict() == {"mode": "window", "window": 3, "history": [], "ring": None, "ring_next": 0}
+    for prior in (make_prior("auto"), ClassPrior("batch"), make_prior([1, 2])):
+        assert type(prior) is ClassPrior and prior.window is None
+        assert list(prior.state_dict()) == ["mode", "window", "history"]
+    window = WindowPrior(2)
+    window.adjustment(torch.zeros(3, 4), torch.tensor([0, 0, 1]))
+    assert window.counts.tolist() == window.window_counts.tolist() == [2, 1, 0, 0]
+    assert type(window.fresh()) is WindowPrior and window.fresh().counts is None
+
+
+@pytest.mark.parametrize("how", ["checkpoint table", "pickle"])
+def test_a_window_prior_saved_before_window_prior_existed_resumes_as_one(how):
+    """A checkpoint written when the window was a mode of ClassPrior (a ClassPrior of mode "window" with its ring)
+    loads as a WindowPrior that carries on exactly as the prior it was saved from."""
+    import pickle
+
+    from bsce_avalanche import WindowPrior
+    from bsce_avalanche.runner import checkpoint, plain_state
+
+    live = WindowPrior(3, tau=0.7)
+    torch.manual_seed(0)
+    batches = [torch.randint(0, 4, (8,)) for _ in range(5)]
+    for targets in batches[:4]:
+        live.adjustment(torch.zeros(8, 5), targets)
+    live.end_experience()
+    old = ClassPrior.__new__(ClassPrior)  # the attributes a window ClassPrior had
+    old.__dict__.update(fixed_counts=None, mode="window", tau=0.7, window=3, _ring=live._ring.clone(),
+                        _ring_next=live._ring_next, history=[list(h) for h in live.history], counts=None,
+                        counts_batches=False, _adjustment=None)
+    if how == "pickle":
+        loaded = pickle.loads(pickle.dumps(old))
+    else:
+        table = plain_state.encode(old, checkpoint.ALLOWED)
+        assert ["global", "bsce_avalanche.priors.ClassPrior"] in table["table"]  # saved as a ClassPrior
+        loaded = plain_state.decode(table, checkpoint.ALLOWED)
+    assert type(loaded) is WindowPrior and set(vars(loaded)) == set(WindowPrior.STATE_ATTRIBUTES)
+    loaded.check_state()
+    assert loaded.state_dict().keys() == live.state_dict().keys()
+    torch.testing.assert_close(loaded.adjustment(torch.zeros(8, 5), batches[4]),
+                               live.adjustment(torch.zeros(8, 5), batches[4]))
+    assert loaded.end_experience() == live.end_experience() and loaded.history == live.history
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(prior="window"), "needs window=l"),
     (dict(prior="window", window=0), "positive int"),

@@ -43,7 +43,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from ..benchmarks.common import TensorImageDataset
 from ..compat import CHECKPOINT_PRIVATE_CLASSES
-from ..priors import ClassPrior
+from ..priors import ClassPrior, WindowPrior
 from ..replay import ModelHerdingSelectionStrategy
 from . import plain_state
 from .config import ConfigError
@@ -68,7 +68,7 @@ ALLOWED = {plain_state.global_name(obj): obj for obj in (
     transform_groups.TupleTransform, transform_groups.identity, default_collate,
     storage_policy.ReservoirSamplingBuffer, storage_policy.ClassBalancedBuffer, storage_policy.ExperienceBalancedBuffer,
     storage_policy.ParametricBuffer, ModelHerdingSelectionStrategy,
-    ClassPrior, Mean, regularization.LearningWithoutForgetting, nn.BCELoss, BiasLayer,
+    ClassPrior, WindowPrior, Mean, regularization.LearningWithoutForgetting, nn.BCELoss, BiasLayer,
 )}
 
 
@@ -314,7 +314,8 @@ def restore_strategy(strategy, payload: dict, exclude: Iterable = (), benchmark=
                               f"({sorted(memory['plugins'])} vs {sorted(current)}): resume with the same config.")
     for key, state in memory["plugins"].items():
         for attr, value in state.items():
-            if isinstance(value, ClassPrior):  # a cut window ring: one line now, not a traceback mid-training
+            # a cut window ring: one line now, not a traceback mid-training
+            if isinstance(value, (ClassPrior, WindowPrior)):
                 try:
                     value.check_state()
                 except ValueError as err:

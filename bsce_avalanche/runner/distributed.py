@@ -181,9 +181,25 @@ def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
     plain module), ``make_eval_dataloader`` (unsharded), ``_after_training_epoch`` (BatchNorm
     buffers from rank 0), ``_before_training_exp`` (ER-ACE's memory loader sharded) and
     ``_after_training_exp`` (``train_mb_size`` global while plugins train on full datasets: BiC).
+    Each replacement is made by its own function below, from the strategy's method it wraps.
     """
     if not is_distributed():
         return strategy
+    strategy.forward = _ddp_forward(strategy, device)
+    strategy.make_eval_dataloader = _unsharded_eval_dataloader(strategy)
+    # Avalanche's check only warns about plugins without a ``supports_distributed`` flag
+    # (LwF's, iCaRL's, BiC's...); ranks are instead compared after every step
+    # (consistency_digests), which checks what the flag only promises: rebind_strategy_hooks turns it off.
+    rebind_strategy_hooks(strategy, after_training_epoch=_rank0_buffers_after_epoch(strategy),
+                          before_training_exp=_sharded_er_ace_memory(strategy),
+                          after_training_exp=_global_batch_after_exp(strategy, global_batch_size))
+    return strategy
+
+
+def _ddp_forward(strategy, device: torch.device):
+    """``strategy.forward`` whose training forward pass with grad runs through DDP (wrapped again when the model's
+    parameters change); the rest on the plain module. The DDP wrapper is not a plugin: checkpoints stay as in a
+    single process."""
 
     def wrap(module):
         ddp = DistributedDataParallel(  # broadcasts rank 0's weights and buffers
@@ -191,7 +207,7 @@ def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
         )
         return ddp, _parameter_ids(module)
 
-    ddp, params = wrap(strategy.model)  # (not a plugin: checkpoints stay as in a single process)
+    ddp, params = wrap(strategy.model)
     original_forward = strategy.forward
 
     def forward():
@@ -208,9 +224,13 @@ def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
                 strategy.model = ddp.module
         return original_forward()
 
-    original_make_eval, original_after_epoch = strategy.make_eval_dataloader, strategy_hook(strategy, "_after_training_epoch")
-    original_before_exp = strategy_hook(strategy, "_before_training_exp")
-    original_after_exp = strategy_hook(strategy, "_after_training_exp")
+    return forward
+
+
+def _unsharded_eval_dataloader(strategy):
+    """``strategy.make_eval_dataloader`` that loads the whole test set on every rank (Avalanche shards it, with
+    padding duplicates)."""
+    original_make_eval = strategy.make_eval_dataloader
 
     def make_eval_dataloader(**kwargs):
         original_make_eval(**kwargs)
@@ -221,10 +241,24 @@ def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
         elif isinstance(loader, MultiDatasetDataLoader) and loader.distributed_sampling:
             warnings.warn(f"Evaluation loader {type(loader).__name__} is sharded across ranks.", stacklevel=2)
 
+    return make_eval_dataloader
+
+
+def _rank0_buffers_after_epoch(strategy):
+    """The ``_after_training_epoch`` hook, after giving every rank rank 0's buffers (BatchNorm statistics)."""
+    original_after_epoch = strategy_hook(strategy, "_after_training_epoch")
+
     def _after_training_epoch(**kwargs):
         for buf in strategy.model.buffers():
             dist.broadcast(buf, src=0)
         return original_after_epoch(**kwargs)
+
+    return _after_training_epoch
+
+
+def _sharded_er_ace_memory(strategy):
+    """The ``_before_training_exp`` hook, then ER-ACE's memory loader sharded across ranks."""
+    original_before_exp = strategy_hook(strategy, "_before_training_exp")
 
     def _before_training_exp(**kwargs):
         original_before_exp(**kwargs)
@@ -238,6 +272,14 @@ def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
                 strategy.replay_loader = cycle(torch.utils.data.DataLoader(
                     buffer, batch_size=strategy.batch_size_mem, sampler=sampler, drop_last=True))
 
+    return _before_training_exp
+
+
+def _global_batch_after_exp(strategy, global_batch_size: int):
+    """The ``_after_training_exp`` hook with ``train_mb_size`` the global batch (plugins that train on full
+    datasets there, BiC's bias layer, are not sharded)."""
+    original_after_exp = strategy_hook(strategy, "_after_training_exp")
+
     def _after_training_exp(**kwargs):
         per_rank, strategy.train_mb_size = strategy.train_mb_size, global_batch_size
         try:
@@ -245,14 +287,7 @@ def prepare_strategy(strategy, device: torch.device, global_batch_size: int):
         finally:
             strategy.train_mb_size = per_rank
 
-    strategy.forward = forward
-    strategy.make_eval_dataloader = make_eval_dataloader
-    # Avalanche's check only warns about plugins without a ``supports_distributed`` flag
-    # (LwF's, iCaRL's, BiC's...); ranks are instead compared after every step
-    # (consistency_digests), which checks what the flag only promises: rebind_strategy_hooks turns it off.
-    rebind_strategy_hooks(strategy, after_training_epoch=_after_training_epoch,
-                          before_training_exp=_before_training_exp, after_training_exp=_after_training_exp)
-    return strategy
+    return _after_training_exp
 
 
 def _parameter_ids(module) -> tuple:

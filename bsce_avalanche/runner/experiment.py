@@ -5,13 +5,14 @@ write ``results.json`` (atomically, after every step) and a W&B run."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -179,7 +180,53 @@ def cudnn_benchmark(enabled: bool):
         torch.backends.cudnn.benchmark = before
 
 
+@dataclasses.dataclass
+class _Run:
+    """What a run's three parts share: :func:`_setup` builds it (resuming a checkpoint's state), :func:`_train_steps`
+    trains and records one experience at a time, :func:`_finish` writes the final record."""
+
+    cfg: ExperimentConfig
+    out: Path
+    main: bool  # this process writes the files (rank 0 under torchrun)
+    benchmark: Any
+    classes_per_step: list
+    n_classes: int
+    logger: Any  # the WandBLogger, or None
+    # the plugins the runner reads (None: not in this run), and those it adds to the strategy, in order
+    recorder: _PredictionRecorder
+    counter: ComputeCounter
+    guard: NonFiniteLossGuard
+    bsce: Optional[BalancedSoftmaxPlugin]
+    posthoc: Optional[LogitAdjustmentPlugin]
+    ncm: Optional[NCMDiagnostic]
+    first: Optional[FirstExperiencePlugin]
+    plugins: list
+    strategy: Any = None
+    aligning: Optional[WeightAligningPlugin] = None
+    results: dict = dataclasses.field(default_factory=dict)
+    alt_steps: list = dataclasses.field(default_factory=list)  # iCaRL: the other eval mode (head vs NME)
+
+    @property
+    def head(self) -> bool:
+        """Whether the reported evaluation uses the trained head (iCaRL's NME does not); post-hoc adjusts its logits."""
+        return self.cfg.strategy != "icarl" or self.cfg.icarl_eval == "head"
+
+    @property
+    def has_memory(self) -> bool:
+        """Whether the strategy keeps a rehearsal memory (``samples_stored`` counts it)."""
+        return STRATEGIES[self.cfg.strategy].memory or uses_replay_option(vars(self.cfg))
+
+
 def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
+    """The run in ``out`` (locked), from ``checkpoint`` when resuming: set up, train the steps left, finish."""
+    run = _setup(cfg, out, device, checkpoint)
+    _train_steps(run)
+    return _finish(run)
+
+
+def _setup(cfg: ExperimentConfig, out: Path, device, checkpoint) -> _Run:
+    """Seed; build the benchmark, the model, the W&B logger, the plugins and the strategy; start the results, and
+    put a checkpoint's state back."""
     main = distributed.is_main_process()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -189,19 +236,45 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
     classes_per_step = [list(map(int, e.classes_in_this_experience)) for e in benchmark.train_stream]
     n_classes = int(benchmark.n_classes)
     model = build_model(cfg, n_classes, device)
-
-    logger = None
-    if cfg.wandb and main:
-        from .wandb_logger import WandBLogger  # wandb is a heavy import, not needed with --no-wandb
-
-        run_id = ((checkpoint["extra"]["results"].get("wandb") or {}) if checkpoint else {}).get("run_id")
-        logger = WandBLogger(id=run_id, resume="allow" if run_id else None, project=cfg.wandb_project,
-                             entity=cfg.wandb_entity, name=f"{cfg.name}/{cfg.run_name}",
-                             group=f"{cfg.name}/{cfg.strategy}", job_type=cfg.loss,
-                             tags=[cfg.benchmark, cfg.strategy, cfg.loss], config=cfg.to_dict(), dir=out,
-                             mode=cfg.wandb_mode)
+    logger = _start_logger(cfg, out, checkpoint) if cfg.wandb and main else None
     metrics = accuracy_metrics(experience=True, stream=True), loss_metrics(experience=True, stream=True)
     evaluator = EvaluationPlugin(*metrics, loggers=[logger] if logger is not None else [])
+    run = _Run(cfg=cfg, out=out, main=main, benchmark=benchmark, classes_per_step=classes_per_step, n_classes=n_classes,
+               logger=logger, **_make_plugins(cfg, n_classes, device, out, checkpoint))
+    # DDP: cfg.batch_size is the global mini-batch; each rank loads its share
+    train_cfg = cfg.replace(batch_size=distributed.per_rank_batch_size(cfg.batch_size),
+                            batch_size_mem=cfg.batch_size_mem and distributed.per_rank_batch_size(cfg.batch_size_mem))
+    run.strategy = build_strategy(train_cfg, model, n_classes, device, run.plugins, evaluator)
+    distributed.prepare_strategy(run.strategy, device, cfg.batch_size)
+
+    # the fields and their meaning: results_format.FIELDS
+    run.results = new_results(cfg.to_dict(), n_classes, list(map(int, benchmark.classes_order)), classes_per_step,
+                              _data_digest(cfg, benchmark),
+                              {**_environment(device), "compile": COMPILE_RECORD if cfg.compile else None})
+    if distributed.is_distributed():
+        run.results["distributed"] = distributed.describe(cfg.batch_size)
+    if logger is not None:
+        run.results["wandb"] = {"run_id": logger.run_id, "run_dir": str(logger.run_dir) if logger.run_dir else None,
+                                "sync_command": logger.sync_command}
+    if checkpoint:
+        _resume(run, checkpoint)
+    run.aligning = next((p for p in run.strategy.plugins if isinstance(p, WeightAligningPlugin)), None)
+    return run
+
+
+def _start_logger(cfg: ExperimentConfig, out: Path, checkpoint):
+    """The run's W&B logger (a resumed run continues its W&B run)."""
+    from .wandb_logger import WandBLogger  # wandb is a heavy import, not needed with --no-wandb
+
+    run_id = ((checkpoint["extra"]["results"].get("wandb") or {}) if checkpoint else {}).get("run_id")
+    return WandBLogger(id=run_id, resume="allow" if run_id else None, project=cfg.wandb_project,
+                       entity=cfg.wandb_entity, name=f"{cfg.name}/{cfg.run_name}", group=f"{cfg.name}/{cfg.strategy}",
+                       job_type=cfg.loss, tags=[cfg.benchmark, cfg.strategy, cfg.loss], config=cfg.to_dict(), dir=out,
+                       mode=cfg.wandb_mode)
+
+
+def _make_plugins(cfg: ExperimentConfig, n_classes: int, device, out: Path, checkpoint) -> dict:
+    """The runner's plugins by name, and ``plugins``: the list the strategy gets, in order."""
     recorder = _PredictionRecorder()
     # its counts go to results (and so into checkpoints) after each step (online: summed over the task's
     # mini-batch experiences)
@@ -222,120 +295,138 @@ def _run(cfg: ExperimentConfig, out: Path, device, checkpoint) -> dict:
                                     adjust_outputs=False) if posthoc_applies(vars(cfg)) else None
     ncm = NCMDiagnostic() if cfg.ncm_diagnostic else None  # features' NCM accuracy, class means from the memory
     plugins += [p for p in (bsce, posthoc, ncm, recorder, counter, guard) if p is not None]
-    # DDP: cfg.batch_size is the global mini-batch; each rank loads its share
-    train_cfg = cfg.replace(batch_size=distributed.per_rank_batch_size(cfg.batch_size),
-                            batch_size_mem=cfg.batch_size_mem and distributed.per_rank_batch_size(cfg.batch_size_mem))
-    strategy = build_strategy(train_cfg, model, n_classes, device, plugins, evaluator)
-    distributed.prepare_strategy(strategy, device, cfg.batch_size)
+    return dict(recorder=recorder, counter=counter, guard=guard, bsce=bsce, posthoc=posthoc, ncm=ncm, first=first,
+                plugins=plugins)
 
-    # the fields and their meaning: results_format.FIELDS
-    results = new_results(cfg.to_dict(), n_classes, list(map(int, benchmark.classes_order)), classes_per_step,
-                          _data_digest(cfg, benchmark),
-                          {**_environment(device), "compile": COMPILE_RECORD if cfg.compile else None})
-    has_memory = STRATEGIES[cfg.strategy].memory or uses_replay_option(vars(cfg))
-    if distributed.is_distributed():
-        results["distributed"] = distributed.describe(cfg.batch_size)
-    if logger is not None:
-        results["wandb"] = {"run_id": logger.run_id, "run_dir": str(logger.run_dir) if logger.run_dir else None,
-                            "sync_command": logger.sync_command}
-    alt_steps = []  # iCaRL: the other eval mode (head vs NME) on the same weights
-    if checkpoint:
-        before = checkpoint["extra"]["results"].get("data_digest")
-        if before is not None and before != results["data_digest"]:
-            raise ConfigError(f"{out / CHECKPOINT_FILE} was trained on other data (digest {before}, now "
-                              f"{results['data_digest']}: data_dir {cfg.data_dir or 'default'}): resume with the data "
-                              "it started on, or use --overwrite or another --output-dir to start afresh on this data.")
-        saved = restore_strategy(strategy, checkpoint, exclude=[recorder, counter, guard], benchmark=benchmark)
-        results.update({k: v for k, v in saved["results"].items() if k != "wandb"})
-        for key in COMPUTE_KEYS:  # a checkpoint of a version that did not count: its steps are null
-            results[key] = results.get(key, []) + [None] * (len(results["steps"]) - len(results.get(key, [])))
-        alt_steps = saved["alt_steps"]
-        if main:
-            print(f"{cfg.run_name}: resuming after step {len(results['steps'])} of {len(classes_per_step)}", flush=True)
-    steps, start_step = results["steps"], len(results["steps"])
-    aligning = next((p for p in strategy.plugins if isinstance(p, WeightAligningPlugin)), None)
-    bar = tqdm(desc=cfg.run_name, unit="step", disable=not (cfg.progress and main), initial=start_step,
-               total=len(classes_per_step))
+
+def _resume(run: _Run, checkpoint: dict) -> None:
+    """Put the checkpoint's strategy state and results (not its W&B record: the logger's) into ``run``, after
+    checking that it trained on the same data."""
+    cfg, results = run.cfg, run.results
+    before = checkpoint["extra"]["results"].get("data_digest")
+    if before is not None and before != results["data_digest"]:
+        raise ConfigError(f"{run.out / CHECKPOINT_FILE} was trained on other data (digest {before}, now "
+                          f"{results['data_digest']}: data_dir {cfg.data_dir or 'default'}): resume with the data "
+                          "it started on, or use --overwrite or another --output-dir to start afresh on this data.")
+    saved = restore_strategy(run.strategy, checkpoint, exclude=[run.recorder, run.counter, run.guard],
+                             benchmark=run.benchmark)
+    results.update({k: v for k, v in saved["results"].items() if k != "wandb"})
+    for key in COMPUTE_KEYS:  # a checkpoint of a version that did not count: its steps are null
+        results[key] = results.get(key, []) + [None] * (len(results["steps"]) - len(results.get(key, [])))
+    run.alt_steps = saved["alt_steps"]
+    if run.main:
+        print(f"{cfg.run_name}: resuming after step {len(results['steps'])} of {len(run.classes_per_step)}",
+              flush=True)
+
+
+def _train_steps(run: _Run) -> None:
+    """Train and evaluate the steps not done yet, one at a time, writing the results (and a checkpoint) after each.
+    A failure finishes the W&B run as failed; a divergence is recorded in the results first."""
+    start_step = len(run.results["steps"])
+    bar = tqdm(desc=run.cfg.run_name, unit="step", disable=not (run.cfg.progress and run.main), initial=start_step,
+               total=len(run.classes_per_step))
     try:
-        for t, experience in enumerate(benchmark.train_stream):
+        for t, experience in enumerate(run.benchmark.train_stream):
             if t < start_step:
                 continue
             distributed.sync_rng()
-            start = time.perf_counter()
-            if cfg.online:  # one train() per mini-batch: the memory updated after each, evaluation once per task
-                counter.reset()
-                for mini in online_experiences(experience, cfg.batch_size, split_seed(cfg.seed, t)):
-                    strategy.train(mini, num_workers=cfg.num_workers)
-                counter.epochs = 1  # one pass over the task
-                for plugin in (bsce, posthoc):  # one prior per mini-batch: keep the task's last (results["priors"])
-                    if plugin is not None:
-                        del plugin.class_prior.history[:-1]
-            else:
-                strategy.train(experience, num_workers=cfg.num_workers)
-            results["step_times_s"].append(time.perf_counter() - start)
-            if first is not None and t == 0:  # done: checkpoints hold the plugins of a resumed run
-                strategy.plugins.remove(first)
-                results["first_experience"] = first.info
-            results["priors"].append(bsce.prior_history[-1] if bsce is not None else None)
-            if aligning is not None:  # its whole history: a resumed run's plugin holds the earlier steps'
-                results["weight_aligning_gamma"] = list(aligning.gamma_history)
-            for key, value in counter.step_record(distributed.world_size()).items():
-                results[key].append(value)
-            results["samples_stored"].append(samples_stored(strategy) if has_memory else 0)
-
-            evaluation = (strategy, recorder, benchmark, classes_per_step, t, n_classes, cfg.num_workers)
-            head = cfg.strategy != "icarl" or cfg.icarl_eval == "head"  # post-hoc adjusts the trained head's logits
-            step_eval = _evaluate(*evaluation, posthoc=posthoc if head else None, ncm=ncm)
-            steps.append(step_eval)
-            if cfg.strategy == "icarl":
-                other = "head" if cfg.icarl_eval == "nme" else "nme"
-                set_icarl_eval(strategy, other)
-                alt_steps.append(_evaluate(*evaluation, quiet=True, posthoc=None if head else posthoc))
-                set_icarl_eval(strategy, cfg.icarl_eval)
-                results["icarl_" + other] = summarise(alt_steps)
-            if posthoc is not None:
-                _record_view(results, "posthoc", (steps if head else alt_steps)[-1].pop("posthoc"),
-                             method="post-hoc logit adjustment (Menon et al., ICLR 2021): logits - tau * log prior "
-                                    "of the step's training data", tau=posthoc.tau, prior=posthoc.class_prior.mode,
-                             prior_window=posthoc.class_prior.window)
-            if "ncm" in step_eval:
-                _record_view(results, "ncm", step_eval.pop("ncm"), method="nearest class mean of the memory's "
-                                                                          "features (cosine), a diagnostic")
-            results.update(summarise(steps))
-            results["train_time_s"] = float(sum(results["step_times_s"]))
-            if distributed.is_distributed():
-                digests = distributed.consistency_digests(strategy.model, bsce.prior_history if bsce else None)
-                results["distributed"]["consistent_per_step"].append(digests["consistent"])
-                results["distributed"]["last_digests"] = digests
+            _train_step(run, t, experience)
+            step_eval = _evaluate_step(run, t)
             bar.set_postfix(acc=f"{step_eval['accuracy_seen']:.3f}", refresh=False)
-            if logger is not None:
-                _log_step(logger, t, step_eval, results)
-            if main:
-                write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
-            if cfg.checkpoint and main:  # saved last: the RNG state is the one the next step starts from
-                save_checkpoint(out / CHECKPOINT_FILE, strategy, exclude=[recorder, counter, guard],
-                                benchmark=benchmark,
-                                extra={"results": results, "alt_steps": alt_steps, "config": cfg.to_dict()})
+            _save_step(run, t, step_eval)
             bar.update(1)
     except BaseException as err:
-        if isinstance(err, TrainingDiverged) and main:  # the steps before it stay valid
-            results["failed"] = err.record
-            write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
-        if logger is not None:
-            logger.finish(exit_code=1)
+        if isinstance(err, TrainingDiverged) and run.main:  # the steps before it stay valid
+            run.results["failed"] = err.record
+            write_json_atomic(run.out / RESULTS_FILE, _nan_to_none(run.results))
+        if run.logger is not None:
+            run.logger.finish(exit_code=1)
         raise
     finally:
         bar.close()
 
+
+def _train_step(run: _Run, t: int, experience) -> None:
+    """Train on experience ``t`` and record what training did (time, prior, compute, memory)."""
+    cfg, results, strategy = run.cfg, run.results, run.strategy
+    start = time.perf_counter()
+    if cfg.online:  # one train() per mini-batch: the memory updated after each, evaluation once per task
+        run.counter.reset()
+        for mini in online_experiences(experience, cfg.batch_size, split_seed(cfg.seed, t)):
+            strategy.train(mini, num_workers=cfg.num_workers)
+        run.counter.epochs = 1  # one pass over the task
+        for plugin in (run.bsce, run.posthoc):  # one prior per mini-batch: keep the task's last (results["priors"])
+            if plugin is not None:
+                del plugin.class_prior.history[:-1]
+    else:
+        strategy.train(experience, num_workers=cfg.num_workers)
+    results["step_times_s"].append(time.perf_counter() - start)
+    if run.first is not None and t == 0:  # done: checkpoints hold the plugins of a resumed run
+        strategy.plugins.remove(run.first)
+        results["first_experience"] = run.first.info
+    results["priors"].append(run.bsce.prior_history[-1] if run.bsce is not None else None)
+    if run.aligning is not None:  # its whole history: a resumed run's plugin holds the earlier steps'
+        results["weight_aligning_gamma"] = list(run.aligning.gamma_history)
+    for key, value in run.counter.step_record(distributed.world_size()).items():
+        results[key].append(value)
+    results["samples_stored"].append(samples_stored(strategy) if run.has_memory else 0)
+
+
+def _evaluate_step(run: _Run, t: int) -> dict:
+    """Evaluate on the test experiences seen so far (iCaRL: with both classifiers), record it with its post-hoc and
+    NCM views, and summarise the steps so far; return the step's evaluation."""
+    cfg, results, posthoc = run.cfg, run.results, run.posthoc
+    evaluation = (run.strategy, run.recorder, run.benchmark, run.classes_per_step, t, run.n_classes, cfg.num_workers)
+    step_eval = _evaluate(*evaluation, posthoc=posthoc if run.head else None, ncm=run.ncm)
+    results["steps"].append(step_eval)
+    if cfg.strategy == "icarl":
+        other = "head" if cfg.icarl_eval == "nme" else "nme"
+        set_icarl_eval(run.strategy, other)
+        run.alt_steps.append(_evaluate(*evaluation, quiet=True, posthoc=None if run.head else posthoc))
+        set_icarl_eval(run.strategy, cfg.icarl_eval)
+        results["icarl_" + other] = summarise(run.alt_steps)
+    if posthoc is not None:
+        _record_view(results, "posthoc", (results["steps"] if run.head else run.alt_steps)[-1].pop("posthoc"),
+                     method="post-hoc logit adjustment (Menon et al., ICLR 2021): logits - tau * log prior "
+                            "of the step's training data", tau=posthoc.tau, prior=posthoc.class_prior.mode,
+                     prior_window=posthoc.class_prior.window)
+    if "ncm" in step_eval:
+        _record_view(results, "ncm", step_eval.pop("ncm"), method="nearest class mean of the memory's "
+                                                                  "features (cosine), a diagnostic")
+    results.update(summarise(results["steps"]))
+    results["train_time_s"] = float(sum(results["step_times_s"]))
+    if distributed.is_distributed():
+        digests = distributed.consistency_digests(run.strategy.model, run.bsce.prior_history if run.bsce else None)
+        results["distributed"]["consistent_per_step"].append(digests["consistent"])
+        results["distributed"]["last_digests"] = digests
+    return step_eval
+
+
+def _save_step(run: _Run, t: int, step_eval: dict) -> None:
+    """Log step ``t`` to W&B, write the results so far and (last) the checkpoint to resume after it."""
+    if run.logger is not None:
+        _log_step(run.logger, t, step_eval, run.results)
+    if run.main:
+        write_json_atomic(run.out / RESULTS_FILE, _nan_to_none(run.results))
+    if run.cfg.checkpoint and run.main:  # saved last: the RNG state is the one the next step starts from
+        save_checkpoint(run.out / CHECKPOINT_FILE, run.strategy, exclude=[run.recorder, run.counter, run.guard],
+                        benchmark=run.benchmark,
+                        extra={"results": run.results, "alt_steps": run.alt_steps, "config": run.cfg.to_dict()})
+
+
+def _finish(run: _Run) -> dict:
+    """Complete the results with the last step's per-class accuracy and confusion matrix, log the final figures and
+    close the W&B run, write ``results.json`` (the checkpoint goes) and return the results."""
+    results, steps = run.results, run.results["steps"]
     results["finished"] = True
     results.update({k: steps[-1][k] for k in ("per_class_accuracy", "confusion_matrix")})
-    for s in steps + alt_steps + [v for k in ("posthoc", "ncm") for v in results.get(k, {}).get("steps", [])]:
+    for s in steps + run.alt_steps + [v for k in ("posthoc", "ncm") for v in results.get(k, {}).get("steps", [])]:
         s.pop("confusion_matrix", None)  # keep the per-step file small: the last matrix is enough
-    if logger is not None:
-        _log_final(logger, results)
-    if main:
-        write_json_atomic(out / RESULTS_FILE, _nan_to_none(results))
-        (out / CHECKPOINT_FILE).unlink(missing_ok=True)  # finished: results.json is the record
+    if run.logger is not None:
+        _log_final(run.logger, results)
+    if run.main:
+        write_json_atomic(run.out / RESULTS_FILE, _nan_to_none(results))
+        (run.out / CHECKPOINT_FILE).unlink(missing_ok=True)  # finished: results.json is the record
     distributed.barrier()
     return _nan_to_none(results)
 

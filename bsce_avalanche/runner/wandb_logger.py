@@ -1,25 +1,19 @@
 """Weights & Biases logging for Avalanche experiments, on wandb's public API (tested with 0.31).
 
 A drop-in Avalanche logger (Avalanche 0.6.0's own fails on current wandb: issue #1674) with the runner's helpers.
-An online start first sends one HEAD request (at most ``PROBE_TIMEOUT_S`` s, interruptible): without network,
-wandb would retry for ``init_timeout`` s and then hold the process at exit as long, even after Ctrl-C or SIGTERM.
-If that or ``wandb.init`` fails, this and every later run of the process go offline: a grid is told once.
+The mode a run starts in is :mod:`.wandb_mode`'s choice: an online start first probes the server, and a server
+that did not answer, or on which ``wandb.init`` failed, takes this process's later runs offline at once for
+``ONLINE_RETRY_S`` (10 minutes), after which an online start is tried again; a grid is told once per server and period.
 """
 
 from __future__ import annotations
 
-import netrc
 import numbers
 import os
-import ssl
-import urllib.error
-import urllib.request
-import time
 import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
-from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -29,70 +23,17 @@ from avalanche.logging import BaseLogger
 from matplotlib.figure import Figure
 from PIL.Image import Image as PILImage
 
+from . import wandb_mode
 from .metrics import mean_per_experience
-from .schema import CHOICES
+from .wandb_mode import MODES, has_wandb_credentials, resolve_wandb_mode  # also here, where they were first
 
 __all__ = ["WandBLogger", "WandBOfflineWarning", "has_wandb_credentials", "resolve_wandb_mode", "MODES"]
 
-MODES = CHOICES["wandb_mode"]  # online, offline, disabled
-_MODE_ALIASES = {"dryrun": "offline", "run": "online"}  # older spellings wandb still accepts
-PROBE_TIMEOUT_S = 5.0
 _WANDB_VALUES = (wandb.data_types.WBValue, wandb.plot.CustomChart)  # logged as they are
-
-#: The W&B servers this process could not start a run on: base URL -> (time.monotonic(), why). A grid's
-#: later runs to that server go offline at once (not one init_timeout each) for ONLINE_RETRY_S, then retry.
-_online_failures: dict[str, tuple[float, str]] = {}
-ONLINE_RETRY_S = 600.0
 
 
 class WandBOfflineWarning(UserWarning):
     """A run is logged offline without being asked to (``warnings.filterwarnings`` silences it)."""
-
-
-def _base_url() -> str:
-    return os.environ.get("WANDB_BASE_URL") or wandb.Settings().base_url
-
-
-def has_wandb_credentials() -> bool:
-    """Whether an API key is set up here: ``WANDB_API_KEY`` or a netrc entry for the W&B host (as
-    ``wandb login`` writes). Local files only: the server may still refuse it (then: offline)."""
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
-        return True
-    try:
-        entries = netrc.netrc(os.environ.get("NETRC"))  # None: ~/.netrc
-    except (OSError, netrc.NetrcParseError):
-        return False
-    hosts = {urlsplit(_base_url()).hostname, "api.wandb.ai"}
-    return any((entries.authenticators(host) or ("", "", ""))[2] for host in hosts if host)
-
-
-def resolve_wandb_mode(mode: Optional[str] = None) -> tuple:
-    """``(mode, reason)``: the ``mode`` argument, else ``WANDB_MODE``, else ``"online"`` when
-    :func:`has_wandb_credentials`, else ``"offline"`` (with the ``wandb sync`` command printed); the
-    reason: ``"argument"``, ``"env"``, ``"credentials"`` or ``"no-credentials"``. Unknown: ValueError."""
-    for value, source, reason in ((mode, "mode argument", "argument"),
-                                  (os.environ.get("WANDB_MODE"), "WANDB_MODE", "env")):
-        if value:
-            name = _MODE_ALIASES.get(value.strip().lower(), value.strip().lower())
-            if name not in MODES:
-                raise ValueError(f"{source} is {value!r}, which is not a W&B mode; use one of {', '.join(MODES)}.")
-            return name, reason
-    return ("online", "credentials") if has_wandb_credentials() else ("offline", "no-credentials")
-
-
-def _unreachable(base_url: str) -> Optional[str]:
-    """Why the W&B server does not answer a HEAD request to its API, or None when it does (any
-    HTTP status counts; so does a TLS error, which wandb judges with its own certificates)."""
-    request = urllib.request.Request(base_url.rstrip("/") + "/graphql", method="HEAD")
-    try:
-        urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S).close()
-    except urllib.error.HTTPError:
-        pass
-    except (OSError, ValueError) as err:  # URLError, timeouts, a malformed URL
-        reason = getattr(err, "reason", err)
-        if not isinstance(err, ssl.SSLError) and not isinstance(reason, ssl.SSLError):
-            return f"the server {base_url} does not answer: {reason}"
-    return None
 
 
 def _to_wandb(value: Any, logging_type: LoggingType = LoggingType.ANY) -> Any:
@@ -160,10 +101,9 @@ class WandBLogger(BaseLogger):
 
     def _start(self) -> None:
         self.mode, self._run, failed_id, failure = self.requested_mode, None, None, None
-        url = _base_url() if self.mode == "online" else None
-        known = _online_failures.get(url)
-        if self.mode == "online" and (known is None or time.monotonic() - known[0] > ONLINE_RETRY_S):
-            failure = _unreachable(url)
+        url = wandb_mode.base_url() if self.mode == "online" else None
+        if self.mode == "online" and wandb_mode.online_start_due(url):
+            failure = wandb_mode.server_unreachable(url)
             if failure is None:
                 try:
                     self._run = self._init("online")
@@ -171,10 +111,7 @@ class WandBLogger(BaseLogger):
                     failure = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
                     # wandb keeps the failed id reserved ("run ID ... is in use"): take a new one
                     failed_id, self._init_kwargs["id"] = self._init_kwargs["id"], uuid.uuid4().hex[:8]
-            if failure is None:
-                _online_failures.pop(url, None)
-            else:
-                _online_failures[url] = (time.monotonic(), failure)
+            wandb_mode.record_online_start(url, failure)
         if self._run is None:
             self.mode = "offline" if self.mode == "online" else self.mode
             self._run = self._init(self.mode)
@@ -187,7 +124,7 @@ class WandBLogger(BaseLogger):
         sync = f"Sync it later with: {self.sync_command}"
         if failure is not None:
             warnings.warn(f"W&B could not start online{f' run {failed_id}' if failed_id else ''} ({failure}); "
-                          f"logging offline as run {self.run_id}, as will this process's later runs to {url} for the next {ONLINE_RETRY_S / 60:g} minutes. {sync}",
+                          f"logging offline as run {self.run_id}, as will this process's later runs to {url} for the next {wandb_mode.ONLINE_RETRY_S / 60:g} minutes. {sync}",
                           WandBOfflineWarning, stacklevel=3)
         elif self._mode_reason == "no-credentials":
             warnings.warn(f"No W&B API key found (WANDB_API_KEY or `wandb login`), so this run is logged "
