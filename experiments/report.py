@@ -15,15 +15,16 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from bsce_avalanche.runner.plans import group_rows
 from bsce_avalanche.runner.stats import format_mean_std
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def cifar_table(rows: list[dict]) -> str:
-    groups = defaultdict(list)
-    for row in rows:  # the method labels of cifar100_cpu.py (runner.identity.method_label)
-        groups[row["method"]].append(row)
+def cifar_table(rows: list[dict], base: Path = RESULTS) -> str:
+    """One line per method, mean ± std over its seeds: the rows pooled as ``compare`` pools runs (label and settings:
+    runner.plans.group_rows, which reads each row's results.json from ``base``)."""
+    groups = group_rows(rows, base)
     lines = [
         "| method | seeds | avg. incremental acc. (%) | last acc. (%) | old acc., last step (%) "
         "| new acc., last step (%) | predictions to newest classes, last step (%) | forgetting (%) | train time (s) |",

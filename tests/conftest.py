@@ -200,6 +200,13 @@ def kill_own_process(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def fail_bsce_runs(cfg, out, resume, threads, overwrite=False):
+    """A ``--jobs`` worker whose BSCE runs fail (a run's own error) and whose other runs finish at once."""
+    if cfg.loss == "bsce":
+        raise RuntimeError(f"{cfg.run_name} failed")
+    return {"average_incremental_accuracy": 0.5, "last_accuracy": 0.25, "train_time_s": 1.0}
+
+
 # ---------------------------------------------------------------- interrupted runs
 class Crash(Exception):
     """A simulated crash (raised into a run to interrupt it)."""

@@ -326,16 +326,94 @@ def test_cpu_concat_help_gives_run_names_the_plan_has(capsys):
 
 def test_cpu_concat_interrupted_says_the_same_command_resumes_it(tmp_path, monkeypatch, capsys):
     """issue 25: Ctrl-C of cifar100_cpu_concat.py ended in a traceback; its siblings say the command resumes it."""
-    from bsce_avalanche.runner import plans
+    from bsce_avalanche.runner import experiment
 
-    def interrupted(job):
+    def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(plans, "_run_one", interrupted)
+    monkeypatch.setattr(experiment, "run_experiment", interrupted)  # as runner/runs.py's run_each runs it
     bench = load_script("cifar100_cpu_concat")
     with pytest.raises(SystemExit) as exit_:
         bench.main(["--tiny", "--workers", "1", "--output-dir", str(tmp_path / "out")])
     assert "interrupted: the same command resumes it" in str(exit_.value.code)
+
+
+def test_a_plan_runs_through_the_runners_path_and_keeps_going_past_a_failed_run(tmp_path, monkeypatch, capsys):
+    """issue 26: the plans' runs go through runner/runs.py (run_each, the path of `bsce-experiment grid`): a run that
+    fails is reported with its traceback, the others run, and the command ends saying how many did not finish."""
+    from bsce_avalanche.runner import experiment
+
+    real, ran = experiment.run_experiment, []
+
+    def flaky(cfg, out, **kwargs):
+        ran.append(cfg.run_name)
+        if cfg.loss == "bsce":
+            raise RuntimeError("a failing run")
+        return real(cfg, out, **kwargs)
+
+    monkeypatch.setattr(experiment, "run_experiment", flaky)
+    bench = load_script("cifar100_cpu_settings")
+    names = [_config(str(bench.CONFIG), {**TINY, **r}).run_name for r in bench.plan_for("B0-5").runs((0,))]
+    with pytest.raises(SystemExit, match=r"^1 run\(s\) did not finish: see the messages above$"):
+        bench.main(["--tiny", "--workers", "1", "--settings", "B0-5", "--output-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert ran == names  # both runs tried, in the plan's order
+    assert f"  {names[1]}: FAILED\nTraceback" in out and "RuntimeError: a failing run" in out
+    assert f"  {names[0]}: average incremental accuracy " in out
+
+
+@pytest.mark.parametrize("item, message", [
+    ("epochs", "--set expects KEY=VALUE, got 'epochs'."),
+    ("epoch=3", "Unknown config key 'epoch'"),
+    ("epochs=[1", "YAML value '[1'"),
+])
+def test_a_plans_set_is_parsed_as_bsce_experiments(item, message, capsys):
+    """issue 26: one --set parser (runner/arguments.py set_overrides): `--set epochs` without a value was taken as
+    epochs: null by the evidence scripts; the same item is the same one-line error in both."""
+    from bsce_avalanche.runner.arguments import set_overrides
+    from bsce_avalanche.runner.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        load_script("cifar100_cpu_epochs").main(["--data-dir", "nowhere", "--set", item])
+    script = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2 and message in script
+    assert main(["run", "--set", item]) == 2
+    cli = capsys.readouterr().err.strip().splitlines()[-1]
+    assert script.split(": error: ", 1)[1] in cli  # the same message (the CLI names itself and its --help)
+    assert set_overrides(["epochs=3", "lr_milestones=[2]", "epochs=4"]) == {"epochs": 4, "lr_milestones": [2]}
+
+
+def _finished_results(folder: Path, accuracy: float, **config) -> None:
+    """A finished run's results.json, of a digits config with ``config`` (the fields summary rows read)."""
+    from bsce_avalanche.runner.config import ExperimentConfig
+
+    cfg = ExperimentConfig(**{**TINY, **config})
+    run = folder / cfg.run_name
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({
+        "config": cfg.to_dict(), "finished": True, "steps": [{}], "classes_per_step": [[0, 1]], "class_order": [0, 1],
+        "average_incremental_accuracy": accuracy, "last_accuracy": accuracy, "forgetting": 0.0, "train_time_s": 1.0,
+        "step_times_s": [1.0], "accuracy_matrix": [[accuracy]], "old_new_accuracy": [{"old": None, "new": accuracy}],
+        "new_class_prediction_share": [1.0], "per_class_accuracy": [accuracy, accuracy], "data_digest": "d"}))
+
+
+def test_summary_rows_of_one_label_at_other_settings_are_not_pooled(tmp_path):
+    """issue 26: report.py pooled the summary rows by method label alone (e.g. BiC at its recipe with BiC at the
+    shared schedule, or one method at 1 and at 3 epochs); they are pooled as compare pools runs: label and
+    settings, the seeds of one setting together."""
+    from bsce_avalanche.runner.compare import load_results
+    from bsce_avalanche.runner.plans import group_rows, summary_rows
+
+    out = tmp_path / "plan"
+    for seed, epochs, accuracy in ((0, 1, 0.5), (1, 1, 0.7), (0, 3, 0.9)):
+        _finished_results(out, accuracy, strategy="replay", loss="bsce", seed=seed, epochs=epochs)
+    rows = summary_rows(load_results([out]), tmp_path)
+    assert {r["method"] for r in rows} == {"replay-bsce"}  # one label
+    assert {k: sorted(r["seed"] for r in g) for k, g in group_rows(rows, tmp_path).items()} == {
+        "replay-bsce (epochs=1)": [0, 1], "replay-bsce (epochs=3)": [0]}
+    table = load_script("report").cifar_table(rows, tmp_path)
+    assert "| replay-bsce (epochs=1) | 2 | 60.0 ± 14.1 |" in table and "| replay-bsce (epochs=3) | 1 | 90.0 |" in table
+    assert table.count("\n| replay-bsce") == 2
 
 
 def test_online_max_runs_below_one_is_refused(capsys):

@@ -325,6 +325,25 @@ def test_cli_run_grid_and_compare(wandb_env, capsys):
     assert "| replay-bsce |" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # four spawned processes (80 s on the loaded 2-core machine)
+def test_run_each_in_processes_keeps_going_past_a_failed_run_when_asked(tmp_path, capsys, monkeypatch):
+    """issue 26: one process pool for `grid --jobs` and the evidence scripts' plans (runner/runs.py run_each): a
+    plan reports a failed run and goes on (keep_going); grid stops at it."""
+    import functools
+
+    from bsce_avalanche.runner import runs
+    from conftest import fail_bsce_runs
+
+    monkeypatch.setattr(runs, "_run_in_processes", functools.partial(runs._run_in_processes, worker=fail_bsce_runs))
+    configs = [ExperimentConfig(**FAST, loss=loss) for loss in ("ce", "bsce")]
+    assert runs.run_each(configs, tmp_path, jobs=2, keep_going=True) == [configs[1].run_name]
+    out = capsys.readouterr().out
+    assert f"  {configs[0].run_name}: average incremental accuracy 50.00%, last 25.00%, 1 s\n" in out
+    assert f"  {configs[1].run_name}: FAILED\n" in out and f"RuntimeError: {configs[1].run_name} failed" in out
+    with pytest.raises(RuntimeError, match=f"{configs[1].run_name} failed"):
+        runs.run_each(configs, tmp_path, jobs=2)
+
+
 def test_cli_reports_config_errors(capsys):
     assert main(["run", "--strategy", "icral", "--no-wandb"]) == 2
     assert "did you mean 'icarl'" in capsys.readouterr().err

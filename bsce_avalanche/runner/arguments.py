@@ -13,7 +13,7 @@ from .config_files import DEFAULT_CONFIG, load_config, parse_value, shipped_conf
 from .grid import check_recipe_overrides
 from .schema import CHOICES, RANGES
 
-__all__ = ["build_parser", "config_from_args"]
+__all__ = ["build_parser", "config_from_args", "set_overrides"]
 
 _KEYS = fields(ExperimentConfig)
 _HINTS = get_type_hints(ExperimentConfig)
@@ -108,15 +108,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    """The config file (or the default one) with the options' overrides; a key set by an option leaves
-    the config file's grid (``run --loss ce`` runs CE only)."""
-    overrides = {f.name: getattr(args, f.name) for f in _KEYS if getattr(args, f.name) is not None}
-    for item in args.set:
+def set_overrides(items) -> dict:
+    """The config overrides of ``--set KEY=VALUE`` options (YAML values; a later one wins), of ``bsce-experiment``
+    and of the evidence scripts (:mod:`.plans`); an item without ``=`` or with a malformed value is a
+    :class:`ConfigError` (an unknown key is one from :func:`~.config.load_config`)."""
+    overrides = {}
+    for item in items:
         if "=" not in item:
             raise ConfigError(f"--set expects KEY=VALUE, got {item!r}.")
         key, value = item.split("=", 1)
         overrides[key.strip()] = parse_value(value)
+    return overrides
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The config file (or the default one) with the options' overrides; a key set by an option leaves
+    the config file's grid (``run --loss ce`` runs CE only)."""
+    overrides = {f.name: getattr(args, f.name) for f in _KEYS if getattr(args, f.name) is not None}
+    overrides.update(set_overrides(args.set))
     grid = {key: getattr(args, flag) for flag, key in _GRID_FLAGS.items() if getattr(args, flag, None)}
     for flag, key in _GRID_FLAGS.items():
         if key in grid and key in overrides:

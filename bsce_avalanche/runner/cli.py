@@ -16,25 +16,21 @@ The options are built in :mod:`.arguments`, the runs run by :mod:`.runs`.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Optional, Sequence
 
 from .arguments import build_parser, config_from_args
 from .config import ConfigError
 from .errors import TrainingDiverged
-from .runs import RunProcessDied, run_configs
+from .runs import RunProcessDied, exit_on_sigterm, run_configs
 
 __all__ = ["main", "build_parser", "config_from_args", "run_configs"]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    # SIGTERM (a cluster pre-empting the job, a W&B agent stopping a run) unwinds like Ctrl-C: the W&B run is closed
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    exit_on_sigterm()  # SIGTERM (a cluster pre-empting the job, a W&B agent stopping a run) unwinds like Ctrl-C
     try:
         return _command(args)
     except (ConfigError, OSError, TrainingDiverged, RunProcessDied, KeyboardInterrupt) as err:

@@ -1,28 +1,27 @@
 """Plans of runs on a fixed protocol, for the evidence scripts of ``experiments/`` (e.g.
-``experiments/cifar100_cpu_concat.py``): run them in worker processes (resumable: finished runs are
-skipped, interrupted ones resumed), then write one summary row per run, ``comparison.md`` and the plots."""
+``experiments/cifar100_cpu_concat.py``): run them as ``bsce-experiment grid`` runs its runs (:func:`.runs.run_each`:
+resumable, finished runs skipped, interrupted ones resumed), then write one summary row per run and evaluation,
+``comparison.md`` and the plots. :func:`group_rows` groups summary rows as ``compare`` groups runs."""
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import signal
-import sys
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
-from .compare import compare
-from .config import ConfigError
-from .config_files import load_config, parse_value
-from .grid import check_recipe_overrides, check_unique_names, expand_grid
-from .identity import method_label
-from .labels import POSTHOC_LABEL
-from .results import load_results
-from .fileio import write_json_atomic
+from .arguments import set_overrides
 from .catalog import uses_replay_option
+from .compare import compare
+from .config import ConfigError, ExperimentConfig
+from .config_files import load_config
+from .fileio import write_json_atomic
+from .grid import check_recipe_overrides, check_unique_names, expand_grid
+from .labels import run_label
+from .results import group_runs, load_results, posthoc_view
+from .runs import RunProcessDied, exit_on_sigterm, run_each
 
-__all__ = ["Plan", "run_plan", "summary_rows", "TINY"]
+__all__ = ["Plan", "run_plan", "summary_rows", "group_rows", "TINY"]
 
 #: ``--tiny``: digits, 1 epoch, 2 classes (balanced, as CIFAR-100's) then 2 steps of 4 (replaces the protocol's settings)
 TINY = {"benchmark": "digits", "model": "small_cnn", "width": 16, "protocol": "B2", "n_steps": 2, "epochs": 1,
@@ -47,39 +46,31 @@ def _example_names(plan: "Plan") -> str:
         return "replay-ce-seed0-<digest>"
 
 
-def _run_one(args: tuple) -> str:
-    import traceback
-    import warnings
-
-    warnings.simplefilter("ignore")
-    config_path, overrides, output_dir = args
-    from bsce_avalanche.runner.experiment import run_experiment
-
-    cfg = _config(config_path, overrides)
-    start = time.time()
-    try:
-        result = run_experiment(cfg, Path(output_dir) / cfg.run_name, resume=True)
-    except Exception:  # report and go on with the other runs
-        return f"{cfg.run_name}: FAILED\n{traceback.format_exc()}"
-    return (f"{cfg.run_name}: AIA {100 * result['average_incremental_accuracy']:.2f}%, "
-            f"last {100 * result['last_accuracy']:.2f}%, train {result['train_time_s']:.0f} s, "
-            f"wall {time.time() - start:.0f} s")
+def _evaluations(run: dict) -> list[dict]:
+    """A finished run as ``compare`` sees it, once per evaluation a summary row reports: its own; iCaRL's other
+    classifier (the same weights, ``results["icarl_<other>"]``); the post-hoc logit adjustment of a CE run
+    (:func:`~.compare.posthoc_view`; iCaRL's: of the trained head). Each one's :func:`~.compare.run_label` is its
+    row's method."""
+    cfg = run["config"]
+    views = [run]
+    if cfg["strategy"] == "icarl":
+        other = "head" if cfg["icarl_eval"] == "nme" else "nme"
+        views.append({**run, **run["icarl_" + other], "config": {**cfg, "icarl_eval": other}})
+    if run.get("posthoc"):  # the trained head's logits - log prior, from the same evaluation pass
+        config = {**cfg, "icarl_eval": "head"} if cfg["strategy"] == "icarl" else cfg
+        views.append({**posthoc_view(run), "config": config})
+    return views
 
 
 def summary_rows(runs: list[dict], base: Path) -> list[dict]:
-    """One row per run (and per iCaRL classifier), the figures RESULTS.md reports."""
+    """One row per run and evaluation (:func:`_evaluations`), the figures RESULTS.md reports; ``path``: the run's
+    results.json, relative to ``base``. Tables pool the rows as :func:`group_rows` does."""
     rows = []
     for run in runs:
-        cfg = run["config"]
-        variants = [(None, run, "")]
-        if cfg["strategy"] == "icarl":
-            other = "head" if cfg["icarl_eval"] == "nme" else "nme"
-            variants = [(cfg["icarl_eval"], run, ""), (other, {**run, **run["icarl_" + other]}, "")]
-        if run.get("posthoc"):  # the trained head's logits - log prior, from the same evaluation pass
-            variants.append(("head" if cfg["strategy"] == "icarl" else None, {**run, **run["posthoc"]}, POSTHOC_LABEL))
-        for evaluation, metrics, suffix in variants:
+        for view in _evaluations(run):
+            cfg = view["config"]
             rows.append({
-                "method": method_label({**cfg, "icarl_eval": evaluation or cfg["icarl_eval"]}) + suffix,
+                "method": run_label(view),
                 "strategy": cfg["strategy"],
                 "loss": cfg["loss"],
                 "prior": cfg["prior"] if cfg["loss"] == "bsce" else None,
@@ -87,16 +78,16 @@ def summary_rows(runs: list[dict], base: Path) -> list[dict]:
                 "replay": cfg.get("replay", "half_batch") if uses_replay_option(cfg) else None,
                 "seed": cfg["seed"],
                 "recipe": cfg.get("recipe"),
-                "average_incremental_accuracy": metrics["average_incremental_accuracy"],
-                "last_accuracy": metrics["last_accuracy"],
-                "forgetting": metrics["forgetting"],
-                "old_accuracy_last_step": metrics["old_new_accuracy"][-1]["old"],
-                "new_accuracy_last_step": metrics["old_new_accuracy"][-1]["new"],
-                "new_class_prediction_share_last_step": metrics["new_class_prediction_share"][-1],
+                "average_incremental_accuracy": view["average_incremental_accuracy"],
+                "last_accuracy": view["last_accuracy"],
+                "forgetting": view["forgetting"],
+                "old_accuracy_last_step": view["old_new_accuracy"][-1]["old"],
+                "new_accuracy_last_step": view["old_new_accuracy"][-1]["new"],
+                "new_class_prediction_share_last_step": view["new_class_prediction_share"][-1],
                 "train_time_s": run["train_time_s"],
                 "step_times_s": run["step_times_s"],
-                "step0_accuracy": metrics["accuracy_matrix"][0][0],
-                "accuracy_matrix": metrics["accuracy_matrix"],
+                "step0_accuracy": view["accuracy_matrix"][0][0],
+                "accuracy_matrix": view["accuracy_matrix"],
                 # compute (None where the run predates the counters)
                 **{key: run.get(key) for key in ("images_per_epoch", "gradient_steps_per_epoch", "samples_stored")},
                 # trained once per key and seed, shared by the runs with that key
@@ -105,6 +96,30 @@ def summary_rows(runs: list[dict], base: Path) -> list[dict]:
                 "path": str(Path(run["_path"]).resolve().relative_to(base.resolve())),
             })
     return rows
+
+
+def group_rows(rows: list[dict], base: Path) -> dict[str, list[dict]]:
+    """Summary rows pooled as ``compare`` pools runs (:func:`~.compare.group_runs`): only rows of one method
+    label and of the same settings but the seed (and data), so that runs of one label at other settings (e.g.
+    epochs) are not averaged together; each group named by its label and, where groups share one, the settings
+    that tell them apart (``replay-bsce-concat (epochs=3)``). The settings are read from each row's results.json
+    (``base / row["path"]``). A row whose label its run no longer has (another version's labels) is a
+    :class:`ConfigError`."""
+    if not rows:
+        return {}
+    views = {}
+    for run in load_results(dict.fromkeys(str(base / row["path"]) for row in rows)):
+        for view in _evaluations(run):
+            views[(run["_path"], run_label(view))] = view
+    chosen = []
+    for row in rows:
+        key = (str(base / row["path"]), row["method"])
+        if key not in views:
+            raise ConfigError(f"{base / row['path']} has no evaluation labelled {row['method']!r}: its summary row "
+                              "was written by another version; write the summary again from the run folders.")
+        chosen.append(views[key])
+    rows_of = {id(view): row for view, row in zip(chosen, rows)}
+    return {name: [rows_of[id(view)] for view in group] for name, group in group_runs(chosen).items()}
 
 
 class Plan(NamedTuple):
@@ -120,9 +135,28 @@ class Plan(NamedTuple):
     report: Optional[Callable[[list, Path], None]] = None
 
 
+#: How a plan's command continues (after an interrupt, a killed worker).
+RESUMES = ("the same command resumes it (finished runs are skipped, interrupted ones continue from their last "
+           "finished step).")
+
+
 def run_plan(argv, plan: Plan, description: str) -> list[dict]:
-    """Parse the command line, run ``plan`` (resumable, ``--workers`` processes), write
-    ``OUTPUT_DIR.json``, ``comparison.md``, the plots and ``plan.report``'s; return the rows."""
+    """Parse the command line, run ``plan`` (resumable, ``--workers`` processes: :func:`.runs.run_each`, the path of
+    ``bsce-experiment grid``), write ``OUTPUT_DIR.json``, ``comparison.md``, the plots and ``plan.report``'s;
+    return the rows."""
+    parser = _parser(plan, description)
+    args = parser.parse_args(argv)
+    if not args.data_dir and not args.tiny:
+        parser.error("--data-dir is required: the folder holding cifar100.npz (see the README's data section).")
+    runs, out = _planned(parser, args, plan), Path(args.output_dir)
+    print(f"{len(runs)} runs on {args.workers} workers -> {out}", flush=True)
+    started = time.time()
+    _run(runs, out, args.workers)
+    return _report(plan, out, len(runs), started)
+
+
+def _parser(plan: Plan, description: str) -> argparse.ArgumentParser:
+    """The evidence scripts' command line (the same for every plan)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="folder holding cifar100.npz (required unless --tiny)")
     parser.add_argument("--output-dir", default=str(plan.output_dir))
@@ -137,29 +171,24 @@ def run_plan(argv, plan: Plan, description: str) -> list[dict]:
                              "protocol with --set recipes={} --set epochs=1 --set lr_milestones=[]")
     parser.add_argument("--tiny", action="store_true",
                         help="digits, 3 steps, 1 epoch, one seed: checks the script end to end in seconds")
-    args = parser.parse_args(argv)
-    if not args.data_dir and not args.tiny:
-        parser.error("--data-dir is required: the folder holding cifar100.npz (see the README's data section).")
+    return parser
 
-    common = {"data_dir": args.data_dir}
-    if args.tiny:
-        common = dict(TINY)
-        args.seeds = args.seeds[:1]
-    set_keys = []
+
+def _planned(parser: argparse.ArgumentParser, args: argparse.Namespace, plan: Plan) -> list[ExperimentConfig]:
+    """The configs of the plan's runs (``--only``'s, if given), each once; a bad config, ``--set`` or ``--only``
+    is a usage error (``parser.error``)."""
+    common = dict(TINY) if args.tiny else {"data_dir": args.data_dir}
+    seeds = args.seeds[:1] if args.tiny else args.seeds
     try:
-        for item in args.set:
-            key, _, value = item.partition("=")
-            common[key.strip()] = parse_value(value)
-            set_keys.append(key.strip())
-        out = Path(args.output_dir)
-        jobs = [(str(plan.config), {**common, **run}, str(out)) for run in plan.runs(tuple(args.seeds))]
-        configs = [_config(*job[:2], set_keys) for job in jobs]  # fails fast on a bad config
+        overrides = set_overrides(args.set)  # bsce-experiment's --set
+        common.update(overrides)
+        configs = [_config(str(plan.config), {**common, **run}, overrides) for run in plan.runs(tuple(seeds))]
         # runs made one by the overrides (BiC with and without its recipe, under --set recipes={} or --tiny): once
         kept = {}
-        for job, cfg in zip(jobs, configs):
-            if kept.setdefault(cfg.run_name, (job, cfg))[1].to_dict() != cfg.to_dict():
-                kept[f"{cfg.run_name} ({len(kept)})"] = (job, cfg)  # refused below, naming what differs
-        jobs, configs = [job for job, _ in kept.values()], [cfg for _, cfg in kept.values()]
+        for cfg in configs:
+            if kept.setdefault(cfg.run_name, cfg).to_dict() != cfg.to_dict():
+                kept[f"{cfg.run_name} ({len(kept)})"] = cfg  # refused below, naming what differs
+        configs = list(kept.values())
         check_unique_names(configs)
     except ConfigError as err:
         parser.error(str(err))
@@ -168,22 +197,26 @@ def run_plan(argv, plan: Plan, description: str) -> list[dict]:
         unknown = sorted(set(args.only) - set(names))
         if unknown:
             parser.error(f"unknown run(s) {unknown}; planned: {', '.join(names)}")
-        jobs = [job for job, name in zip(jobs, names) if name in args.only]
-    print(f"{len(jobs)} runs on {args.workers} workers -> {out}", flush=True)
-    # SIGTERM unwinds like Ctrl-C, so that the pool's exit terminates the worker processes
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    started = time.time()
+        configs = [cfg for cfg in configs if cfg.run_name in args.only]
+    return configs
+
+
+def _run(runs: list[ExperimentConfig], out: Path, workers: int) -> None:
+    """Run (or resume) ``runs`` into ``out``, ``workers`` at a time; a run that fails is reported and the others go
+    on; an interrupt (Ctrl-C, SIGTERM) or a killed worker ends the command, saying that it resumes."""
+    exit_on_sigterm()  # as bsce-experiment: SIGTERM unwinds like Ctrl-C
     try:
-        if args.workers > 1:
-            with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
-                for line in pool.imap_unordered(_run_one, jobs):
-                    print(line, flush=True)
-        else:
-            for job in jobs:
-                print(_run_one(job), flush=True)
+        run_each(runs, out, resume=True, jobs=workers, keep_going=True, quiet=True)
     except KeyboardInterrupt:  # the runs keep their last finished step
-        raise SystemExit("interrupted: the same command resumes it (finished runs are skipped, interrupted ones "
-                         "continue from their last finished step).") from None
+        raise SystemExit(f"interrupted: {RESUMES}") from None
+    except RunProcessDied as err:
+        raise SystemExit(f"the process of run {err.run_name} died (killed, e.g. by the out-of-memory killer), and "
+                         f"the runs under way with it: {RESUMES}") from None
+
+
+def _report(plan: Plan, out: Path, planned: int, started: float) -> list[dict]:
+    """``OUTPUT_DIR.json`` (:func:`summary_rows` of the finished runs in ``out``), ``comparison.md`` and the plots,
+    ``plan.report``'s; the rows. Fewer finished runs than ``planned`` ends the command (exit 1)."""
     runs = [r for r in load_results([out]) if r.get("finished")]
     rows = summary_rows(runs, out.parent)
     write_json_atomic(out.with_suffix(".json"), rows)
@@ -191,8 +224,6 @@ def run_plan(argv, plan: Plan, description: str) -> list[dict]:
     if plan.report is not None:
         plan.report(rows, out)
     print(f"wall time {time.time() - started:.0f} s; {out.with_suffix('.json')}, {table}")
-    if len(runs) < len(jobs):
-        raise SystemExit(f"{len(jobs) - len(runs)} run(s) did not finish: see the messages above")
+    if len(runs) < planned:
+        raise SystemExit(f"{planned - len(runs)} run(s) did not finish: see the messages above")
     return rows
-
-

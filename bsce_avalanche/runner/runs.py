@@ -1,22 +1,29 @@
-"""Running a config's runs: :func:`run_configs` runs every combination of its grid, one after the other or
-in fresh processes (``--jobs``), then compares them (``bsce-experiment run`` and ``grid``, a sweep's run)."""
+"""Running a set of runs, the one path of ``bsce-experiment run`` and ``grid`` and of the evidence scripts' plans
+(:mod:`.plans`): :func:`run_each` runs configs one after the other in this process, or ``jobs`` at a time in fresh
+processes (each a :func:`_run_one`), one line per finished run; :func:`run_configs` runs every combination of a
+config's grid that way, then compares them; :func:`exit_on_sigterm` makes SIGTERM unwind like Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
 import signal
+import sys
+import threading
+import traceback
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 from .config import ConfigError, ExperimentConfig
 from .grid import combination_error, expand_grid
 from .identity import differing_settings, result_settings
 
-__all__ = ["run_configs", "nothing_to_resume", "RunProcessDied"]
+__all__ = ["run_configs", "run_each", "exit_on_sigterm", "nothing_to_resume", "RunProcessDied"]
 
 
 def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1, overwrite: bool = False,
@@ -32,7 +39,6 @@ def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1, over
                           f"no combination of the grid can run: {'; '.join(sorted(set(skipped.values())))}")
     from . import distributed
     from .compare import compare
-    from .experiment import run_experiment
 
     if jobs > 1 and distributed.launched_distributed():
         raise ConfigError("--jobs starts processes of its own: do not combine it with torchrun (use --jobs 1).")
@@ -47,22 +53,74 @@ def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1, over
         for run in runs:
             if note := nothing_to_resume(run, out):
                 say(f"  {note}", flush=True)
-    if jobs > 1:
-        results = _run_in_processes(runs, out, resume, jobs, overwrite)
-    else:
-        results = ((run_cfg, run_experiment(run_cfg, out / run_cfg.run_name, resume=resume, overwrite=overwrite))
-                   for run_cfg in runs)
-    for run_cfg, result in results:
-        say(f"  {run_cfg.run_name}: average incremental accuracy {100 * result['average_incremental_accuracy']:.2f}%, "
-            f"last {100 * result['last_accuracy']:.2f}%, {result['train_time_s']:.0f} s", flush=True)
-        if sync := (result.get("wandb") or {}).get("sync_command"):
-            say(f"  W&B run saved offline; upload it with: {sync}", flush=True)
+    run_each(runs, out, resume=resume, jobs=jobs, overwrite=overwrite, say=say)
     if not main:
         return None
     table = compare([out / r.run_name / "results.json" for r in runs], out)
     print(f"comparison: {table}", flush=True)
     print(table.read_text().split("\n\n")[1], flush=True)
     return table
+
+
+def run_each(runs: Sequence[ExperimentConfig], out: Path, resume: bool = False, jobs: int = 1, overwrite: bool = False,
+             keep_going: bool = False, quiet: bool = False, say: Callable = print) -> list[str]:
+    """Run each of ``runs`` into ``out/<run name>/``: one after the other in this process, or (``jobs`` > 1) ``jobs``
+    at a time in fresh processes (:func:`_run_in_processes`); say one line per finished run (and the W&B command
+    that uploads an offline run). A run that fails raises its error, or with ``keep_going`` is reported with its
+    traceback while the others go on; ``quiet``: the runs' Python warnings are not shown.
+
+    :returns: the names of the runs that failed (``keep_going``).
+    :raises RunProcessDied: a worker process died."""
+    failed = []
+    for run_cfg, result in _finished_runs(runs, out, resume, min(jobs, len(runs)), overwrite, keep_going, quiet):
+        if isinstance(result, BaseException):  # keep_going
+            failed.append(run_cfg.run_name)
+            say(f"  {run_cfg.run_name}: FAILED\n{''.join(traceback.format_exception(result))}", flush=True)
+            continue
+        say(f"  {run_cfg.run_name}: average incremental accuracy {100 * result['average_incremental_accuracy']:.2f}%, "
+            f"last {100 * result['last_accuracy']:.2f}%, {result['train_time_s']:.0f} s", flush=True)
+        if sync := (result.get("wandb") or {}).get("sync_command"):
+            say(f"  W&B run saved offline; upload it with: {sync}", flush=True)
+    return failed
+
+
+def _finished_runs(runs, out: Path, resume: bool, jobs: int, overwrite: bool, keep_going: bool, quiet: bool):
+    """Yield ``(config, results)`` of each run as it finishes (``keep_going``: ``(config, its error)`` of a run
+    that failed), here or in ``jobs`` processes."""
+    if jobs > 1:
+        yield from _run_in_processes(runs, out, resume, jobs, overwrite, keep_going=keep_going, quiet=quiet)
+        return
+    from .experiment import run_experiment
+
+    for run_cfg in runs:
+        try:
+            with _no_warnings() if quiet else contextlib.nullcontext():
+                result = run_experiment(run_cfg, out / run_cfg.run_name, resume=resume, overwrite=overwrite)
+        except Exception as err:  # noqa: BLE001 - reported, and the other runs go on
+            if not keep_going:
+                raise
+            result = err
+        yield run_cfg, result
+
+
+@contextlib.contextmanager
+def _no_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def exit_on_sigterm() -> None:
+    """From now on SIGTERM (a cluster pre-empting the job, a W&B agent stopping a run, ``kill``) unwinds like
+    Ctrl-C: ``SystemExit(128 + 15)`` in the main thread, so that ``finally`` blocks run (the W&B run is closed)
+    and :func:`_run_in_processes` stops the runs under way at their last finished step. Only the main thread can
+    set a handler: from another thread, nothing changes."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+def _exit_on_signal(signum, frame):
+    sys.exit(128 + signum)
 
 
 def nothing_to_resume(run: ExperimentConfig, out: Path) -> Optional[str]:
@@ -93,10 +151,18 @@ def nothing_to_resume(run: ExperimentConfig, out: Path) -> Optional[str]:
 class RunProcessDied(RuntimeError):
     """A ``--jobs`` worker process died (killed by a signal, e.g. the out-of-memory killer)."""
 
+    def __init__(self, message: str, run_name: str = ""):
+        super().__init__(message)
+        self.run_name = run_name
 
-def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int, overwrite: bool = False, worker=None):
+
+def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int, overwrite: bool = False, worker=None,
+                      keep_going: bool = False, quiet: bool = False):
     """Yield ``(config, results)`` of each run as it finishes, ``jobs`` fresh processes at a time, each
-    with ``cores // jobs`` torch threads unless its config sets ``threads`` (same numbers as alone).
+    with ``cores // jobs`` torch threads unless its config sets ``threads`` (same numbers as alone);
+    ``keep_going``: ``(config, its error)`` of a run that raised one, and the others go on. On an exit (SIGTERM:
+    :func:`exit_on_sigterm`) the runs under way are stopped the same way, at their last finished step; on any
+    other error (Ctrl-C reaches the workers itself) they end as they do.
 
     :param worker: what a process runs, ``_run_one`` (a module-level function; tests pass another).
     :raises RunProcessDied: a worker process died."""
@@ -104,25 +170,66 @@ def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int, overwrite:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // jobs)
     context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    stopping = context.Event()  # set: the runs not started yet do not start (the pool queues one ahead)
     # waiting workers ignore Ctrl-C (no tracebacks); a worker's run takes it like a single run
-    with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1,
-                             initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
-        futures = {pool.submit(worker, run_cfg.replace(progress=False), out / run_cfg.run_name, resume, threads,
-                               overwrite):
-                   run_cfg for run_cfg in runs}
+    with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1, initializer=_start_worker,
+                             initargs=(quiet, stopping)) as pool:
+        futures = {pool.submit(_start_run, worker, run_cfg.replace(progress=False), out / run_cfg.run_name, resume,
+                               threads, overwrite): run_cfg for run_cfg in runs}
         try:
             for future in as_completed(futures):
-                try:
-                    result = future.result()
-                except BrokenProcessPool:
-                    raise RunProcessDied(
-                        f"the process of run {futures[future].run_name} died (killed, e.g. by the out-of-memory "
-                        "killer), and the runs under way with it; the finished runs are saved: run the same command "
-                        "with --resume to continue the others from their last finished step.") from None
-                yield futures[future], result
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)  # the runs under way finish (and are saved)
+                yield futures[future], _result(future, futures[future].run_name, keep_going)
+        except BaseException as err:
+            stopping.set()
+            if isinstance(err, SystemExit):  # SIGTERM here: there too
+                _interrupt(pool)
+            pool.shutdown(wait=True, cancel_futures=True)  # the runs under way end (and are saved)
             raise
+
+
+def _interrupt(pool: ProcessPoolExecutor) -> None:
+    """SIGTERM to the pool's processes (:func:`_start_worker`: it unwinds like Ctrl-C): the runs under way stop at
+    their last finished step, the waiting processes end."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+
+
+def _result(future, name: str, keep_going: bool):
+    """A finished run's results; with ``keep_going``, the error of a run that raised one."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise RunProcessDied(
+            f"the process of run {name} died (killed, e.g. by the out-of-memory killer), and the runs under way "
+            "with it; the finished runs are saved: run the same command with --resume to continue the others from "
+            "their last finished step.", name) from None
+    except Exception as err:  # noqa: BLE001 - a run's own error, raised in its process
+        if not keep_going:
+            raise
+        return err
+
+
+#: In a worker process: its pool's event, set when the runs not started yet are not to start.
+_stopping = None
+
+
+def _start_worker(quiet: bool, stopping) -> None:
+    """A worker process ignores Ctrl-C while it waits (:func:`_run_one` takes it back), unwinds on SIGTERM
+    (:func:`exit_on_sigterm`), and with ``quiet`` ignores Python's warnings."""
+    global _stopping
+    _stopping = stopping
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_on_sigterm()
+    if quiet:
+        warnings.simplefilter("ignore")
+
+
+def _start_run(worker, *args):
+    """``worker(*args)`` in a worker process, unless its pool is stopping (a run queued before an interrupt)."""
+    if _stopping is not None and _stopping.is_set():
+        return None
+    return worker(*args)
 
 
 def _run_one(cfg: ExperimentConfig, out: Path, resume: bool, threads: int, overwrite: bool = False) -> dict:
