@@ -223,3 +223,28 @@ def test_private_avalanche_names_are_read_in_compat_only(module):
             found += [f"{node.lineno}: {a.name}" for a in node.names if a.name.startswith("_") and
                       not a.name.startswith("__")]
     assert found == []
+
+
+#: A function longer than this needs its reason in a comment on its first line (``# long: ...``).
+MAX_FUNCTION_LINES = 60
+
+
+def _long_functions(root: Path) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES and "# long:" not in lines[node.lineno - 1]:
+                    found.append(f"{path.relative_to(root.parent)}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_no_function_in_the_package_is_longer_than_the_rule_without_a_reason(tmp_path):
+    assert _long_functions(REPO / "bsce_avalanche") == []
+    # the check itself: a 61-line function is found, the same with its reason is not
+    body = "\n".join(f"    x{i} = {i}" for i in range(60))
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "m.py").write_text(f"def f():\n{body}\n\n\ndef g():  # long: a table\n{body}\n")
+    assert _long_functions(tmp_path / "pkg") == ["pkg/m.py:1 f (61 lines)"]
