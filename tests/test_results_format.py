@@ -110,3 +110,17 @@ def test_compare_reproduces_the_committed_comparison_table(name):
     lines = _table_lines(comparison_table(with_posthoc(runs)))
     assert {line.split("|")[2].strip() for line in lines[2:]} == {"–"}  # no recipes in these runs
     assert _without_column(lines, "recipe") == _table_lines(committed)[:len(lines)]
+
+
+def test_the_posthoc_view_of_an_icarl_run_is_labelled_as_the_trained_head():
+    """Post-hoc adjustment is of the head's logits: an iCaRL run evaluated with NME must not give an "-nme" row."""
+    from bsce_avalanche.runner.labels import run_label
+    from bsce_avalanche.runner.results import posthoc_view
+
+    run = json.loads((RESULTS / "cifar100_cpu_concat" / "replay-ce-concat-seed0-18da67" / "results.json").read_text())
+    assert run["posthoc"]
+    for icarl_eval in ("nme", "head"):
+        icarl = {**run, "config": {**run["config"], "strategy": "icarl", "icarl_eval": icarl_eval}}
+        label = run_label(posthoc_view(icarl))
+        assert "-head" in label and "-nme" not in label and label.endswith("+ post-hoc LA"), label
+    assert run_label(posthoc_view(run)) == "replay-ce-concat + post-hoc LA"

@@ -57,8 +57,7 @@ def _evaluations(run: dict) -> list[dict]:
         other = "head" if cfg["icarl_eval"] == "nme" else "nme"
         views.append({**run, **run["icarl_" + other], "config": {**cfg, "icarl_eval": other}})
     if run.get("posthoc"):  # the trained head's logits - log prior, from the same evaluation pass
-        config = {**cfg, "icarl_eval": "head"} if cfg["strategy"] == "icarl" else cfg
-        views.append({**posthoc_view(run), "config": config})
+        views.append(posthoc_view(run))
     return views
 
 

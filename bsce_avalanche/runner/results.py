@@ -69,7 +69,10 @@ def posthoc_view(run: dict) -> dict:
     """A run whose results carry post-hoc figures (``results["posthoc"]``), seen as the run of its own method
     "CE + post-hoc LA": the same config, seed and training; the metrics of the adjusted predictions."""
     record = run["posthoc"]
-    return {**run, **{k: record[k] for k in _SUMMARY_KEYS}, "steps": record["steps"],
+    config = run["config"]
+    if config.get("strategy") == "icarl":  # the adjustment is of the trained head's logits, whatever icarl_eval is
+        config = {**config, "icarl_eval": "head"}
+    return {**run, **{k: record[k] for k in _SUMMARY_KEYS}, "steps": record["steps"], "config": config,
             "per_class_accuracy": record["steps"][-1]["per_class_accuracy"], "_evaluation": "posthoc"}
 
 
