@@ -57,8 +57,8 @@ def plan_for(setting: str) -> Plan:
     return Plan(runs, ROOT / "experiments" / "results" / "cifar100_cpu_settings" / setting, CONFIG)
 
 
-def summary(out: Path, tiny: bool = False) -> str:
-    """The table across settings (those with finished runs) and the figure; written to ``out/summary.md``."""
+def summary(out: Path, tiny: bool = False, write: bool = True) -> str:
+    """The table across settings (those with finished runs) and, with ``write``, the figure and ``out/summary.md``."""
     lines = ["| setting | steps | imbalance at the last step (new : old per class) | seeds | "
              + " | ".join(f"{n}: avg. inc. / last (%)" for n, _ in METHODS)
              + " | BSCE − CE | BSCE − CE + post-hoc LA |", "|---|---|---|---|" + "---|" * len(METHODS) + "---|---|"]
@@ -86,6 +86,8 @@ def summary(out: Path, tiny: bool = False) -> str:
                      + " | ".join(cells) + " | " + " | ".join(" / ".join(map(format_gain, g)) for g in gains) + " |")
     text = ("# BSCE across the CIFAR-100 settings (3 epochs per step, memory 2000 concatenated)\n\nPaired per seed; "
             "mean and 95% t-interval in points (average incremental / last accuracy).\n\n" + "\n".join(lines) + "\n")
+    if not write:
+        return text
     out.mkdir(parents=True, exist_ok=True)
     if points:
         _plot(points, out / "gain_vs_steps.png")

@@ -110,3 +110,26 @@ def _blobs_model(incremental: bool):
             return self.classifier(self.feature_extractor(x))
 
     return Net()
+
+
+def test_the_measured_blocks_are_restated_from_the_committed_results(tmp_path, monkeypatch):
+    """Every table between <!-- NAME:start/end --> markers in README.md and RESULTS.md is what
+    experiments/restate.py builds from the results (no number written by hand), and a hand edit is caught."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("restate", README.parent / "experiments" / "restate.py")
+    restate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(restate)
+    assert restate.restate(check=True) == []
+    # a number edited by hand in a copy is found, and restating the copy repairs it
+    copy = tmp_path / "README.md"
+    shutil.copy(README, copy)
+    block = re.search(r"<!-- readme-table:start -->\n(.*?)<!-- readme-table:end -->", copy.read_text(), re.S).group(1)
+    edited = re.sub(r"\| (\d+)\.(\d) ±", lambda m: f"| {int(m.group(1)) + 1}.{m.group(2)} ±", block, count=1)
+    assert edited != block
+    copy.write_text(copy.read_text().replace(block, edited))
+    monkeypatch.setattr(restate, "BLOCKS", {(copy, m): f for (p, m), f in restate.BLOCKS.items() if p == restate.README})
+    assert "README.md:readme-table" in restate.restate(check=True)
+    restate.restate()
+    assert copy.read_text() == README.read_text()
