@@ -66,7 +66,7 @@ def summary(out: Path, tiny: bool = False, write: bool = True) -> str:
     for setting, (protocol, steps) in SETTINGS.items():
         folder = EXISTING.get(setting) if not tiny else None
         folder = folder or out / setting
-        if not folder.is_dir():
+        if not any(folder.glob("*/results.json")):  # not started, or its first run still before its first step
             continue
         runs = [r for r in load_results([folder]) if r.get("finished") and r["config"]["strategy"] == "replay"
                 and r["config"].get("replay") == "concat" and not r["config"].get("weight_aligning")
