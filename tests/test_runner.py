@@ -344,6 +344,32 @@ def test_run_each_in_processes_keeps_going_past_a_failed_run_when_asked(tmp_path
         runs.run_each(configs, tmp_path, jobs=2)
 
 
+def test_run_each_hands_a_pool_only_the_runs_not_finished_before(tmp_path, capsys, monkeypatch):
+    """issue 26: a re-run of a plan with --workers 2 started a fresh process (minutes of imports) for every run
+    finished before; those are now read here and reported as before, only the others go to the pool."""
+    import shutil
+
+    from bsce_avalanche.runner import runs
+
+    committed = REPO / "experiments/results/cifar100_cpu_concat/bic-ce-concat-seed0-7eb0fd"
+    shutil.copytree(committed, tmp_path / committed.name)
+    done = ExperimentConfig(**json.loads((committed / "results.json").read_text())["config"])
+    assert done.run_name == committed.name and done.recipe == "bic"
+    todo, handed = done.replace(seed=1), []
+
+    def pool(configs, out, resume, jobs, overwrite=False, **kwargs):
+        handed.extend(c.run_name for c in configs)
+        for cfg in configs:
+            yield cfg, {"average_incremental_accuracy": 0.5, "last_accuracy": 0.25, "train_time_s": 1.0}
+
+    monkeypatch.setattr(runs, "_run_in_processes", pool)
+    assert runs.run_each([done], tmp_path, resume=True, jobs=2) == [] and handed == []  # a re-run: no process
+    assert f"  {done.run_name}: average incremental accuracy 20.30%, last 10.50%, 604 s\n" in capsys.readouterr().out
+    assert runs.run_each([todo, done], tmp_path, resume=True, jobs=2) == [] and handed == [todo.run_name]
+    runs.run_each([done], tmp_path, jobs=2, overwrite=True)  # not resuming: the pool runs it
+    assert handed == [todo.run_name, done.run_name]
+
+
 def test_cli_reports_config_errors(capsys):
     assert main(["run", "--strategy", "icral", "--no-wandb"]) == 2
     assert "did you mean 'icarl'" in capsys.readouterr().err
