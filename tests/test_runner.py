@@ -24,7 +24,7 @@ from bsce_avalanche.runner.fileio import write_json_atomic
 from bsce_avalanche.runner.grid import expand_grid
 from bsce_avalanche.runner.labels import run_label
 from bsce_avalanche.runner.metrics import evaluate_step, per_experience_accuracy, summarise
-from bsce_avalanche.runner.schema import CHOICES
+from bsce_avalanche.runner.schema import CHOICES, RUNNER_SET
 from bsce_avalanche.runner.strategies import STRATEGIES
 from conftest import assert_accuracies_consistent
 from naming import run_dir
@@ -161,7 +161,7 @@ def _subcommand_parsers():
 def test_help_gives_every_option_meaning_choices_and_default(command, capsys):
     parser = _subcommand_parsers()[command]
     for action in parser._actions:
-        if action.dest == "help":
+        if action.dest == "help" or action.help == argparse.SUPPRESS:  # --recipe: refused (the runner sets it)
             continue
         assert action.help and len(action.help) > 10, action.dest
         if action.option_strings:  # positionals have no default
@@ -173,6 +173,9 @@ def test_help_gives_every_option_meaning_choices_and_default(command, capsys):
             main([command, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         for f in fields(ExperimentConfig):
+            if f.name in RUNNER_SET:  # set by the runner: no option
+                assert not re.search(rf"--{f.name.replace('_', '-')}\b", text), f.name
+                continue
             default = f.default_factory() if callable(f.default_factory) else f.default
             shown = "null" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
             assert f"--{f.name.replace('_', '-')}" in text and f"(default: {shown})" in text, f.name
@@ -364,7 +367,7 @@ def test_run_each_hands_a_pool_only_the_runs_not_finished_before(tmp_path, capsy
 
     monkeypatch.setattr(runs, "_run_in_processes", pool)
     assert runs.run_each([done], tmp_path, resume=True, jobs=2) == [] and handed == []  # a re-run: no process
-    assert f"  {done.run_name}: average incremental accuracy 20.30%, last 10.50%, 604 s\n" in capsys.readouterr().out
+    assert f"  {done.run_name}: average incremental accuracy 20.31%, last 10.50%, 604 s\n" in capsys.readouterr().out
     assert runs.run_each([todo, done], tmp_path, resume=True, jobs=2) == [] and handed == [todo.run_name]
     runs.run_each([done], tmp_path, jobs=2, overwrite=True)  # not resuming: the pool runs it
     assert handed == [todo.run_name, done.run_name]
