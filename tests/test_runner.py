@@ -354,11 +354,13 @@ def test_run_each_hands_a_pool_only_the_runs_not_finished_before(tmp_path, capsy
 
     from bsce_avalanche.runner import runs
 
-    committed = REPO / "experiments/results/cifar100_cpu_concat/bic-ce-concat-seed0-7eb0fd"
-    shutil.copytree(committed, tmp_path / committed.name)
-    done = ExperimentConfig(**json.loads((committed / "results.json").read_text())["config"])
-    assert done.run_name == committed.name and done.recipe == "bic"
-    todo, handed = done.replace(seed=1), []
+    finished = []
+    for name in ("bic-ce-concat-seed0-7eb0fd", "er_ace-ce-seed0-18da67"):  # two: one run alone runs in-process
+        committed = REPO / "experiments/results/cifar100_cpu_concat" / name
+        shutil.copytree(committed, tmp_path / name)
+        finished.append(ExperimentConfig(**json.loads((committed / "results.json").read_text())["config"]))
+        assert finished[-1].run_name == name
+    todo, handed = finished[0].replace(seed=1), []
 
     def pool(configs, out, resume, jobs, overwrite=False, **kwargs):
         handed.extend(c.run_name for c in configs)
@@ -366,11 +368,12 @@ def test_run_each_hands_a_pool_only_the_runs_not_finished_before(tmp_path, capsy
             yield cfg, {"average_incremental_accuracy": 0.5, "last_accuracy": 0.25, "train_time_s": 1.0}
 
     monkeypatch.setattr(runs, "_run_in_processes", pool)
-    assert runs.run_each([done], tmp_path, resume=True, jobs=2) == [] and handed == []  # a re-run: no process
-    assert f"  {done.run_name}: average incremental accuracy 20.31%, last 10.50%, 604 s\n" in capsys.readouterr().out
-    assert runs.run_each([todo, done], tmp_path, resume=True, jobs=2) == [] and handed == [todo.run_name]
-    runs.run_each([done], tmp_path, jobs=2, overwrite=True)  # not resuming: the pool runs it
-    assert handed == [todo.run_name, done.run_name]
+    assert runs.run_each(finished, tmp_path, resume=True, jobs=2) == [] and handed == []  # a re-run: no process
+    assert f"  {finished[0].run_name}: average incremental accuracy 20.31%, last 10.50%, 604 s\n" \
+        in capsys.readouterr().out  # as the run's process said it
+    assert runs.run_each([todo, *finished], tmp_path, resume=True, jobs=2) == [] and handed == [todo.run_name]
+    runs.run_each(finished, tmp_path, jobs=2, overwrite=True)  # not resuming: the pool runs them again
+    assert handed == [todo.run_name, *(c.run_name for c in finished)]
 
 
 def test_cli_reports_config_errors(capsys):
