@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -201,7 +200,7 @@ def write_outputs(plan: list[dict], out: Path) -> list[dict]:
     return rows
 
 
-def main(argv=None) -> list[dict]:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data-dir", default=None, help="folder holding cifar100.npz (null: the runner's default)")
@@ -222,7 +221,11 @@ def main(argv=None) -> list[dict]:
     only.add_argument("--table", action="store_true",
                         help="rebuild OUTPUT_DIR.json from the finished runs' folders and print it as a Markdown "
                              "table; run nothing")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _shard(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[int, int]:
+    """``--shard K/N`` as (K, N); a malformed one (or ``--max-runs`` below 1) is a usage error."""
     try:
         shard, shards = (int(part) for part in args.shard.split("/"))
         if not 1 <= shard <= shards:
@@ -231,6 +234,13 @@ def main(argv=None) -> list[dict]:
         parser.error(f"--shard {args.shard!r}: expected K/N with 1 <= K <= N, e.g. --shard 2/2")
     if args.max_runs is not None and args.max_runs < 1:
         parser.error(f"--max-runs must be >= 1 (runs from the start of the plan), got {args.max_runs}")
+    return shard, shards
+
+
+def main(argv=None) -> list[dict]:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    shard, shards = _shard(parser, args)
     out = Path(args.output_dir)
     plan = planned_runs(TINY_MEMORIES if args.tiny else MEMORIES)[: args.max_runs]
     base = {**PROTOCOL, **(TINY if args.tiny else {}), "data_dir": None if args.tiny else args.data_dir}
@@ -242,54 +252,66 @@ def main(argv=None) -> list[dict]:
         print(markdown_table(rows) + "\n\n" + gains_table(rows))
         return rows
     warnings.simplefilter("ignore")
-    from bsce_avalanche.runner.experiment import build_benchmark, run_experiment
+    return train(plan[shard - 1::shards], plan, base, out, args.budget_min)
+
+
+def _task_batches(base: dict) -> int:
+    """Mini-batches in a task ("a whole task", B0: equal tasks): the first task's; no data is a one-line exit."""
+    from bsce_avalanche.runner.experiment import build_benchmark
 
     base_cfg = ExperimentConfig(**base)
     try:
         first = build_benchmark(base_cfg).train_stream[0]
     except (ConfigError, OSError) as err:  # e.g. no CIFAR-100 in --data-dir: the loader's one line
         raise SystemExit(f"cifar100_online.py: {err}") from None
-    task_batches = math.ceil(len(first.dataset) / base_cfg.batch_size)  # "a whole task" (B0: equal tasks)
+    return math.ceil(len(first.dataset) / base_cfg.batch_size)
+
+
+def train(runs: list[dict], plan: list[dict], base: dict, out: Path, budget_min: float) -> list[dict]:
+    """Train (or resume) ``runs`` of ``plan`` one at a time through the runner's path (``run_resumably``:
+    :func:`bsce_avalanche.runner.runs.run_each`, its interrupt handling), a line each; ``OUTPUT_DIR.json`` after
+    every run, and the outputs of :func:`write_outputs` at the end. A run that would end after ``budget_min``
+    minutes (at the median time of the runs trained so far) does not start."""
+    from bsce_avalanche.runner.plans import run_resumably
+
+    task_batches = _task_batches(base)
     times, start = [], time.time()
-    summary = out.with_suffix(".json")
-    for i, run in enumerate(plan):
-        if i % shards != shard - 1:
-            continue
-        cfg = config_of(run, base, task_batches)
-        finished = _finished(out / run_id(run)) is not None
+    for run in runs:
+        i, name = plan.index(run), run_id(run)
+        finished = _finished(out / name) is not None
         elapsed = (time.time() - start) / 60
-        if not finished and times and elapsed + statistics.median(times) / 60 > args.budget_min:
-            print(f"[{i + 1}/{len(plan)}] {run_id(run)}: not started (budget {args.budget_min:g} min, "
-                  f"{elapsed:.1f} min used)", flush=True)
+        if not finished and times and elapsed + statistics.median(times) / 60 > budget_min:
+            print(f"[{i + 1}/{len(plan)}] {name}: not started (budget {budget_min:g} min, {elapsed:.1f} min used)",
+                  flush=True)
             continue
         t0 = time.time()
-        try:
-            result = run_experiment(cfg, out / run_id(run), resume=True)
-        except KeyboardInterrupt:  # the run keeps its last finished task
-            raise SystemExit(f"interrupted during {run_id(run)}: the same command resumes it and skips the "
-                             "finished runs") from None
+        run_resumably([config_of(run, base, task_batches)], out, 1, keep_going=False, say=_silent,
+                      folder=lambda _, name=name: name)
         if not finished:
             times.append(time.time() - t0)
-        r = row(run, result)
+        r = row(run, _finished(out / name))
         print(f"[{i + 1}/{len(plan)}] {r['run']}: average {100 * r['average_accuracy']:.2f}%, final "
               f"{100 * r['final_accuracy']:.2f}%, newest-task share {100 * r['newest_task_prediction_share']:.1f}%, "
               f"train {r['train_time_s']:.0f} s{' (done before)' if finished else ''}", flush=True)
-        write_json_atomic(summary, _summary_rows(plan, out))
+        write_json_atomic(out.with_suffix(".json"), _summary_rows(plan, out))
     return write_outputs(plan, out)
 
 
+def _silent(*args, **kwargs) -> None:
+    """The runner's line per run: this script prints its own (accuracies, newest-task share)."""
+
+
 def compile_comparison(cfg: ExperimentConfig, out: Path, summary: Path, argv) -> dict:
-    """Eager vs ``compile: true`` end to end: ``cfg`` trained both ways at once (two processes, one core each:
-    the same machine load); step times (compilation included), train times and accuracies."""
-    from bsce_avalanche.runner.runs import _run_one  # importable by the spawned workers, unlike this script
+    """Eager vs ``compile: true`` end to end: ``cfg`` trained both ways at once (two processes of the runner's
+    pool, one core each: the same machine load); step times (compilation included), train times and accuracies."""
+    from bsce_avalanche.runner.runs import _run_in_processes, exit_on_sigterm
 
     variants, start, wall = ("eager", "compiled"), time.time(), {}
-    with mp.get_context("spawn").Pool(2) as pool:
-        jobs = [pool.apply_async(_run_one, (cfg.replace(compile=v == "compiled", first_experience_cache=False),
-                                            out / v, False, 1, True),
-                                 callback=lambda _, v=v: wall.__setitem__(v, time.time() - start)) for v in variants]
-        for job in jobs:
-            job.get()  # re-raises a worker's error
+    configs = [cfg.replace(compile=v == "compiled", first_experience_cache=False) for v in variants]
+    exit_on_sigterm()
+    for run_cfg, _ in _run_in_processes(configs, out, resume=False, jobs=2, overwrite=True,
+                                        folder=lambda c: variants[c.compile]):
+        wall[variants[run_cfg.compile]] = time.time() - start  # a run's error is raised here
     runs = {v: json.loads((out / v / "results.json").read_text()) for v in variants}
     result = {"description": "One run of the online protocol trained eager and with compile: true at once (two "
                              "processes): whether the CPU evidence scripts gain from compiling, compilation included.",

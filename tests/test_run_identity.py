@@ -150,6 +150,40 @@ def test_a_recipe_run_records_the_values_it_trained_with(tmp_path):
     assert results["config"]["lr"] == 2.0
 
 
+def test_recipe_is_the_runners_to_set_not_a_users(tmp_path, capsys):
+    """issue 26: `run --recipe made-up` ran and recorded "made-up": recipe is set by the runner from recipes. An
+    option, --set, a config file or a grid that sets it is a one-line error naming the fix; a config read back
+    from a committed results.json (recipe "bic") still builds, resumes, keeps its name and compares."""
+    from pathlib import Path
+
+    from bsce_avalanche.runner.arguments import build_parser
+    from bsce_avalanche.runner.compare import compare
+
+    fix = r"recipe.* is set by the runner from recipes .*: set recipes instead"
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(["run", "--recipe", "made-up"])  # not taken as --recipes either
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and re.search("--recipe: " + fix, err), err
+    run_help = build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+    assert "--recipes" in run_help and not re.search(r"--recipe\b", run_help)  # no option of its own
+    assert main(["run", "--set", "recipe=made-up", "--no-wandb", "--output-dir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(fix, err), err
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps({**TINY, "recipe": "bic"}))
+    with pytest.raises(ConfigError, match=rf"recipe \(in {re.escape(str(path))}\) is set by the runner"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"recipe \(in grid\) is set by the runner from recipes"):
+        load_config(None, {**TINY, "grid": {"recipe": ["a", "b"]}})
+    assert not (tmp_path / "x").exists()
+    committed = Path(__file__).resolve().parents[1] / "experiments/results/cifar100_cpu_concat/bic-ce-concat-seed0-7eb0fd"
+    saved = json.loads((committed / "results.json").read_text())["config"]
+    cfg = ExperimentConfig(**saved)
+    assert (cfg.recipe, cfg.run_name, cfg.replace(seed=1).recipe) == ("bic", committed.name, "bic")
+    assert _differing_keys(saved, cfg) == [] and expand_grid(cfg) == [cfg]
+    assert "| bic-ce-concat | bic | 1 |" in compare([committed / "results.json"], tmp_path / "cmp").read_text()
+
+
 def test_resume_check_uses_result_settings_only():
     saved = ExperimentConfig(**TINY).to_dict()
     assert _differing_keys(saved, ExperimentConfig(**TINY, threads=1, checkpoint=False, name="other")) == []

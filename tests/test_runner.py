@@ -24,7 +24,7 @@ from bsce_avalanche.runner.fileio import write_json_atomic
 from bsce_avalanche.runner.grid import expand_grid
 from bsce_avalanche.runner.labels import run_label
 from bsce_avalanche.runner.metrics import evaluate_step, per_experience_accuracy, summarise
-from bsce_avalanche.runner.schema import CHOICES
+from bsce_avalanche.runner.schema import CHOICES, RUNNER_SET
 from bsce_avalanche.runner.strategies import STRATEGIES
 from conftest import assert_accuracies_consistent
 from naming import run_dir
@@ -161,7 +161,7 @@ def _subcommand_parsers():
 def test_help_gives_every_option_meaning_choices_and_default(command, capsys):
     parser = _subcommand_parsers()[command]
     for action in parser._actions:
-        if action.dest == "help":
+        if action.dest == "help" or action.help == argparse.SUPPRESS:  # --recipe: refused (the runner sets it)
             continue
         assert action.help and len(action.help) > 10, action.dest
         if action.option_strings:  # positionals have no default
@@ -173,6 +173,9 @@ def test_help_gives_every_option_meaning_choices_and_default(command, capsys):
             main([command, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         for f in fields(ExperimentConfig):
+            if f.name in RUNNER_SET:  # set by the runner: no option
+                assert not re.search(rf"--{f.name.replace('_', '-')}\b", text), f.name
+                continue
             default = f.default_factory() if callable(f.default_factory) else f.default
             shown = "null" if default is None else str(default).lower() if isinstance(default, bool) else str(default)
             assert f"--{f.name.replace('_', '-')}" in text and f"(default: {shown})" in text, f.name
@@ -342,6 +345,35 @@ def test_run_each_in_processes_keeps_going_past_a_failed_run_when_asked(tmp_path
     assert f"  {configs[1].run_name}: FAILED\n" in out and f"RuntimeError: {configs[1].run_name} failed" in out
     with pytest.raises(RuntimeError, match=f"{configs[1].run_name} failed"):
         runs.run_each(configs, tmp_path, jobs=2)
+
+
+def test_run_each_hands_a_pool_only_the_runs_not_finished_before(tmp_path, capsys, monkeypatch):
+    """issue 26: a re-run of a plan with --workers 2 started a fresh process (minutes of imports) for every run
+    finished before; those are now read here and reported as before, only the others go to the pool."""
+    import shutil
+
+    from bsce_avalanche.runner import runs
+
+    finished = []
+    for name in ("bic-ce-concat-seed0-7eb0fd", "er_ace-ce-seed0-18da67"):  # two: one run alone runs in-process
+        committed = REPO / "experiments/results/cifar100_cpu_concat" / name
+        shutil.copytree(committed, tmp_path / name)
+        finished.append(ExperimentConfig(**json.loads((committed / "results.json").read_text())["config"]))
+        assert finished[-1].run_name == name
+    todo, handed = finished[0].replace(seed=1), []
+
+    def pool(configs, out, resume, jobs, overwrite=False, **kwargs):
+        handed.extend(c.run_name for c in configs)
+        for cfg in configs:
+            yield cfg, {"average_incremental_accuracy": 0.5, "last_accuracy": 0.25, "train_time_s": 1.0}
+
+    monkeypatch.setattr(runs, "_run_in_processes", pool)
+    assert runs.run_each(finished, tmp_path, resume=True, jobs=2) == [] and handed == []  # a re-run: no process
+    assert f"  {finished[0].run_name}: average incremental accuracy 20.31%, last 10.50%, 604 s\n" \
+        in capsys.readouterr().out  # as the run's process said it
+    assert runs.run_each([todo, *finished], tmp_path, resume=True, jobs=2) == [] and handed == [todo.run_name]
+    runs.run_each(finished, tmp_path, jobs=2, overwrite=True)  # not resuming: the pool runs them again
+    assert handed == [todo.run_name, *(c.run_name for c in finished)]
 
 
 def test_cli_reports_config_errors(capsys):

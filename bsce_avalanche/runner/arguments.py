@@ -11,11 +11,12 @@ from typing import Union, get_args, get_origin, get_type_hints
 from .config import ConfigError, ExperimentConfig
 from .config_files import DEFAULT_CONFIG, load_config, parse_value, shipped_configs
 from .grid import check_recipe_overrides
-from .schema import CHOICES, RANGES
+from .schema import CHOICES, RANGES, RUNNER_SET, runner_set_error
 
 __all__ = ["build_parser", "config_from_args", "set_overrides"]
 
-_KEYS = fields(ExperimentConfig)
+#: The keys a user sets, each an option (not those the runner sets: :data:`~.schema.RUNNER_SET`).
+_KEYS = [f for f in fields(ExperimentConfig) if f.name not in RUNNER_SET]
 _HINTS = get_type_hints(ExperimentConfig)
 #: grid subcommand option -> config key
 _GRID_FLAGS = {"strategies": "strategy", "losses": "loss", "seeds": "seed"}
@@ -53,6 +54,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _RunnerSet(argparse.Action):
+    """The option of a key the runner sets (:data:`~.schema.RUNNER_SET`): a usage error saying what to set."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string}: {runner_set_error(self.dest)}")
+
+
 def _add_run_arguments(p: argparse.ArgumentParser, resume: bool = True) -> None:
     p.add_argument("--config", metavar="NAME_OR_PATH",
                    help=f"a YAML config file's path, or a shipped config's name: {', '.join(shipped_configs())} "
@@ -69,6 +77,8 @@ def _add_run_arguments(p: argparse.ArgumentParser, resume: bool = True) -> None:
     keys = p.add_argument_group("config keys", "each replaces the config file's value and its grid over that "
                                                "key (run --loss ce runs CE only); the default applies when "
                                                "neither sets the key")
+    for key in RUNNER_SET:  # no option, but refused by name (not taken as an abbreviation of --recipes)
+        keys.add_argument("--" + key.replace("_", "-"), action=_RunnerSet, nargs="?", help=argparse.SUPPRESS)
     for f in _KEYS:
         flag, hint = "--" + f.name.replace("_", "-"), _HINTS[f.name]
         if bool in (hint, *get_args(hint)):

@@ -17,7 +17,7 @@ from .catalog import STRATEGIES, online_error, online_keys_error, uses_replay_op
 from .errors import ConfigError
 from .grid import apply_recipes, expand_grid
 from .identity import RESULT_KEYS, run_name
-from .schema import CHOICES, DEFAULTS, FIELD_NAMES, RANGES, ConfigKeys
+from .schema import CHOICES, DEFAULTS, FIELD_NAMES, RANGES, RUNNER_SET, ConfigKeys, runner_set_error
 
 __all__ = ["ExperimentConfig", "ConfigError"]
 
@@ -154,6 +154,8 @@ def _check_grid_and_recipes(config: ExperimentConfig) -> None:
     for key, values in config.grid.items():
         if key not in FIELD_NAMES or key == "grid":
             raise ConfigError(f"grid key {key!r} is not a config key{did_you_mean(key, FIELD_NAMES)}.")
+        if key in RUNNER_SET:
+            raise ConfigError(runner_set_error(key, " (in grid)"))
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid.{key} must be a non-empty list, got {values!r}.")
     for selector, values in config.recipes.items():

@@ -14,7 +14,7 @@ import yaml
 from .._choices import did_you_mean
 from .config import ExperimentConfig
 from .errors import ConfigError
-from .schema import FIELD_NAMES
+from .schema import FIELD_NAMES, RUNNER_SET, runner_set_error
 
 __all__ = ["load_yaml", "parse_value", "DEFAULT_CONFIG", "shipped_configs", "resolve_config", "load_config"]
 
@@ -97,7 +97,8 @@ def resolve_config(config: str | Path) -> Path:
 
 def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = None) -> ExperimentConfig:
     """Load a YAML config (a file's path or a shipped config's name, :func:`resolve_config`; None: the built-in
-    defaults) and apply ``overrides``; bad keys or values: :class:`ConfigError`."""
+    defaults) and apply ``overrides``; bad keys or values, or a key the runner sets (``recipe``:
+    :data:`~.schema.RUNNER_SET`), are a :class:`ConfigError`."""
     loaded, overrides = {}, overrides or {}
     if path is not None:
         path = resolve_config(path)
@@ -109,6 +110,8 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict] = N
         if key not in FIELD_NAMES:
             raise ConfigError(f"Unknown config key {key!r}{did_you_mean(key, FIELD_NAMES)}"
                               + (f" in {path}" if key in from_file else "") + ".")
+        if key in RUNNER_SET:
+            raise ConfigError(runner_set_error(key, f" (in {path})" if key in from_file else ""))
     try:
         return ExperimentConfig(**{**loaded, **overrides})
     except ConfigError as err:

@@ -21,7 +21,7 @@ from .labels import run_label
 from .results import group_runs, load_results, posthoc_view
 from .runs import RunProcessDied, exit_on_sigterm, run_each
 
-__all__ = ["Plan", "run_plan", "summary_rows", "group_rows", "TINY"]
+__all__ = ["Plan", "run_plan", "run_resumably", "summary_rows", "group_rows", "TINY"]
 
 #: ``--tiny``: digits, 1 epoch, 2 classes (balanced, as CIFAR-100's) then 2 steps of 4 (replaces the protocol's settings)
 TINY = {"benchmark": "digits", "model": "small_cnn", "width": 16, "protocol": "B2", "n_steps": 2, "epochs": 1,
@@ -150,7 +150,7 @@ def run_plan(argv, plan: Plan, description: str) -> list[dict]:
     runs, out = _planned(parser, args, plan), Path(args.output_dir)
     print(f"{len(runs)} runs on {args.workers} workers -> {out}", flush=True)
     started = time.time()
-    _run(runs, out, args.workers)
+    run_resumably(runs, out, args.workers)
     return _report(plan, out, len(runs), started)
 
 
@@ -200,12 +200,14 @@ def _planned(parser: argparse.ArgumentParser, args: argparse.Namespace, plan: Pl
     return configs
 
 
-def _run(runs: list[ExperimentConfig], out: Path, workers: int) -> None:
-    """Run (or resume) ``runs`` into ``out``, ``workers`` at a time; a run that fails is reported and the others go
-    on; an interrupt (Ctrl-C, SIGTERM) or a killed worker ends the command, saying that it resumes."""
+def run_resumably(runs: list[ExperimentConfig], out: Path, workers: int, keep_going: bool = True,
+                  **options) -> list[str]:
+    """Run (or resume) ``runs`` into ``out``, ``workers`` at a time (:func:`.runs.run_each`, ``options`` passed on:
+    ``say``, ``folder``); with ``keep_going``, a run that fails is reported and the others go on; an interrupt
+    (Ctrl-C, SIGTERM) or a killed worker ends the command, saying that it resumes. The names of the failed runs."""
     exit_on_sigterm()  # as bsce-experiment: SIGTERM unwinds like Ctrl-C
     try:
-        run_each(runs, out, resume=True, jobs=workers, keep_going=True, quiet=True)
+        return run_each(runs, out, resume=True, jobs=workers, keep_going=keep_going, quiet=True, **options)
     except KeyboardInterrupt:  # the runs keep their last finished step
         raise SystemExit(f"interrupted: {RESUMES}") from None
     except RunProcessDied as err:

@@ -22,6 +22,7 @@ from typing import Callable, Optional, Sequence
 from .config import ConfigError, ExperimentConfig
 from .grid import combination_error, expand_grid
 from .identity import differing_settings, result_settings
+from .results_format import results_problem
 
 __all__ = ["run_configs", "run_each", "exit_on_sigterm", "nothing_to_resume", "RunProcessDied"]
 
@@ -63,16 +64,19 @@ def run_configs(cfg: ExperimentConfig, resume: bool = False, jobs: int = 1, over
 
 
 def run_each(runs: Sequence[ExperimentConfig], out: Path, resume: bool = False, jobs: int = 1, overwrite: bool = False,
-             keep_going: bool = False, quiet: bool = False, say: Callable = print) -> list[str]:
-    """Run each of ``runs`` into ``out/<run name>/``: one after the other in this process, or (``jobs`` > 1) ``jobs``
-    at a time in fresh processes (:func:`_run_in_processes`); say one line per finished run (and the W&B command
-    that uploads an offline run). A run that fails raises its error, or with ``keep_going`` is reported with its
-    traceback while the others go on; ``quiet``: the runs' Python warnings are not shown.
+             keep_going: bool = False, quiet: bool = False, say: Callable = print,
+             folder: Optional[Callable[[ExperimentConfig], str]] = None) -> list[str]:
+    """Run each of ``runs`` into ``out/<run name>/`` (``folder(config)``: another folder name): one after the
+    other in this process, or (``jobs`` > 1) ``jobs`` at a time in fresh processes (:func:`_run_in_processes`;
+    with ``resume``, a run finished before is read here, not handed to a process); say one line per finished run
+    (and the W&B command that uploads an offline run). A run that fails raises its error, or with ``keep_going``
+    is reported with its traceback while the others go on; ``quiet``: the runs' Python warnings are not shown.
 
     :returns: the names of the runs that failed (``keep_going``).
     :raises RunProcessDied: a worker process died."""
     failed = []
-    for run_cfg, result in _finished_runs(runs, out, resume, min(jobs, len(runs)), overwrite, keep_going, quiet):
+    for run_cfg, result in _finished_runs(runs, out, resume, min(jobs, len(runs)), overwrite, keep_going, quiet,
+                                          folder or _run_name):
         if isinstance(result, BaseException):  # keep_going
             failed.append(run_cfg.run_name)
             say(f"  {run_cfg.run_name}: FAILED\n{''.join(traceback.format_exception(result))}", flush=True)
@@ -84,23 +88,49 @@ def run_each(runs: Sequence[ExperimentConfig], out: Path, resume: bool = False, 
     return failed
 
 
-def _finished_runs(runs, out: Path, resume: bool, jobs: int, overwrite: bool, keep_going: bool, quiet: bool):
+def _run_name(run_cfg: ExperimentConfig) -> str:
+    return run_cfg.run_name
+
+
+def _finished_runs(runs, out: Path, resume: bool, jobs: int, overwrite: bool, keep_going: bool, quiet: bool,
+                   folder: Callable = _run_name):
     """Yield ``(config, results)`` of each run as it finishes (``keep_going``: ``(config, its error)`` of a run
-    that failed), here or in ``jobs`` processes."""
+    that failed), here or in ``jobs`` processes (the runs finished before: read here, first)."""
     if jobs > 1:
-        yield from _run_in_processes(runs, out, resume, jobs, overwrite, keep_going=keep_going, quiet=quiet)
+        done = {id(run_cfg): _done_before(run_cfg, out / folder(run_cfg)) if resume and not overwrite else None
+                for run_cfg in runs}
+        yield from ((run_cfg, done[id(run_cfg)]) for run_cfg in runs if done[id(run_cfg)] is not None)
+        if todo := [run_cfg for run_cfg in runs if done[id(run_cfg)] is None]:
+            yield from _run_in_processes(todo, out, resume, jobs, overwrite, keep_going=keep_going, quiet=quiet,
+                                         folder=folder)
         return
     from .experiment import run_experiment
 
     for run_cfg in runs:
         try:
             with _no_warnings() if quiet else contextlib.nullcontext():
-                result = run_experiment(run_cfg, out / run_cfg.run_name, resume=resume, overwrite=overwrite)
+                result = run_experiment(run_cfg, out / folder(run_cfg), resume=resume, overwrite=overwrite)
         except Exception as err:  # noqa: BLE001 - reported, and the other runs go on
             if not keep_going:
                 raise
             result = err
         yield run_cfg, result
+
+
+def _done_before(run_cfg: ExperimentConfig, run_dir: Path) -> Optional[dict]:
+    """The results of ``run_cfg`` if ``run_dir`` holds it finished (what ``run_experiment`` with ``resume``
+    returns as is), else None (anything else, an unreadable file included, is the run's process's to report)."""
+    try:
+        results = json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(results, dict) or not results.get("finished") or results_problem(results):
+        return None
+    try:
+        same = result_settings(results["config"]) == result_settings(run_cfg.to_dict())
+    except (KeyError, TypeError):
+        return None
+    return results if same else None
 
 
 @contextlib.contextmanager
@@ -157,7 +187,7 @@ class RunProcessDied(RuntimeError):
 
 
 def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int, overwrite: bool = False, worker=None,
-                      keep_going: bool = False, quiet: bool = False):
+                      keep_going: bool = False, quiet: bool = False, folder: Callable = _run_name):
     """Yield ``(config, results)`` of each run as it finishes, ``jobs`` fresh processes at a time, each
     with ``cores // jobs`` torch threads unless its config sets ``threads`` (same numbers as alone);
     ``keep_going``: ``(config, its error)`` of a run that raised one, and the others go on. On an exit (SIGTERM:
@@ -165,6 +195,7 @@ def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int, overwrite:
     other error (Ctrl-C reaches the workers itself) they end as they do.
 
     :param worker: what a process runs, ``_run_one`` (a module-level function; tests pass another).
+    :param folder: a run's folder name in ``out`` (default: its run name).
     :raises RunProcessDied: a worker process died."""
     worker = worker or _run_one
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -174,7 +205,7 @@ def _run_in_processes(runs: list, out: Path, resume: bool, jobs: int, overwrite:
     # waiting workers ignore Ctrl-C (no tracebacks); a worker's run takes it like a single run
     with ProcessPoolExecutor(jobs, mp_context=context, max_tasks_per_child=1, initializer=_start_worker,
                              initargs=(quiet, stopping)) as pool:
-        futures = {pool.submit(_start_run, worker, run_cfg.replace(progress=False), out / run_cfg.run_name, resume,
+        futures = {pool.submit(_start_run, worker, run_cfg.replace(progress=False), out / folder(run_cfg), resume,
                                threads, overwrite): run_cfg for run_cfg in runs}
         try:
             for future in as_completed(futures):

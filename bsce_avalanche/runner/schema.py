@@ -12,7 +12,8 @@ from ..benchmarks import BENCHMARKS, CLASS_ORDER_NAMES
 from ..catalog import AMP_MODES, ICARL_EVAL_MODES, MAX_TAU, MAX_WINDOW, MODELS, PRIOR_MODES
 from .catalog import MEMORY_SELECTIONS, REPLAY_PROTOCOLS, STRATEGIES, uses_replay_option
 
-__all__ = ["ConfigKeys", "CHOICES", "EFFECTS", "EFFECT", "RANGES", "RESOLVED_ENTRIES", "FIELD_NAMES", "DEFAULTS"]
+__all__ = ["ConfigKeys", "CHOICES", "EFFECTS", "EFFECT", "RANGES", "RESOLVED_ENTRIES", "FIELD_NAMES", "DEFAULTS",
+           "RUNNER_SET", "runner_set_error"]
 
 #: Valid values of the name-like keys.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -55,7 +56,7 @@ RESOLVED_ENTRIES = ("training", "loss", "model", "fast_augment")
 
 def _key(default, help: str, *, effect: str = "result", range: Optional[str] = None, label: bool = False,
          only: tuple[str, ...] = (), applies: Optional[Callable[[Mapping], bool]] = None,
-         first_experience: Union[tuple[str, ...], str] = ()):
+         first_experience: Union[tuple[str, ...], str] = (), set_from: Optional[str] = None):
     """A config key: its default, its meaning (``--help`` and the docs read it), its :data:`EFFECTS` entry,
     its valid interval (``range``, e.g. ``"[1, inf)"``), whether :func:`~.identity.method_label` shows it, and the
     strategies it acts on (``only``; empty: all) or, finer, the configs it acts on (``applies``, a predicate
@@ -67,7 +68,10 @@ def _key(default, help: str, *, effect: str = "result", range: Optional[str] = N
     strategies ``first_experience`` lists (e.g. BiC's validation split is made from its memory before it
     trains); ``resolved`` keys enter it as the :data:`RESOLVED_ENTRIES` that ``first_experience`` names
     (e.g. ``tau`` as the first-experience loss); ``run`` keys never. :func:`~.identity.first_experience_settings`
-    reads it."""
+    reads it.
+
+    ``set_from``: the key the runner sets this one from (:data:`RUNNER_SET`): no command-line option, and a
+    config file, ``--set`` or a grid that sets it is refused (a config read back from results.json holds it)."""
     assert effect in EFFECTS, effect
     if effect == "resolved":
         names = (first_experience,) if isinstance(first_experience, str) else first_experience
@@ -76,7 +80,7 @@ def _key(default, help: str, *, effect: str = "result", range: Optional[str] = N
     else:
         assert isinstance(first_experience, tuple) and (not first_experience or effect == "later"), first_experience
     metadata = {"help": help, "effect": effect, "range": range, "label": label, "only": only, "applies": applies,
-                "first_experience": first_experience}
+                "first_experience": first_experience, "set_from": set_from}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -188,7 +192,8 @@ class ConfigKeys:
         {}, "per-method training recipes, applied to the runs of that method after the grid: {selector: {key: "
             "value}}, a selector being a strategy (icarl) or strategy-loss (icarl-ce), the more specific applied "
             "last; each run's results.json records the values it trained with", effect="run")
-    recipe: Optional[str] = _key(None, "the recipes entries applied to this run (set by the runner)", effect="run")
+    recipe: Optional[str] = _key(None, "the recipes entries applied to this run (set by the runner)", effect="run",
+                                 set_from="recipes")
     # optimisation
     epochs: int = _key(10, "training epochs per step", range="[1, inf)")
     batch_size: int = _key(32, "training mini-batch size (the global batch under torchrun)", range="[1, inf)")
@@ -236,5 +241,16 @@ FIELD_NAMES = [f.name for f in fields(ConfigKeys)]
 DEFAULTS = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(ConfigKeys)}
 #: Each key's :data:`EFFECTS` entry: the one table of what a setting changes.
 EFFECT: dict[str, str] = {f.name: f.metadata["effect"] for f in fields(ConfigKeys)}
+#: The keys the runner sets, each from the key a user sets instead (``recipe`` from ``recipes``).
+RUNNER_SET: dict[str, str] = {f.name: f.metadata["set_from"] for f in fields(ConfigKeys) if f.metadata["set_from"]}
+
+
+def runner_set_error(key: str, where: str = "") -> str:
+    """Why a user may not set ``key`` of :data:`RUNNER_SET` (``where``: e.g. " in config.yaml"), and the fix."""
+    source = RUNNER_SET[key]
+    return (f"{key}{where} is set by the runner from {source} (each run's results.json records it): set {source} "
+            f"instead, and leave {key} out.")
+
+
 #: Valid values of the numeric keys, as intervals (``--help`` shows them; null stays valid where allowed).
 RANGES: dict[str, str] = {f.name: f.metadata["range"] for f in fields(ConfigKeys) if f.metadata["range"]}

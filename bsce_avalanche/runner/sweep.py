@@ -15,6 +15,7 @@ from .config import ConfigError, ExperimentConfig
 from .config_files import load_config, load_yaml
 from .grid import check_recipe_overrides, combination_error
 from .runs import run_configs
+from .schema import RUNNER_SET
 
 __all__ = ["sweep_run", "sweep_config", "sweep_combinations", "sweep_validate"]
 
@@ -22,8 +23,8 @@ __all__ = ["sweep_run", "sweep_config", "sweep_combinations", "sweep_validate"]
 def sweep_config(base: ExperimentConfig, params: dict) -> ExperimentConfig:
     """``base`` with one combination of a sweep's parameters: one run (a base grid over keys
     the sweep sets is theirs; over other keys, an error)."""
-    cfg = load_config(None, {**base.to_dict(), "grid": {k: v for k, v in base.grid.items() if k not in params},
-                             **params})
+    own = {k: v for k, v in base.to_dict().items() if k not in RUNNER_SET}  # the runner sets those again
+    cfg = load_config(None, {**own, "grid": {k: v for k, v in base.grid.items() if k not in params}, **params})
     if cfg.grid:
         raise ConfigError(f"the base config has a grid over {sorted(cfg.grid)}: add {', '.join(cfg.grid)} to the "
                           "sweep's parameters (one sweep run is one experiment).")
