@@ -15,6 +15,7 @@ import argparse
 import importlib.util
 import re
 import sys
+from functools import cache
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -31,6 +32,7 @@ RESULTS_MD = EXPERIMENTS / "RESULTS.md"
 METRICS = ("average_incremental_accuracy", "last_accuracy")
 
 
+@cache  # each script loaded once per restate, however many blocks it builds
 def _script(name: str):
     spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
@@ -38,6 +40,7 @@ def _script(name: str):
     return module
 
 
+@cache  # section 4's runs read once for its four blocks
 def _concat_groups() -> Optional[tuple[list[dict], dict]]:
     out = RESULTS_DIR / "cifar100_cpu_concat"
     runs = [r for r in load_results([out]) if r.get("finished")] if out.is_dir() else []
@@ -190,13 +193,13 @@ BLOCKS: dict[tuple[Path, str], Callable[[], Optional[str]]] = {
 
 def restate(check: bool = False) -> list[str]:
     """Rewrite (or, with ``check``, compare) every block; returns the names of the blocks that differed."""
-    differed, texts, cache = [], {}, {}
+    differed, texts, built = [], {}, {}
     for (path, marker), build in BLOCKS.items():
         text = texts.setdefault(path, path.read_text())
         pattern = re.compile(rf"(<!-- {marker}:start -->\n).*?(<!-- {marker}:end -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"restate.py: {path.name} has no <!-- {marker}:start --> ... <!-- {marker}:end --> block")
-        block = cache[build] if build in cache else cache.setdefault(build, build())
+        block = built[build] if build in built else built.setdefault(build, build())
         if block is None:  # no results for it here: the block stays
             continue
         new = pattern.sub(lambda m: m.group(1) + block.rstrip("\n") + "\n" + m.group(2), text)
