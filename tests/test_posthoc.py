@@ -138,6 +138,28 @@ def test_runner_reports_posthoc_of_ce_runs_from_the_same_pass(tmp_path):
     assert "| replay-bsce-concat | replay-ce-concat + post-hoc LA" in text and "(1 seed)" in text
 
 
+def test_gains_pair_runs_of_one_protocol_only():
+    """BSCE at 1 epoch is not measured against CE at 3 epochs (another protocol); a baseline at its own recipe
+    is still its baseline; a baseline with no seed in common gives no row."""
+    from bsce_avalanche.runner.compare import gains_table, same_protocol
+
+    def run(seed, loss, acc, data="d1", **config):
+        config = {"strategy": "replay", "replay": "concat", "loss": loss, "seed": seed, "epochs": 1, **config}
+        return {"config": config, "average_incremental_accuracy": acc, "last_accuracy": acc, "data_digest": data}
+
+    runs = [run(s, loss, acc + s / 100, epochs=e) for s in (0, 1) for e, loss, acc in
+            ((1, "ce", 0.20), (1, "bsce", 0.25), (3, "ce", 0.40), (3, "bsce", 0.45))]
+    recipe = {"recipes": {"replay-ce": {"lr": 0.5}}, "recipe": "replay-ce"}
+    assert same_protocol(runs[0], run(0, "ce", 0.2, lr=0.5, **recipe))  # its recipe's lr: still a baseline
+    assert not same_protocol(runs[0], run(0, "ce", 0.2, lr=0.5))  # the same lr change without a recipe: not
+    assert not same_protocol(runs[0], run(0, "ce", 0.2, data="d2")) and same_protocol(runs[0], run(0, "ce", 0.2, data=None))
+    rows = [line for line in gains_table(runs).splitlines()[2:]]
+    assert len(rows) == 2 and all(row.count("epochs=1") == 2 or row.count("epochs=3") == 2 for row in rows), rows
+    assert "+5.0 [+5.0, +5.0]" in rows[0] and "+5.0" in rows[1]
+    alone = gains_table([runs[1], run(5, "ce", 0.1)])  # BSCE seed 0 against CE seed 5 only: nothing paired
+    assert alone == ""
+
+
 def test_paired_difference_and_its_t_interval():
     from bsce_avalanche.runner.stats import format_gain, paired_difference
 

@@ -14,11 +14,12 @@ import numpy as np
 from .errors import ConfigError
 from .figures import plot_comparison
 from .fileio import write_text_atomic
+from .identity import LABEL_KEYS, differing_settings
 from .labels import POSTHOC_LABEL, is_variant, loss_kind, method_panel, run_label
 from .results import check_one_setting, group_runs, load_results, with_posthoc
 from .stats import format_gain, format_mean_std, paired_difference
 
-__all__ = ["comparison_table", "gains_table", "first_experience_table", "compare"]
+__all__ = ["comparison_table", "gains_table", "same_protocol", "first_experience_table", "compare"]
 
 
 #: The metric columns of :func:`comparison_table`: header, a run's value (a fraction, shown in %).
@@ -48,8 +49,9 @@ def comparison_table(runs: Sequence[dict]) -> str:
 
 def gains_table(runs: Sequence[dict]) -> str:
     """Markdown table: each BSCE method (tau 1, prior auto) minus each baseline of its family and protocol
-    (CE, BSCE at tau 0, CE + post-hoc LA), paired per seed, mean and 95% t-interval in points; the strongest
-    baseline (by mean average incremental accuracy) first. "" when no BSCE method has a baseline."""
+    (CE, BSCE at tau 0, CE + post-hoc LA; :func:`same_protocol`), paired per seed, mean and 95% t-interval in
+    points; the strongest baseline (by mean average incremental accuracy) first; a baseline with no seed in
+    common left out. "" when no BSCE method has a baseline."""
     groups = group_runs(runs)
     lines = []
     for label, group in groups.items():
@@ -59,18 +61,32 @@ def gains_table(runs: Sequence[dict]) -> str:
         panel = method_panel(config, split_variants=False)[0]
         baselines = [(other, g) for other, g in groups.items()
                      if other != label and method_panel(g[0]["config"], split_variants=False)[0] == panel
-                     and (loss_kind(g[0]["config"]) != "bsce" or g[0].get("_evaluation"))]
+                     and (loss_kind(g[0]["config"]) != "bsce" or g[0].get("_evaluation"))
+                     and same_protocol(group[0], g[0])]
         baselines.sort(key=lambda item: -np.mean([r["average_incremental_accuracy"] for r in item[1]]))
         for rank, (other, baseline) in enumerate(baselines):
+            seeds = paired_difference(group, baseline, lambda r: r["last_accuracy"], _seed)
+            if seeds is None:  # no seed in common: nothing to pair
+                continue
             cells = [format_gain(paired_difference(group, baseline, lambda r, k=key: r[k], _seed))
                      for key in ("average_incremental_accuracy", "last_accuracy")]
-            seeds = paired_difference(group, baseline, lambda r: r["last_accuracy"], _seed)
             lines.append(f"| {label} | {other}{' (strongest)' if rank == 0 and len(baselines) > 1 else ''} | "
-                         f"{seeds.n if seeds else 0} | {cells[0]} | {cells[1]} |")
+                         f"{seeds.n} | {cells[0]} | {cells[1]} |")
     if not lines:
         return ""
     return ("| BSCE | minus | paired seeds | avg. incremental acc. (points, 95% CI) | last acc. (points, 95% CI) |\n"
             "|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+
+
+def same_protocol(a: dict, b: dict) -> bool:
+    """Whether two runs may be paired as method and baseline: they differ only in what names a method (the keys
+    a method label shows) and in what a run's own recipe sets (a baseline at its published recipe), and trained
+    on the same data where both recorded it. Runs of another length, schedule or model are another protocol: a
+    gain across them would measure the protocol, not the method."""
+    recipe_keys = {k for r in (a, b) for k in (r["config"].get("recipes") or {}).get(r["config"].get("recipe"), {})}
+    differ = set(differing_settings([a["config"], b["config"]])) - recipe_keys - LABEL_KEYS
+    data = {a.get("data_digest"), b.get("data_digest")} - {None}
+    return not differ and len(data) <= 1
 
 
 def _seed(run: dict) -> int:

@@ -13,7 +13,7 @@ from typing import Optional
 from .catalog import uses_replay_option
 from .schema import DEFAULTS, EFFECT, ConfigKeys
 
-__all__ = ["RESULT_KEYS", "result_settings", "settings_digest", "method_label", "run_name", "differing_settings",
+__all__ = ["RESULT_KEYS", "LABEL_KEYS", "result_settings", "settings_digest", "method_label", "run_name", "differing_settings",
            "first_experience_settings", "resolved_first_experience_keys"]
 
 #: Keys :func:`method_label` shows, where they matter (the run name's readable part).
@@ -21,6 +21,9 @@ _LABEL: dict[str, bool] = {f.name: f.metadata["label"] for f in fields(ConfigKey
 _ONLY: dict[str, tuple] = {f.name: f.metadata["only"] for f in fields(ConfigKeys)}
 _APPLIES: dict[str, Optional[Callable[[Mapping], bool]]] = {f.name: f.metadata["applies"] for f in fields(ConfigKeys)}
 _FIRST_EXPERIENCE: dict[str, tuple] = {f.name: f.metadata["first_experience"] for f in fields(ConfigKeys)}
+
+#: The keys a method label shows where they matter: what names a method rather than its protocol.
+LABEL_KEYS: frozenset[str] = frozenset(k for k, shown in _LABEL.items() if shown)
 
 #: Keys that change what a run computes: a resumed run must agree on them, ``compare`` pools only runs that
 #: agree on all of them but the seed, and the run name holds them (readably or in its digest).

@@ -158,9 +158,13 @@ def _parser(plan: Plan, description: str) -> argparse.ArgumentParser:
     """The evidence scripts' command line (the same for every plan)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", help="folder holding cifar100.npz (required unless --tiny)")
-    parser.add_argument("--output-dir", default=str(plan.output_dir))
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--output-dir", default=str(plan.output_dir),
+                        help="folder of the runs, one subfolder each; finished runs there are kept and resumed, "
+                             "not run again (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="runs at a time, one process each (default: %(default)s; one CPU thread per run)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
+                        help="the seeds of the plan's runs (default: 0 1 2)")
     parser.add_argument("--only", nargs="+", metavar="RUN",
                         help="run only these runs, by their folder names in OUTPUT_DIR (<method>-seed<N>-<digest>, "
                              f"e.g. {_example_names(plan)}); an unknown name lists the planned ones")
