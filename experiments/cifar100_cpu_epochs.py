@@ -54,8 +54,15 @@ def planned_runs(seeds=(0, 1, 2)) -> list[dict]:
     return runs
 
 
-def _epochs(row: dict, base: Path) -> int:
-    return json.loads((base / row["path"]).read_text())["config"]["epochs"]
+def _length(row: dict, base: Path) -> tuple[int, bool]:
+    """A row's training length and whether it trained compiled: the runs of one table row (a compiled run is
+    paired with the compiled runs of its length only, as its first step is theirs)."""
+    config = json.loads((base / row["path"]).read_text())["config"]
+    return config["epochs"], bool(config.get("compile"))
+
+
+def _length_name(length: tuple[int, bool]) -> str:
+    return f"{length[0]}, compiled" if length[1] else str(length[0])
 
 
 def gains_table(rows: list[dict], base: Path) -> tuple[str, dict]:
@@ -63,34 +70,34 @@ def gains_table(rows: list[dict], base: Path) -> tuple[str, dict]:
     each baseline paired per seed with its 95% t-interval; also the gains by length, for the figure."""
     by = defaultdict(list)
     for r in rows:
-        by[(_epochs(r, base), r["method"])].append(r)
+        by[(_length(r, base), r["method"])].append(r)
     ncm = {}
     for r in rows:
         results = json.loads((base / r["path"]).read_text())
         if "ncm" in results and not r["method"].endswith(POSTHOC_LABEL):
-            ncm[(_epochs(r, base), r["method"], r["seed"])] = results["ncm"]
+            ncm[(_length(r, base), r["method"], r["seed"])] = results["ncm"]
     lines = ["| epochs / step | seeds | step-0 acc. (%) | " + " | ".join(f"{n}: avg. inc. / last (%)" for n, _ in METHODS)
              + " | NCM on CE's / BSCE's features, last (%) | BSCE − CE | BSCE − CE + post-hoc LA | BSCE − ER-ACE |",
              "|---|---|---|" + "---|" * len(METHODS) + "---|---|---|---|"]
     gains = {}
-    for epochs in EPOCHS:
-        bsce = by.get((epochs, METHODS[0][1]), [])
+    for length in sorted({length for length, _ in by}):
+        bsce = by.get((length, METHODS[0][1]), [])
         if not bsce:
             continue
         cells = []
         for _, label in METHODS:
-            group = by.get((epochs, label), [])
+            group = by.get((length, label), [])
             cells.append(f"{format_mean_std([r['average_incremental_accuracy'] for r in group])} / "
                          f"{format_mean_std([r['last_accuracy'] for r in group])}" if group else "–")
-        ncm_cells = [format_mean_std([v["last_accuracy"] for (e, m, _), v in ncm.items() if e == epochs and m == label])
+        ncm_cells = [format_mean_std([v["last_accuracy"] for (e, m, _), v in ncm.items() if e == length and m == label])
                      for label in ("replay-ce-concat", "replay-bsce-concat")]
         diffs = []
         for _, label in METHODS[1:]:
-            pair = [paired_difference(bsce, by.get((epochs, label), []), lambda r, k=k: r[k])
+            pair = [paired_difference(bsce, by.get((length, label), []), lambda r, k=k: r[k])
                     for k in ("average_incremental_accuracy", "last_accuracy")]
-            gains[(epochs, label)] = pair
+            gains[(length, label)] = pair
             diffs.append(" / ".join(format_gain(d) for d in pair))
-        lines.append(f"| {epochs} | {len(bsce)} | {format_mean_std([r['step0_accuracy'] for r in bsce])} | "
+        lines.append(f"| {_length_name(length)} | {len(bsce)} | {format_mean_std([r['step0_accuracy'] for r in bsce])} | "
                      + " | ".join(cells) + f" | {ncm_cells[0]} / {ncm_cells[1]} | " + " | ".join(diffs) + " |")
     return "\n".join(lines) + "\n", gains
 
@@ -116,7 +123,7 @@ def plot_gains(gains: dict, rows: list[dict], base: Path, path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for (name, label), color in zip(METHODS[1:], ("tab:blue", "tab:orange", "tab:brown")):
-        points = sorted((e, d) for (e, lab), (d, _) in gains.items() if lab == label and d is not None)
+        points = sorted((e, d) for ((e, _), lab), (d, _) in gains.items() if lab == label and d is not None)
         if not points:
             continue
         x = [e for e, _ in points]
@@ -137,7 +144,7 @@ def plot_gains(gains: dict, rows: list[dict], base: Path, path: Path) -> None:
     step0 = defaultdict(list)
     for r in rows:
         if r["method"] == METHODS[0][1]:
-            step0[_epochs(r, base)].append(100 * r["step0_accuracy"])
+            step0[_length(r, base)[0]].append(100 * r["step0_accuracy"])
     xs = sorted(step0)
     right.plot(xs, [np.mean(step0[e]) for e in xs], marker="o", label="ResNet-8, this CPU protocol")
     right.set(xscale="log", xticks=EPOCHS, xticklabels=[str(e) for e in EPOCHS], xlabel="epochs per step",
