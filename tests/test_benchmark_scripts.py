@@ -461,6 +461,8 @@ def test_cifar100_cpu_epochs_plan_and_report_tiny(tmp_path):
     assert [bench.schedule(e) for e in bench.EPOCHS] == [[], [2], [9], [27]]
     planned = bench.planned_runs((0, 1, 2))
     assert {r["seed"] for r in planned if r["epochs"] == 30} == {0} and len(planned) == 3 * (3 * 3 + 1)
+    assert {r.get("compile", False) for r in planned if r["epochs"] == 30} == {True}  # measured faster (RESULTS 4c)
+    assert not any(r.get("compile") for r in planned if r["epochs"] < 30)
     names = [_config(str(bench.CONFIG), {**TINY, **r}).run_name for r in planned if r["epochs"] == 1 and r["seed"] == 0]
     out = tmp_path / "epochs"
     bench.main(["--tiny", "--workers", "1", "--output-dir", str(out), "--only", *names])
