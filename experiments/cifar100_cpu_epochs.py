@@ -61,11 +61,10 @@ def planned_runs(seeds=(0, 1, 2)) -> list[dict]:
     return runs
 
 
-def _length(row: dict, base: Path) -> tuple[int, bool]:
-    """A row's training length and whether it trained compiled: the runs of one table row (a compiled run is
+def _length(results: dict) -> tuple[int, bool]:
+    """A run's training length and whether it trained compiled: the runs of one table row (a compiled run is
     paired with the compiled runs of its length only, as its first step is theirs)."""
-    config = json.loads((base / row["path"]).read_text())["config"]
-    return config["epochs"], bool(config.get("compile"))
+    return results["config"]["epochs"], bool(results["config"].get("compile"))
 
 
 def _length_name(length: tuple[int, bool]) -> str:
@@ -75,14 +74,12 @@ def _length_name(length: tuple[int, bool]) -> str:
 def gains_table(rows: list[dict], base: Path) -> tuple[str, dict]:
     """Per length: seeds, step-0, each method's average incremental / last accuracy, NCM (Replay), and BSCE minus
     each baseline paired per seed with its 95% t-interval; also the gains by length, for the figure."""
-    by = defaultdict(list)
-    for r in rows:
-        by[(_length(r, base), r["method"])].append(r)
-    ncm = {}
+    by, ncm = defaultdict(list), {}
     for r in rows:
         results = json.loads((base / r["path"]).read_text())
+        by[(_length(results), r["method"])].append(r)
         if "ncm" in results and not r["method"].endswith(POSTHOC_LABEL):
-            ncm[(_length(r, base), r["method"], r["seed"])] = results["ncm"]
+            ncm[(_length(results), r["method"], r["seed"])] = results["ncm"]
     lines = ["| epochs / step | seeds | step-0 acc. (%) | " + " | ".join(f"{n}: avg. inc. / last (%)" for n, _ in METHODS)
              + " | NCM on CE's / BSCE's features, last (%) | BSCE − CE | BSCE − CE + post-hoc LA | BSCE − ER-ACE |",
              "|---|---|---|" + "---|" * len(METHODS) + "---|---|---|---|"]
@@ -151,7 +148,7 @@ def plot_gains(gains: dict, rows: list[dict], base: Path, path: Path) -> None:
     step0 = defaultdict(list)
     for r in rows:
         if r["method"] == METHODS[0][1]:
-            step0[_length(r, base)[0]].append(100 * r["step0_accuracy"])
+            step0[_length(json.loads((base / r["path"]).read_text()))[0]].append(100 * r["step0_accuracy"])
     xs = sorted(step0)
     right.plot(xs, [np.mean(step0[e]) for e in xs], marker="o", label="ResNet-8, this CPU protocol")
     right.set(xscale="log", xticks=EPOCHS, xticklabels=[str(e) for e in EPOCHS], xlabel="epochs per step",

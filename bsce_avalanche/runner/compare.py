@@ -65,13 +65,12 @@ def gains_table(runs: Sequence[dict]) -> str:
                      and same_protocol(group[0], g[0])]
         baselines.sort(key=lambda item: -np.mean([r["average_incremental_accuracy"] for r in item[1]]))
         for rank, (other, baseline) in enumerate(baselines):
-            seeds = paired_difference(group, baseline, lambda r: r["last_accuracy"], _seed)
-            if seeds is None:  # no seed in common: nothing to pair
-                continue
-            cells = [format_gain(paired_difference(group, baseline, lambda r, k=key: r[k], _seed))
+            diffs = [paired_difference(group, baseline, lambda r, k=key: r[k], _seed)
                      for key in ("average_incremental_accuracy", "last_accuracy")]
+            if diffs[1] is None:  # no seed in common: nothing to pair
+                continue
             lines.append(f"| {label} | {other}{' (strongest)' if rank == 0 and len(baselines) > 1 else ''} | "
-                         f"{seeds.n} | {cells[0]} | {cells[1]} |")
+                         f"{diffs[1].n} | {format_gain(diffs[0])} | {format_gain(diffs[1])} |")
     if not lines:
         return ""
     return ("| BSCE | minus | paired seeds | avg. incremental acc. (points, 95% CI) | last acc. (points, 95% CI) |\n"

@@ -13,8 +13,8 @@ from typing import Optional
 from .catalog import uses_replay_option
 from .schema import DEFAULTS, EFFECT, ConfigKeys
 
-__all__ = ["RESULT_KEYS", "LABEL_KEYS", "result_settings", "settings_digest", "method_label", "run_name", "differing_settings",
-           "first_experience_settings", "resolved_first_experience_keys"]
+__all__ = ["RESULT_KEYS", "LABEL_KEYS", "result_settings", "settings_digest", "method_label", "run_name",
+           "differing_settings", "first_experience_settings", "resolved_first_experience_keys"]
 
 #: Keys :func:`method_label` shows, where they matter (the run name's readable part).
 _LABEL: dict[str, bool] = {f.name: f.metadata["label"] for f in fields(ConfigKeys)}
