@@ -336,6 +336,7 @@ NOT_NAMED_BY_RUN_NAME = {
     "cifar100_online-compile": "one run per folder, named for the comparison: eager, compiled",
     "compile_end_to_end_concat": "one run per folder, named for the comparison: eager, compiled",
     "compile_end_to_end_10epochs": "one run per folder, named for the comparison: eager, compiled, compiled_previous",
+    "compile_end_to_end_30epochs": "the eager run of the comparison (its compiled twin is in cifar100_cpu_epochs)",
 }
 
 
