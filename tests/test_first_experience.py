@@ -285,6 +285,17 @@ def test_the_data_digest_follows_the_data_not_its_path(tmp_path):
     assert key_digest(keys[0]) != key_digest(keys[1])
 
 
+def test_other_cpu_kernels_are_another_key(monkeypatch):
+    # measured: one key and seed trained another first step with other kernels (RESULTS.md §4d)
+    digests = set()
+    for capability in ("AVX2", "AVX512", "DEFAULT"):
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+        key = first_experience_key(ExperimentConfig(**DIGITS), UNIFORM, 4)
+        assert key["environment"]["cpu_capability"] == capability
+        digests.add(key_digest(key))
+    assert len(digests) == 3
+
+
 @pytest.mark.slow
 def test_a_data_file_replaced_in_place_trains_its_first_experience_again(tmp_path):
     cfg = ExperimentConfig(**TINY_CIFAR, data_dir=str(tmp_path))

@@ -533,6 +533,7 @@ def _environment(device) -> dict:
         cpu = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), cpu)
     return {"device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,
             "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "python": platform.python_version(), "torch": str(torch.__version__), "avalanche": avalanche_version}
 
 

@@ -86,14 +86,17 @@ def first_experience_key(cfg: ExperimentConfig, counts: Optional[Tensor], n_clas
     the settings as they are, and the ``resolved`` keys as :data:`~.schema.RESOLVED_ENTRIES` (the strategy's
     ``first_experience`` training, :func:`first_experience_loss`, the model's name, fast_augment resolved).
     Then what else changes the numbers: the data loaded (``data``: :func:`~.checkpoint.benchmark_digest`, so a
-    data file replaced in place is not mistaken for the old one), the device, CPU threads, DDP processes, the
-    code."""
+    data file replaced in place is not mistaken for the old one), the device, CPU threads and kernels (AVX2,
+    AVX-512, ...), DDP processes, the code."""
     key = first_experience_settings(cfg.to_dict())
     resolved = {"training": STRATEGIES[cfg.strategy].first_experience, "loss": first_experience_loss(cfg, counts, n_classes),
                 "model": cfg.model_name, "fast_augment": cfg.use_fast_augment}
     assert tuple(resolved) == RESOLVED_ENTRIES
+    # The CPU kernels too: one key and seed, other kernels, another network (RESULTS.md §4d: step-0 accuracy 25.0%
+    # with AVX2, 30.9% with ATEN_CPU_CAPABILITY=default, 24.0% on an earlier host).
     environment = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                    "threads": torch.get_num_threads() if device.type == "cpu" else None,
+                   "cpu_capability": torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else None,
                    "world_size": distributed.world_size(), "torch": str(torch.__version__), "avalanche": avalanche_version,
                    "source": _source_digest()}
     key.update(resolved, data=data, environment=environment, format=FORMAT_VERSION)
