@@ -38,9 +38,9 @@ FIELDS: dict[str, str] = {
     "classes_per_step": "per step, the class ids of that experience",
     "data_digest": "digest of the data loaded, as built with seed 0 (the same for every seed of a run; compare "
                    "keeps runs on other data apart; --resume refuses it)",
-    "environment": "device, GPU, CPU, threads, the CPU kernels torch used (cpu_capability: AVX2, AVX512, ...; the same "
-                   "seed trains other numbers with other kernels), Python, torch and Avalanche versions of the run; compile: how "
-                   "the model was compiled (null: eager)",
+    "environment": "device, GPU, CPU, threads, the CPU kernels torch used (cpu_capability: AVX2, AVX512, ...; the "
+                   "same seed trains other numbers with other kernels), Python, torch and Avalanche versions of the "
+                   "run; compile: how the model was compiled (null: eager)",
     "steps": "per step, its evaluation: accuracy_per_experience, accuracy_seen, old_accuracy, new_accuracy, "
              "new_class_prediction_share, per_class_accuracy (the last step's confusion_matrix: top level)",
     "priors": "per step, BSCE's class prior at the end of its training (null for loss: ce)",
