@@ -124,7 +124,8 @@ def _compute(group: list[dict]) -> list[str]:
 def fair_table(rows: list[dict]) -> str:
     """One row per method of each family (seeds, recipe, step-0, average incremental and last accuracy,
     forgetting, newest-class share, images and gradient steps per epoch, samples stored); then BSCE minus each
-    baseline of its family, and minus the strongest baseline of all, paired per seed with 95% t-intervals."""
+    baseline of its family (the first family's BSCE minus each row of a family without BSCE: the peers), and
+    minus the strongest baseline of all, paired per seed with 95% t-intervals."""
     groups = _by_row(rows)
     lines = ["| family | method | recipe | seeds | " + " | ".join(h for _, h, _ in _METRICS)
              + " | images / epoch | gradient steps / epoch | samples stored |",
@@ -151,6 +152,10 @@ def fair_table(rows: list[dict]) -> str:
             bsce_rows[family] = bsce[0]
         for name, key in baselines if bsce else ():
             gains.append(_gain_row(family, name, groups[bsce[0][1]], groups[key]))
+        if not bsce and bsce_rows:  # a family with no BSCE row (the peers): against the first family's BSCE
+            first_family, (_, first_key) = next(iter(bsce_rows.items()))
+            gains += [_gain_row(first_family, f"{family}: {name}", groups[first_key], groups[key])
+                      for name, key in baselines]
     if baselines_all and bsce_rows:
         strongest = max(baselines_all, key=lambda n: np.mean([r["average_incremental_accuracy"]
                                                                for r in groups[baselines_all[n]]]))
