@@ -104,7 +104,26 @@ def test_cifar100_cpu_concat_benchmark_tiny(tmp_path):
                              ("Replay", "Replay + CE + post-hoc LA"), ("LwF + memory", "WA (LwF + memory + aligning, as published)")):
         assert f"| {family} | {baseline} | 1 |" in fair, (family, baseline)  # BSCE minus it, paired (one seed here)
     assert "the strongest baseline of all" in fair
+    assert "| Replay | peers: ER-ACE (Replay's memory, updated after the step) | 1 |" in fair
     assert (out / "tau_sweep.png").stat().st_size > 1000
+
+
+def test_fair_table_pairs_replay_bsce_with_the_peers():
+    """The peers family has no BSCE row: Replay + BSCE minus each peer, paired per seed, is in the gains."""
+    bench = load_script("cifar100_cpu_concat")
+
+    def row(method, seed, acc, strategy="replay"):
+        return {"method": method, "strategy": strategy, "prior": None, "tau": None, "seed": seed,
+                "step0_accuracy": 0.5, "average_incremental_accuracy": acc, "last_accuracy": acc, "forgetting": 0.1,
+                "new_class_prediction_share_last_step": 0.1}
+
+    rows = [row(m, s, acc + s / 100, strategy) for s in (0, 1, 2) for m, acc, strategy in
+            (("replay-ce-concat", 0.20, "replay"), ("replay-bsce-concat", 0.30, "replay"),
+             ("er_ace-ce", 0.28, "er_ace"), ("bic-ce-concat", 0.25, "bic"))]
+    gains = bench.fair_table(rows).split("\n\n")[1]
+    assert "| Replay | peers: ER-ACE (Replay's memory, updated after the step) | 3 | +2.0 [+2.0, +2.0] |" in gains
+    assert "| Replay | peers: BiC (fixed), shared schedule | 3 | +5.0 [+5.0, +5.0] |" in gains
+    assert "**the strongest baseline of all**, peers: ER-ACE" in gains  # ER-ACE above CE and BiC
 
 
 @pytest.mark.slow
