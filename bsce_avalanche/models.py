@@ -110,11 +110,37 @@ def compile_model(model: nn.Module, *, one_graph_per_mode: bool = False, **compi
         if batch in seen or batch > max(seen, default=-1):
             seen.add(batch)
             return compiled(*args, **kwargs)
-        return feature_extractor._call_impl(*args, **kwargs)  # eager: the module's own call
+        with _buffers_saved_as_copies(feature_extractor):  # eager: the module's own call
+            return feature_extractor._call_impl(*args, **kwargs)
 
     # Module._wrapped_call_impl calls it; Module.__getstate__ drops it (a deep copy is eager)
     feature_extractor._compiled_call_impl = call
     return model
+
+
+def _buffers_saved_as_copies(module: nn.Module) -> torch.autograd.graph.saved_tensors_hooks:
+    """Saved-tensor hooks for an eager call of a compiled module: its buffers are saved as copies.
+
+    Training-mode BatchNorm saves its running statistics for a backward that does not read them, and updates
+    them in place without counting a version; a compiled call before that backward updates them with a counted
+    copy, so an eager batch followed by a compiled one (ER-ACE's last, smaller new batch, then its memory
+    batch) failed with "modified by an inplace operation". Other tensors keep autograd's version check."""
+    buffers = {id(b) for b in module.buffers()}
+
+    def pack(tensor: Tensor):
+        if id(tensor) in buffers:
+            return tensor.detach().clone(), None
+        return tensor.detach(), tensor._version  # detach: no reference cycle; shares the version counter
+
+    def unpack(packed) -> Tensor:
+        tensor, version = packed
+        if version is not None and tensor._version != version:
+            raise RuntimeError(f"one of the variables needed for gradient computation has been modified by an "
+                               f"inplace operation: {tensor.type()} {list(tensor.shape)} is at version "
+                               f"{tensor._version}; expected version {version} instead.")
+        return tensor
+
+    return torch.autograd.graph.saved_tensors_hooks(pack, unpack)
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:

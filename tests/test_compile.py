@@ -105,6 +105,27 @@ def test_deepcopy_of_a_compiled_model_is_an_eager_copy_of_its_own():
     assert not torch.allclose(model.feature_extractor(x), before)
 
 
+def test_an_eager_batch_then_a_compiled_one_before_one_backward():
+    """ER-ACE's step: the last, smaller new batch runs eager, then its memory batch (full size) compiled, one
+    backward for both. Training-mode BatchNorm saves its running statistics for the eager backward, which the
+    compiled call then updates in place: the eager call saves copies, and the gradients are eager code's."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = make_model("resnet8", 10, incremental=False, widths=(4, 8, 16)).train()
+    reference = copy.deepcopy(model)
+    compile_model(model, one_graph_per_mode=True, backend="aot_eager")
+    full, last = torch.randn(8, 3, 32, 32), torch.randn(5, 3, 32, 32)
+    for net in (model, reference):
+        net(full).sum().backward()  # the mode's graph, at the full batch
+        net.zero_grad()
+        (net(last).square().mean() + net(full).mean()).backward()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5)
+    for b, c in zip(model.buffers(), reference.buffers()):
+        assert torch.allclose(b.float(), c.float(), atol=1e-6)
+    torch._dynamo.reset()
+
+
 def _close(a, b) -> bool:
     """Nested lists of numbers (None for a metric that does not exist) equal within 1e-6."""
     if isinstance(a, list) or isinstance(b, list):
