@@ -74,7 +74,8 @@ done
 args=(--seed 0 --data-path device --amp bf16 --no-wandb --no-progress)
 if [[ $smoke == 1 ]]; then
     # the same path on synthetic CIFAR-shaped data (12 images per class), a narrow ResNet-8, 1 epoch,
-    # memory 200: a CPU runs it in minutes (most of it compiling)
+    # memory 200, 4 steps of 25 classes (the memory is used, then shrunk: every step's path): a CPU runs
+    # it in minutes
     out=${out:-outputs/cifar100-paper-full-smoke}
     data_dir="$out/smoke-data"
     mkdir -p "$data_dir"
@@ -90,7 +91,7 @@ x_test, y_test = split(4)
 np.savez(sys.argv[1], x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 EOF
     epochs=${epochs:-1} compile=${compile:---no-compile}
-    args+=(--model resnet8 --width 4 --memory-size 200 --eval-batch-size 400)
+    args+=(--model resnet8 --width 4 --memory-size 200 --eval-batch-size 400 --set n_steps=4)
 else
     [[ -n "$data_dir" ]] || { echo "cifar100_paper_full.sh: give --data-dir DIR (holding cifar100.npz), or --smoke" >&2; exit 2; }
     out=${out:-outputs/cifar100-paper-full}
