@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import random
 import re
 import signal
 import subprocess
@@ -146,7 +147,8 @@ def test_bad_yaml_names_file_and_line(tmp_path, text, message):
     assert str(path) in one_line(str(err.value))
 
 
-@pytest.mark.parametrize("content", [os.urandom(300), b"lr: 1\n\xff\xfe\x00\x81", b"\x00\x01\x02"])
+@pytest.mark.parametrize("content", [random.Random(0).randbytes(300), b"lr: 1\n\xff\xfe\x00\x81", b"\x00\x01\x02"],
+                         ids=["random-300", "yaml-then-binary", "control-bytes"])  # fixed: one collection per xdist worker
 def test_binary_config_file(tmp_path, content):
     path = tmp_path / "c.yaml"
     path.write_bytes(content)
