@@ -125,7 +125,7 @@ def _buffers_saved_as_copies(module: nn.Module) -> torch.autograd.graph.saved_te
     them in place without counting a version; a compiled call before that backward updates them with a counted
     copy, so an eager batch followed by a compiled one (ER-ACE's last, smaller new batch, then its memory
     batch) failed with "modified by an inplace operation". Other tensors keep autograd's version check."""
-    buffers = {id(b) for b in module.buffers()}
+    buffers = {id(b) for b in module.buffers()}  # per call: Module.to() and _apply replace the buffer tensors
 
     def pack(tensor: Tensor):
         if id(tensor) in buffers:
